@@ -1,0 +1,314 @@
+//! Typed settings. Sources, later ones winning: built-in defaults, an
+//! optional TOML file, `SQLGATE_*` environment variables (nested keys joined
+//! by `__`, e.g. `SQLGATE_POOL__MAX_CONNECTIONS`), then command-line flags.
+//! [`Settings::validate`] turns bad values into one line naming the setting.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// The file a fresh checkout uses when no database is configured, so that
+/// `sqlgate serve` works with nothing installed.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://sqlgate.db?mode=rwc";
+
+/// Everything the service can be told.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address the gRPC server listens on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// `postgres://…`, `mysql://…` (MariaDB too) or `sqlite://…`.
+    pub database_url: String,
+    /// The connection pool.
+    pub pool: PoolSettings,
+    /// Caps that protect the service and its callers from huge requests and results.
+    pub limits: LimitSettings,
+    /// The HTTP/2 transport.
+    pub transport: TransportSettings,
+    /// Log filter in `tracing` syntax, e.g. `info,sqlgate=debug`.
+    pub log_filter: String,
+}
+
+/// Pool sizing and connection lifetimes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolSettings {
+    /// Most connections open at once.
+    pub max_connections: u32,
+    /// Connections kept open even when idle.
+    pub min_connections: u32,
+    /// Longest a call waits for a free connection before RESOURCE_EXHAUSTED.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// An idle connection above `min_connections` is closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A connection is replaced after this long, whatever its use.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+}
+
+/// Request and result caps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Longest statement text accepted, in bytes.
+    pub max_statement_bytes: usize,
+    /// Most parameters on one statement.
+    pub max_params: usize,
+    /// Rows `Execute` returns when the request's `max_rows` is 0.
+    pub default_max_rows: u32,
+    /// The largest `max_rows` a caller may ask of `Execute`/`ExecuteBatch`.
+    pub max_rows_limit: u32,
+    /// Largest inline result (`Execute`, `ExecuteBatch`), in bytes; kept
+    /// under gRPC's common 4 MiB message limit.
+    pub max_response_bytes: usize,
+    /// Most statements in one `ExecuteBatch`.
+    pub max_batch_statements: usize,
+    /// Most rows in one streamed frame.
+    pub stream_batch_rows: usize,
+    /// Most bytes in one streamed frame (approximate).
+    pub stream_batch_bytes: usize,
+    /// Frames buffered per stream before the query waits for the client.
+    pub stream_buffer_frames: usize,
+}
+
+/// HTTP/2 settings that let the server notice dead peers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportSettings {
+    /// How often to ping an idle connection.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long to wait for a ping's answer before dropping the connection.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Largest request message accepted, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            pool: PoolSettings::default(),
+            limits: LimitSettings::default(),
+            transport: TransportSettings::default(),
+            log_filter: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            min_connections: 1,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(1800),
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_statement_bytes: 1024 * 1024,
+            max_params: 65_535,
+            default_max_rows: 1_000,
+            max_rows_limit: 100_000,
+            max_response_bytes: 3 * 1024 * 1024 + 512 * 1024,
+            max_batch_statements: 10_000,
+            stream_batch_rows: 1_000,
+            stream_batch_bytes: 256 * 1024,
+            stream_buffer_frames: 4,
+        }
+    }
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            max_request_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Settings given on the command line; `None` leaves the lower sources' value.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `--database-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// `--log-filter`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_filter: Option<String>,
+}
+
+/// A setting that is missing, malformed or out of range.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Loads the settings from all sources and validates them.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "--config: file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed("SQLGATE_").split("__"))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|err| ConfigError(one_line(&err)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that parse but make no sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("`{key}`: {why}")));
+        let scheme = self.database_url.split(':').next().unwrap_or_default();
+        if !matches!(
+            scheme,
+            "postgres" | "postgresql" | "mysql" | "mariadb" | "sqlite"
+        ) {
+            return fail(
+                "database_url",
+                "must start with postgres://, mysql://, mariadb:// or sqlite:",
+            );
+        }
+        let pool = &self.pool;
+        if pool.max_connections == 0 {
+            return fail("pool.max_connections", "must be at least 1");
+        }
+        if pool.min_connections > pool.max_connections {
+            return fail(
+                "pool.min_connections",
+                "must not exceed pool.max_connections",
+            );
+        }
+        if pool.acquire_timeout.is_zero() {
+            return fail("pool.acquire_timeout", "must be more than zero");
+        }
+        let limits = &self.limits;
+        for (key, value) in [
+            ("limits.max_statement_bytes", limits.max_statement_bytes),
+            ("limits.max_response_bytes", limits.max_response_bytes),
+            ("limits.max_batch_statements", limits.max_batch_statements),
+            ("limits.stream_batch_rows", limits.stream_batch_rows),
+            ("limits.stream_batch_bytes", limits.stream_batch_bytes),
+            ("limits.stream_buffer_frames", limits.stream_buffer_frames),
+            ("limits.default_max_rows", limits.default_max_rows as usize),
+        ] {
+            if value == 0 {
+                return fail(key, "must be more than zero");
+            }
+        }
+        if limits.default_max_rows > limits.max_rows_limit {
+            return fail(
+                "limits.default_max_rows",
+                "must not exceed limits.max_rows_limit",
+            );
+        }
+        if limits.max_statement_bytes >= self.transport.max_request_bytes {
+            return fail(
+                "limits.max_statement_bytes",
+                "must be below transport.max_request_bytes",
+            );
+        }
+        if self.transport.keepalive_timeout.is_zero() {
+            return fail("transport.keepalive_timeout", "must be more than zero");
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
+            return fail("log_filter", &err.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// figment reports every failed key; start-up wants one readable line.
+fn one_line(err: &figment::Error) -> String {
+    let mut text = err.to_string().replace('\n', "; ");
+    if let Some(first) = err.clone().into_iter().next() {
+        if !first.path.is_empty() {
+            text = format!("`{}`: {}", first.path.join("."), first.kind);
+            if let Some(source) = &first.metadata {
+                text.push_str(&format!(" (from {})", source.name));
+            }
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_use_sqlite() {
+        let settings = Settings::default();
+        settings.validate().expect("defaults validate");
+        assert!(settings.database_url.starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn min_above_max_names_the_setting() {
+        let mut settings = Settings::default();
+        settings.pool.min_connections = 50;
+        let err = settings.validate().expect_err("must fail").to_string();
+        assert!(err.contains("pool.min_connections"), "{err}");
+    }
+
+    #[test]
+    fn file_env_and_flags_layer_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "sqlgate.toml",
+                "listen = \"127.0.0.1:7000\"\n[pool]\nmax_connections = 3\nacquire_timeout = \"2s\"\n",
+            )?;
+            jail.set_env("SQLGATE_POOL__MAX_CONNECTIONS", "7");
+            let overrides = Overrides {
+                listen: Some("127.0.0.1:7001".parse().expect("addr")),
+                ..Overrides::default()
+            };
+            let settings = Settings::load(Some(Path::new("sqlgate.toml")), &overrides)
+                .map_err(|e| e.to_string())?;
+            assert_eq!(settings.pool.max_connections, 7);
+            assert_eq!(settings.pool.acquire_timeout, Duration::from_secs(2));
+            assert_eq!(settings.listen.port(), 7001);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn malformed_env_value_names_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SQLGATE_POOL__MAX_CONNECTIONS", "many");
+            let err = Settings::load(None, &Overrides::default())
+                .expect_err("must fail")
+                .to_string();
+            assert!(err.contains("pool.max_connections"), "{err}");
+            assert!(!err.contains('\n'));
+            Ok(())
+        });
+    }
+}

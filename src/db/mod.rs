@@ -1,0 +1,11 @@
+//! The database side: one sea-orm-managed pool, which backend it talks to,
+//! how sqlgate acquires from it (counting waiters, which sqlx does not), and
+//! what differs between backends outside of values (cancelling a statement).
+
+mod dialect;
+mod metrics;
+mod pool;
+
+pub(crate) use dialect::Dialect;
+pub use metrics::PoolSnapshot;
+pub use pool::{Backend, Database, DbPool};

@@ -1,0 +1,213 @@
+//! Builds the pool through sea-orm (which owns its configuration) and keeps
+//! the typed sqlx pool underneath for statement execution.
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use sea_orm::{ConnectOptions, DatabaseConnection};
+use sqlx::{
+    MySqlPool, PgPool, Pool, SqlitePool,
+    pool::PoolConnection,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode},
+};
+
+use super::metrics::{PoolMetrics, PoolSnapshot};
+use crate::{config::PoolSettings, error::Error};
+
+/// Which database the pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    MySql,
+    /// SQLite (embedded).
+    Sqlite,
+}
+
+impl Backend {
+    /// Reads the backend from a database URL's scheme.
+    pub fn from_url(url: &str) -> Option<Self> {
+        match url.split(':').next()? {
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            "mysql" | "mariadb" => Some(Self::MySql),
+            "sqlite" => Some(Self::Sqlite),
+            _ => None,
+        }
+    }
+
+    /// The name used in logs and `PoolStats.backend`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::MySql => "mysql",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// The typed sqlx pool of the configured backend.
+#[derive(Debug, Clone)]
+pub enum DbPool {
+    /// A PostgreSQL pool.
+    Postgres(PgPool),
+    /// A MySQL/MariaDB pool.
+    MySql(MySqlPool),
+    /// A SQLite pool.
+    Sqlite(SqlitePool),
+}
+
+/// The one pool every call goes through.
+#[derive(Debug)]
+pub struct Database {
+    /// sea-orm's handle; it owns the pool's configuration and closes it.
+    connection: DatabaseConnection,
+    /// The same pool, typed, for dynamic statements.
+    pool: DbPool,
+    /// Waiters, wait times and timeouts, counted in [`Database::acquire`].
+    metrics: Arc<PoolMetrics>,
+    /// The settings the pool was built with, reported by `GetPoolStats`.
+    settings: PoolSettings,
+}
+
+impl Database {
+    /// Connects the pool. A URL that does not parse, or a database that
+    /// refuses the first connection, fails here with a message that never
+    /// contains the URL (it may hold a password).
+    pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Self, Error> {
+        let backend = Backend::from_url(url)
+            .ok_or_else(|| Error::Unavailable("unsupported database URL scheme".to_owned()))?;
+        let mut settings = settings.clone();
+        let in_memory_sqlite = backend == Backend::Sqlite && url.contains(":memory:");
+        if in_memory_sqlite {
+            // Every connection to `:memory:` is a database of its own: keep exactly one, forever.
+            settings.max_connections = 1;
+            settings.min_connections = 1;
+        }
+
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(settings.max_connections)
+            .min_connections(settings.min_connections)
+            // sea-orm maps connect_timeout onto sqlx's acquire timeout too;
+            // set only acquire_timeout so that one value rules.
+            .acquire_timeout(settings.acquire_timeout)
+            .sqlx_logging(false)
+            .set_application_name("sqlgate");
+        if in_memory_sqlite {
+            options.idle_timeout(None::<Duration>).max_lifetime(None::<Duration>);
+        } else {
+            options
+                .idle_timeout(settings.idle_timeout)
+                .max_lifetime(settings.max_lifetime);
+        }
+        if backend == Backend::Sqlite {
+            let url = url.to_owned();
+            options.map_sqlx_sqlite_opts(move |opts| {
+                let opts = if in_memory_sqlite {
+                    opts
+                } else {
+                    opts.journal_mode(SqliteJournalMode::Wal)
+                };
+                // Writers wait for each other instead of failing at once.
+                opts.busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true)
+                    .create_if_missing(
+                        SqliteConnectOptions::from_str(&url).is_ok() && url.contains("mode=rwc"),
+                    )
+            });
+        }
+
+        let connection = sea_orm::Database::connect(options)
+            .await
+            .map_err(|err| Error::Unavailable(describe_connect_error(&err)))?;
+        let pool = match backend {
+            Backend::Postgres => DbPool::Postgres(connection.get_postgres_connection_pool().clone()),
+            Backend::MySql => DbPool::MySql(connection.get_mysql_connection_pool().clone()),
+            Backend::Sqlite => DbPool::Sqlite(connection.get_sqlite_connection_pool().clone()),
+        };
+        Ok(Self {
+            connection,
+            pool,
+            metrics: Arc::new(PoolMetrics::default()),
+            settings,
+        })
+    }
+
+    /// The backend behind the pool.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            DbPool::Postgres(_) => Backend::Postgres,
+            DbPool::MySql(_) => Backend::MySql,
+            DbPool::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// The typed pool, for the executors.
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    /// Takes a connection, counting the wait; a pool that stays full past
+    /// its acquire timeout is [`Error::PoolExhausted`], not "unavailable".
+    pub(crate) async fn acquire<DB: sqlx::Database>(
+        &self,
+        pool: &Pool<DB>,
+    ) -> Result<PoolConnection<DB>, Error> {
+        let waiting = self.metrics.start_wait();
+        match pool.acquire().await {
+            Ok(conn) => {
+                waiting.finish();
+                Ok(conn)
+            }
+            Err(sqlx::Error::PoolTimedOut) => {
+                waiting.timed_out();
+                Err(Error::PoolExhausted {
+                    max_connections: self.settings.max_connections,
+                })
+            }
+            Err(other) => {
+                waiting.finish();
+                Err(other.into())
+            }
+        }
+    }
+
+    /// Counts one call served.
+    pub(crate) fn count_call(&self) {
+        self.metrics.count_call();
+    }
+
+    /// The pool's figures now.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let (size, idle) = match &self.pool {
+            DbPool::Postgres(pool) => (pool.size(), pool.num_idle()),
+            DbPool::MySql(pool) => (pool.size(), pool.num_idle()),
+            DbPool::Sqlite(pool) => (pool.size(), pool.num_idle()),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        self.metrics.snapshot(
+            self.backend(),
+            &self.settings,
+            size,
+            idle.min(size),
+        )
+    }
+
+    /// Closes every connection; the database sees none from sqlgate after this.
+    pub async fn close(&self) {
+        if let Err(err) = self.connection.close_by_ref().await {
+            tracing::warn!(error = %err, "closing the pool failed");
+        }
+    }
+}
+
+/// A connection failure, described without the URL (it may hold a password).
+fn describe_connect_error(err: &sea_orm::DbErr) -> String {
+    let text = err.to_string();
+    // sqlx's configuration errors can echo the URL; keep only their kind.
+    if text.contains("://") {
+        "the database URL is invalid".to_owned()
+    } else {
+        text
+    }
+}

@@ -1,0 +1,318 @@
+//! Wire ↔ domain conversions. Decoding checks everything a caller can get
+//! wrong (a value with no kind, a malformed date, UUID, decimal or JSON) and
+//! answers with the parameter's index; encoding cannot fail.
+
+use std::str::FromStr;
+
+use bigdecimal::BigDecimal;
+use chrono::DateTime;
+use prost_types::{Duration as PbDuration, Timestamp};
+
+use super::pb::{self, value::Kind};
+use crate::{
+    config::LimitSettings,
+    db::{Backend, PoolSnapshot},
+    error::Error,
+    query::{
+        ColumnInfo, QueryOutput, SqlValue, Statement, StreamEvent, ValueKind,
+        value::text_form,
+    },
+};
+
+/// Builds a validated statement from a request's fields.
+pub fn statement(sql: String, params: Vec<pb::Value>, limits: &LimitSettings) -> Result<Statement, Error> {
+    if params.len() > limits.max_params {
+        return Err(Error::invalid_request(
+            "params",
+            format!("{} parameters; the limit is {}", params.len(), limits.max_params),
+        ));
+    }
+    let params = params
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| {
+            SqlValue::try_from(value).map_err(|message| Error::invalid_parameter(index, message))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Statement::new(sql, params, limits)
+}
+
+impl TryFrom<pb::Value> for SqlValue {
+    /// What is wrong, without the value itself.
+    type Error = String;
+
+    fn try_from(value: pb::Value) -> Result<Self, String> {
+        let kind = value
+            .kind
+            .ok_or_else(|| "the value has no kind set (use null_value for NULL)".to_owned())?;
+        Ok(match kind {
+            Kind::NullValue(_) => SqlValue::Null,
+            Kind::BoolValue(v) => SqlValue::Bool(v),
+            Kind::IntValue(v) => SqlValue::Int(v),
+            Kind::FloatValue(v) => SqlValue::Float(v),
+            Kind::TextValue(v) => SqlValue::Text(v),
+            Kind::BytesValue(v) => SqlValue::Bytes(v),
+            Kind::DecimalValue(v) => SqlValue::Decimal(parse_decimal(&v)?),
+            Kind::TimestampValue(ts) => SqlValue::Timestamp(
+                u32::try_from(ts.nanos)
+                    .ok()
+                    .filter(|nanos| *nanos < 1_000_000_000)
+                    .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
+                    .ok_or_else(|| "timestamp_value is out of range".to_owned())?,
+            ),
+            Kind::DatetimeValue(v) => SqlValue::DateTime(
+                text_form::parse_datetime(&v)
+                    .ok_or("datetime_value must be YYYY-MM-DDTHH:MM:SS[.ffffff] with no zone")?,
+            ),
+            Kind::DateValue(v) => {
+                SqlValue::Date(text_form::parse_date(&v).ok_or("date_value must be YYYY-MM-DD")?)
+            }
+            Kind::TimeValue(v) => {
+                SqlValue::Time(text_form::parse_time(&v).ok_or("time_value must be HH:MM:SS[.ffffff]")?)
+            }
+            Kind::JsonValue(v) => {
+                serde_json::from_str::<serde::de::IgnoredAny>(&v)
+                    .map_err(|err| format!("json_value is not valid JSON (line {}, column {})", err.line(), err.column()))?;
+                SqlValue::Json(v)
+            }
+            Kind::UuidValue(v) => SqlValue::Uuid(
+                uuid::Uuid::parse_str(&v).map_err(|_| "uuid_value is not a UUID".to_owned())?,
+            ),
+            Kind::ArrayValue(list) => SqlValue::Array(
+                list.values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| SqlValue::try_from(v).map_err(|msg| format!("element {i}: {msg}")))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+}
+
+/// Accepts plain decimal text only (`-12.3400`, `.5`): an exponent form
+/// could ask for an enormous expansion.
+fn parse_decimal(text: &str) -> Result<BigDecimal, String> {
+    const MESSAGE: &str = "decimal_value must be plain decimal text such as -12.3400";
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty())
+        || !all_digits(whole)
+        || !all_digits(fraction)
+        || text.len() > 1000
+    {
+        return Err(MESSAGE.to_owned());
+    }
+    BigDecimal::from_str(text).map_err(|_| MESSAGE.to_owned())
+}
+
+impl From<SqlValue> for pb::Value {
+    fn from(value: SqlValue) -> Self {
+        let kind = match value {
+            SqlValue::Null => Kind::NullValue(0),
+            SqlValue::Bool(v) => Kind::BoolValue(v),
+            SqlValue::Int(v) => Kind::IntValue(v),
+            SqlValue::Float(v) => Kind::FloatValue(v),
+            SqlValue::Text(v) => Kind::TextValue(v),
+            SqlValue::Bytes(v) => Kind::BytesValue(v),
+            SqlValue::Decimal(v) => Kind::DecimalValue(text_form::format_decimal(&v)),
+            SqlValue::Timestamp(v) => Kind::TimestampValue(Timestamp {
+                seconds: v.timestamp(),
+                nanos: i32::try_from(v.timestamp_subsec_nanos()).unwrap_or_default(),
+            }),
+            SqlValue::DateTime(v) => Kind::DatetimeValue(text_form::format_datetime(&v)),
+            SqlValue::Date(v) => Kind::DateValue(text_form::format_date(&v)),
+            SqlValue::Time(v) => Kind::TimeValue(text_form::format_time(&v)),
+            SqlValue::Json(v) => Kind::JsonValue(v),
+            SqlValue::Uuid(v) => Kind::UuidValue(v.hyphenated().to_string()),
+            SqlValue::Array(values) => Kind::ArrayValue(pb::ValueList {
+                values: values.into_iter().map(pb::Value::from).collect(),
+            }),
+        };
+        pb::Value { kind: Some(kind) }
+    }
+}
+
+impl From<ValueKind> for pb::ValueType {
+    fn from(kind: ValueKind) -> Self {
+        match kind {
+            ValueKind::Unknown => pb::ValueType::Unspecified,
+            ValueKind::Null => pb::ValueType::Null,
+            ValueKind::Bool => pb::ValueType::Bool,
+            ValueKind::Int => pb::ValueType::Int,
+            ValueKind::Float => pb::ValueType::Float,
+            ValueKind::Text => pb::ValueType::Text,
+            ValueKind::Bytes => pb::ValueType::Bytes,
+            ValueKind::Decimal => pb::ValueType::Decimal,
+            ValueKind::Timestamp => pb::ValueType::Timestamp,
+            ValueKind::DateTime => pb::ValueType::Datetime,
+            ValueKind::Date => pb::ValueType::Date,
+            ValueKind::Time => pb::ValueType::Time,
+            ValueKind::Json => pb::ValueType::Json,
+            ValueKind::Uuid => pb::ValueType::Uuid,
+            ValueKind::Array => pb::ValueType::Array,
+        }
+    }
+}
+
+impl From<ColumnInfo> for pb::Column {
+    fn from(column: ColumnInfo) -> Self {
+        pb::Column {
+            name: column.name,
+            r#type: pb::ValueType::from(column.kind).into(),
+            db_type: column.db_type,
+            nullable: column.nullable,
+            element_type: column
+                .element_kind
+                .map_or(pb::ValueType::Unspecified, pb::ValueType::from)
+                .into(),
+        }
+    }
+}
+
+fn rows(rows: Vec<Vec<SqlValue>>) -> Vec<pb::Row> {
+    rows.into_iter()
+        .map(|values| pb::Row {
+            values: values.into_iter().map(pb::Value::from).collect(),
+        })
+        .collect()
+}
+
+impl From<QueryOutput> for pb::ExecuteResponse {
+    fn from(output: QueryOutput) -> Self {
+        pb::ExecuteResponse {
+            columns: output.columns.into_iter().map(pb::Column::from).collect(),
+            rows: rows(output.rows),
+            rows_affected: output.rows_affected,
+        }
+    }
+}
+
+impl From<StreamEvent> for pb::ResultFrame {
+    fn from(event: StreamEvent) -> Self {
+        use pb::result_frame::Frame;
+        let frame = match event {
+            StreamEvent::Columns(columns) => Frame::Metadata(pb::ResultMetadata {
+                columns: columns.into_iter().map(pb::Column::from).collect(),
+            }),
+            StreamEvent::Rows(batch) => Frame::Rows(pb::RowBatch { rows: rows(batch) }),
+            StreamEvent::Finished(stats) => Frame::Stats(pb::ResultStats {
+                rows_affected: stats.rows_affected,
+                rows_returned: stats.rows_returned,
+                elapsed: Some(duration(stats.elapsed)),
+            }),
+        };
+        pb::ResultFrame { frame: Some(frame) }
+    }
+}
+
+/// A std duration on the wire (saturating; never fails).
+pub fn duration(value: std::time::Duration) -> PbDuration {
+    PbDuration {
+        seconds: i64::try_from(value.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(value.subsec_nanos()).unwrap_or_default(),
+    }
+}
+
+impl From<PoolSnapshot> for pb::PoolStats {
+    fn from(snapshot: PoolSnapshot) -> Self {
+        pb::PoolStats {
+            backend: match snapshot.backend {
+                Backend::Postgres => "postgres",
+                Backend::MySql => "mysql",
+                Backend::Sqlite => "sqlite",
+            }
+            .to_owned(),
+            max_connections: snapshot.max_connections,
+            min_connections: snapshot.min_connections,
+            open_connections: snapshot.open_connections,
+            idle_connections: snapshot.idle_connections,
+            in_use_connections: snapshot.in_use_connections,
+            waiting: snapshot.waiting,
+            acquire_timeouts: snapshot.acquire_timeouts,
+            open_sessions: 0,
+            sessions_ended: Default::default(),
+            acquire_wait_p50: Some(duration(snapshot.acquire_wait_p50)),
+            acquire_wait_p99: Some(duration(snapshot.acquire_wait_p99)),
+            acquire_wait_max: Some(duration(snapshot.acquire_wait_max)),
+            calls_total: snapshot.calls_total,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value(kind: Kind) -> pb::Value {
+        pb::Value { kind: Some(kind) }
+    }
+
+    #[test]
+    fn malformed_values_are_refused_with_a_reason() {
+        for (bad, why) in [
+            (pb::Value { kind: None }, "no kind"),
+            (value(Kind::DecimalValue("1e999999999".into())), "plain decimal"),
+            (value(Kind::DecimalValue("NaN".into())), "plain decimal"),
+            (value(Kind::DecimalValue("".into())), "plain decimal"),
+            (value(Kind::DateValue("2023-02-29".into())), "YYYY-MM-DD"),
+            (value(Kind::TimeValue("25:00:00".into())), "HH:MM:SS"),
+            (value(Kind::DatetimeValue("2024-01-01T00:00:00Z".into())), "no zone"),
+            (value(Kind::UuidValue("not-a-uuid".into())), "not a UUID"),
+            (value(Kind::JsonValue("{".into())), "not valid JSON"),
+            (
+                value(Kind::TimestampValue(Timestamp { seconds: i64::MAX, nanos: 0 })),
+                "out of range",
+            ),
+            (
+                value(Kind::TimestampValue(Timestamp { seconds: 0, nanos: -1 })),
+                "out of range",
+            ),
+        ] {
+            let err = SqlValue::try_from(bad).expect_err(why);
+            assert!(err.contains(why), "{err} should mention {why}");
+        }
+    }
+
+    fn arb_value() -> impl Strategy<Value = SqlValue> {
+        let scalar = prop_oneof![
+            Just(SqlValue::Null),
+            any::<bool>().prop_map(SqlValue::Bool),
+            any::<i64>().prop_map(SqlValue::Int),
+            any::<f64>().prop_filter("NaN never equals itself", |f| !f.is_nan()).prop_map(SqlValue::Float),
+            ".*".prop_map(SqlValue::Text),
+            proptest::collection::vec(any::<u8>(), 0..64).prop_map(SqlValue::Bytes),
+            "-?[0-9]{1,28}\\.[0-9]{0,10}".prop_map(|s| SqlValue::Decimal(BigDecimal::from_str(&s).expect("decimal"))),
+            (-62_135_596_800i64..253_402_300_799, 0u32..1_000_000)
+                .prop_map(|(s, us)| SqlValue::Timestamp(DateTime::from_timestamp(s, us * 1000).expect("ts"))),
+            any::<u128>().prop_map(|n| SqlValue::Uuid(uuid::Uuid::from_u128(n))),
+        ];
+        scalar.prop_recursive(1, 8, 8, |inner| {
+            proptest::collection::vec(inner, 0..8).prop_map(SqlValue::Array)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn wire_round_trip_is_lossless(value in arb_value()) {
+            let wire = pb::Value::from(value.clone());
+            let back = SqlValue::try_from(wire).expect("decodes");
+            prop_assert_eq!(back, value);
+        }
+
+        #[test]
+        fn decoding_arbitrary_text_never_panics(text in ".{0,64}") {
+            for kind in [
+                Kind::DecimalValue(text.clone()),
+                Kind::DateValue(text.clone()),
+                Kind::TimeValue(text.clone()),
+                Kind::DatetimeValue(text.clone()),
+                Kind::UuidValue(text.clone()),
+                Kind::JsonValue(text.clone()),
+            ] {
+                let _ = SqlValue::try_from(value(kind));
+            }
+        }
+    }
+}

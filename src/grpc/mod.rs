@@ -1,0 +1,21 @@
+//! The gRPC surface: the generated code, the service implementations
+//! (decode the request → call the domain → encode the answer), and the
+//! conversions between wire and domain types.
+
+mod admin_service;
+mod call_log;
+pub mod convert;
+mod query_service;
+
+pub use admin_service::AdminService;
+pub use query_service::QueryService;
+
+/// Code generated from `proto/sqlgate/v1/*.proto`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("sqlgate.v1");
+
+    /// The encoded descriptors of sqlgate's protos (and their imports), for reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/sqlgate_descriptor.bin"));
+}

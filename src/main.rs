@@ -1,0 +1,98 @@
+//! The `sqlgate` binary: parse the command line, load the settings, set up
+//! logging, serve until SIGINT or SIGTERM.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use sqlgate::{
+    config::{Overrides, Settings},
+    server::Application,
+    telemetry,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "sqlgate", version, about = "A gRPC data-access service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        /// A TOML settings file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:50051).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// postgres://…, mysql://… or sqlite://… (default: ./sqlgate.db).
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// Log filter, e.g. `info,sqlgate=debug`.
+        #[arg(long, value_name = "FILTER")]
+        log_filter: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Command::Serve {
+        config,
+        listen,
+        database_url,
+        log_filter,
+    } = Cli::parse().command;
+    let overrides = Overrides {
+        listen,
+        database_url,
+        log_filter,
+    };
+    let settings = match Settings::load(config.as_deref(), &overrides) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("sqlgate: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log_filter);
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(err) => {
+            eprintln!("sqlgate: cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sqlgate: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

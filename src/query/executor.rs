@@ -1,0 +1,243 @@
+//! Runs one statement on one connection, generically over the backend: binds
+//! the parameters, decodes rows as they arrive, and either collects them
+//! within a budget (unary calls) or hands them out in frames (streams).
+//!
+//! Errors say whether the connection is still in a known state: a statement
+//! abandoned mid-result leaves unread rows on the wire, so that connection
+//! must be cancelled and closed, never returned to the pool.
+
+use futures::TryStreamExt;
+use sqlx::{AssertSqlSafe, Either, Executor, IntoArguments, Row, SqlSafeStr, Statement as _};
+
+use super::{
+    codec::Codec,
+    statement::Statement,
+    value::{ColumnInfo, SqlValue},
+};
+use crate::error::Error;
+
+/// The whole result of one statement.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryOutput {
+    /// The result's columns (empty for statements that return no rows).
+    pub columns: Vec<ColumnInfo>,
+    /// The rows, each in column order.
+    pub rows: Vec<Vec<SqlValue>>,
+    /// Rows inserted, updated or deleted.
+    pub rows_affected: u64,
+}
+
+/// An error, and whether it left the connection mid-result.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) error: Error,
+    /// True when rows may still be in flight: cancel and close the connection.
+    pub(crate) connection_dirty: bool,
+}
+
+impl Failure {
+    pub(crate) fn clean(error: Error) -> Self {
+        Self {
+            error,
+            connection_dirty: false,
+        }
+    }
+
+    pub(crate) fn dirty(error: Error) -> Self {
+        Self {
+            error,
+            connection_dirty: true,
+        }
+    }
+
+    /// A driver error: the protocol stays in sync only when the database
+    /// itself reported the error.
+    fn from_driver(err: sqlx::Error) -> Self {
+        let in_sync = matches!(err, sqlx::Error::Database(_));
+        Self {
+            error: err.into(),
+            connection_dirty: !in_sync,
+        }
+    }
+}
+
+/// How many rows and bytes a unary result may still take.
+#[derive(Debug, Clone)]
+pub(crate) struct ResultBudget {
+    rows_left: usize,
+    bytes_left: usize,
+    max_rows: usize,
+    max_bytes: usize,
+}
+
+impl ResultBudget {
+    pub(crate) fn new(max_rows: usize, max_bytes: usize) -> Self {
+        Self {
+            rows_left: max_rows,
+            bytes_left: max_bytes,
+            max_rows,
+            max_bytes,
+        }
+    }
+
+    fn take(&mut self, row: &[SqlValue]) -> Result<(), Error> {
+        if self.rows_left == 0 {
+            return Err(Error::ResultTooLarge(format!(
+                "the result has more than {} rows (max_rows); raise max_rows or use ExecuteStream",
+                self.max_rows
+            )));
+        }
+        let size: usize = row.iter().map(SqlValue::wire_size_hint).sum();
+        if size > self.bytes_left {
+            return Err(Error::ResultTooLarge(format!(
+                "the result is larger than the inline limit of {} bytes; use ExecuteStream",
+                self.max_bytes
+            )));
+        }
+        self.rows_left -= 1;
+        self.bytes_left -= size;
+        Ok(())
+    }
+}
+
+/// The columns of a result and how to decode each.
+pub(crate) struct RowPlan<DB: Codec> {
+    pub(crate) columns: Vec<ColumnInfo>,
+    decoders: Vec<DB::Decoder>,
+}
+
+impl<DB: Codec> RowPlan<DB> {
+    pub(crate) fn from_columns(columns: &[DB::Column]) -> Result<Self, Error> {
+        let mut infos = Vec::with_capacity(columns.len());
+        let mut decoders = Vec::with_capacity(columns.len());
+        for column in columns {
+            let (info, decoder) = DB::plan_column(column)?;
+            infos.push(info);
+            decoders.push(decoder);
+        }
+        Ok(Self {
+            columns: infos,
+            decoders,
+        })
+    }
+
+    pub(crate) fn decode_row(&self, row: &DB::Row) -> Result<Vec<SqlValue>, Error> {
+        self.decoders
+            .iter()
+            .zip(&self.columns)
+            .enumerate()
+            .map(|(index, (decoder, column))| DB::decode(row, index, *decoder, column))
+            .collect()
+    }
+}
+
+/// What [`run_statement`] hands each row to.
+pub(crate) trait RowSink<DB: Codec> {
+    /// Called once, before the first row (or at the end when there are none).
+    async fn columns(&mut self, columns: &[ColumnInfo]) -> Result<(), Failure>;
+    /// Called per decoded row.
+    async fn row(&mut self, row: Vec<SqlValue>) -> Result<(), Failure>;
+    /// Resolves when the consumer is gone; runs beside the wait for the next row.
+    async fn consumer_gone(&self);
+}
+
+/// Runs `statement` on `conn`, feeding `sink`; returns rows affected.
+pub(crate) async fn run_statement<DB, S>(
+    conn: &mut DB::Connection,
+    statement: &Statement,
+    sink: &mut S,
+) -> Result<u64, Failure>
+where
+    DB: Codec,
+    S: RowSink<DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let args = DB::encode_params(&statement.params).map_err(Failure::clean)?;
+    let text = DB::statement_text(&statement.sql, &statement.params);
+    let mut plan: Option<RowPlan<DB>> = None;
+    let mut rows_affected = 0;
+    {
+        let query = sqlx::query_with(AssertSqlSafe(text.clone()), args);
+        let mut results = conn.fetch_many(query);
+        loop {
+            let next = tokio::select! {
+                next = results.try_next() => next.map_err(Failure::from_driver)?,
+                () = sink.consumer_gone() => {
+                    return Err(Failure::dirty(Error::Internal("consumer gone".to_owned())));
+                }
+            };
+            let Some(item) = next else { break };
+            match item {
+                Either::Left(done) => rows_affected += DB::rows_affected(&done),
+                Either::Right(row) => {
+                    if plan.is_none() {
+                        let new_plan =
+                            RowPlan::<DB>::from_columns(row.columns()).map_err(Failure::dirty)?;
+                        sink.columns(&new_plan.columns).await?;
+                        plan = Some(new_plan);
+                    }
+                    if let Some(plan) = &plan {
+                        let values = plan.decode_row(&row).map_err(Failure::dirty)?;
+                        sink.row(values).await?;
+                    }
+                }
+            }
+        }
+    }
+    if plan.is_none() {
+        // No rows: describe the statement for its columns. sqlx caches
+        // prepared statements by text, so this is usually free.
+        let described = conn
+            .prepare_with(AssertSqlSafe(text).into_sql_str(), &[])
+            .await
+            .map_err(Failure::from_driver)?;
+        let plan = RowPlan::<DB>::from_columns(described.columns()).map_err(Failure::clean)?;
+        sink.columns(&plan.columns).await?;
+    }
+    Ok(rows_affected)
+}
+
+/// Collects a whole result within a budget, for unary calls.
+pub(crate) struct Collector<'a> {
+    pub(crate) output: QueryOutput,
+    pub(crate) budget: &'a mut ResultBudget,
+}
+
+impl<DB: Codec> RowSink<DB> for Collector<'_> {
+    async fn columns(&mut self, columns: &[ColumnInfo]) -> Result<(), Failure> {
+        self.output.columns = columns.to_vec();
+        Ok(())
+    }
+
+    async fn row(&mut self, row: Vec<SqlValue>) -> Result<(), Failure> {
+        self.budget.take(&row).map_err(Failure::dirty)?;
+        self.output.rows.push(row);
+        Ok(())
+    }
+
+    async fn consumer_gone(&self) {
+        // The unary caller's answer is produced by a task that outlives it.
+        std::future::pending::<()>().await
+    }
+}
+
+/// Runs `statement` and collects its result.
+pub(crate) async fn collect<DB>(
+    conn: &mut DB::Connection,
+    statement: &Statement,
+    budget: &mut ResultBudget,
+) -> Result<QueryOutput, Failure>
+where
+    DB: Codec,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut collector = Collector {
+        output: QueryOutput::default(),
+        budget,
+    };
+    let rows_affected = run_statement::<DB, _>(conn, statement, &mut collector).await?;
+    collector.output.rows_affected = rows_affected;
+    Ok(collector.output)
+}

@@ -1,0 +1,19 @@
+//! Statement execution: validated statements in, domain values out. The
+//! gRPC layer only decodes requests into [`Statement`]s and encodes what
+//! comes back; everything about running SQL lives here.
+
+pub(crate) mod codec;
+mod engine;
+pub(crate) mod executor;
+mod mysql;
+mod postgres;
+mod sqlite;
+pub mod statement;
+mod stream;
+pub mod value;
+
+pub use engine::QueryEngine;
+pub use executor::QueryOutput;
+pub use statement::Statement;
+pub use stream::{StreamEvent, StreamStats};
+pub use value::{ColumnInfo, SqlValue, ValueKind};

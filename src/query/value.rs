@@ -1,0 +1,226 @@
+//! The domain's SQL values and column descriptions, independent of both the
+//! wire (protobuf) and any one database. Backend codecs translate between
+//! these and the drivers' types; `grpc::convert` translates to the wire.
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+use uuid::Uuid;
+
+/// One SQL value, carried without loss.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// SQL NULL.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// Every integer width, as 64 bits.
+    Int(i64),
+    /// real / double precision.
+    Float(f64),
+    /// Character data.
+    Text(String),
+    /// Binary data.
+    Bytes(Vec<u8>),
+    /// numeric / decimal, exact, keeping its scale.
+    Decimal(BigDecimal),
+    /// An instant (types with a time zone).
+    Timestamp(DateTime<Utc>),
+    /// A wall-clock date and time without a zone.
+    DateTime(NaiveDateTime),
+    /// A calendar date.
+    Date(NaiveDate),
+    /// A time of day without a zone.
+    Time(NaiveTime),
+    /// JSON text, exactly as the database gave it.
+    Json(String),
+    /// A UUID.
+    Uuid(Uuid),
+    /// An array; elements may be [`SqlValue::Null`].
+    Array(Vec<SqlValue>),
+}
+
+/// The portable type of a value or column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueKind {
+    /// Not known before a value is seen (SQLite expressions).
+    Unknown,
+    /// Only NULL.
+    Null,
+    /// See [`SqlValue::Bool`].
+    Bool,
+    /// See [`SqlValue::Int`].
+    Int,
+    /// See [`SqlValue::Float`].
+    Float,
+    /// See [`SqlValue::Text`].
+    Text,
+    /// See [`SqlValue::Bytes`].
+    Bytes,
+    /// See [`SqlValue::Decimal`].
+    Decimal,
+    /// See [`SqlValue::Timestamp`].
+    Timestamp,
+    /// See [`SqlValue::DateTime`].
+    DateTime,
+    /// See [`SqlValue::Date`].
+    Date,
+    /// See [`SqlValue::Time`].
+    Time,
+    /// See [`SqlValue::Json`].
+    Json,
+    /// See [`SqlValue::Uuid`].
+    Uuid,
+    /// See [`SqlValue::Array`].
+    Array,
+}
+
+/// A result column as the caller sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnInfo {
+    /// The column's name (or alias).
+    pub name: String,
+    /// The portable type its values are sent as.
+    pub kind: ValueKind,
+    /// For arrays, the portable type of the elements.
+    pub element_kind: Option<ValueKind>,
+    /// The database's own type name, lower case (`int8`, `varchar`, `numeric`).
+    pub db_type: String,
+    /// Whether it may hold NULL, where the database says.
+    pub nullable: Option<bool>,
+}
+
+impl SqlValue {
+    /// The portable kind of this value.
+    pub fn kind(&self) -> ValueKind {
+        match self {
+            SqlValue::Null => ValueKind::Null,
+            SqlValue::Bool(_) => ValueKind::Bool,
+            SqlValue::Int(_) => ValueKind::Int,
+            SqlValue::Float(_) => ValueKind::Float,
+            SqlValue::Text(_) => ValueKind::Text,
+            SqlValue::Bytes(_) => ValueKind::Bytes,
+            SqlValue::Decimal(_) => ValueKind::Decimal,
+            SqlValue::Timestamp(_) => ValueKind::Timestamp,
+            SqlValue::DateTime(_) => ValueKind::DateTime,
+            SqlValue::Date(_) => ValueKind::Date,
+            SqlValue::Time(_) => ValueKind::Time,
+            SqlValue::Json(_) => ValueKind::Json,
+            SqlValue::Uuid(_) => ValueKind::Uuid,
+            SqlValue::Array(_) => ValueKind::Array,
+        }
+    }
+
+    /// Roughly how many bytes this value takes on the wire; used to cut
+    /// results into frames and to enforce the inline result cap.
+    pub fn wire_size_hint(&self) -> usize {
+        3 + match self {
+            SqlValue::Null | SqlValue::Bool(_) => 1,
+            SqlValue::Int(_) | SqlValue::Float(_) => 9,
+            SqlValue::Text(s) | SqlValue::Json(s) => s.len(),
+            SqlValue::Bytes(b) => b.len(),
+            SqlValue::Decimal(_) => 24,
+            SqlValue::Timestamp(_) => 12,
+            SqlValue::DateTime(_) => 26,
+            SqlValue::Date(_) => 10,
+            SqlValue::Time(_) => 15,
+            SqlValue::Uuid(_) => 36,
+            SqlValue::Array(values) => values.iter().map(SqlValue::wire_size_hint).sum(),
+        }
+    }
+}
+
+/// Text forms of the temporal kinds, shared by every codec and the wire so
+/// that a value sent and a value returned compare equal.
+pub mod text_form {
+    use super::*;
+
+    /// `YYYY-MM-DDTHH:MM:SS[.ffffff]`; the fraction only when not zero.
+    pub fn format_datetime(value: &NaiveDateTime) -> String {
+        format!(
+            "{}T{}",
+            value.date().format("%Y-%m-%d"),
+            format_time(&value.time())
+        )
+    }
+
+    /// `HH:MM:SS[.ffffff]`; the fraction only when not zero.
+    pub fn format_time(value: &NaiveTime) -> String {
+        let nanos = value.nanosecond() % 1_000_000_000;
+        if nanos == 0 {
+            value.format("%H:%M:%S").to_string()
+        } else if nanos % 1_000 == 0 {
+            value.format("%H:%M:%S%.6f").to_string()
+        } else {
+            value.format("%H:%M:%S%.9f").to_string()
+        }
+    }
+
+    /// `YYYY-MM-DD`.
+    pub fn format_date(value: &NaiveDate) -> String {
+        value.format("%Y-%m-%d").to_string()
+    }
+
+    /// Parses `YYYY-MM-DD[T| ]HH:MM:SS[.f…]` with no zone.
+    pub fn parse_datetime(text: &str) -> Option<NaiveDateTime> {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+            .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
+            .ok()
+    }
+
+    /// Parses `YYYY-MM-DD`.
+    pub fn parse_date(text: &str) -> Option<NaiveDate> {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()
+    }
+
+    /// Parses `HH:MM:SS[.f…]`.
+    pub fn parse_time(text: &str) -> Option<NaiveTime> {
+        NaiveTime::parse_from_str(text, "%H:%M:%S%.f").ok()
+    }
+
+    /// RFC 3339 with microseconds and `Z`, the form SQLite stores instants in.
+    pub fn format_instant(value: &DateTime<Utc>) -> String {
+        value.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    }
+
+    /// Parses RFC 3339 (any offset) into an instant.
+    pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|value| value.with_timezone(&Utc))
+    }
+
+    /// The exact decimal text, keeping the scale (`1.50` stays `1.50`).
+    pub fn format_decimal(value: &BigDecimal) -> String {
+        value.to_plain_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_form::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn temporal_text_forms_round_trip() {
+        for text in ["2024-02-29T23:59:59.123456", "1999-01-01T00:00:00"] {
+            let parsed = parse_datetime(text).expect("parses");
+            assert_eq!(format_datetime(&parsed), text);
+        }
+        for text in ["23:59:59.000001", "00:00:00"] {
+            assert_eq!(format_time(&parse_time(text).expect("parses")), text);
+        }
+        assert!(parse_date("2023-02-29").is_none());
+    }
+
+    #[test]
+    fn decimals_keep_their_scale() {
+        for text in [
+            "1.50",
+            "-0.0000000001",
+            "1234567890123456789012345678.0123456789",
+        ] {
+            let value = bigdecimal::BigDecimal::from_str(text).expect("parses");
+            assert_eq!(format_decimal(&value), text);
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Bad requests get a clear error with the right code, and the database is
+//! left exactly as it was.
+
+use sqlgate::grpc::pb::{self, value::Kind};
+use tonic::Code;
+
+use crate::{
+    helpers::{Backend, TestApp, error_details, spawn_app, v},
+    on_every_backend,
+};
+
+async fn assert_refused(app: &TestApp, sql: &str, params: Vec<pb::Value>, max_rows: u32, code: Code) -> tonic::Status {
+    let status = app
+        .query
+        .clone()
+        .execute(pb::ExecuteRequest {
+            sql: app.sql(sql),
+            params,
+            max_rows,
+        })
+        .await
+        .expect_err(sql);
+    assert_eq!(status.code(), code, "{sql}: {status:?}");
+    assert!(!status.message().is_empty());
+    status
+}
+
+async fn bad_requests_get_the_right_code_and_change_nothing(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else { return };
+    app.run("CREATE TABLE t (id INTEGER NOT NULL, label VARCHAR(20))").await;
+    app.run("INSERT INTO t (id, label) VALUES (1, 'one')").await;
+
+    // Syntax error: the database's SQLSTATE comes back.
+    let status = assert_refused(&app, "INSERT INTO t VALUES (2, 'two'", vec![], 0, Code::InvalidArgument).await;
+    let (reason, metadata, _) = error_details(&status);
+    assert_eq!(reason, "DATABASE_ERROR");
+    assert!(metadata.contains_key("sqlstate"));
+
+    // An unknown table.
+    assert_refused(&app, "INSERT INTO missing VALUES (1)", vec![], 0, Code::InvalidArgument).await;
+
+    // Too few and too many parameters.
+    assert_refused(&app, "INSERT INTO t (id, label) VALUES ($1, $2)", vec![v::int(2)], 0, Code::InvalidArgument).await;
+    assert_refused(
+        &app,
+        "INSERT INTO t (id) VALUES ($1)",
+        vec![v::int(2), v::int(3)],
+        0,
+        Code::InvalidArgument,
+    )
+    .await;
+
+    // A parameter that does not parse names its index.
+    let status = assert_refused(
+        &app,
+        "INSERT INTO t (id, label) VALUES ($1, $2)",
+        vec![v::int(2), v::of(Kind::DateValue("2023-02-30".into()))],
+        0,
+        Code::InvalidArgument,
+    )
+    .await;
+    assert_eq!(error_details(&status).2, ["params[1]"]);
+
+    // A value with no kind at all.
+    let status = assert_refused(
+        &app,
+        "INSERT INTO t (id) VALUES ($1)",
+        vec![pb::Value { kind: None }],
+        0,
+        Code::InvalidArgument,
+    )
+    .await;
+    assert_eq!(error_details(&status).2, ["params[0]"]);
+
+    // Empty and comment-only statements never reach the database.
+    for sql in ["", "   ", "-- nothing here"] {
+        let status = assert_refused(&app, sql, vec![], 0, Code::InvalidArgument).await;
+        assert_eq!(error_details(&status).2, ["sql"]);
+    }
+
+    // A statement over the size cap (1 MiB by default).
+    let huge = format!("INSERT INTO t (id, label) VALUES (5, '{}')", "x".repeat(1024 * 1024));
+    let status = assert_refused(&app, &huge, vec![], 0, Code::InvalidArgument).await;
+    assert!(status.message().contains("limit"), "{}", status.message());
+
+    // A max_rows above the server's limit.
+    let status = assert_refused(&app, "SELECT id FROM t", vec![], u32::MAX, Code::InvalidArgument).await;
+    assert_eq!(error_details(&status).2, ["max_rows"]);
+
+    // Two statements in one request.
+    if backend != Backend::Sqlite {
+        assert_refused(&app, "INSERT INTO t (id) VALUES (7); INSERT INTO t (id) VALUES (8)", vec![], 0, Code::InvalidArgument)
+            .await;
+    } else {
+        // SQLite's driver runs both; sqlgate runs them in one transaction
+        // and the second one's failure must undo the first.
+        assert_refused(&app, "INSERT INTO t (id) VALUES (7); INSERT INTO t (id) VALUES (NULL)", vec![], 0, Code::FailedPrecondition)
+            .await;
+    }
+
+    // NOT NULL violated.
+    assert_refused(&app, "INSERT INTO t (id) VALUES ($1)", vec![v::null()], 0, Code::FailedPrecondition).await;
+
+    // Nothing changed.
+    let rows = app.run("SELECT id, label FROM t").await;
+    assert_eq!(rows.rows.len(), 1);
+    assert_eq!(rows.rows[0].values[0].kind, Some(Kind::IntValue(1)));
+
+    // And the pool is not poisoned: a plain statement still works.
+    assert_eq!(app.count("t").await, 1);
+    app.stop().await;
+}
+on_every_backend!(bad_requests_get_the_right_code_and_change_nothing);
+
+#[tokio::test]
+async fn postgres_wrong_parameter_type_is_invalid_argument() {
+    let Some(app) = spawn_app(Backend::Postgres).await else { return };
+    app.run("CREATE TABLE t (id INTEGER, at DATE)").await;
+    // Text into an integer column: PostgreSQL refuses (42804), nothing is written.
+    assert_refused(&app, "INSERT INTO t (id) VALUES ($1)", vec![v::text("12")], 0, Code::InvalidArgument).await;
+    // A UUID into a date column.
+    assert_refused(
+        &app,
+        "INSERT INTO t (at) VALUES ($1)",
+        vec![v::of(Kind::UuidValue(uuid::Uuid::nil().to_string()))],
+        0,
+        Code::InvalidArgument,
+    )
+    .await;
+    assert_eq!(app.count("t").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_unsupported_column_types_say_how_to_fix_it() {
+    let Some(app) = spawn_app(Backend::Postgres).await else { return };
+    let status = assert_refused(&app, "SELECT interval '1 day' AS span", vec![], 0, Code::InvalidArgument).await;
+    assert!(status.message().contains("interval"), "{}", status.message());
+    assert!(status.message().contains("cast"), "{}", status.message());
+    assert_eq!(error_details(&status).0, "UNSUPPORTED_COLUMN_TYPE");
+    // The same value cast to text works.
+    let ok = app.run("SELECT (interval '1 day')::text AS span").await;
+    assert_eq!(ok.rows[0].values[0].kind, Some(Kind::TextValue("1 day".into())));
+    app.stop().await;
+}

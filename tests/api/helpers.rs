@@ -1,0 +1,351 @@
+//! Test support in the style of zero-to-production's `spawn_app()`: every
+//! test gets its own database (PostgreSQL and MariaDB: a fresh database;
+//! SQLite: a fresh file) and its own sqlgate server on an ephemeral port,
+//! and talks to it through the generated tonic clients over a real socket.
+//!
+//! Backends come from `SQLGATE_TEST_POSTGRES_URL` and `SQLGATE_TEST_MYSQL_URL`
+//! (defaults: the local servers on their standard ports). An unreachable
+//! backend skips the test with a loud message, except under `CI=true`,
+//! where it fails.
+
+use std::{net::SocketAddr, time::Duration};
+
+use sqlgate::{
+    config::Settings,
+    grpc::pb::{
+        self, admin_client::AdminClient, query_client::QueryClient, value::Kind,
+    },
+    server::Application,
+};
+use sqlx::{Connection, Executor};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+/// The backends the suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("SQLGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn mysql_admin_url() -> String {
+    std::env::var("SQLGATE_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".to_owned())
+}
+
+/// Replaces the database name at the end of a URL.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(head, _)| head);
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// A database of the test's own, dropped when the test ends.
+pub struct TestDatabase {
+    pub backend: Backend,
+    /// The URL sqlgate connects with.
+    pub url: String,
+    /// The database's name (PostgreSQL/MariaDB).
+    pub name: String,
+    admin_url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    async fn create(backend: Backend) -> Option<Self> {
+        let name = format!("sqlgate_test_{}", uuid::Uuid::new_v4().simple());
+        match backend {
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url();
+                let mut conn = unreachable_skips(backend, sqlx::PgConnection::connect(&admin_url).await)?;
+                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await
+                    .expect("create test database");
+                Some(Self {
+                    backend,
+                    url: with_database(&admin_url, &name),
+                    name,
+                    admin_url,
+                    _dir: None,
+                })
+            }
+            Backend::MySql => {
+                let admin_url = mysql_admin_url();
+                let mut conn = unreachable_skips(backend, sqlx::MySqlConnection::connect(&admin_url).await)?;
+                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await
+                    .expect("create test database");
+                Some(Self {
+                    backend,
+                    url: with_database(&admin_url, &name),
+                    name,
+                    admin_url,
+                    _dir: None,
+                })
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let path = dir.path().join("test.db");
+                Some(Self {
+                    backend,
+                    url: format!("sqlite://{}?mode=rwc", path.display()),
+                    name,
+                    admin_url: String::new(),
+                    _dir: Some(dir),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (backend, admin_url, name) = (self.backend, self.admin_url.clone(), self.name.clone());
+        if backend == Backend::Sqlite {
+            return;
+        }
+        // Async work cannot run in Drop; a thread with its own runtime can.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                match backend {
+                    Backend::Postgres => {
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                            let _ = conn
+                                .execute(sqlx::AssertSqlSafe(format!(
+                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                                )))
+                                .await;
+                        }
+                    }
+                    Backend::MySql => {
+                        if let Ok(mut conn) = sqlx::MySqlConnection::connect(&admin_url).await {
+                            let _ = conn
+                                .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+                                .await;
+                        }
+                    }
+                    Backend::Sqlite => {}
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn unreachable_skips<T, E: std::fmt::Display>(backend: Backend, result: Result<T, E>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(err) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{backend:?} is unreachable under CI=true: {err}");
+            }
+            eprintln!(
+                "\n!!!!! SKIPPING: {backend:?} is unreachable ({err}). Start it or set SQLGATE_TEST_*_URL. !!!!!\n"
+            );
+            None
+        }
+    }
+}
+
+/// A running sqlgate with clients connected to it.
+pub struct TestApp {
+    pub backend: Backend,
+    #[allow(dead_code)]
+    pub address: SocketAddr,
+    pub query: QueryClient<Channel>,
+    pub admin: AdminClient<Channel>,
+    pub channel: Channel,
+    pub db: TestDatabase,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+/// Starts sqlgate on its own database; `None` when the backend is
+/// unreachable outside CI (the test then returns early, loudly).
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Like [`spawn_app`], with settings adjusted by `adjust`.
+pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+    let db = TestDatabase::create(backend).await?;
+    let mut settings = Settings::default();
+    settings.listen = "127.0.0.1:0".parse().expect("addr");
+    settings.database_url = db.url.clone();
+    settings.pool.max_connections = 4;
+    adjust(&mut settings);
+    let app = Application::build(settings).await.expect("sqlgate starts");
+    let address = app.address();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("sqlgate runs");
+    });
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to sqlgate");
+    Some(TestApp {
+        backend,
+        address,
+        query: QueryClient::new(channel.clone()),
+        admin: AdminClient::new(channel.clone()),
+        channel,
+        db,
+        stop: Some(stop),
+        server: Some(server),
+    })
+}
+
+impl TestApp {
+    /// Writes `$1, $2, …` as `?` on MySQL, so one statement serves all backends.
+    pub fn sql(&self, sql: &str) -> String {
+        if self.backend != Backend::MySql {
+            return sql.to_owned();
+        }
+        let mut out = String::with_capacity(sql.len());
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+                out.push('?');
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Runs `sql` through sqlgate's Execute.
+    pub async fn execute(&self, sql: &str, params: Vec<pb::Value>) -> Result<pb::ExecuteResponse, tonic::Status> {
+        self.query
+            .clone()
+            .execute(pb::ExecuteRequest {
+                sql: self.sql(sql),
+                params,
+                max_rows: 0,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Runs `sql` and panics on failure.
+    pub async fn run(&self, sql: &str) -> pb::ExecuteResponse {
+        self.execute(sql, vec![])
+            .await
+            .unwrap_or_else(|status| panic!("{sql}: {status:?}"))
+    }
+
+    /// `SELECT count(*)` of a table, read through sqlgate.
+    pub async fn count(&self, table: &str) -> i64 {
+        let response = self.run(&format!("SELECT count(*) FROM {table}")).await;
+        match response.rows[0].values[0].kind {
+            Some(Kind::IntValue(n)) => n,
+            ref other => panic!("count came back as {other:?}"),
+        }
+    }
+
+    /// A direct PostgreSQL connection to the test's database, bypassing sqlgate.
+    pub async fn postgres_direct(&self) -> sqlx::PgConnection {
+        assert_eq!(self.backend, Backend::Postgres);
+        let url = with_database(&postgres_admin_url(), &self.db.name);
+        sqlx::PgConnection::connect(&format!("{url}?application_name=sqlgate-test"))
+            .await
+            .expect("direct connection")
+    }
+
+    /// Stops the server and waits for it (the pool is closed when this returns).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Shorthands for building wire values.
+pub mod v {
+    use super::*;
+
+    pub fn null() -> pb::Value {
+        pb::Value { kind: Some(Kind::NullValue(0)) }
+    }
+    pub fn int(n: i64) -> pb::Value {
+        pb::Value { kind: Some(Kind::IntValue(n)) }
+    }
+    pub fn text(s: &str) -> pb::Value {
+        pb::Value { kind: Some(Kind::TextValue(s.to_owned())) }
+    }
+    pub fn of(kind: Kind) -> pb::Value {
+        pb::Value { kind: Some(kind) }
+    }
+}
+
+/// The `ErrorInfo` metadata and `BadRequest` fields of a status.
+pub fn error_details(status: &tonic::Status) -> (String, std::collections::HashMap<String, String>, Vec<String>) {
+    use tonic_types::StatusExt;
+    let details = status.get_error_details();
+    let (reason, metadata) = details
+        .error_info()
+        .map(|info| (info.reason.clone(), info.metadata.clone()))
+        .unwrap_or_default();
+    let fields = details
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default();
+    (reason, metadata, fields)
+}
+
+/// Declares one `#[tokio::test]` per backend for a test body `async fn(Backend)`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($name:ident) => {
+        mod $name {
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                super::$name($crate::helpers::Backend::MySql).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+        }
+    };
+}

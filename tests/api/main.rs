@@ -1,0 +1,13 @@
+//! sqlgate's integration tests: one test binary; each test starts the real
+
+#![allow(unreachable_pub)]
+//! server on an ephemeral port, against a real PostgreSQL, MariaDB or SQLite
+//! database of its own, and calls it through the generated clients.
+
+mod bad_input;
+mod batch;
+mod discovery;
+mod helpers;
+mod query;
+mod streaming;
+mod values;

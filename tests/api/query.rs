@@ -1,0 +1,207 @@
+//! Execute: rows, columns and counts as a caller would check them.
+
+use sqlgate::grpc::pb::{ValueType, value::Kind};
+use tonic::Code;
+
+use crate::{
+    helpers::{Backend, error_details, spawn_app, v},
+    on_every_backend,
+};
+
+async fn select_returns_rows_columns_and_counts(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else { return };
+    app.run("CREATE TABLE patients (id INTEGER PRIMARY KEY, name VARCHAR(100) NOT NULL)").await;
+
+    let inserted = app
+        .execute(
+            "INSERT INTO patients (id, name) VALUES ($1, $2), ($3, $4)",
+            vec![v::int(1), v::text("Ada"), v::int(2), v::text("Grace")],
+        )
+        .await
+        .expect("insert");
+    assert_eq!(inserted.rows_affected, 2);
+    assert!(inserted.rows.is_empty());
+
+    let selected = app
+        .execute("SELECT id, name FROM patients WHERE id >= $1 ORDER BY id", vec![v::int(1)])
+        .await
+        .expect("select");
+    let names: Vec<_> = selected.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["id", "name"]);
+    assert_eq!(selected.columns[0].r#type(), ValueType::Int);
+    assert_eq!(selected.columns[1].r#type(), ValueType::Text);
+    assert!(!selected.columns[1].db_type.is_empty());
+    let rows: Vec<_> = selected
+        .rows
+        .iter()
+        .map(|r| (r.values[0].kind.clone(), r.values[1].kind.clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Some(Kind::IntValue(1)), Some(Kind::TextValue("Ada".into()))),
+            (Some(Kind::IntValue(2)), Some(Kind::TextValue("Grace".into()))),
+        ]
+    );
+
+    let updated = app
+        .execute("UPDATE patients SET name = $1 WHERE id = $2", vec![v::text("Ada L."), v::int(1)])
+        .await
+        .expect("update");
+    assert_eq!(updated.rows_affected, 1);
+    app.stop().await;
+}
+on_every_backend!(select_returns_rows_columns_and_counts);
+
+async fn empty_results_still_describe_their_columns(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else { return };
+    app.run("CREATE TABLE t (id INTEGER, label VARCHAR(10))").await;
+    let empty = app.run("SELECT id, label FROM t").await;
+    assert!(empty.rows.is_empty());
+    let names: Vec<_> = empty.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["id", "label"]);
+    app.stop().await;
+}
+on_every_backend!(empty_results_still_describe_their_columns);
+
+async fn too_many_rows_is_refused_and_nothing_is_left_half_done(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else { return };
+    app.run("CREATE TABLE t (id INTEGER)").await;
+    for chunk in 0..3 {
+        let values: Vec<String> = (0..10).map(|i| format!("({})", chunk * 10 + i)).collect();
+        app.run(&format!("INSERT INTO t (id) VALUES {}", values.join(","))).await;
+    }
+
+    let mut client = app.query.clone();
+    let status = client
+        .execute(sqlgate::grpc::pb::ExecuteRequest {
+            sql: "SELECT id FROM t".into(),
+            params: vec![],
+            max_rows: 10,
+        })
+        .await
+        .expect_err("30 rows exceed max_rows 10");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("ExecuteStream"), "{}", status.message());
+    assert_eq!(error_details(&status).0, "RESULT_TOO_LARGE");
+
+    // A statement that changes rows and returns too many of them rolls back.
+    if backend != Backend::MySql {
+        let status = client
+            .execute(sqlgate::grpc::pb::ExecuteRequest {
+                sql: "UPDATE t SET id = id + 1000 RETURNING id".into(),
+                params: vec![],
+                max_rows: 10,
+            })
+            .await
+            .expect_err("30 rows exceed max_rows 10");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let untouched = app.run("SELECT count(*) FROM t WHERE id >= 1000").await;
+        assert_eq!(untouched.rows[0].values[0].kind, Some(Kind::IntValue(0)));
+    }
+
+    // The pool is healthy afterwards: the abandoned connection was closed, not reused dirty.
+    assert_eq!(app.count("t").await, 30);
+    app.stop().await;
+}
+on_every_backend!(too_many_rows_is_refused_and_nothing_is_left_half_done);
+
+async fn unique_violation_is_already_exists_with_sqlstate(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else { return };
+    app.run("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
+    app.run("INSERT INTO t (id) VALUES (1)").await;
+    let status = app
+        .execute("INSERT INTO t (id) VALUES ($1)", vec![v::int(1)])
+        .await
+        .expect_err("duplicate key");
+    assert_eq!(status.code(), Code::AlreadyExists);
+    let (reason, metadata, _) = error_details(&status);
+    assert_eq!(reason, "DATABASE_ERROR");
+    let expected = match backend {
+        Backend::Postgres => "23505",
+        Backend::MySql => "23000",
+        Backend::Sqlite => "1555",
+    };
+    assert_eq!(metadata.get("sqlstate").map(String::as_str), Some(expected));
+    assert_eq!(app.count("t").await, 1);
+    app.stop().await;
+}
+on_every_backend!(unique_violation_is_already_exists_with_sqlstate);
+
+#[tokio::test]
+async fn postgres_connections_identify_as_sqlgate() {
+    let Some(app) = spawn_app(Backend::Postgres).await else { return };
+    app.run("SELECT 1").await;
+    let mut direct = app.postgres_direct().await;
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sqlgate'",
+    )
+    .bind(&app.db.name)
+    .fetch_one(&mut direct)
+    .await
+    .expect("pg_stat_activity");
+    assert!(count >= 1, "sqlgate's connections must carry application_name=sqlgate");
+
+    let stats = app
+        .admin
+        .clone()
+        .get_pool_stats(sqlgate::grpc::pb::GetPoolStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(stats.backend, "postgres");
+    assert_eq!(stats.max_connections, 4);
+    assert_eq!(stats.in_use_connections, 0);
+    assert!(stats.open_connections >= 1);
+    assert!(stats.calls_total >= 1);
+
+    let name = app.db.name.clone();
+    app.stop().await;
+    // Shutdown closes the pool: the database sees no sqlgate connection.
+    let mut left = -1;
+    for _ in 0..50 {
+        left = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sqlgate'",
+        )
+        .bind(&name)
+        .fetch_one(&mut direct)
+        .await
+        .expect("pg_stat_activity");
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 0, "connections left open after shutdown");
+}
+
+#[tokio::test]
+async fn postgres_statements_that_refuse_transactions_still_run() {
+    let Some(app) = spawn_app(Backend::Postgres).await else { return };
+    app.run("CREATE TABLE t (id INTEGER)").await;
+    // VACUUM cannot run inside a transaction block; sqlgate runs it on its own.
+    app.run("VACUUM t").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn same_statement_with_other_parameter_types_is_read_correctly() {
+    // PostgreSQL fixes parameter types at prepare time; a cached statement
+    // must never read a text parameter as the int8 of an earlier call.
+    let Some(app) = spawn_app_single_connection().await else { return };
+    let first = app.execute("SELECT $1", vec![v::int(42)]).await.expect("int");
+    assert_eq!(first.rows[0].values[0].kind, Some(Kind::IntValue(42)));
+    let second = app.execute("SELECT $1", vec![v::text("abcdefgh")]).await.expect("text");
+    assert_eq!(second.rows[0].values[0].kind, Some(Kind::TextValue("abcdefgh".into())));
+    let third = app.execute("SELECT $1", vec![v::null()]).await.expect("null");
+    assert_eq!(third.rows[0].values[0].kind, Some(Kind::NullValue(0)));
+    app.stop().await;
+}
+
+async fn spawn_app_single_connection() -> Option<crate::helpers::TestApp> {
+    crate::helpers::spawn_app_with(Backend::Postgres, |s| {
+        s.pool.max_connections = 1;
+        s.pool.min_connections = 1;
+    })
+    .await
+}
