@@ -248,18 +248,20 @@ impl Settings {
 /// figment reports every failed key; start-up wants one readable line.
 fn one_line(err: &figment::Error) -> String {
     let mut text = err.to_string().replace('\n', "; ");
-    if let Some(first) = err.clone().into_iter().next() {
-        if !first.path.is_empty() {
-            text = format!("`{}`: {}", first.path.join("."), first.kind);
-            if let Some(source) = &first.metadata {
-                text.push_str(&format!(" (from {})", source.name));
-            }
+    if let Some(first) = err.clone().into_iter().next()
+        && !first.path.is_empty()
+    {
+        text = format!("`{}`: {}", first.path.join("."), first.kind);
+        if let Some(source) = &first.metadata {
+            text.push_str(&format!(" (from {})", source.name));
         }
     }
     text
 }
 
 #[cfg(test)]
+// figment's Jail closures return its (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -291,7 +293,7 @@ mod tests {
                 ..Overrides::default()
             };
             let settings = Settings::load(Some(Path::new("sqlgate.toml")), &overrides)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| figment::Error::from(e.to_string()))?;
             assert_eq!(settings.pool.max_connections, 7);
             assert_eq!(settings.pool.acquire_timeout, Duration::from_secs(2));
             assert_eq!(settings.listen.port(), 7001);

@@ -36,7 +36,9 @@ pub enum Error {
     #[error("{0}")]
     ResultTooLarge(String),
     /// A result column has a type sqlgate cannot carry.
-    #[error("column {column:?} has type {db_type}, which sqlgate cannot carry; cast it in the query (for example to text)")]
+    #[error(
+        "column {column:?} has type {db_type}, which sqlgate cannot carry; cast it in the query (for example to text)"
+    )]
     UnsupportedColumn {
         /// The column's name.
         column: String,
@@ -238,6 +240,15 @@ impl From<sqlx::Error> for Error {
                 column: index,
                 reason: source.to_string(),
             },
+            // sqlx's MySQL driver checks the parameter count itself.
+            sqlx::Error::Protocol(message) if message.contains("parameters were provided") => {
+                let message = message
+                    .split(" (sqlx")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                Error::invalid_request("params", message)
+            }
             sqlx::Error::Protocol(message) => Error::Internal(format!("protocol: {message}")),
             other => Error::Internal(other.to_string()),
         }
@@ -251,10 +262,7 @@ fn classify(db: &dyn sqlx::error::DatabaseError) -> DatabaseFailure {
     let message = db.message().to_owned();
     let code = if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
         mysql_code(mysql.number(), &sqlstate)
-    } else if db
-        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
-        .is_some()
-    {
+    } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
         sqlite_code(sqlstate.parse().unwrap_or(1))
     } else {
         sqlstate_code(&sqlstate)
@@ -366,6 +374,9 @@ mod tests {
         let violation = &details.bad_request().expect("bad request").field_violations[0];
         assert_eq!(violation.field, "statements[2].params[1]");
         let info = details.error_info().expect("error info");
-        assert_eq!(info.metadata.get("statement_index").map(String::as_str), Some("2"));
+        assert_eq!(
+            info.metadata.get("statement_index").map(String::as_str),
+            Some("2")
+        );
     }
 }

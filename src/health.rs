@@ -9,7 +9,13 @@ use tonic_health::{
 };
 
 /// The names `Check` and `Watch` answer for.
-pub const HEALTH_NAMES: [&str; 5] = ["", "liveness", "readiness", "sqlgate.v1.Query", "sqlgate.v1.Sessions"];
+pub const HEALTH_NAMES: [&str; 5] = [
+    "",
+    "liveness",
+    "readiness",
+    "sqlgate.v1.Query",
+    "sqlgate.v1.Sessions",
+];
 
 /// The names that follow the service's readiness (all but liveness).
 const READINESS_NAMES: [&str; 4] = ["", "readiness", "sqlgate.v1.Query", "sqlgate.v1.Sessions"];
@@ -28,10 +34,15 @@ impl std::fmt::Debug for Health {
 
 impl Health {
     /// A reporter and the service that answers from it, everything SERVING.
-    pub async fn start() -> (Self, HealthServer<impl tonic_health::pb::health_server::Health>) {
+    pub async fn start() -> (
+        Self,
+        HealthServer<impl tonic_health::pb::health_server::Health>,
+    ) {
         let (reporter, service) = health_reporter();
         for name in HEALTH_NAMES {
-            reporter.set_service_status(name, ServingStatus::Serving).await;
+            reporter
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
         }
         (Self { reporter }, service)
     }

@@ -30,9 +30,9 @@ impl Application {
     /// Connects the pool and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         let database = Arc::new(Database::connect(&settings.database_url, &settings.pool).await?);
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|err| Error::Internal(format!("cannot listen on {}: {err}", settings.listen)))?;
+        let listener = TcpListener::bind(settings.listen).await.map_err(|err| {
+            Error::Internal(format!("cannot listen on {}: {err}", settings.listen))
+        })?;
         let address = listener
             .local_addr()
             .map_err(|err| Error::Internal(format!("no local address: {err}")))?;
@@ -74,11 +74,13 @@ impl Application {
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|err| Error::Internal(format!("reflection: {err}")))?;
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .map_err(|err| Error::Internal(format!("reflection: {err}")))?;
 

@@ -12,5 +12,10 @@ pub fn init(filter: &str) {
         .add_directive("sqlx=warn".parse().unwrap_or_default())
         .add_directive("h2=warn".parse().unwrap_or_default())
         .add_directive("hyper=warn".parse().unwrap_or_default());
-    let _ = fmt().with_env_filter(filter).with_target(false).try_init();
+    let _ = fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }

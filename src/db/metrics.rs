@@ -101,7 +101,9 @@ impl Waiting<'_> {
 
     /// The pool's acquire timeout ran out.
     pub(crate) fn timed_out(mut self) {
-        self.metrics.acquire_timeouts.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .acquire_timeouts
+            .fetch_add(1, Ordering::Relaxed);
         self.metrics.record_wait(self.started.elapsed());
         self.done = true;
     }

@@ -94,7 +94,9 @@ impl Database {
             .sqlx_logging(false)
             .set_application_name("sqlgate");
         if in_memory_sqlite {
-            options.idle_timeout(None::<Duration>).max_lifetime(None::<Duration>);
+            options
+                .idle_timeout(None::<Duration>)
+                .max_lifetime(None::<Duration>);
         } else {
             options
                 .idle_timeout(settings.idle_timeout)
@@ -117,11 +119,18 @@ impl Database {
             });
         }
 
-        let connection = sea_orm::Database::connect(options)
-            .await
-            .map_err(|err| Error::Unavailable(describe_connect_error(&err)))?;
+        let connection = match sea_orm::Database::connect(options).await {
+            Ok(connection) => connection,
+            Err(err) => {
+                return Err(Error::Unavailable(
+                    first_connection_error(backend, url, &err).await,
+                ));
+            }
+        };
         let pool = match backend {
-            Backend::Postgres => DbPool::Postgres(connection.get_postgres_connection_pool().clone()),
+            Backend::Postgres => {
+                DbPool::Postgres(connection.get_postgres_connection_pool().clone())
+            }
             Backend::MySql => DbPool::MySql(connection.get_mysql_connection_pool().clone()),
             Backend::Sqlite => DbPool::Sqlite(connection.get_sqlite_connection_pool().clone()),
         };
@@ -185,12 +194,8 @@ impl Database {
             DbPool::Sqlite(pool) => (pool.size(), pool.num_idle()),
         };
         let idle = u32::try_from(idle).unwrap_or(u32::MAX);
-        self.metrics.snapshot(
-            self.backend(),
-            &self.settings,
-            size,
-            idle.min(size),
-        )
+        self.metrics
+            .snapshot(self.backend(), &self.settings, size, idle.min(size))
     }
 
     /// Closes every connection; the database sees none from sqlgate after this.
@@ -201,13 +206,32 @@ impl Database {
     }
 }
 
-/// A connection failure, described without the URL (it may hold a password).
-fn describe_connect_error(err: &sea_orm::DbErr) -> String {
-    let text = err.to_string();
-    // sqlx's configuration errors can echo the URL; keep only their kind.
+/// Why the pool could not connect. A pool only says that it timed out, so
+/// one direct connection is tried to learn the cause (refused, bad
+/// password, unknown database…), described without the URL.
+async fn first_connection_error(
+    backend: Backend,
+    url: &str,
+    pool_error: &sea_orm::DbErr,
+) -> String {
+    use sqlx::Connection;
+    let direct = match backend {
+        Backend::Postgres => sqlx::PgConnection::connect(url).await.err(),
+        Backend::MySql => sqlx::MySqlConnection::connect(url).await.err(),
+        Backend::Sqlite => sqlx::SqliteConnection::connect(url).await.err(),
+    };
+    match direct {
+        Some(sqlx::Error::Configuration(_)) => "the database URL is invalid".to_owned(),
+        Some(err) => redact(&err.to_string()),
+        None => redact(&pool_error.to_string()),
+    }
+}
+
+/// Drops anything that looks like a URL from a message (it may hold a password).
+fn redact(text: &str) -> String {
     if text.contains("://") {
         "the database URL is invalid".to_owned()
     } else {
-        text
+        text.to_owned()
     }
 }

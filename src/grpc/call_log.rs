@@ -23,7 +23,12 @@ impl CallLog {
     }
 
     /// Writes the line; `fingerprints` identify the statements, `rows` counts what came back.
-    pub(crate) fn finish(&self, fingerprints: &str, rows: usize, outcome: Result<(), &tonic::Status>) {
+    pub(crate) fn finish(
+        &self,
+        fingerprints: &str,
+        rows: usize,
+        outcome: Result<(), &tonic::Status>,
+    ) {
         let elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         match outcome {
             Ok(()) => tracing::info!(

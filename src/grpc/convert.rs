@@ -2,9 +2,6 @@
 //! wrong (a value with no kind, a malformed date, UUID, decimal or JSON) and
 //! answers with the parameter's index; encoding cannot fail.
 
-use std::str::FromStr;
-
-use bigdecimal::BigDecimal;
 use chrono::DateTime;
 use prost_types::{Duration as PbDuration, Timestamp};
 
@@ -14,17 +11,24 @@ use crate::{
     db::{Backend, PoolSnapshot},
     error::Error,
     query::{
-        ColumnInfo, QueryOutput, SqlValue, Statement, StreamEvent, ValueKind,
-        value::text_form,
+        ColumnInfo, QueryOutput, SqlValue, Statement, StreamEvent, ValueKind, value::text_form,
     },
 };
 
 /// Builds a validated statement from a request's fields.
-pub fn statement(sql: String, params: Vec<pb::Value>, limits: &LimitSettings) -> Result<Statement, Error> {
+pub fn statement(
+    sql: String,
+    params: Vec<pb::Value>,
+    limits: &LimitSettings,
+) -> Result<Statement, Error> {
     if params.len() > limits.max_params {
         return Err(Error::invalid_request(
             "params",
-            format!("{} parameters; the limit is {}", params.len(), limits.max_params),
+            format!(
+                "{} parameters; the limit is {}",
+                params.len(),
+                limits.max_params
+            ),
         ));
     }
     let params = params
@@ -67,12 +71,17 @@ impl TryFrom<pb::Value> for SqlValue {
             Kind::DateValue(v) => {
                 SqlValue::Date(text_form::parse_date(&v).ok_or("date_value must be YYYY-MM-DD")?)
             }
-            Kind::TimeValue(v) => {
-                SqlValue::Time(text_form::parse_time(&v).ok_or("time_value must be HH:MM:SS[.ffffff]")?)
-            }
+            Kind::TimeValue(v) => SqlValue::Time(
+                text_form::parse_time(&v).ok_or("time_value must be HH:MM:SS[.ffffff]")?,
+            ),
             Kind::JsonValue(v) => {
-                serde_json::from_str::<serde::de::IgnoredAny>(&v)
-                    .map_err(|err| format!("json_value is not valid JSON (line {}, column {})", err.line(), err.column()))?;
+                serde_json::from_str::<serde::de::IgnoredAny>(&v).map_err(|err| {
+                    format!(
+                        "json_value is not valid JSON (line {}, column {})",
+                        err.line(),
+                        err.column()
+                    )
+                })?;
                 SqlValue::Json(v)
             }
             Kind::UuidValue(v) => SqlValue::Uuid(
@@ -82,7 +91,9 @@ impl TryFrom<pb::Value> for SqlValue {
                 list.values
                     .into_iter()
                     .enumerate()
-                    .map(|(i, v)| SqlValue::try_from(v).map_err(|msg| format!("element {i}: {msg}")))
+                    .map(|(i, v)| {
+                        SqlValue::try_from(v).map_err(|msg| format!("element {i}: {msg}"))
+                    })
                     .collect::<Result<_, _>>()?,
             ),
         })
@@ -91,7 +102,7 @@ impl TryFrom<pb::Value> for SqlValue {
 
 /// Accepts plain decimal text only (`-12.3400`, `.5`): an exponent form
 /// could ask for an enormous expansion.
-fn parse_decimal(text: &str) -> Result<BigDecimal, String> {
+fn parse_decimal(text: &str) -> Result<String, String> {
     const MESSAGE: &str = "decimal_value must be plain decimal text such as -12.3400";
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
@@ -103,7 +114,7 @@ fn parse_decimal(text: &str) -> Result<BigDecimal, String> {
     {
         return Err(MESSAGE.to_owned());
     }
-    BigDecimal::from_str(text).map_err(|_| MESSAGE.to_owned())
+    Ok(text.to_owned())
 }
 
 impl From<SqlValue> for pb::Value {
@@ -115,7 +126,7 @@ impl From<SqlValue> for pb::Value {
             SqlValue::Float(v) => Kind::FloatValue(v),
             SqlValue::Text(v) => Kind::TextValue(v),
             SqlValue::Bytes(v) => Kind::BytesValue(v),
-            SqlValue::Decimal(v) => Kind::DecimalValue(text_form::format_decimal(&v)),
+            SqlValue::Decimal(v) => Kind::DecimalValue(v),
             SqlValue::Timestamp(v) => Kind::TimestampValue(Timestamp {
                 seconds: v.timestamp(),
                 nanos: i32::try_from(v.timestamp_subsec_nanos()).unwrap_or_default(),
@@ -253,20 +264,32 @@ mod tests {
     fn malformed_values_are_refused_with_a_reason() {
         for (bad, why) in [
             (pb::Value { kind: None }, "no kind"),
-            (value(Kind::DecimalValue("1e999999999".into())), "plain decimal"),
+            (
+                value(Kind::DecimalValue("1e999999999".into())),
+                "plain decimal",
+            ),
             (value(Kind::DecimalValue("NaN".into())), "plain decimal"),
             (value(Kind::DecimalValue("".into())), "plain decimal"),
             (value(Kind::DateValue("2023-02-29".into())), "YYYY-MM-DD"),
             (value(Kind::TimeValue("25:00:00".into())), "HH:MM:SS"),
-            (value(Kind::DatetimeValue("2024-01-01T00:00:00Z".into())), "no zone"),
+            (
+                value(Kind::DatetimeValue("2024-01-01T00:00:00Z".into())),
+                "no zone",
+            ),
             (value(Kind::UuidValue("not-a-uuid".into())), "not a UUID"),
             (value(Kind::JsonValue("{".into())), "not valid JSON"),
             (
-                value(Kind::TimestampValue(Timestamp { seconds: i64::MAX, nanos: 0 })),
+                value(Kind::TimestampValue(Timestamp {
+                    seconds: i64::MAX,
+                    nanos: 0,
+                })),
                 "out of range",
             ),
             (
-                value(Kind::TimestampValue(Timestamp { seconds: 0, nanos: -1 })),
+                value(Kind::TimestampValue(Timestamp {
+                    seconds: 0,
+                    nanos: -1,
+                })),
                 "out of range",
             ),
         ] {
@@ -280,12 +303,15 @@ mod tests {
             Just(SqlValue::Null),
             any::<bool>().prop_map(SqlValue::Bool),
             any::<i64>().prop_map(SqlValue::Int),
-            any::<f64>().prop_filter("NaN never equals itself", |f| !f.is_nan()).prop_map(SqlValue::Float),
+            any::<f64>()
+                .prop_filter("NaN never equals itself", |f| !f.is_nan())
+                .prop_map(SqlValue::Float),
             ".*".prop_map(SqlValue::Text),
             proptest::collection::vec(any::<u8>(), 0..64).prop_map(SqlValue::Bytes),
-            "-?[0-9]{1,28}\\.[0-9]{0,10}".prop_map(|s| SqlValue::Decimal(BigDecimal::from_str(&s).expect("decimal"))),
-            (-62_135_596_800i64..253_402_300_799, 0u32..1_000_000)
-                .prop_map(|(s, us)| SqlValue::Timestamp(DateTime::from_timestamp(s, us * 1000).expect("ts"))),
+            "-?[0-9]{1,28}\\.[0-9]{0,10}".prop_map(SqlValue::Decimal),
+            (-62_135_596_800i64..253_402_300_799, 0u32..1_000_000).prop_map(|(s, us)| {
+                SqlValue::Timestamp(DateTime::from_timestamp(s, us * 1000).expect("ts"))
+            }),
             any::<u128>().prop_map(|n| SqlValue::Uuid(uuid::Uuid::from_u128(n))),
         ];
         scalar.prop_recursive(1, 8, 8, |inner| {

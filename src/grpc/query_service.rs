@@ -37,7 +37,8 @@ impl Query for QueryService {
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let log = CallLog::start("Execute", &request);
         let request = request.into_inner();
-        let statement = match convert::statement(request.sql, request.params, self.engine.limits()) {
+        let statement = match convert::statement(request.sql, request.params, self.engine.limits())
+        {
             Ok(statement) => statement,
             Err(err) => {
                 let status = Status::from(err);
@@ -92,9 +93,11 @@ impl Query for QueryService {
             .into_iter()
             .enumerate()
             .map(|(index, s)| {
-                convert::statement(s.sql, s.params, limits).map_err(|err| crate::error::Error::InBatch {
-                    index,
-                    source: Box::new(err),
+                convert::statement(s.sql, s.params, limits).map_err(|err| {
+                    crate::error::Error::InBatch {
+                        index,
+                        source: Box::new(err),
+                    }
                 })
             })
             .collect::<Result<Vec<_>, _>>();
@@ -112,7 +115,11 @@ impl Query for QueryService {
             .take(8)
             .collect::<Vec<_>>()
             .join(",");
-        match self.engine.execute_batch(statements, request.max_rows).await {
+        match self
+            .engine
+            .execute_batch(statements, request.max_rows)
+            .await
+        {
             Ok(outputs) => {
                 let rows = outputs.iter().map(|o| o.rows.len()).sum();
                 log.finish(&fingerprints, rows, Ok(()));

@@ -23,6 +23,13 @@ pub(crate) trait Codec: Database {
         sql.to_owned()
     }
 
+    /// How many parameters `sql` takes, where the driver would not notice
+    /// a wrong count by itself; `None` leaves the check to the database.
+    fn expected_parameters(sql: &str) -> Option<usize> {
+        let _ = sql;
+        None
+    }
+
     /// Describes a result column and picks its decoder.
     fn plan_column(column: &Self::Column) -> Result<(ColumnInfo, Self::Decoder), Error>;
 

@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use sqlx::{Connection, Executor, IntoArguments, MySql, Pool, Postgres, Sqlite, pool::PoolConnection};
+use sqlx::{
+    Connection, Executor, IntoArguments, MySql, Pool, Postgres, Sqlite, pool::PoolConnection,
+};
 use tokio::sync::mpsc;
 
 use super::{
@@ -74,7 +76,9 @@ impl QueryEngine {
         spawn_unit(async move {
             let statements = [statement];
             let mut outputs = match db.pool().clone() {
-                DbPool::Postgres(pool) => run_unary::<Postgres>(&db, &pool, &statements, budget).await,
+                DbPool::Postgres(pool) => {
+                    run_unary::<Postgres>(&db, &pool, &statements, budget).await
+                }
                 DbPool::MySql(pool) => run_unary::<MySql>(&db, &pool, &statements, budget).await,
                 DbPool::Sqlite(pool) => run_unary::<Sqlite>(&db, &pool, &statements, budget).await,
             }?;
@@ -109,7 +113,9 @@ impl QueryEngine {
         self.db.count_call();
         spawn_unit(async move {
             match db.pool().clone() {
-                DbPool::Postgres(pool) => run_batch::<Postgres>(&db, &pool, &statements, budget).await,
+                DbPool::Postgres(pool) => {
+                    run_batch::<Postgres>(&db, &pool, &statements, budget).await
+                }
                 DbPool::MySql(pool) => run_batch::<MySql>(&db, &pool, &statements, budget).await,
                 DbPool::Sqlite(pool) => run_batch::<Sqlite>(&db, &pool, &statements, budget).await,
             }
@@ -121,7 +127,10 @@ impl QueryEngine {
     /// first, then row batches, then [`StreamEvent::Finished`], or one error.
     /// The channel is bounded, so a slow reader slows the query; dropping the
     /// receiver cancels the statement on the server and closes its connection.
-    pub fn execute_stream(&self, statement: Statement) -> mpsc::Receiver<Result<StreamEvent, Error>> {
+    pub fn execute_stream(
+        &self,
+        statement: Statement,
+    ) -> mpsc::Receiver<Result<StreamEvent, Error>> {
         let (sender, receiver) = mpsc::channel(self.limits.stream_buffer_frames);
         let db = self.db.clone();
         let limits = self.limits.clone();
@@ -131,7 +140,9 @@ impl QueryEngine {
                 DbPool::Postgres(pool) => {
                     run_stream::<Postgres>(&db, &pool, &statement, &limits, &sender).await
                 }
-                DbPool::MySql(pool) => run_stream::<MySql>(&db, &pool, &statement, &limits, &sender).await,
+                DbPool::MySql(pool) => {
+                    run_stream::<MySql>(&db, &pool, &statement, &limits, &sender).await
+                }
                 DbPool::Sqlite(pool) => {
                     run_stream::<Sqlite>(&db, &pool, &statement, &limits, &sender).await
                 }
@@ -200,7 +211,8 @@ where
     match outcome {
         Ok(outputs) => Ok(outputs),
         Err((index, failure))
-            if statements.len() == 1 && !failure.connection_dirty
+            if statements.len() == 1
+                && !failure.connection_dirty
                 && failure.error.is_forbidden_in_transaction() =>
         {
             // VACUUM, CREATE DATABASE, …: refused inside a transaction, did
@@ -244,10 +256,13 @@ where
     let driver_failure = |index: usize| {
         move |err: sqlx::Error| {
             let dirty = !matches!(err, sqlx::Error::Database(_));
-            (index, Failure {
-                error: err.into(),
-                connection_dirty: dirty,
-            })
+            (
+                index,
+                Failure {
+                    error: err.into(),
+                    connection_dirty: dirty,
+                },
+            )
         }
     };
     let mut transaction = conn.begin().await.map_err(driver_failure(0))?;
@@ -261,7 +276,10 @@ where
                     // connection, which ends the transaction on the server.
                     drop(transaction);
                 } else {
-                    transaction.rollback().await.map_err(driver_failure(index))?;
+                    transaction
+                        .rollback()
+                        .await
+                        .map_err(driver_failure(index))?;
                 }
                 return Err((index, failure));
             }
@@ -276,11 +294,14 @@ where
 
 /// Returns the connection to the pool when it is in a known state, closes it
 /// otherwise, and hands back the error for the caller.
-async fn release_after_failure<DB: sqlx::Database>(conn: PoolConnection<DB>, failure: Failure) -> Error {
-    if failure.connection_dirty {
-        if let Err(err) = conn.close().await {
-            tracing::debug!(error = %err, "closing a dirty connection failed");
-        }
+async fn release_after_failure<DB: sqlx::Database>(
+    conn: PoolConnection<DB>,
+    failure: Failure,
+) -> Error {
+    if failure.connection_dirty
+        && let Err(err) = conn.close().await
+    {
+        tracing::debug!(error = %err, "closing a dirty connection failed");
     }
     failure.error
 }

@@ -153,6 +153,17 @@ where
     DB::Arguments: IntoArguments<DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
+    if let Some(expected) = DB::expected_parameters(&statement.sql)
+        && expected != statement.params.len()
+    {
+        return Err(Failure::clean(Error::invalid_request(
+            "params",
+            format!(
+                "the statement takes {expected} parameters; {} were given",
+                statement.params.len()
+            ),
+        )));
+    }
     let args = DB::encode_params(&statement.params).map_err(Failure::clean)?;
     let text = DB::statement_text(&statement.sql, &statement.params);
     let mut plan: Option<RowPlan<DB>> = None;
@@ -195,7 +206,13 @@ where
         let plan = RowPlan::<DB>::from_columns(described.columns()).map_err(Failure::clean)?;
         sink.columns(&plan.columns).await?;
     }
-    Ok(rows_affected)
+    // Drivers report a SELECT's row count (PostgreSQL) or the previous
+    // statement's changes (SQLite) here; a read affects no rows.
+    Ok(if statement.is_plain_read() {
+        0
+    } else {
+        rows_affected
+    })
 }
 
 /// Collects a whole result within a budget, for unary calls.

@@ -6,6 +6,7 @@ pub(crate) mod codec;
 mod engine;
 pub(crate) mod executor;
 mod mysql;
+mod placeholders;
 mod postgres;
 mod sqlite;
 pub mod statement;

@@ -2,7 +2,6 @@
 //! no arrays; UUIDs and JSON travel as text), result columns are decoded by
 //! the column type the server reports.
 
-use bigdecimal::BigDecimal;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use sqlx::{
     Arguments, Column, MySql, Row, TypeInfo,
@@ -73,9 +72,9 @@ fn add_param(args: &mut MySqlArguments, value: &SqlValue) -> Result<(), String> 
         SqlValue::Bool(v) => args.add(*v),
         SqlValue::Int(v) => args.add(*v),
         SqlValue::Float(v) => args.add(*v),
-        SqlValue::Text(v) | SqlValue::Json(v) => args.add(v.as_str()),
+        // MySQL converts decimal text to DECIMAL exactly.
+        SqlValue::Text(v) | SqlValue::Json(v) | SqlValue::Decimal(v) => args.add(v.as_str()),
         SqlValue::Bytes(v) => args.add(v.as_slice()),
-        SqlValue::Decimal(v) => args.add(v),
         SqlValue::Timestamp(v) => args.add(*v),
         SqlValue::DateTime(v) => args.add(*v),
         SqlValue::Date(v) => args.add(*v),
@@ -143,14 +142,20 @@ fn decode_value(row: &MySqlRow, i: usize, decoder: MySqlDecoder) -> Result<SqlVa
         }),
         D::Signed => opt(row.try_get_unchecked::<Option<i64>, _>(i)?, SqlValue::Int),
         D::Unsigned => opt(row.try_get_unchecked::<Option<u64>, _>(i)?, |v| {
-            i64::try_from(v).map_or_else(|_| SqlValue::Decimal(v.into()), SqlValue::Int)
+            i64::try_from(v).map_or_else(|_| SqlValue::Decimal(v.to_string()), SqlValue::Int)
         }),
         D::UnsignedBig => opt(row.try_get_unchecked::<Option<u64>, _>(i)?, |v| {
-            SqlValue::Decimal(BigDecimal::from(v))
+            SqlValue::Decimal(v.to_string())
         }),
-        D::Float => opt(row.try_get::<Option<f32>, _>(i)?, |v| SqlValue::Float(v.into())),
+        D::Float => opt(row.try_get::<Option<f32>, _>(i)?, |v| {
+            SqlValue::Float(v.into())
+        }),
         D::Double => opt(row.try_get::<Option<f64>, _>(i)?, SqlValue::Float),
-        D::Decimal => opt(row.try_get::<Option<BigDecimal>, _>(i)?, SqlValue::Decimal),
+        // The binary protocol sends DECIMAL as its exact text.
+        D::Decimal => opt(
+            row.try_get_unchecked::<Option<String>, _>(i)?,
+            SqlValue::Decimal,
+        ),
         D::Text => opt(
             row.try_get_unchecked::<Option<String>, _>(i)?,
             SqlValue::Text,

@@ -2,19 +2,18 @@
 //! server to infer), result columns are decoded by type OID, arrays keep
 //! their NULL elements.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, str::FromStr};
 
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::value::RawValue;
 use sqlx::{
-    Arguments, Column, Encode, Postgres, Row, Type, TypeInfo,
+    Arguments, Column, Decode, Encode, Postgres, Row, Type, TypeInfo,
     encode::IsNull,
     error::BoxDynError,
     postgres::{
-        PgArgumentBuffer, PgArguments, PgColumn, PgHasArrayType, PgQueryResult, PgRow,
-        PgTypeInfo, PgTypeKind,
-        types::Oid,
+        PgArgumentBuffer, PgArguments, PgColumn, PgHasArrayType, PgQueryResult, PgRow, PgTypeInfo,
+        PgTypeKind, PgValueFormat, PgValueRef, types::Oid,
     },
     types::Json,
 };
@@ -22,6 +21,7 @@ use uuid::Uuid;
 
 use super::{
     codec::{Codec, array_element_kind, unrepresentable},
+    placeholders::{PlaceholderStyle, expected_parameters},
     value::{ColumnInfo, SqlValue, ValueKind},
 };
 use crate::error::Error;
@@ -54,6 +54,8 @@ pub(crate) enum PgScalar {
     Time,
     Timestamp,
     Timestamptz,
+    /// `void` (e.g. `SELECT pg_sleep(1)`): always NULL.
+    Void,
 }
 
 impl PgScalar {
@@ -75,6 +77,7 @@ impl PgScalar {
             1083 => Self::Time,
             1114 => Self::Timestamp,
             1184 => Self::Timestamptz,
+            2278 => Self::Void,
             _ => return None,
         })
     }
@@ -115,6 +118,7 @@ impl PgScalar {
             Self::Time => ValueKind::Time,
             Self::Timestamp => ValueKind::DateTime,
             Self::Timestamptz => ValueKind::Timestamp,
+            Self::Void => ValueKind::Null,
         }
     }
 }
@@ -167,7 +171,7 @@ fn add_param(args: &mut PgArguments, value: &SqlValue) -> Result<(), String> {
         SqlValue::Float(v) => args.add(*v),
         SqlValue::Text(v) => args.add(v.as_str()),
         SqlValue::Bytes(v) => args.add(v.as_slice()),
-        SqlValue::Decimal(v) => args.add(v),
+        SqlValue::Decimal(v) => args.add(parse_decimal(v)?),
         SqlValue::Timestamp(v) => args.add(*v),
         SqlValue::DateTime(v) => args.add(*v),
         SqlValue::Date(v) => args.add(*v),
@@ -211,10 +215,15 @@ fn add_array(args: &mut PgArguments, items: &[SqlValue]) -> Result<(), String> {
             SqlValue::Bytes(b) => Some(b.clone()),
             _ => None,
         })),
-        Some(ValueKind::Decimal) => args.add(elements(items, |v| match v {
-            SqlValue::Decimal(d) => Some(d.clone()),
-            _ => None,
-        })),
+        Some(ValueKind::Decimal) => args.add(
+            items
+                .iter()
+                .map(|v| match v {
+                    SqlValue::Decimal(d) => parse_decimal(d).map(Some),
+                    _ => Ok(None),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
         Some(ValueKind::Timestamp) => args.add(elements(items, |v| match v {
             SqlValue::Timestamp(t) => Some(*t),
             _ => None,
@@ -242,6 +251,91 @@ fn add_array(args: &mut PgArguments, items: &[SqlValue]) -> Result<(), String> {
         Some(other) => return Err(format!("arrays of {other:?} are not supported")),
     };
     added.map_err(|err| err.to_string())
+}
+
+fn parse_decimal(text: &str) -> Result<BigDecimal, String> {
+    BigDecimal::from_str(text).map_err(|_| "not a decimal".to_owned())
+}
+
+/// `numeric` read as its exact text. sqlx's `BigDecimal` decoding drops the
+/// column's display scale (`1.50` would come back as `1.5000`), so sqlgate
+/// reads the binary format itself: base-10000 digits, a weight, a sign and
+/// the display scale. NaN and infinities come back as PostgreSQL spells them.
+struct NumericText(String);
+
+impl Type<Postgres> for NumericText {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(1700))
+    }
+}
+
+impl PgHasArrayType for NumericText {
+    fn array_type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(1231))
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for NumericText {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        match value.format() {
+            PgValueFormat::Text => Ok(Self(value.as_str()?.to_owned())),
+            PgValueFormat::Binary => numeric_text(value.as_bytes()?).map(Self),
+        }
+    }
+}
+
+fn numeric_text(bytes: &[u8]) -> Result<String, BoxDynError> {
+    let word = |at: usize| -> Result<i16, BoxDynError> {
+        bytes
+            .get(at..at + 2)
+            .map(|b| i16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(|| "numeric value is truncated".into())
+    };
+    let ndigits = usize::try_from(word(0)?)?;
+    let weight = i64::from(word(2)?);
+    let sign = word(4)? as u16;
+    let dscale = usize::try_from(word(6)?)?;
+    match sign {
+        0xC000 => return Ok("NaN".to_owned()),
+        0xD000 => return Ok("Infinity".to_owned()),
+        0xF000 => return Ok("-Infinity".to_owned()),
+        _ => {}
+    }
+    let digits = (0..ndigits)
+        .map(|i| word(8 + 2 * i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let digit = |i: i64| -> i16 {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| digits.get(i).copied())
+            .unwrap_or(0)
+    };
+    let mut text = String::with_capacity(8 + 4 * ndigits + dscale);
+    if sign == 0x4000 {
+        text.push('-');
+    }
+    if weight < 0 {
+        text.push('0');
+    } else {
+        for i in 0..=weight {
+            if i == 0 {
+                let _ = write!(text, "{}", digit(i));
+            } else {
+                let _ = write!(text, "{:04}", digit(i));
+            }
+        }
+    }
+    if dscale > 0 {
+        text.push('.');
+        let start = text.len();
+        let mut group = weight + 1;
+        while text.len() - start < dscale {
+            let _ = write!(text, "{:04}", digit(group));
+            group += 1;
+        }
+        text.truncate(start + dscale);
+    }
+    Ok(text)
 }
 
 /// The PostgreSQL type a parameter is sent as, for the statement-cache key.
@@ -307,6 +401,10 @@ impl Codec for Postgres {
         }
         text.push_str(" */");
         text
+    }
+
+    fn expected_parameters(sql: &str) -> Option<usize> {
+        Some(expected_parameters(sql, PlaceholderStyle::Numbered))
     }
 
     fn plan_column(column: &PgColumn) -> Result<(ColumnInfo, PgDecoder), Error> {
@@ -378,17 +476,18 @@ fn decode_scalar(row: &PgRow, i: usize, scalar: PgScalar) -> Result<SqlValue, sq
             SqlValue::Float(v.into())
         }),
         PgScalar::Float8 => opt(row.try_get::<Option<f64>, _>(i)?, SqlValue::Float),
-        PgScalar::Numeric => opt(row.try_get::<Option<BigDecimal>, _>(i)?, SqlValue::Decimal),
+        PgScalar::Numeric => opt(row.try_get_unchecked::<Option<NumericText>, _>(i)?, |v| {
+            SqlValue::Decimal(v.0)
+        }),
         // Text-like types (and enums) share text's binary format.
         PgScalar::Text => opt(
             row.try_get_unchecked::<Option<String>, _>(i)?,
             SqlValue::Text,
         ),
         PgScalar::Bytes => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, SqlValue::Bytes),
-        PgScalar::Json => opt(
-            row.try_get::<Option<Json<Box<RawValue>>>, _>(i)?,
-            |v| SqlValue::Json(v.0.get().to_owned()),
-        ),
+        PgScalar::Json => opt(row.try_get::<Option<Json<Box<RawValue>>>, _>(i)?, |v| {
+            SqlValue::Json(v.0.get().to_owned())
+        }),
         PgScalar::Uuid => opt(row.try_get::<Option<Uuid>, _>(i)?, SqlValue::Uuid),
         PgScalar::Date => opt(row.try_get::<Option<NaiveDate>, _>(i)?, SqlValue::Date),
         PgScalar::Time => opt(row.try_get::<Option<NaiveTime>, _>(i)?, SqlValue::Time),
@@ -400,14 +499,12 @@ fn decode_scalar(row: &PgRow, i: usize, scalar: PgScalar) -> Result<SqlValue, sq
             row.try_get::<Option<DateTime<Utc>>, _>(i)?,
             SqlValue::Timestamp,
         ),
+        PgScalar::Void => SqlValue::Null,
     })
 }
 
 fn decode_array(row: &PgRow, i: usize, scalar: PgScalar) -> Result<SqlValue, sqlx::Error> {
-    fn array<T>(
-        values: Option<Vec<Option<T>>>,
-        wrap: impl Fn(T) -> SqlValue,
-    ) -> SqlValue {
+    fn array<T>(values: Option<Vec<Option<T>>>, wrap: impl Fn(T) -> SqlValue) -> SqlValue {
         match values {
             None => SqlValue::Null,
             Some(values) => SqlValue::Array(
@@ -426,16 +523,66 @@ fn decode_array(row: &PgRow, i: usize, scalar: PgScalar) -> Result<SqlValue, sql
         PgScalar::Oid => array::<Oid>(row.try_get(i)?, |v| SqlValue::Int(v.0.into())),
         PgScalar::Float4 => array::<f32>(row.try_get(i)?, |v| SqlValue::Float(v.into())),
         PgScalar::Float8 => array(row.try_get(i)?, SqlValue::Float),
-        PgScalar::Numeric => array(row.try_get(i)?, SqlValue::Decimal),
+        PgScalar::Numeric => {
+            array::<NumericText>(row.try_get_unchecked(i)?, |v| SqlValue::Decimal(v.0))
+        }
         PgScalar::Text => array(row.try_get_unchecked(i)?, SqlValue::Text),
         PgScalar::Bytes => array(row.try_get(i)?, SqlValue::Bytes),
-        PgScalar::Json => array::<Json<Box<RawValue>>>(row.try_get(i)?, |v| {
-            SqlValue::Json(v.0.get().to_owned())
-        }),
+        PgScalar::Json => {
+            array::<Json<Box<RawValue>>>(row.try_get(i)?, |v| SqlValue::Json(v.0.get().to_owned()))
+        }
         PgScalar::Uuid => array(row.try_get(i)?, SqlValue::Uuid),
         PgScalar::Date => array(row.try_get(i)?, SqlValue::Date),
         PgScalar::Time => array(row.try_get(i)?, SqlValue::Time),
         PgScalar::Timestamp => array(row.try_get(i)?, SqlValue::DateTime),
         PgScalar::Timestamptz => array(row.try_get(i)?, SqlValue::Timestamp),
+        PgScalar::Void => SqlValue::Null,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numeric_text;
+
+    fn encode(ndigits: i16, weight: i16, sign: u16, dscale: i16, digits: &[i16]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for word in [ndigits, weight, sign as i16, dscale].iter().chain(digits) {
+            bytes.extend_from_slice(&word.to_be_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn numeric_binary_keeps_the_display_scale() {
+        // 1.50 as numeric(10,2): one digit group "1", one fractional group "5000", dscale 2.
+        assert_eq!(
+            numeric_text(&encode(2, 0, 0, 2, &[1, 5000])).expect("ok"),
+            "1.50"
+        );
+        // 12345678.9 with dscale 10.
+        assert_eq!(
+            numeric_text(&encode(3, 1, 0, 10, &[1234, 5678, 9000])).expect("ok"),
+            "12345678.9000000000"
+        );
+        // -0.0000000001: weight -3 puts the digit in the third fractional group.
+        assert_eq!(
+            numeric_text(&encode(1, -3, 0x4000, 10, &[100])).expect("ok"),
+            "-0.0000000001"
+        );
+        // Zero with scale.
+        assert_eq!(numeric_text(&encode(0, 0, 0, 3, &[])).expect("ok"), "0.000");
+        // 10000 (trailing zero groups are not sent).
+        assert_eq!(
+            numeric_text(&encode(1, 1, 0, 0, &[1])).expect("ok"),
+            "10000"
+        );
+        assert_eq!(
+            numeric_text(&encode(0, 0, 0xC000, 0, &[])).expect("ok"),
+            "NaN"
+        );
+        assert!(
+            numeric_text(&[0, 1]).is_err(),
+            "truncated input is an error, not a panic"
+        );
+    }
 }

@@ -10,6 +10,7 @@ use sqlx::{
 
 use super::{
     codec::{Codec, unrepresentable},
+    placeholders::{PlaceholderStyle, expected_parameters},
     value::{ColumnInfo, SqlValue, ValueKind, text_form},
 };
 use crate::error::Error;
@@ -37,7 +38,7 @@ fn add_param(args: &mut SqliteArguments, value: &SqlValue) -> Result<(), String>
         SqlValue::Float(v) => args.add(*v),
         SqlValue::Text(v) | SqlValue::Json(v) => args.add(v.clone()),
         SqlValue::Bytes(v) => args.add(v.clone()),
-        SqlValue::Decimal(v) => args.add(text_form::format_decimal(v)),
+        SqlValue::Decimal(v) => args.add(v.clone()),
         SqlValue::Timestamp(v) => args.add(text_form::format_instant(v)),
         SqlValue::DateTime(v) => args.add(text_form::format_datetime(v)),
         SqlValue::Date(v) => args.add(text_form::format_date(v)),
@@ -57,6 +58,10 @@ impl Codec for Sqlite {
             add_param(&mut args, value).map_err(|msg| Error::invalid_parameter(index, msg))?;
         }
         Ok(args)
+    }
+
+    fn expected_parameters(sql: &str) -> Option<usize> {
+        Some(expected_parameters(sql, PlaceholderStyle::Sqlite))
     }
 
     fn plan_column(column: &SqliteColumn) -> Result<(ColumnInfo, SqliteDecoder), Error> {
@@ -96,7 +101,11 @@ impl Codec for Sqlite {
     }
 }
 
-fn decode_value(row: &SqliteRow, i: usize, decoder: SqliteDecoder) -> Result<SqlValue, sqlx::Error> {
+fn decode_value(
+    row: &SqliteRow,
+    i: usize,
+    decoder: SqliteDecoder,
+) -> Result<SqlValue, sqlx::Error> {
     let storage = {
         let raw = row.try_get_raw(i)?;
         if raw.is_null() {

@@ -184,7 +184,10 @@ mod tests {
             fingerprint("SELECT * FROM p WHERE name = 'Alice' AND id = 42"),
             fingerprint("select *  from p -- who\n where name = 'Bob' and id = 7")
         );
-        assert_ne!(fingerprint("SELECT a FROM t"), fingerprint("SELECT b FROM t"));
+        assert_ne!(
+            fingerprint("SELECT a FROM t"),
+            fingerprint("SELECT b FROM t")
+        );
         assert_eq!(
             fingerprint("SELECT $1, $2"),
             fingerprint("select $1, $2"),
@@ -206,10 +209,16 @@ mod tests {
         assert!(stmt("  /* x */ SELECT 1").expect("ok").is_plain_read());
         assert!(stmt("(select 1)").expect("ok").is_plain_read());
         assert!(!stmt("SELECT 1 INTO t").expect("ok").is_plain_read());
-        assert!(!stmt("INSERT INTO t VALUES (1)").expect("ok").is_plain_read());
-        assert!(!stmt("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d")
-            .expect("ok")
-            .is_plain_read());
+        assert!(
+            !stmt("INSERT INTO t VALUES (1)")
+                .expect("ok")
+                .is_plain_read()
+        );
+        assert!(
+            !stmt("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d")
+                .expect("ok")
+                .is_plain_read()
+        );
     }
 
     #[test]

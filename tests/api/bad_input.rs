@@ -9,7 +9,13 @@ use crate::{
     on_every_backend,
 };
 
-async fn assert_refused(app: &TestApp, sql: &str, params: Vec<pb::Value>, max_rows: u32, code: Code) -> tonic::Status {
+async fn assert_refused(
+    app: &TestApp,
+    sql: &str,
+    params: Vec<pb::Value>,
+    max_rows: u32,
+    code: Code,
+) -> tonic::Status {
     let status = app
         .query
         .clone()
@@ -26,21 +32,45 @@ async fn assert_refused(app: &TestApp, sql: &str, params: Vec<pb::Value>, max_ro
 }
 
 async fn bad_requests_get_the_right_code_and_change_nothing(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else { return };
-    app.run("CREATE TABLE t (id INTEGER NOT NULL, label VARCHAR(20))").await;
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER NOT NULL, label VARCHAR(20))")
+        .await;
     app.run("INSERT INTO t (id, label) VALUES (1, 'one')").await;
 
     // Syntax error: the database's SQLSTATE comes back.
-    let status = assert_refused(&app, "INSERT INTO t VALUES (2, 'two'", vec![], 0, Code::InvalidArgument).await;
+    let status = assert_refused(
+        &app,
+        "INSERT INTO t VALUES (2, 'two'",
+        vec![],
+        0,
+        Code::InvalidArgument,
+    )
+    .await;
     let (reason, metadata, _) = error_details(&status);
     assert_eq!(reason, "DATABASE_ERROR");
     assert!(metadata.contains_key("sqlstate"));
 
     // An unknown table.
-    assert_refused(&app, "INSERT INTO missing VALUES (1)", vec![], 0, Code::InvalidArgument).await;
+    assert_refused(
+        &app,
+        "INSERT INTO missing VALUES (1)",
+        vec![],
+        0,
+        Code::InvalidArgument,
+    )
+    .await;
 
     // Too few and too many parameters.
-    assert_refused(&app, "INSERT INTO t (id, label) VALUES ($1, $2)", vec![v::int(2)], 0, Code::InvalidArgument).await;
+    assert_refused(
+        &app,
+        "INSERT INTO t (id, label) VALUES ($1, $2)",
+        vec![v::int(2)],
+        0,
+        Code::InvalidArgument,
+    )
+    .await;
     assert_refused(
         &app,
         "INSERT INTO t (id) VALUES ($1)",
@@ -79,27 +109,56 @@ async fn bad_requests_get_the_right_code_and_change_nothing(backend: Backend) {
     }
 
     // A statement over the size cap (1 MiB by default).
-    let huge = format!("INSERT INTO t (id, label) VALUES (5, '{}')", "x".repeat(1024 * 1024));
+    let huge = format!(
+        "INSERT INTO t (id, label) VALUES (5, '{}')",
+        "x".repeat(1024 * 1024)
+    );
     let status = assert_refused(&app, &huge, vec![], 0, Code::InvalidArgument).await;
     assert!(status.message().contains("limit"), "{}", status.message());
 
     // A max_rows above the server's limit.
-    let status = assert_refused(&app, "SELECT id FROM t", vec![], u32::MAX, Code::InvalidArgument).await;
+    let status = assert_refused(
+        &app,
+        "SELECT id FROM t",
+        vec![],
+        u32::MAX,
+        Code::InvalidArgument,
+    )
+    .await;
     assert_eq!(error_details(&status).2, ["max_rows"]);
 
     // Two statements in one request.
     if backend != Backend::Sqlite {
-        assert_refused(&app, "INSERT INTO t (id) VALUES (7); INSERT INTO t (id) VALUES (8)", vec![], 0, Code::InvalidArgument)
-            .await;
+        assert_refused(
+            &app,
+            "INSERT INTO t (id) VALUES (7); INSERT INTO t (id) VALUES (8)",
+            vec![],
+            0,
+            Code::InvalidArgument,
+        )
+        .await;
     } else {
         // SQLite's driver runs both; sqlgate runs them in one transaction
         // and the second one's failure must undo the first.
-        assert_refused(&app, "INSERT INTO t (id) VALUES (7); INSERT INTO t (id) VALUES (NULL)", vec![], 0, Code::FailedPrecondition)
-            .await;
+        assert_refused(
+            &app,
+            "INSERT INTO t (id) VALUES (7); INSERT INTO t (id) VALUES (NULL)",
+            vec![],
+            0,
+            Code::FailedPrecondition,
+        )
+        .await;
     }
 
     // NOT NULL violated.
-    assert_refused(&app, "INSERT INTO t (id) VALUES ($1)", vec![v::null()], 0, Code::FailedPrecondition).await;
+    assert_refused(
+        &app,
+        "INSERT INTO t (id) VALUES ($1)",
+        vec![v::null()],
+        0,
+        Code::FailedPrecondition,
+    )
+    .await;
 
     // Nothing changed.
     let rows = app.run("SELECT id, label FROM t").await;
@@ -114,10 +173,19 @@ on_every_backend!(bad_requests_get_the_right_code_and_change_nothing);
 
 #[tokio::test]
 async fn postgres_wrong_parameter_type_is_invalid_argument() {
-    let Some(app) = spawn_app(Backend::Postgres).await else { return };
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
     app.run("CREATE TABLE t (id INTEGER, at DATE)").await;
     // Text into an integer column: PostgreSQL refuses (42804), nothing is written.
-    assert_refused(&app, "INSERT INTO t (id) VALUES ($1)", vec![v::text("12")], 0, Code::InvalidArgument).await;
+    assert_refused(
+        &app,
+        "INSERT INTO t (id) VALUES ($1)",
+        vec![v::text("12")],
+        0,
+        Code::InvalidArgument,
+    )
+    .await;
     // A UUID into a date column.
     assert_refused(
         &app,
@@ -133,13 +201,29 @@ async fn postgres_wrong_parameter_type_is_invalid_argument() {
 
 #[tokio::test]
 async fn postgres_unsupported_column_types_say_how_to_fix_it() {
-    let Some(app) = spawn_app(Backend::Postgres).await else { return };
-    let status = assert_refused(&app, "SELECT interval '1 day' AS span", vec![], 0, Code::InvalidArgument).await;
-    assert!(status.message().contains("interval"), "{}", status.message());
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let status = assert_refused(
+        &app,
+        "SELECT interval '1 day' AS span",
+        vec![],
+        0,
+        Code::InvalidArgument,
+    )
+    .await;
+    assert!(
+        status.message().contains("interval"),
+        "{}",
+        status.message()
+    );
     assert!(status.message().contains("cast"), "{}", status.message());
     assert_eq!(error_details(&status).0, "UNSUPPORTED_COLUMN_TYPE");
     // The same value cast to text works.
     let ok = app.run("SELECT (interval '1 day')::text AS span").await;
-    assert_eq!(ok.rows[0].values[0].kind, Some(Kind::TextValue("1 day".into())));
+    assert_eq!(
+        ok.rows[0].values[0].kind,
+        Some(Kind::TextValue("1 day".into()))
+    );
     app.stop().await;
 }

@@ -2,13 +2,17 @@
 //! and the standard health service answers.
 
 use tokio_stream::StreamExt;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::helpers::{Backend, spawn_app};
 
 #[tokio::test]
 async fn reflection_lists_services_on_v1_and_v1alpha() {
-    let Some(app) = spawn_app(Backend::Sqlite).await else { return };
+    let Some(app) = spawn_app(Backend::Sqlite).await else {
+        return;
+    };
     {
         use tonic_reflection::pb::v1::{
             ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -29,8 +33,15 @@ async fn reflection_lists_services_on_v1_and_v1alpha() {
             panic!("unexpected {response:?}")
         };
         let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-        for expected in ["sqlgate.v1.Query", "sqlgate.v1.Admin", "grpc.health.v1.Health"] {
-            assert!(names.contains(&expected), "{expected} missing from {names:?}");
+        for expected in [
+            "sqlgate.v1.Query",
+            "sqlgate.v1.Admin",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
         }
     }
     {
@@ -41,7 +52,9 @@ async fn reflection_lists_services_on_v1_and_v1alpha() {
         let mut client = ServerReflectionClient::new(app.channel.clone());
         let request = ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(MessageRequest::FileContainingSymbol("sqlgate.v1.Query".into())),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "sqlgate.v1.Query".into(),
+            )),
         };
         let mut responses = client
             .server_reflection_info(tokio_stream::iter([request]))
@@ -59,18 +72,30 @@ async fn reflection_lists_services_on_v1_and_v1alpha() {
 
 #[tokio::test]
 async fn health_answers_for_every_documented_name() {
-    let Some(app) = spawn_app(Backend::Sqlite).await else { return };
+    let Some(app) = spawn_app(Backend::Sqlite).await else {
+        return;
+    };
     let mut health = HealthClient::new(app.channel.clone());
-    for service in ["", "liveness", "readiness", "sqlgate.v1.Query", "sqlgate.v1.Sessions"] {
+    for service in [
+        "",
+        "liveness",
+        "readiness",
+        "sqlgate.v1.Query",
+        "sqlgate.v1.Sessions",
+    ] {
         let response = health
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap_or_else(|s| panic!("{service}: {s:?}"))
             .into_inner();
         assert_eq!(response.status(), ServingStatus::Serving, "{service}");
     }
     let unknown = health
-        .check(HealthCheckRequest { service: "nope".into() })
+        .check(HealthCheckRequest {
+            service: "nope".into(),
+        })
         .await
         .expect_err("unknown service");
     assert_eq!(unknown.code(), tonic::Code::NotFound);

@@ -12,9 +12,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use sqlgate::{
     config::Settings,
-    grpc::pb::{
-        self, admin_client::AdminClient, query_client::QueryClient, value::Kind,
-    },
+    grpc::pb::{self, admin_client::AdminClient, query_client::QueryClient, value::Kind},
     server::Application,
 };
 use sqlx::{Connection, Executor};
@@ -41,7 +39,9 @@ fn mysql_admin_url() -> String {
 
 /// Replaces the database name at the end of a URL.
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let base = base.rsplit_once('/').map_or(base, |(head, _)| head);
     match query {
         Some(query) => format!("{base}/{name}?{query}"),
@@ -66,7 +66,8 @@ impl TestDatabase {
         match backend {
             Backend::Postgres => {
                 let admin_url = postgres_admin_url();
-                let mut conn = unreachable_skips(backend, sqlx::PgConnection::connect(&admin_url).await)?;
+                let mut conn =
+                    unreachable_skips(backend, sqlx::PgConnection::connect(&admin_url).await)?;
                 conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .await
                     .expect("create test database");
@@ -80,7 +81,8 @@ impl TestDatabase {
             }
             Backend::MySql => {
                 let admin_url = mysql_admin_url();
-                let mut conn = unreachable_skips(backend, sqlx::MySqlConnection::connect(&admin_url).await)?;
+                let mut conn =
+                    unreachable_skips(backend, sqlx::MySqlConnection::connect(&admin_url).await)?;
                 conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .await
                     .expect("create test database");
@@ -133,7 +135,9 @@ impl Drop for TestDatabase {
                     Backend::MySql => {
                         if let Ok(mut conn) = sqlx::MySqlConnection::connect(&admin_url).await {
                             let _ = conn
-                                .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+                                .execute(sqlx::AssertSqlSafe(format!(
+                                    "DROP DATABASE IF EXISTS {name}"
+                                )))
                                 .await;
                         }
                     }
@@ -180,11 +184,16 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 }
 
 /// Like [`spawn_app`], with settings adjusted by `adjust`.
-pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+pub async fn spawn_app_with(
+    backend: Backend,
+    adjust: impl FnOnce(&mut Settings),
+) -> Option<TestApp> {
     let db = TestDatabase::create(backend).await?;
-    let mut settings = Settings::default();
-    settings.listen = "127.0.0.1:0".parse().expect("addr");
-    settings.database_url = db.url.clone();
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        database_url: db.url.clone(),
+        ..Settings::default()
+    };
     settings.pool.max_connections = 4;
     adjust(&mut settings);
     let app = Application::build(settings).await.expect("sqlgate starts");
@@ -237,7 +246,11 @@ impl TestApp {
     }
 
     /// Runs `sql` through sqlgate's Execute.
-    pub async fn execute(&self, sql: &str, params: Vec<pb::Value>) -> Result<pb::ExecuteResponse, tonic::Status> {
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: Vec<pb::Value>,
+    ) -> Result<pb::ExecuteResponse, tonic::Status> {
         self.query
             .clone()
             .execute(pb::ExecuteRequest {
@@ -274,14 +287,23 @@ impl TestApp {
             .expect("direct connection")
     }
 
-    /// Stops the server and waits for it (the pool is closed when this returns).
-    pub async fn stop(mut self) {
+    /// Stops the server and waits for it (the pool is closed when this
+    /// returns); the database lives on until the returned guard drops.
+    pub async fn stop(mut self) -> TestDatabase {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
         }
+        let placeholder = TestDatabase {
+            backend: Backend::Sqlite,
+            url: String::new(),
+            name: String::new(),
+            admin_url: String::new(),
+            _dir: None,
+        };
+        std::mem::replace(&mut self.db, placeholder)
     }
 }
 
@@ -298,13 +320,19 @@ pub mod v {
     use super::*;
 
     pub fn null() -> pb::Value {
-        pb::Value { kind: Some(Kind::NullValue(0)) }
+        pb::Value {
+            kind: Some(Kind::NullValue(0)),
+        }
     }
     pub fn int(n: i64) -> pb::Value {
-        pb::Value { kind: Some(Kind::IntValue(n)) }
+        pb::Value {
+            kind: Some(Kind::IntValue(n)),
+        }
     }
     pub fn text(s: &str) -> pb::Value {
-        pb::Value { kind: Some(Kind::TextValue(s.to_owned())) }
+        pb::Value {
+            kind: Some(Kind::TextValue(s.to_owned())),
+        }
     }
     pub fn of(kind: Kind) -> pb::Value {
         pb::Value { kind: Some(kind) }
@@ -312,7 +340,13 @@ pub mod v {
 }
 
 /// The `ErrorInfo` metadata and `BadRequest` fields of a status.
-pub fn error_details(status: &tonic::Status) -> (String, std::collections::HashMap<String, String>, Vec<String>) {
+pub fn error_details(
+    status: &tonic::Status,
+) -> (
+    String,
+    std::collections::HashMap<String, String>,
+    Vec<String>,
+) {
     use tonic_types::StatusExt;
     let details = status.get_error_details();
     let (reason, metadata) = details

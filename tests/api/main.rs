@@ -1,8 +1,8 @@
 //! sqlgate's integration tests: one test binary; each test starts the real
-
-#![allow(unreachable_pub)]
 //! server on an ephemeral port, against a real PostgreSQL, MariaDB or SQLite
 //! database of its own, and calls it through the generated clients.
+
+#![allow(unreachable_pub)]
 
 mod bad_input;
 mod batch;

@@ -9,8 +9,11 @@ use crate::{
 };
 
 async fn select_returns_rows_columns_and_counts(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else { return };
-    app.run("CREATE TABLE patients (id INTEGER PRIMARY KEY, name VARCHAR(100) NOT NULL)").await;
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.run("CREATE TABLE patients (id INTEGER PRIMARY KEY, name VARCHAR(100) NOT NULL)")
+        .await;
 
     let inserted = app
         .execute(
@@ -23,7 +26,10 @@ async fn select_returns_rows_columns_and_counts(backend: Backend) {
     assert!(inserted.rows.is_empty());
 
     let selected = app
-        .execute("SELECT id, name FROM patients WHERE id >= $1 ORDER BY id", vec![v::int(1)])
+        .execute(
+            "SELECT id, name FROM patients WHERE id >= $1 ORDER BY id",
+            vec![v::int(1)],
+        )
         .await
         .expect("select");
     let names: Vec<_> = selected.columns.iter().map(|c| c.name.as_str()).collect();
@@ -40,12 +46,18 @@ async fn select_returns_rows_columns_and_counts(backend: Backend) {
         rows,
         [
             (Some(Kind::IntValue(1)), Some(Kind::TextValue("Ada".into()))),
-            (Some(Kind::IntValue(2)), Some(Kind::TextValue("Grace".into()))),
+            (
+                Some(Kind::IntValue(2)),
+                Some(Kind::TextValue("Grace".into()))
+            ),
         ]
     );
 
     let updated = app
-        .execute("UPDATE patients SET name = $1 WHERE id = $2", vec![v::text("Ada L."), v::int(1)])
+        .execute(
+            "UPDATE patients SET name = $1 WHERE id = $2",
+            vec![v::text("Ada L."), v::int(1)],
+        )
         .await
         .expect("update");
     assert_eq!(updated.rows_affected, 1);
@@ -54,8 +66,11 @@ async fn select_returns_rows_columns_and_counts(backend: Backend) {
 on_every_backend!(select_returns_rows_columns_and_counts);
 
 async fn empty_results_still_describe_their_columns(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else { return };
-    app.run("CREATE TABLE t (id INTEGER, label VARCHAR(10))").await;
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER, label VARCHAR(10))")
+        .await;
     let empty = app.run("SELECT id, label FROM t").await;
     assert!(empty.rows.is_empty());
     let names: Vec<_> = empty.columns.iter().map(|c| c.name.as_str()).collect();
@@ -65,11 +80,14 @@ async fn empty_results_still_describe_their_columns(backend: Backend) {
 on_every_backend!(empty_results_still_describe_their_columns);
 
 async fn too_many_rows_is_refused_and_nothing_is_left_half_done(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else { return };
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
     app.run("CREATE TABLE t (id INTEGER)").await;
     for chunk in 0..3 {
         let values: Vec<String> = (0..10).map(|i| format!("({})", chunk * 10 + i)).collect();
-        app.run(&format!("INSERT INTO t (id) VALUES {}", values.join(","))).await;
+        app.run(&format!("INSERT INTO t (id) VALUES {}", values.join(",")))
+            .await;
     }
 
     let mut client = app.query.clone();
@@ -82,7 +100,11 @@ async fn too_many_rows_is_refused_and_nothing_is_left_half_done(backend: Backend
         .await
         .expect_err("30 rows exceed max_rows 10");
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("ExecuteStream"), "{}", status.message());
+    assert!(
+        status.message().contains("ExecuteStream"),
+        "{}",
+        status.message()
+    );
     assert_eq!(error_details(&status).0, "RESULT_TOO_LARGE");
 
     // A statement that changes rows and returns too many of them rolls back.
@@ -107,7 +129,9 @@ async fn too_many_rows_is_refused_and_nothing_is_left_half_done(backend: Backend
 on_every_backend!(too_many_rows_is_refused_and_nothing_is_left_half_done);
 
 async fn unique_violation_is_already_exists_with_sqlstate(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else { return };
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
     app.run("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
     app.run("INSERT INTO t (id) VALUES (1)").await;
     let status = app
@@ -130,7 +154,9 @@ on_every_backend!(unique_violation_is_already_exists_with_sqlstate);
 
 #[tokio::test]
 async fn postgres_connections_identify_as_sqlgate() {
-    let Some(app) = spawn_app(Backend::Postgres).await else { return };
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
     app.run("SELECT 1").await;
     let mut direct = app.postgres_direct().await;
     let count: i64 = sqlx::query_scalar(
@@ -140,7 +166,10 @@ async fn postgres_connections_identify_as_sqlgate() {
     .fetch_one(&mut direct)
     .await
     .expect("pg_stat_activity");
-    assert!(count >= 1, "sqlgate's connections must carry application_name=sqlgate");
+    assert!(
+        count >= 1,
+        "sqlgate's connections must carry application_name=sqlgate"
+    );
 
     let stats = app
         .admin
@@ -156,9 +185,9 @@ async fn postgres_connections_identify_as_sqlgate() {
     assert!(stats.calls_total >= 1);
 
     let name = app.db.name.clone();
-    app.stop().await;
+    let _database = app.stop().await;
     // Shutdown closes the pool: the database sees no sqlgate connection.
-    let mut left = -1;
+    let mut left: i64 = -1;
     for _ in 0..50 {
         left = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sqlgate'",
@@ -177,7 +206,9 @@ async fn postgres_connections_identify_as_sqlgate() {
 
 #[tokio::test]
 async fn postgres_statements_that_refuse_transactions_still_run() {
-    let Some(app) = spawn_app(Backend::Postgres).await else { return };
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
     app.run("CREATE TABLE t (id INTEGER)").await;
     // VACUUM cannot run inside a transaction block; sqlgate runs it on its own.
     app.run("VACUUM t").await;
@@ -188,12 +219,26 @@ async fn postgres_statements_that_refuse_transactions_still_run() {
 async fn same_statement_with_other_parameter_types_is_read_correctly() {
     // PostgreSQL fixes parameter types at prepare time; a cached statement
     // must never read a text parameter as the int8 of an earlier call.
-    let Some(app) = spawn_app_single_connection().await else { return };
-    let first = app.execute("SELECT $1", vec![v::int(42)]).await.expect("int");
+    let Some(app) = spawn_app_single_connection().await else {
+        return;
+    };
+    let first = app
+        .execute("SELECT $1", vec![v::int(42)])
+        .await
+        .expect("int");
     assert_eq!(first.rows[0].values[0].kind, Some(Kind::IntValue(42)));
-    let second = app.execute("SELECT $1", vec![v::text("abcdefgh")]).await.expect("text");
-    assert_eq!(second.rows[0].values[0].kind, Some(Kind::TextValue("abcdefgh".into())));
-    let third = app.execute("SELECT $1", vec![v::null()]).await.expect("null");
+    let second = app
+        .execute("SELECT $1", vec![v::text("abcdefgh")])
+        .await
+        .expect("text");
+    assert_eq!(
+        second.rows[0].values[0].kind,
+        Some(Kind::TextValue("abcdefgh".into()))
+    );
+    let third = app
+        .execute("SELECT $1", vec![v::null()])
+        .await
+        .expect("null");
     assert_eq!(third.rows[0].values[0].kind, Some(Kind::NullValue(0)));
     app.stop().await;
 }

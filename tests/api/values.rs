@@ -73,8 +73,11 @@ async fn create_table(app: &TestApp) {
         .iter()
         .map(|(name, ty)| format!("{name} {ty}"))
         .collect();
-    app.run(&format!("CREATE TABLE vals (id INTEGER PRIMARY KEY, {})", columns.join(", ")))
-        .await;
+    app.run(&format!(
+        "CREATE TABLE vals (id INTEGER PRIMARY KEY, {})",
+        columns.join(", ")
+    ))
+    .await;
 }
 
 /// What comes back for `sent` on `backend`: the same value, except where
@@ -103,17 +106,28 @@ async fn round_trip(app: &TestApp, id: i64, values: Vec<pb::Value>) -> Vec<pb::V
     let mut params = vec![v::int(id)];
     params.extend(values);
     app.execute(
-        &format!("INSERT INTO vals (id, {}) VALUES ($1, {})", names.join(", "), placeholders.join(", ")),
+        &format!(
+            "INSERT INTO vals (id, {}) VALUES ($1, {})",
+            names.join(", "),
+            placeholders.join(", ")
+        ),
         params,
     )
     .await
     .unwrap_or_else(|status| panic!("insert: {status:?}"));
     let back = app
-        .execute(&format!("SELECT {} FROM vals WHERE id = $1", names.join(", ")), vec![v::int(id)])
+        .execute(
+            &format!("SELECT {} FROM vals WHERE id = $1", names.join(", ")),
+            vec![v::int(id)],
+        )
         .await
         .unwrap_or_else(|status| panic!("select: {status:?}"));
     assert_eq!(back.rows.len(), 1);
-    back.rows.into_iter().next().map(|r| r.values).unwrap_or_default()
+    back.rows
+        .into_iter()
+        .next()
+        .map(|r| r.values)
+        .unwrap_or_default()
 }
 
 fn extremes() -> Vec<Vec<Kind>> {
@@ -151,7 +165,9 @@ fn extremes() -> Vec<Vec<Kind>> {
 }
 
 async fn extreme_values_round_trip_unchanged(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else { return };
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
     create_table(&app).await;
     for (id, row) in extremes().into_iter().enumerate() {
         let sent: Vec<pb::Value> = row.iter().cloned().map(v::of).collect();
@@ -167,21 +183,29 @@ async fn extreme_values_round_trip_unchanged(backend: Backend) {
     // NULL in every column comes back as NULL.
     let nulls = vec![v::null(); kinds(backend).columns.len()];
     let back = round_trip(&app, 99, nulls).await;
-    assert!(back.iter().all(|v| v.kind == Some(Kind::NullValue(0))), "{back:?}");
+    assert!(
+        back.iter().all(|v| v.kind == Some(Kind::NullValue(0))),
+        "{back:?}"
+    );
     app.stop().await;
 }
 on_every_backend!(extreme_values_round_trip_unchanged);
 
 #[tokio::test]
 async fn postgres_arrays_keep_null_elements_and_types() {
-    let Some(app) = spawn_app(Backend::Postgres).await else { return };
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
     app.run("CREATE TABLE arr (id INT PRIMARY KEY, ints BIGINT[], texts TEXT[], nums NUMERIC[], stamps TIMESTAMPTZ[])")
         .await;
     let list = |values: Vec<pb::Value>| v::of(Kind::ArrayValue(ValueList { values }));
     let ints = list(vec![v::int(i64::MIN), v::null(), v::int(7)]);
     let texts = list(vec![v::text("a,b"), v::null(), v::text("{\"quoted\"}")]);
     let nums = list(vec![v::of(Kind::DecimalValue("1.50".into())), v::null()]);
-    let stamps = list(vec![v::of(Kind::TimestampValue(Timestamp { seconds: 86_400, nanos: 5_000 }))]);
+    let stamps = list(vec![v::of(Kind::TimestampValue(Timestamp {
+        seconds: 86_400,
+        nanos: 5_000,
+    }))]);
     app.execute(
         "INSERT INTO arr VALUES (1, $1, $2, $3, $4)",
         vec![ints.clone(), texts.clone(), nums.clone(), stamps.clone()],
@@ -208,11 +232,17 @@ async fn postgres_arrays_keep_null_elements_and_types() {
 
 #[tokio::test]
 async fn postgres_reports_native_type_names() {
-    let Some(app) = spawn_app(Backend::Postgres).await else { return };
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
     let back = app
         .run("SELECT 1::int2 AS a, 2::int4 AS b, 3::int8 AS c, 1.5::numeric(10,2) AS d, 'x'::varchar AS e, now() AS f")
         .await;
-    let types: Vec<_> = back.columns.iter().map(|c| (c.db_type.as_str(), c.r#type())).collect();
+    let types: Vec<_> = back
+        .columns
+        .iter()
+        .map(|c| (c.db_type.as_str(), c.r#type()))
+        .collect();
     assert_eq!(
         types,
         [
@@ -224,21 +254,41 @@ async fn postgres_reports_native_type_names() {
             ("timestamptz", ValueType::Timestamp),
         ]
     );
-    assert_eq!(back.rows[0].values[3].kind, Some(Kind::DecimalValue("1.50".into())));
+    assert_eq!(
+        back.rows[0].values[3].kind,
+        Some(Kind::DecimalValue("1.50".into()))
+    );
     app.stop().await;
 }
 
 /// Random values of every kind, each column nullable.
 fn arb_row(backend: Backend) -> impl Strategy<Value = Vec<Kind>> {
     let micros = 0u32..1_000_000;
-    let timestamp = (0i64..4_102_444_800, micros.clone())
-        .prop_map(|(s, us)| Kind::TimestampValue(Timestamp { seconds: s, nanos: (us * 1000) as i32 }));
+    // MySQL's TIMESTAMP ends in January 2038.
+    let last_second = if backend == Backend::MySql {
+        2_147_483_647
+    } else {
+        4_102_444_800
+    };
+    let timestamp = (1i64..last_second, micros.clone()).prop_map(|(s, us)| {
+        Kind::TimestampValue(Timestamp {
+            seconds: s,
+            nanos: (us * 1000) as i32,
+        })
+    });
     let datetime = (0i64..4_102_444_800, micros.clone()).prop_map(|(s, us)| {
-        let dt = chrono::DateTime::from_timestamp(s, us * 1000).expect("dt").naive_utc();
+        let dt = chrono::DateTime::from_timestamp(s, us * 1000)
+            .expect("dt")
+            .naive_utc();
         Kind::DatetimeValue(sqlgate::query::value::text_form::format_datetime(&dt))
     });
     let date = (0i64..4_102_444_800).prop_map(|s| {
-        Kind::DateValue(chrono::DateTime::from_timestamp(s, 0).expect("d").format("%Y-%m-%d").to_string())
+        Kind::DateValue(
+            chrono::DateTime::from_timestamp(s, 0)
+                .expect("d")
+                .format("%Y-%m-%d")
+                .to_string(),
+        )
     });
     let time = (0u32..86_400, micros).prop_map(|(s, us)| {
         let t = chrono::NaiveTime::from_num_seconds_from_midnight_opt(s, us * 1000).expect("t");
@@ -246,7 +296,10 @@ fn arb_row(backend: Backend) -> impl Strategy<Value = Vec<Kind>> {
     });
     let decimal = ("-?[1-9][0-9]{0,27}", "[0-9]{10}")
         .prop_map(|(whole, frac)| Kind::DecimalValue(format!("{whole}.{frac}")))
-        .prop_filter("valid", |k| matches!(k, Kind::DecimalValue(s) if BigDecimal::from_str(s).is_ok()));
+        .prop_filter(
+            "valid",
+            |k| matches!(k, Kind::DecimalValue(s) if BigDecimal::from_str(s).is_ok()),
+        );
     // MySQL's TEXT and JSON-as-text keep any Unicode; NUL is refused by PostgreSQL text.
     let text = "[^\u{0}]{0,40}";
     let json = prop_oneof![
@@ -254,21 +307,29 @@ fn arb_row(backend: Backend) -> impl Strategy<Value = Vec<Kind>> {
         "[a-z]{0,10}".prop_map(|s| format!("[\"{s}\"]")),
     ];
     let floats = any::<f64>().prop_filter("finite", |f| f.is_finite());
-    let nullable = |s: BoxedStrategy<Kind>| prop_oneof![1 => Just(Kind::NullValue(0)), 6 => s].boxed();
-    let _ = backend;
+    let nullable =
+        |s: BoxedStrategy<Kind>| prop_oneof![1 => Just(Kind::NullValue(0)), 6 => s].boxed();
     (
         nullable(any::<bool>().prop_map(Kind::BoolValue).boxed()),
         nullable(any::<i64>().prop_map(Kind::IntValue).boxed()),
         nullable(floats.prop_map(Kind::FloatValue).boxed()),
         nullable(text.prop_map(Kind::TextValue).boxed()),
-        nullable(proptest::collection::vec(any::<u8>(), 0..64).prop_map(Kind::BytesValue).boxed()),
+        nullable(
+            proptest::collection::vec(any::<u8>(), 0..64)
+                .prop_map(Kind::BytesValue)
+                .boxed(),
+        ),
         nullable(decimal.boxed()),
         nullable(timestamp.boxed()),
         nullable(datetime.boxed()),
         nullable(date.boxed()),
         nullable(time.boxed()),
         nullable(json.prop_map(Kind::JsonValue).boxed()),
-        nullable(any::<u128>().prop_map(|n| Kind::UuidValue(uuid::Uuid::from_u128(n).to_string())).boxed()),
+        nullable(
+            any::<u128>()
+                .prop_map(|n| Kind::UuidValue(uuid::Uuid::from_u128(n).to_string()))
+                .boxed(),
+        ),
     )
         .prop_map(|(a, b, c, d, e, f, g, h, i, j, k, l)| vec![a, b, c, d, e, f, g, h, i, j, k, l])
 }
@@ -277,7 +338,8 @@ fn arb_row(backend: Backend) -> impl Strategy<Value = Vec<Kind>> {
 fn same_value(backend: Backend, sent: &Kind, back: &Kind) -> bool {
     match (sent, back) {
         (Kind::JsonValue(a), Kind::JsonValue(b)) => {
-            serde_json::from_str::<serde_json::Value>(a).ok() == serde_json::from_str::<serde_json::Value>(b).ok()
+            serde_json::from_str::<serde_json::Value>(a).ok()
+                == serde_json::from_str::<serde_json::Value>(b).ok()
         }
         (Kind::NullValue(_), Kind::NullValue(_)) => true,
         _ => &expected_back(backend, sent) == back,
@@ -290,7 +352,9 @@ fn random_values_round_trip(backend: Backend) {
         .enable_all()
         .build()
         .expect("runtime");
-    let Some(app) = runtime.block_on(spawn_app(backend)) else { return };
+    let Some(app) = runtime.block_on(spawn_app(backend)) else {
+        return;
+    };
     runtime.block_on(create_table(&app));
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 64,
@@ -332,10 +396,16 @@ fn random_values_round_trip_sqlite() {
 }
 
 async fn kinds_the_backend_lacks_are_refused_naming_the_parameter(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else { return };
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
     app.run("CREATE TABLE t (id INTEGER)").await;
-    let array = v::of(Kind::ArrayValue(ValueList { values: vec![v::int(1)] }));
-    let result = app.execute("INSERT INTO t (id) VALUES ($1)", vec![array]).await;
+    let array = v::of(Kind::ArrayValue(ValueList {
+        values: vec![v::int(1)],
+    }));
+    let result = app
+        .execute("INSERT INTO t (id) VALUES ($1)", vec![array])
+        .await;
     match backend {
         Backend::Postgres => {
             // PostgreSQL has arrays, but not in an integer column.
@@ -348,7 +418,11 @@ async fn kinds_the_backend_lacks_are_refused_naming_the_parameter(backend: Backe
             let (reason, _, fields) = error_details(&status);
             assert_eq!(reason, "INVALID_PARAMETER");
             assert_eq!(fields, ["params[0]"]);
-            assert!(status.message().contains("no array type"), "{}", status.message());
+            assert!(
+                status.message().contains("no array type"),
+                "{}",
+                status.message()
+            );
         }
     }
     // Nested arrays are refused before reaching any backend.
@@ -356,7 +430,10 @@ async fn kinds_the_backend_lacks_are_refused_naming_the_parameter(backend: Backe
         values: vec![v::of(Kind::ArrayValue(ValueList { values: vec![] }))],
     }));
     let status = app
-        .execute("SELECT $1", vec![v::int(1), nested].into_iter().skip(1).collect())
+        .execute(
+            "SELECT $1",
+            vec![v::int(1), nested].into_iter().skip(1).collect(),
+        )
         .await
         .expect_err("nested arrays");
     assert_eq!(status.code(), Code::InvalidArgument);
