@@ -34,6 +34,10 @@ pub(crate) fn expected_parameters(sql: &str, style: PlaceholderStyle) -> usize {
                 }
                 i += 2;
             }
+            // `a$1` is an identifier on PostgreSQL, not a placeholder.
+            b'$' if i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_') => {
+                i += 1;
+            }
             b'$' => {
                 let (number, end) = read_number(bytes, i + 1);
                 if let Some(number) = number {
@@ -126,6 +130,15 @@ mod tests {
         assert_eq!(count("SELECT $$ $9 $$, $body$ $8 $body$, $2", Numbered), 2);
         assert_eq!(count("SELECT '{}'::jsonb ? 'a'", Numbered), 0);
         assert_eq!(count("SELECT E'it\\'s $3', $1", Numbered), 1);
+        assert_eq!(count("SELECT a$1 FROM t", Numbered), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_text(sql in "\\PC{0,80}") {
+            let _ = count(&sql, Numbered);
+            let _ = count(&sql, Sqlite);
+        }
     }
 
     #[test]

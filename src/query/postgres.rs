@@ -585,4 +585,11 @@ mod tests {
             "truncated input is an error, not a panic"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = numeric_text(&bytes);
+        }
+    }
 }
