@@ -29,6 +29,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// The HTTP/2 transport.
     pub transport: TransportSettings,
+    /// How long each kind of call may take.
+    pub deadlines: DeadlineSettings,
     /// Log filter in `tracing` syntax, e.g. `info,sqlgate=debug`.
     pub log_filter: String,
 }
@@ -99,6 +101,7 @@ impl Default for Settings {
             pool: PoolSettings::default(),
             limits: LimitSettings::default(),
             transport: TransportSettings::default(),
+            deadlines: DeadlineSettings::default(),
             log_filter: "info".to_owned(),
         }
     }
@@ -139,6 +142,65 @@ impl Default for TransportSettings {
             keepalive_timeout: Duration::from_secs(5),
             max_request_bytes: 16 * 1024 * 1024,
         }
+    }
+}
+
+/// A call's budget when the client sends no `grpc-timeout`, and the most
+/// it may have when the client asks for more.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MethodBudget {
+    /// Used when the client sets no deadline.
+    #[serde(with = "humantime_serde")]
+    pub default: Duration,
+    /// The most a client may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+/// Per-method deadlines. Every call's budget is min(client's
+/// `grpc-timeout`, `max`), or `default` when the client sends none.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadlineSettings {
+    /// `Query.Execute`.
+    pub execute: MethodBudget,
+    /// `Query.ExecuteStream` (the whole stream).
+    pub execute_stream: MethodBudget,
+    /// `Query.ExecuteBatch`.
+    pub execute_batch: MethodBudget,
+    /// One `execute` inside a session (its `timeout` field).
+    pub session_execute: MethodBudget,
+}
+
+impl Default for DeadlineSettings {
+    fn default() -> Self {
+        let budget = |default, max| MethodBudget {
+            default: Duration::from_secs(default),
+            max: Duration::from_secs(max),
+        };
+        Self {
+            execute: budget(30, 300),
+            execute_stream: budget(300, 3600),
+            execute_batch: budget(60, 600),
+            session_execute: budget(30, 300),
+        }
+    }
+}
+
+impl DeadlineSettings {
+    /// The longest any single statement may run: the database-side safety
+    /// net set on every connection.
+    pub fn longest(&self) -> Duration {
+        [
+            self.execute.max,
+            self.execute_stream.max,
+            self.execute_batch.max,
+            self.session_execute.max,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or_default()
     }
 }
 
@@ -234,6 +296,16 @@ impl Settings {
                 "limits.max_statement_bytes",
                 "must be below transport.max_request_bytes",
             );
+        }
+        for (key, budget) in [
+            ("deadlines.execute", self.deadlines.execute),
+            ("deadlines.execute_stream", self.deadlines.execute_stream),
+            ("deadlines.execute_batch", self.deadlines.execute_batch),
+            ("deadlines.session_execute", self.deadlines.session_execute),
+        ] {
+            if budget.default.is_zero() || budget.default > budget.max {
+                return fail(key, "default must be more than zero and at most max");
+            }
         }
         if self.transport.keepalive_timeout.is_zero() {
             return fail("transport.keepalive_timeout", "must be more than zero");

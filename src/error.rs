@@ -73,9 +73,45 @@ pub enum Error {
         /// What went wrong with it.
         source: Box<Error>,
     },
+    /// The call's deadline passed; the statement was stopped on the server.
+    #[error("deadline exceeded {0}")]
+    DeadlineExceeded(DeadlinePhase),
     /// A fault in sqlgate itself.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Where a call was when its deadline passed. "Waiting for a connection"
+/// is reported apart from "running in the database": a full pool is not a
+/// slow database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlinePhase {
+    /// Before anything started (zero or already-passed deadline).
+    BeforeStart,
+    /// Waiting for a pooled connection.
+    Queue,
+    /// Running in the database.
+    Database,
+}
+
+impl DeadlinePhase {
+    fn name(self) -> &'static str {
+        match self {
+            DeadlinePhase::BeforeStart => "before_start",
+            DeadlinePhase::Queue => "queue",
+            DeadlinePhase::Database => "database",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadlinePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeadlinePhase::BeforeStart => "before the call started",
+            DeadlinePhase::Queue => "while waiting for a database connection",
+            DeadlinePhase::Database => "while the statement ran; it was cancelled on the server",
+        })
+    }
 }
 
 /// What the database said, classified once.
@@ -123,6 +159,7 @@ impl Error {
             Error::Database(failure) => failure.code,
             Error::Unavailable(_) => Code::Unavailable,
             Error::InBatch { source, .. } => source.code(),
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -133,6 +170,25 @@ impl Error {
             Error::Database(failure) => Some(&failure.sqlstate),
             Error::InBatch { source, .. } => source.sqlstate(),
             _ => None,
+        }
+    }
+
+    /// Reclassifies a cancellation the database reports (PostgreSQL 57014,
+    /// SQLite's interrupt, MySQL's KILL QUERY) as DEADLINE_EXCEEDED when the
+    /// call's deadline has passed: sqlgate cancelled it for that reason.
+    pub fn after_deadline(self, deadline_passed: bool) -> Self {
+        match self {
+            Error::Database(ref failure)
+                if deadline_passed
+                    && matches!(failure.code, Code::Cancelled | Code::DeadlineExceeded) =>
+            {
+                Error::DeadlineExceeded(DeadlinePhase::Database)
+            }
+            Error::InBatch { index, source } => Error::InBatch {
+                index,
+                source: Box::new(source.after_deadline(deadline_passed)),
+            },
+            other => other,
         }
     }
 
@@ -161,6 +217,7 @@ impl Error {
             Error::PoolExhausted { .. } => "POOL_EXHAUSTED",
             Error::Unavailable(_) => "DATABASE_UNAVAILABLE",
             Error::InBatch { source, .. } => source.reason(),
+            Error::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -172,6 +229,9 @@ impl Error {
         }
         if let Error::InBatch { index, .. } = self {
             metadata.insert("statement_index".to_owned(), index.to_string());
+        }
+        if let Error::DeadlineExceeded(phase) = self {
+            metadata.insert("phase".to_owned(), phase.name().to_owned());
         }
         let mut details = ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, metadata);
         let innermost = match self {
@@ -264,6 +324,8 @@ fn classify(db: &dyn sqlx::error::DatabaseError) -> DatabaseFailure {
         mysql_code(mysql.number(), &sqlstate)
     } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
         sqlite_code(sqlstate.parse().unwrap_or(1))
+    } else if sqlstate == "57014" && message.contains("statement timeout") {
+        Code::DeadlineExceeded
     } else {
         sqlstate_code(&sqlstate)
     };

@@ -29,7 +29,14 @@ pub struct Application {
 impl Application {
     /// Connects the pool and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, Error> {
-        let database = Arc::new(Database::connect(&settings.database_url, &settings.pool).await?);
+        let database = Arc::new(
+            Database::connect(
+                &settings.database_url,
+                &settings.pool,
+                settings.deadlines.longest(),
+            )
+            .await?,
+        );
         let listener = TcpListener::bind(settings.listen).await.map_err(|err| {
             Error::Internal(format!("cannot listen on {}: {err}", settings.listen))
         })?;
@@ -68,8 +75,11 @@ impl Application {
         let (health, health_service) = Health::start().await;
         let engine = QueryEngine::new(database.clone(), settings.limits.clone());
         let max_request = settings.transport.max_request_bytes;
-        let query = pb::query_server::QueryServer::new(QueryService::new(engine))
-            .max_decoding_message_size(max_request);
+        let query = pb::query_server::QueryServer::new(QueryService::new(
+            engine,
+            settings.deadlines.clone(),
+        ))
+        .max_decoding_message_size(max_request);
         let admin = pb::admin_server::AdminServer::new(AdminService::new(database.clone()));
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)

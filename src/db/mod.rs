@@ -2,10 +2,12 @@
 //! how sqlgate acquires from it (counting waiters, which sqlx does not), and
 //! what differs between backends outside of values (cancelling a statement).
 
+mod deadline;
 mod dialect;
 mod metrics;
 mod pool;
 
-pub(crate) use dialect::Dialect;
+pub use deadline::Deadline;
+pub(crate) use dialect::{Dialect, abandon};
 pub use metrics::PoolSnapshot;
 pub use pool::{Backend, Database, DbPool};

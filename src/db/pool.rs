@@ -5,13 +5,19 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sea_orm::{ConnectOptions, DatabaseConnection};
 use sqlx::{
-    MySqlPool, PgPool, Pool, SqlitePool,
-    pool::PoolConnection,
+    AssertSqlSafe, Executor, MySql, MySqlPool, PgPool, Pool, Postgres, SqlitePool,
+    pool::{PoolConnection, PoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode},
 };
 
-use super::metrics::{PoolMetrics, PoolSnapshot};
-use crate::{config::PoolSettings, error::Error};
+use super::{
+    Deadline, Dialect,
+    metrics::{PoolMetrics, PoolSnapshot},
+};
+use crate::{
+    config::PoolSettings,
+    error::{DeadlinePhase, Error},
+};
 
 /// Which database the pool talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +79,13 @@ impl Database {
     /// Connects the pool. A URL that does not parse, or a database that
     /// refuses the first connection, fails here with a message that never
     /// contains the URL (it may hold a password).
-    pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Self, Error> {
+    /// `statement_limit` is set on every connection as a database-side upper
+    /// bound on any one statement.
+    pub async fn connect(
+        url: &str,
+        settings: &PoolSettings,
+        statement_limit: Duration,
+    ) -> Result<Self, Error> {
         let backend = Backend::from_url(url)
             .ok_or_else(|| Error::Unavailable("unsupported database URL scheme".to_owned()))?;
         let mut settings = settings.clone();
@@ -101,6 +113,17 @@ impl Database {
             options
                 .idle_timeout(settings.idle_timeout)
                 .max_lifetime(settings.max_lifetime);
+        }
+        match backend {
+            Backend::Postgres => {
+                let setup = <Postgres as Dialect>::connection_setup(statement_limit);
+                options.map_sqlx_postgres_pool_opts(move |opts| with_setup(opts, setup.clone()));
+            }
+            Backend::MySql => {
+                let setup = <MySql as Dialect>::connection_setup(statement_limit);
+                options.map_sqlx_mysql_pool_opts(move |opts| with_setup(opts, setup.clone()));
+            }
+            Backend::Sqlite => {}
         }
         if backend == Backend::Sqlite {
             let url = url.to_owned();
@@ -181,6 +204,20 @@ impl Database {
         }
     }
 
+    /// Like [`Database::acquire`], but gives up when `deadline` passes
+    /// first: the wait in the queue spends the call's budget.
+    pub(crate) async fn acquire_within<DB: sqlx::Database>(
+        &self,
+        pool: &Pool<DB>,
+        deadline: &Deadline,
+    ) -> Result<PoolConnection<DB>, Error> {
+        deadline.check(DeadlinePhase::BeforeStart)?;
+        match tokio::time::timeout_at(deadline.instant(), self.acquire(pool)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::DeadlineExceeded(DeadlinePhase::Queue)),
+        }
+    }
+
     /// Counts one call served.
     pub(crate) fn count_call(&self) {
         self.metrics.count_call();
@@ -204,6 +241,32 @@ impl Database {
             tracing::warn!(error = %err, "closing the pool failed");
         }
     }
+}
+
+/// Runs `setup` on every new connection (sea-orm's own `after_connect`
+/// runs once per pool, not per connection). A failing statement is logged,
+/// not fatal: `client_connection_check_interval` is unknown before
+/// PostgreSQL 14, `max_statement_time` is MariaDB's and not MySQL's.
+fn with_setup<DB>(options: PoolOptions<DB>, setup: Vec<String>) -> PoolOptions<DB>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let setup = Arc::new(setup);
+    options.after_connect(move |conn, _meta| {
+        let setup = setup.clone();
+        Box::pin(async move {
+            for sql in setup.iter() {
+                if let Err(err) = conn
+                    .execute(sqlx::raw_sql(AssertSqlSafe(sql.clone())))
+                    .await
+                {
+                    tracing::debug!(error = %err, "connection setup statement refused");
+                }
+            }
+            Ok(())
+        })
+    })
 }
 
 /// Why the pool could not connect. A pool only says that it timed out, so

@@ -5,6 +5,7 @@
 mod admin_service;
 mod call_log;
 pub mod convert;
+mod deadline;
 mod query_service;
 
 pub use admin_service::AdminService;

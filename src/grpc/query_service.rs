@@ -10,20 +10,22 @@ use tonic::{Request, Response, Status};
 use super::{
     call_log::CallLog,
     convert,
+    deadline::call_deadline,
     pb::{self, query_server::Query},
 };
-use crate::query::QueryEngine;
+use crate::{config::DeadlineSettings, error::DeadlinePhase, query::QueryEngine};
 
 /// The Query service over one engine.
 #[derive(Debug, Clone)]
 pub struct QueryService {
     engine: QueryEngine,
+    deadlines: DeadlineSettings,
 }
 
 impl QueryService {
-    /// Serves Query calls with `engine`.
-    pub fn new(engine: QueryEngine) -> Self {
-        Self { engine }
+    /// Serves Query calls with `engine`, each bounded per `deadlines`.
+    pub fn new(engine: QueryEngine, deadlines: DeadlineSettings) -> Self {
+        Self { engine, deadlines }
     }
 }
 
@@ -36,6 +38,7 @@ impl Query for QueryService {
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let log = CallLog::start("Execute", &request);
+        let deadline = call_deadline(request.metadata(), &self.deadlines.execute);
         let request = request.into_inner();
         let statement = match convert::statement(request.sql, request.params, self.engine.limits())
         {
@@ -47,7 +50,11 @@ impl Query for QueryService {
             }
         };
         let fingerprint = statement.fingerprint.clone();
-        match self.engine.execute(statement, request.max_rows).await {
+        match self
+            .engine
+            .execute(statement, request.max_rows, deadline)
+            .await
+        {
             Ok(output) => {
                 log.finish(&fingerprint, output.rows.len(), Ok(()));
                 Ok(Response::new(output.into()))
@@ -67,6 +74,7 @@ impl Query for QueryService {
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
         let log = CallLog::start("ExecuteStream", &request);
+        let deadline = call_deadline(request.metadata(), &self.deadlines.execute_stream);
         let request = request.into_inner();
         let statement = convert::statement(request.sql, request.params, self.engine.limits())
             .map_err(|err| {
@@ -74,8 +82,13 @@ impl Query for QueryService {
                 log.finish("-", 0, Err(&status));
                 status
             })?;
+        if let Err(err) = deadline.check(DeadlinePhase::BeforeStart) {
+            let status = Status::from(err);
+            log.finish(&statement.fingerprint, 0, Err(&status));
+            return Err(status);
+        }
         log.finish(&statement.fingerprint, 0, Ok(()));
-        let events = self.engine.execute_stream(statement);
+        let events = self.engine.execute_stream(statement, deadline);
         let frames = ReceiverStream::new(events)
             .map(|event| event.map(pb::ResultFrame::from).map_err(Status::from));
         Ok(Response::new(Box::pin(frames)))
@@ -86,6 +99,7 @@ impl Query for QueryService {
         request: Request<pb::ExecuteBatchRequest>,
     ) -> Result<Response<pb::ExecuteBatchResponse>, Status> {
         let log = CallLog::start("ExecuteBatch", &request);
+        let deadline = call_deadline(request.metadata(), &self.deadlines.execute_batch);
         let request = request.into_inner();
         let limits = self.engine.limits();
         let statements = request
@@ -117,7 +131,7 @@ impl Query for QueryService {
             .join(",");
         match self
             .engine
-            .execute_batch(statements, request.max_rows)
+            .execute_batch(statements, request.max_rows, deadline)
             .await
         {
             Ok(outputs) => {

@@ -5,11 +5,16 @@
 //! a connection inside a transaction). Statements that only read run as
 //! they are; anything else runs inside a transaction, so that a refused
 //! result (too many rows) or a failure rolls everything back.
+//!
+//! Every call carries a [`Deadline`]. The wait for a connection spends it;
+//! what is left bounds the work, inside the database too. When it passes,
+//! the caller is answered DEADLINE_EXCEEDED at once, and a detached task
+//! cancels the statement on the server and closes the connection.
 
 use std::sync::Arc;
 
 use sqlx::{
-    Connection, Executor, IntoArguments, MySql, Pool, Postgres, Sqlite, pool::PoolConnection,
+    AssertSqlSafe, Executor, IntoArguments, MySql, Pool, Postgres, Sqlite, pool::PoolConnection,
 };
 use tokio::sync::mpsc;
 
@@ -21,8 +26,8 @@ use super::{
 };
 use crate::{
     config::LimitSettings,
-    db::{Database, DbPool, Dialect},
-    error::Error,
+    db::{Backend, Database, DbPool, Deadline, Dialect, abandon},
+    error::{DeadlinePhase, Error},
 };
 
 /// Runs statements for the Query service.
@@ -69,18 +74,28 @@ impl QueryEngine {
     }
 
     /// Runs one statement and returns its whole result.
-    pub async fn execute(&self, statement: Statement, max_rows: u32) -> Result<QueryOutput, Error> {
+    pub async fn execute(
+        &self,
+        statement: Statement,
+        max_rows: u32,
+        deadline: Deadline,
+    ) -> Result<QueryOutput, Error> {
         let budget = self.budget(max_rows)?;
+        deadline.check(DeadlinePhase::BeforeStart)?;
         let db = self.db.clone();
         self.db.count_call();
         spawn_unit(async move {
             let statements = [statement];
             let mut outputs = match db.pool().clone() {
                 DbPool::Postgres(pool) => {
-                    run_unary::<Postgres>(&db, &pool, &statements, budget).await
+                    run_unit::<Postgres>(&db, &pool, &statements, budget, deadline).await
                 }
-                DbPool::MySql(pool) => run_unary::<MySql>(&db, &pool, &statements, budget).await,
-                DbPool::Sqlite(pool) => run_unary::<Sqlite>(&db, &pool, &statements, budget).await,
+                DbPool::MySql(pool) => {
+                    run_unit::<MySql>(&db, &pool, &statements, budget, deadline).await
+                }
+                DbPool::Sqlite(pool) => {
+                    run_unit::<Sqlite>(&db, &pool, &statements, budget, deadline).await
+                }
             }?;
             outputs
                 .pop()
@@ -94,6 +109,7 @@ impl QueryEngine {
         &self,
         statements: Vec<Statement>,
         max_rows: u32,
+        deadline: Deadline,
     ) -> Result<Vec<QueryOutput>, Error> {
         if statements.is_empty() {
             return Err(Error::invalid_request("statements", "the batch is empty"));
@@ -109,15 +125,20 @@ impl QueryEngine {
             ));
         }
         let budget = self.budget(max_rows)?;
+        deadline.check(DeadlinePhase::BeforeStart)?;
         let db = self.db.clone();
         self.db.count_call();
         spawn_unit(async move {
             match db.pool().clone() {
                 DbPool::Postgres(pool) => {
-                    run_batch::<Postgres>(&db, &pool, &statements, budget).await
+                    run_unit::<Postgres>(&db, &pool, &statements, budget, deadline).await
                 }
-                DbPool::MySql(pool) => run_batch::<MySql>(&db, &pool, &statements, budget).await,
-                DbPool::Sqlite(pool) => run_batch::<Sqlite>(&db, &pool, &statements, budget).await,
+                DbPool::MySql(pool) => {
+                    run_unit::<MySql>(&db, &pool, &statements, budget, deadline).await
+                }
+                DbPool::Sqlite(pool) => {
+                    run_unit::<Sqlite>(&db, &pool, &statements, budget, deadline).await
+                }
             }
         })
         .await
@@ -126,10 +147,12 @@ impl QueryEngine {
     /// Runs one statement and streams its result: [`StreamEvent::Columns`]
     /// first, then row batches, then [`StreamEvent::Finished`], or one error.
     /// The channel is bounded, so a slow reader slows the query; dropping the
-    /// receiver cancels the statement on the server and closes its connection.
+    /// receiver, or the deadline passing, cancels the statement on the
+    /// server and closes its connection.
     pub fn execute_stream(
         &self,
         statement: Statement,
+        deadline: Deadline,
     ) -> mpsc::Receiver<Result<StreamEvent, Error>> {
         let (sender, receiver) = mpsc::channel(self.limits.stream_buffer_frames);
         let db = self.db.clone();
@@ -138,13 +161,13 @@ impl QueryEngine {
         tokio::spawn(async move {
             let outcome = match db.pool().clone() {
                 DbPool::Postgres(pool) => {
-                    run_stream::<Postgres>(&db, &pool, &statement, &limits, &sender).await
+                    run_stream::<Postgres>(&db, &pool, &statement, &limits, deadline, &sender).await
                 }
                 DbPool::MySql(pool) => {
-                    run_stream::<MySql>(&db, &pool, &statement, &limits, &sender).await
+                    run_stream::<MySql>(&db, &pool, &statement, &limits, deadline, &sender).await
                 }
                 DbPool::Sqlite(pool) => {
-                    run_stream::<Sqlite>(&db, &pool, &statement, &limits, &sender).await
+                    run_stream::<Sqlite>(&db, &pool, &statement, &limits, deadline, &sender).await
                 }
             };
             if let Err(error) = outcome {
@@ -165,143 +188,135 @@ async fn spawn_unit<T: Send + 'static>(
         .map_err(|err| Error::Internal(format!("database task failed: {err}")))?
 }
 
-/// One statement: as it is when it only reads, else in a transaction.
-async fn run_unary<DB>(
+/// One unit of work on one connection within `deadline`: a plain read as
+/// it is, anything else in a transaction. On success or a clean failure
+/// the connection goes back to the pool; otherwise it is abandoned.
+async fn run_unit<DB>(
     db: &Database,
     pool: &Pool<DB>,
     statements: &[Statement],
     budget: ResultBudget,
+    deadline: Deadline,
 ) -> Result<Vec<QueryOutput>, Error>
 where
     DB: Codec + Dialect,
     DB::Arguments: IntoArguments<DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    let only_reads = statements.iter().all(Statement::is_plain_read)
-        && db.backend() != crate::db::Backend::Sqlite;
-    if !only_reads {
-        return run_batch::<DB>(db, pool, statements, budget).await;
-    }
-    let mut conn = db.acquire(pool).await?;
-    let mut budget = budget;
-    let mut outputs = Vec::with_capacity(statements.len());
-    for statement in statements {
-        match collect::<DB>(&mut conn, statement, &mut budget).await {
-            Ok(output) => outputs.push(output),
-            Err(failure) => return Err(release_after_failure(conn, failure).await),
+    let mut conn = db.acquire_within(pool, &deadline).await?;
+    let only_reads =
+        statements.iter().all(Statement::is_plain_read) && db.backend() != Backend::Sqlite;
+    let armed = tokio::time::timeout_at(deadline.instant(), async {
+        let server_id = DB::arm(&mut conn, &deadline, false).await?;
+        Ok::<_, sqlx::Error>(server_id)
+    })
+    .await;
+    let server_id = match armed {
+        Ok(Ok(id)) => id,
+        Ok(Err(err)) => {
+            tokio::spawn(abandon(pool.clone(), conn, None));
+            return Err(err.into());
         }
-    }
-    Ok(outputs)
-}
+        Err(_) => {
+            tokio::spawn(abandon(pool.clone(), conn, None));
+            return Err(Error::DeadlineExceeded(DeadlinePhase::Database));
+        }
+    };
 
-/// Statements in one transaction; the failed statement's index is reported.
-async fn run_batch<DB>(
-    db: &Database,
-    pool: &Pool<DB>,
-    statements: &[Statement],
-    budget: ResultBudget,
-) -> Result<Vec<QueryOutput>, Error>
-where
-    DB: Codec + Dialect,
-    DB::Arguments: IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    let mut conn = db.acquire(pool).await?;
-    let outcome = run_in_transaction::<DB>(&mut conn, statements, budget.clone()).await;
-    match outcome {
-        Ok(outputs) => Ok(outputs),
-        Err((index, failure))
-            if statements.len() == 1
-                && !failure.connection_dirty
-                && failure.error.is_forbidden_in_transaction() =>
-        {
-            // VACUUM, CREATE DATABASE, …: refused inside a transaction, did
-            // nothing, and are atomic on their own.
-            let _ = index;
+    let work = async {
+        if only_reads {
             let mut budget = budget;
-            match collect::<DB>(&mut conn, &statements[0], &mut budget).await {
-                Ok(output) => Ok(vec![output]),
-                Err(failure) => Err(release_after_failure(conn, failure).await),
+            let mut outputs = Vec::with_capacity(statements.len());
+            for statement in statements {
+                outputs.push(collect::<DB>(&mut conn, statement, &mut budget).await?);
             }
+            Ok(outputs)
+        } else {
+            run_in_transaction::<DB>(&mut conn, statements, budget, &deadline).await
         }
-        Err((index, failure)) => {
-            let failure = Failure {
-                error: if statements.len() > 1 {
-                    Error::InBatch {
-                        index,
-                        source: Box::new(failure.error),
-                    }
-                } else {
-                    failure.error
-                },
-                connection_dirty: failure.connection_dirty,
-            };
-            Err(release_after_failure(conn, failure).await)
+    };
+    match tokio::time::timeout_at(deadline.instant(), work).await {
+        Ok(Ok(outputs)) => {
+            DB::disarm(&mut conn).await;
+            Ok(outputs)
+        }
+        Ok(Err(failure)) => {
+            let error = failure.error.after_deadline(deadline.expired());
+            if failure.connection_dirty {
+                tokio::spawn(abandon(pool.clone(), conn, server_id));
+            } else {
+                DB::disarm(&mut conn).await;
+            }
+            Err(error)
+        }
+        Err(_) => {
+            // Answer now; stop the statement and close the connection behind.
+            tokio::spawn(abandon(pool.clone(), conn, server_id));
+            Err(Error::DeadlineExceeded(DeadlinePhase::Database))
         }
     }
 }
 
-/// BEGIN, the statements, COMMIT; ROLLBACK on the first failure (the
-/// caller closes the connection instead when the failure left it dirty).
+/// BEGIN (with the deadline as a database-side limit), the statements,
+/// COMMIT; ROLLBACK on the first failure. A failure that left rows in
+/// flight is returned dirty instead, for the caller to close the connection
+/// (which ends the transaction on the server).
 async fn run_in_transaction<DB>(
     conn: &mut PoolConnection<DB>,
     statements: &[Statement],
     mut budget: ResultBudget,
-) -> Result<Vec<QueryOutput>, (usize, Failure)>
+    deadline: &Deadline,
+) -> Result<Vec<QueryOutput>, Failure>
 where
     DB: Codec + Dialect,
     DB::Arguments: IntoArguments<DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    let driver_failure = |index: usize| {
-        move |err: sqlx::Error| {
-            let dirty = !matches!(err, sqlx::Error::Database(_));
-            (
-                index,
-                Failure {
-                    error: err.into(),
-                    connection_dirty: dirty,
-                },
-            )
-        }
-    };
-    let mut transaction = conn.begin().await.map_err(driver_failure(0))?;
+    raw(conn, DB::begin_sql(deadline)).await?;
     let mut outputs = Vec::with_capacity(statements.len());
     for (index, statement) in statements.iter().enumerate() {
-        match collect::<DB>(&mut transaction, statement, &mut budget).await {
+        match collect::<DB>(conn, statement, &mut budget).await {
             Ok(output) => outputs.push(output),
+            Err(failure) if failure.connection_dirty => {
+                return Err(in_batch(statements.len(), index, failure));
+            }
             Err(failure) => {
-                if failure.connection_dirty {
-                    // Rows are still in flight; the caller closes the
-                    // connection, which ends the transaction on the server.
-                    drop(transaction);
-                } else {
-                    transaction
-                        .rollback()
-                        .await
-                        .map_err(driver_failure(index))?;
+                raw(conn, "ROLLBACK".to_owned()).await?;
+                if statements.len() == 1 && failure.error.is_forbidden_in_transaction() {
+                    // VACUUM, CREATE DATABASE, …: refused inside a
+                    // transaction, did nothing, atomic on their own.
+                    return Ok(vec![collect::<DB>(conn, statement, &mut budget).await?]);
                 }
-                return Err((index, failure));
+                return Err(in_batch(statements.len(), index, failure));
             }
         }
     }
-    transaction
-        .commit()
-        .await
-        .map_err(driver_failure(statements.len().saturating_sub(1)))?;
+    raw(conn, "COMMIT".to_owned()).await?;
     Ok(outputs)
 }
 
-/// Returns the connection to the pool when it is in a known state, closes it
-/// otherwise, and hands back the error for the caller.
-async fn release_after_failure<DB: sqlx::Database>(
-    conn: PoolConnection<DB>,
-    failure: Failure,
-) -> Error {
-    if failure.connection_dirty
-        && let Err(err) = conn.close().await
-    {
-        tracing::debug!(error = %err, "closing a dirty connection failed");
+/// Names the failed statement when there is more than one.
+fn in_batch(count: usize, index: usize, failure: Failure) -> Failure {
+    if count <= 1 {
+        return failure;
     }
-    failure.error
+    Failure {
+        error: Error::InBatch {
+            index,
+            source: Box::new(failure.error),
+        },
+        connection_dirty: failure.connection_dirty,
+    }
+}
+
+/// Runs transaction control text (BEGIN/COMMIT/ROLLBACK).
+pub(crate) async fn raw<DB>(conn: &mut PoolConnection<DB>, sql: String) -> Result<(), Failure>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    conn.execute(sqlx::raw_sql(AssertSqlSafe(sql)))
+        .await
+        .map(|_| ())
+        .map_err(Failure::from_driver)
 }

@@ -52,7 +52,7 @@ impl Failure {
 
     /// A driver error: the protocol stays in sync only when the database
     /// itself reported the error.
-    fn from_driver(err: sqlx::Error) -> Self {
+    pub(crate) fn from_driver(err: sqlx::Error) -> Self {
         let in_sync = matches!(err, sqlx::Error::Database(_));
         Self {
             error: err.into(),

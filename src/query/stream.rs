@@ -6,19 +6,20 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, Executor, IntoArguments, Pool, pool::PoolConnection};
+use sqlx::{Executor, IntoArguments, Pool};
 use tokio::sync::mpsc;
 
 use super::{
     codec::Codec,
+    engine::raw,
     executor::{Failure, RowSink, run_statement},
     statement::Statement,
     value::{ColumnInfo, SqlValue},
 };
 use crate::{
     config::LimitSettings,
-    db::{Database, Dialect},
-    error::Error,
+    db::{Backend, Database, Deadline, Dialect, abandon},
+    error::{DeadlinePhase, Error},
 };
 
 /// One event of a streamed result.
@@ -95,13 +96,14 @@ impl<DB: Codec> RowSink<DB> for FrameSink<'_> {
     }
 }
 
-/// Runs `statement` and streams it into `sender`. Errors that happen before
-/// anything was sent are returned for the caller to send.
+/// Runs `statement` and streams it into `sender`, all within `deadline`.
+/// Errors are returned for the caller to send.
 pub(crate) async fn run_stream<DB>(
     db: &Database,
     pool: &Pool<DB>,
     statement: &Statement,
     limits: &LimitSettings,
+    deadline: Deadline,
     sender: &Sender,
 ) -> Result<(), Error>
 where
@@ -110,9 +112,8 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
     let started = Instant::now();
-    let mut conn = db.acquire(pool).await?;
-    let server_id = DB::server_connection_id(&mut conn).await?;
-    let transactional = !statement.is_plain_read() || db.backend() == crate::db::Backend::Sqlite;
+    let mut conn = db.acquire_within(pool, &deadline).await?;
+    let transactional = !statement.is_plain_read() || db.backend() == Backend::Sqlite;
     let mut sink = FrameSink {
         sender,
         pending: Vec::new(),
@@ -122,18 +123,40 @@ where
         max_bytes: limits.stream_batch_bytes,
         client_gone: false,
     };
-
-    let outcome = if transactional {
-        stream_in_transaction::<DB>(&mut conn, statement, &mut sink).await
-    } else {
-        run_statement::<DB, _>(&mut conn, statement, &mut sink).await
+    // The server-side id is needed to cancel a statement whose reader left.
+    let mut server_id = None;
+    let work = async {
+        server_id = DB::arm(&mut conn, &deadline, true)
+            .await
+            .map_err(Failure::from_driver)?;
+        let rows_affected = if transactional {
+            raw(&mut conn, DB::begin_sql(&deadline)).await?;
+            match run_statement::<DB, _>(&mut conn, statement, &mut sink).await {
+                Ok(rows_affected) => {
+                    // Every row reached the channel before the commit.
+                    sink.flush().await?;
+                    raw(&mut conn, "COMMIT".to_owned()).await?;
+                    rows_affected
+                }
+                Err(failure) => {
+                    if !failure.connection_dirty {
+                        raw(&mut conn, "ROLLBACK".to_owned()).await?;
+                    }
+                    return Err(failure);
+                }
+            }
+        } else {
+            let rows_affected = run_statement::<DB, _>(&mut conn, statement, &mut sink).await?;
+            sink.flush().await?;
+            rows_affected
+        };
+        Ok::<_, Failure>(rows_affected)
     };
-    let outcome = match outcome {
-        Ok(rows_affected) => sink.flush().await.map(|()| rows_affected),
-        Err(failure) => Err(failure),
-    };
+    let outcome = tokio::time::timeout_at(deadline.instant(), work).await;
     match outcome {
-        Ok(rows_affected) => {
+        Ok(Ok(rows_affected)) => {
+            DB::disarm(&mut conn).await;
+            drop(conn);
             let stats = StreamStats {
                 rows_affected,
                 rows_returned: sink.rows_returned,
@@ -143,61 +166,22 @@ where
             let _ = sender.send(Ok(StreamEvent::Finished(stats))).await;
             Ok(())
         }
-        Err(failure) => {
+        Ok(Err(failure)) => {
             if failure.connection_dirty {
-                abandon::<DB>(pool, conn, server_id).await;
+                tokio::spawn(abandon(pool.clone(), conn, server_id));
+            } else {
+                DB::disarm(&mut conn).await;
             }
             if sink.client_gone || sender.is_closed() {
                 tracing::debug!(fingerprint = %statement.fingerprint, "stream reader gone; statement cancelled");
                 Ok(())
             } else {
-                Err(failure.error)
+                Err(failure.error.after_deadline(deadline.expired()))
             }
         }
-    }
-}
-
-async fn stream_in_transaction<DB>(
-    conn: &mut PoolConnection<DB>,
-    statement: &Statement,
-    sink: &mut FrameSink<'_>,
-) -> Result<u64, Failure>
-where
-    DB: Codec + Dialect,
-    DB::Arguments: IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    let in_sync = |err: sqlx::Error| {
-        let dirty = !matches!(err, sqlx::Error::Database(_));
-        Failure {
-            error: err.into(),
-            connection_dirty: dirty,
+        Err(_) => {
+            tokio::spawn(abandon(pool.clone(), conn, server_id));
+            Err(Error::DeadlineExceeded(DeadlinePhase::Database))
         }
-    };
-    let mut transaction = conn.begin().await.map_err(in_sync)?;
-    match run_statement::<DB, _>(&mut transaction, statement, sink).await {
-        Ok(rows_affected) => {
-            // Every row reached the channel before the commit, so a reader
-            // that leaves now has seen everything that was committed.
-            sink.flush().await?;
-            transaction.commit().await.map_err(in_sync)?;
-            Ok(rows_affected)
-        }
-        Err(failure) => {
-            if !failure.connection_dirty {
-                transaction.rollback().await.map_err(in_sync)?;
-            }
-            Err(failure)
-        }
-    }
-}
-
-/// Cancels whatever the connection still runs on the server, then closes it.
-async fn abandon<DB: Dialect>(pool: &Pool<DB>, conn: PoolConnection<DB>, server_id: Option<i64>) {
-    if let Some(id) = server_id {
-        DB::cancel_statement(pool, id).await;
-    }
-    if let Err(err) = conn.close().await {
-        tracing::debug!(error = %err, "closing an abandoned connection failed");
     }
 }

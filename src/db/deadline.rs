@@ -1,0 +1,58 @@
+//! A call's deadline: the instant by which its answer is due. It is spent
+//! by the wait for a pooled connection and then by the database work; the
+//! executors turn what is left into a database-side limit (PostgreSQL
+//! `statement_timeout`, a SQLite progress handler) and, when it passes,
+//! cancel the statement on the server and close its connection.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::{DeadlinePhase, Error};
+
+/// When a call must be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    at: Instant,
+}
+
+impl Deadline {
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Self {
+        Self {
+            at: Instant::now() + budget,
+        }
+    }
+
+    /// The instant itself, for `tokio::time::timeout_at`.
+    pub fn instant(&self) -> Instant {
+        self.at
+    }
+
+    /// What is left of the budget (zero once passed).
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    /// True once the deadline has passed.
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    /// Fails with DEADLINE_EXCEEDED (phase `phase`) if the deadline has passed.
+    pub fn check(&self, phase: DeadlinePhase) -> Result<(), Error> {
+        if self.expired() {
+            Err(Error::DeadlineExceeded(phase))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The remaining budget in whole milliseconds, at least 1, for
+    /// database-side limits (a limit of 0 means "none" to PostgreSQL).
+    pub fn remaining_millis(&self) -> u64 {
+        u64::try_from(self.remaining().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
