@@ -5,17 +5,19 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::service::Routes;
 
 use crate::{
     config::Settings,
     db::Database,
     error::Error,
-    grpc::{AdminService, QueryService, pb},
+    grpc::{AdminService, QueryService, pb, transport},
     health::Health,
     query::QueryEngine,
 };
+
+/// How long in-flight calls may take to finish once shutdown starts.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A bound, connected, not yet serving sqlgate.
 #[derive(Debug)]
@@ -100,24 +102,26 @@ impl Application {
             max_connections = settings.pool.max_connections,
             "sqlgate serving"
         );
-        let health_on_stop = health.clone();
-        let served = Server::builder()
-            .http2_keepalive_interval(Some(settings.transport.keepalive_interval))
-            .http2_keepalive_timeout(Some(settings.transport.keepalive_timeout))
-            .tcp_nodelay(true)
-            .add_service(health_service)
+        let routes = Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(query)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .add_service(admin);
+        let health_on_stop = health.clone();
+        transport::serve(
+            listener,
+            routes,
+            &settings.transport,
+            DRAIN_TIMEOUT,
+            async move {
                 shutdown.await;
                 health_on_stop.set_not_ready().await;
                 tracing::info!("shutting down");
-            })
-            .await;
+            },
+        )
+        .await;
         database.close().await;
         tracing::info!("pool closed; stopped");
-        served.map_err(|err| Error::Internal(format!("server failed: {err}")))
+        Ok(())
     }
 }

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Executor, MySql, Pool, Postgres, Sqlite, pool::PoolConnection};
 
-use super::Deadline;
+use super::{Database, Deadline};
 
-/// How long sqlgate tries to reach the database to cancel a statement or
-/// close an abandoned connection.
+/// How long sqlgate tries to reach the database to cancel a statement.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often PostgreSQL checks, while a statement runs, whether sqlgate
@@ -41,7 +40,11 @@ pub(crate) trait Dialect: sqlx::Database {
     /// Undoes [`Dialect::arm`] before the connection goes back to the pool.
     fn disarm(conn: &mut Self::Connection) -> impl Future<Output = ()> + Send;
 
-    /// Asks the server, over another pooled connection, to cancel whatever
+    /// The pool that cancel statements go through: a small one of its own,
+    /// so that a cancel never waits behind a saturated main pool.
+    fn control_pool(db: &Database) -> Option<Pool<Self>>;
+
+    /// Asks the server, over a control connection, to cancel whatever
     /// connection `id` is running.
     fn cancel_statement(pool: &Pool<Self>, id: i64) -> impl Future<Output = ()> + Send;
 }
@@ -50,18 +53,17 @@ pub(crate) trait Dialect: sqlx::Database {
 /// never goes back to the pool. Runs detached when a deadline has passed,
 /// so the caller is answered first.
 pub(crate) async fn abandon<DB: Dialect>(
-    pool: Pool<DB>,
+    control: Option<Pool<DB>>,
     conn: PoolConnection<DB>,
     server_id: Option<i64>,
 ) {
-    if let Some(id) = server_id {
-        DB::cancel_statement(&pool, id).await;
+    if let (Some(control), Some(id)) = (control, server_id) {
+        DB::cancel_statement(&control, id).await;
     }
-    match tokio::time::timeout(CLEANUP_TIMEOUT, conn.close()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::debug!(error = %err, "closing an abandoned connection failed"),
-        Err(_) => tracing::warn!("closing an abandoned connection timed out"),
-    }
+    // Dropping the socket closes it at once; a graceful close would first
+    // wait for the statement's pending output. The server notices the
+    // closed connection and stops (PostgreSQL: client_connection_check_interval).
+    drop(conn.detach());
 }
 
 async fn run_best_effort<'c, E: Executor<'c>>(executor: E, sql: String, what: &str) {
@@ -107,6 +109,13 @@ impl Dialect for Postgres {
 
     async fn disarm(_conn: &mut sqlx::PgConnection) {}
 
+    fn control_pool(db: &Database) -> Option<Pool<Postgres>> {
+        match db.control() {
+            super::pool::ControlPool::Postgres(pool) => Some(pool.clone()),
+            _ => None,
+        }
+    }
+
     async fn cancel_statement(pool: &Pool<Postgres>, id: i64) {
         run_best_effort(
             pool,
@@ -145,6 +154,13 @@ impl Dialect for MySql {
 
     async fn disarm(_conn: &mut sqlx::MySqlConnection) {}
 
+    fn control_pool(db: &Database) -> Option<Pool<MySql>> {
+        match db.control() {
+            super::pool::ControlPool::MySql(pool) => Some(pool.clone()),
+            _ => None,
+        }
+    }
+
     async fn cancel_statement(pool: &Pool<MySql>, id: i64) {
         // KILL takes no placeholder; `id` is an integer sqlgate read itself.
         run_best_effort(pool, format!("KILL QUERY {id}"), "KILL QUERY").await;
@@ -178,6 +194,10 @@ impl Dialect for Sqlite {
         if let Ok(mut handle) = conn.lock_handle().await {
             handle.remove_progress_handler();
         }
+    }
+
+    fn control_pool(_db: &Database) -> Option<Pool<Sqlite>> {
+        None
     }
 
     async fn cancel_statement(_pool: &Pool<Sqlite>, _id: i64) {

@@ -6,7 +6,9 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 use sea_orm::{ConnectOptions, DatabaseConnection};
 use sqlx::{
     AssertSqlSafe, Executor, MySql, MySqlPool, PgPool, Pool, Postgres, SqlitePool,
+    mysql::MySqlConnectOptions,
     pool::{PoolConnection, PoolOptions},
+    postgres::PgConnectOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode},
 };
 
@@ -62,6 +64,18 @@ pub enum DbPool {
     Sqlite(SqlitePool),
 }
 
+/// A small pool beside the main one, for cancelling statements: a cancel
+/// must not wait behind the very calls that saturate the main pool.
+#[derive(Debug, Clone)]
+pub(crate) enum ControlPool {
+    /// PostgreSQL: `pg_cancel_backend`.
+    Postgres(PgPool),
+    /// MySQL/MariaDB: `KILL QUERY`.
+    MySql(MySqlPool),
+    /// SQLite cancels in-process.
+    None,
+}
+
 /// The one pool every call goes through.
 #[derive(Debug)]
 pub struct Database {
@@ -73,6 +87,8 @@ pub struct Database {
     metrics: Arc<PoolMetrics>,
     /// The settings the pool was built with, reported by `GetPoolStats`.
     settings: PoolSettings,
+    /// Where cancels go.
+    control: ControlPool,
 }
 
 impl Database {
@@ -157,11 +173,32 @@ impl Database {
             Backend::MySql => DbPool::MySql(connection.get_mysql_connection_pool().clone()),
             Backend::Sqlite => DbPool::Sqlite(connection.get_sqlite_connection_pool().clone()),
         };
+        let control = match backend {
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|_| Error::Unavailable("the database URL is invalid".to_owned()))?
+                    .application_name("sqlgate");
+                ControlPool::Postgres(control_options().connect_lazy_with(options))
+            }
+            Backend::MySql => {
+                let options = MySqlConnectOptions::from_str(url)
+                    .map_err(|_| Error::Unavailable("the database URL is invalid".to_owned()))?;
+                ControlPool::MySql(control_options().connect_lazy_with(options))
+            }
+            Backend::Sqlite => ControlPool::None,
+        };
+        // Open the control connection now, so the first cancel does not pay for it.
+        match &control {
+            ControlPool::Postgres(pool) => drop(pool.acquire().await),
+            ControlPool::MySql(pool) => drop(pool.acquire().await),
+            ControlPool::None => {}
+        }
         Ok(Self {
             connection,
             pool,
             metrics: Arc::new(PoolMetrics::default()),
             settings,
+            control,
         })
     }
 
@@ -172,6 +209,11 @@ impl Database {
             DbPool::MySql(_) => Backend::MySql,
             DbPool::Sqlite(_) => Backend::Sqlite,
         }
+    }
+
+    /// The pool cancels go through.
+    pub(crate) fn control(&self) -> &ControlPool {
+        &self.control
     }
 
     /// The typed pool, for the executors.
@@ -237,10 +279,23 @@ impl Database {
 
     /// Closes every connection; the database sees none from sqlgate after this.
     pub async fn close(&self) {
+        match &self.control {
+            ControlPool::Postgres(pool) => pool.close().await,
+            ControlPool::MySql(pool) => pool.close().await,
+            ControlPool::None => {}
+        }
         if let Err(err) = self.connection.close_by_ref().await {
             tracing::warn!(error = %err, "closing the pool failed");
         }
     }
+}
+
+/// The control pool: one connection kept open, a second if two cancels overlap.
+fn control_options<DB: sqlx::Database>() -> PoolOptions<DB> {
+    PoolOptions::new()
+        .max_connections(2)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(2))
 }
 
 /// Runs `setup` on every new connection (sea-orm's own `after_connect`

@@ -7,6 +7,7 @@ mod call_log;
 pub mod convert;
 mod deadline;
 mod query_service;
+pub(crate) mod transport;
 
 pub use admin_service::AdminService;
 pub use query_service::QueryService;

@@ -214,11 +214,11 @@ where
     let server_id = match armed {
         Ok(Ok(id)) => id,
         Ok(Err(err)) => {
-            tokio::spawn(abandon(pool.clone(), conn, None));
+            tokio::spawn(abandon(DB::control_pool(db), conn, None));
             return Err(err.into());
         }
         Err(_) => {
-            tokio::spawn(abandon(pool.clone(), conn, None));
+            tokio::spawn(abandon(DB::control_pool(db), conn, None));
             return Err(Error::DeadlineExceeded(DeadlinePhase::Database));
         }
     };
@@ -243,7 +243,7 @@ where
         Ok(Err(failure)) => {
             let error = failure.error.after_deadline(deadline.expired());
             if failure.connection_dirty {
-                tokio::spawn(abandon(pool.clone(), conn, server_id));
+                tokio::spawn(abandon(DB::control_pool(db), conn, server_id));
             } else {
                 DB::disarm(&mut conn).await;
             }
@@ -251,7 +251,7 @@ where
         }
         Err(_) => {
             // Answer now; stop the statement and close the connection behind.
-            tokio::spawn(abandon(pool.clone(), conn, server_id));
+            tokio::spawn(abandon(DB::control_pool(db), conn, server_id));
             Err(Error::DeadlineExceeded(DeadlinePhase::Database))
         }
     }
@@ -281,7 +281,10 @@ where
                 return Err(in_batch(statements.len(), index, failure));
             }
             Err(failure) => {
-                raw(conn, "ROLLBACK".to_owned()).await?;
+                let failure = rollback_after(conn, failure).await;
+                if failure.connection_dirty {
+                    return Err(in_batch(statements.len(), index, failure));
+                }
                 if statements.len() == 1 && failure.error.is_forbidden_in_transaction() {
                     // VACUUM, CREATE DATABASE, …: refused inside a
                     // transaction, did nothing, atomic on their own.
@@ -293,6 +296,24 @@ where
     }
     raw(conn, "COMMIT".to_owned()).await?;
     Ok(outputs)
+}
+
+/// Rolls back after `failure`. If the rollback itself fails (SQLite may
+/// have rolled back already when a statement was interrupted; the
+/// connection may be gone), the connection's state is unknown: the original
+/// error stands and the connection is marked for closing.
+pub(crate) async fn rollback_after<DB>(conn: &mut PoolConnection<DB>, failure: Failure) -> Failure
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    match raw(conn, "ROLLBACK".to_owned()).await {
+        Ok(()) => failure,
+        Err(_) => Failure {
+            error: failure.error,
+            connection_dirty: true,
+        },
+    }
 }
 
 /// Names the failed statement when there is more than one.

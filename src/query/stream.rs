@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{
     codec::Codec,
-    engine::raw,
+    engine::{raw, rollback_after},
     executor::{Failure, RowSink, run_statement},
     statement::Statement,
     value::{ColumnInfo, SqlValue},
@@ -138,12 +138,8 @@ where
                     raw(&mut conn, "COMMIT".to_owned()).await?;
                     rows_affected
                 }
-                Err(failure) => {
-                    if !failure.connection_dirty {
-                        raw(&mut conn, "ROLLBACK".to_owned()).await?;
-                    }
-                    return Err(failure);
-                }
+                Err(failure) if failure.connection_dirty => return Err(failure),
+                Err(failure) => return Err(rollback_after(&mut conn, failure).await),
             }
         } else {
             let rows_affected = run_statement::<DB, _>(&mut conn, statement, &mut sink).await?;
@@ -168,7 +164,7 @@ where
         }
         Ok(Err(failure)) => {
             if failure.connection_dirty {
-                tokio::spawn(abandon(pool.clone(), conn, server_id));
+                tokio::spawn(abandon(DB::control_pool(db), conn, server_id));
             } else {
                 DB::disarm(&mut conn).await;
             }
@@ -180,7 +176,7 @@ where
             }
         }
         Err(_) => {
-            tokio::spawn(abandon(pool.clone(), conn, server_id));
+            tokio::spawn(abandon(DB::control_pool(db), conn, server_id));
             Err(Error::DeadlineExceeded(DeadlinePhase::Database))
         }
     }

@@ -167,7 +167,6 @@ fn unreachable_skips<T, E: std::fmt::Display>(backend: Backend, result: Result<T
 /// A running sqlgate with clients connected to it.
 pub struct TestApp {
     pub backend: Backend,
-    #[allow(dead_code)]
     pub address: SocketAddr,
     pub query: QueryClient<Channel>,
     pub admin: AdminClient<Channel>,
@@ -287,6 +286,14 @@ impl TestApp {
             .expect("direct connection")
     }
 
+    /// A direct MySQL connection (to the server, bypassing sqlgate).
+    pub async fn mysql_direct(&self) -> sqlx::MySqlConnection {
+        assert_eq!(self.backend, Backend::MySql);
+        sqlx::MySqlConnection::connect(&mysql_admin_url())
+            .await
+            .expect("direct connection")
+    }
+
     /// Stops the server and waits for it (the pool is closed when this
     /// returns); the database lives on until the returned guard drops.
     pub async fn stop(mut self) -> TestDatabase {
@@ -313,6 +320,24 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// A Query client that sends `grpc-timeout` without enforcing it itself
+/// (tonic's `Channel` cuts the call locally at the deadline, which would
+/// hide what the server answers). Plain hyper HTTP/2 underneath.
+pub type RawClient = QueryClient<
+    hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        tonic::body::Body,
+    >,
+>;
+
+pub fn raw_query_client(address: SocketAddr) -> RawClient {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let origin: tonic::codegen::http::Uri = format!("http://{address}").parse().expect("uri");
+    QueryClient::with_origin(client, origin)
 }
 
 /// Shorthands for building wire values.

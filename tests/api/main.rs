@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod batch;
+mod deadlines;
 mod discovery;
 mod helpers;
 mod query;

@@ -1,0 +1,96 @@
+//! Serves the gRPC routes over HTTP/2 with hyper directly. tonic's own
+//! `Server` wraps every call in its `GrpcTimeout` layer, which answers
+//! CANCELLED when the client's `grpc-timeout` passes and races sqlgate's own
+//! deadline handling; serving the routes here leaves deadlines wholly to
+//! sqlgate (DEADLINE_EXCEEDED, and cleanup on the database). It also gives
+//! shutdown a bound: connections still open after the drain are dropped.
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use hyper::server::conn::http2;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
+};
+use tokio::net::TcpListener;
+use tonic::{service::Routes, transport::server::TcpConnectInfo};
+use tower::Service;
+
+use crate::config::TransportSettings;
+
+/// Accepts connections until `shutdown` resolves, then lets in-flight
+/// calls finish for up to `drain`, and drops whatever is still open.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    settings: &TransportSettings,
+    drain: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(settings.keepalive_interval))
+        .keep_alive_timeout(settings.keepalive_timeout);
+    let graceful = GracefulShutdown::new();
+    let routes = routes.prepare();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = with_peer(routes.clone(), stream.local_addr().ok(), remote);
+                let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(err) = connection.await {
+                        tracing::debug!(error = %err, peer = %remote, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?drain,
+            "connections still open after the drain timeout; dropping them"
+        );
+    }
+}
+
+/// Adds the peer's address to every request, where `Request::remote_addr`
+/// looks for it (call logs name the caller).
+fn with_peer(
+    routes: Routes,
+    local: Option<SocketAddr>,
+    remote: SocketAddr,
+) -> impl Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<tonic::body::Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<tonic::body::Body>, Infallible>> + Send,
+> + Clone {
+    tower::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(TcpConnectInfo {
+            local_addr: local,
+            remote_addr: Some(remote),
+        });
+        let mut routes = routes.clone();
+        async move { routes.call(request).await }
+    })
+}

@@ -1,0 +1,500 @@
+//! Deadlines that reach the database: a call whose budget runs out is
+//! answered DEADLINE_EXCEEDED on time, its statement is gone from the
+//! server soon after, and no connection is ever handed back dirty.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use sqlgate::grpc::pb::{self, result_frame::Frame, value::Kind};
+use tonic::Code;
+
+use crate::{
+    helpers::{Backend, TestApp, error_details, raw_query_client, spawn_app, spawn_app_with},
+    on_every_backend,
+};
+
+/// A request whose `grpc-timeout` header asks for `timeout`. Set by hand:
+/// tonic's client-side `set_timeout` would also cut the call locally and
+/// hide what the server answers.
+fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let header = format!("{}u", timeout.as_micros());
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", header.parse().expect("ascii"));
+    request
+}
+
+fn execute_request(app: &TestApp, sql: &str) -> pb::ExecuteRequest {
+    pb::ExecuteRequest {
+        sql: app.sql(sql),
+        params: vec![],
+        max_rows: 0,
+    }
+}
+
+/// A statement that takes about ten seconds on each backend.
+fn slow_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "SELECT pg_sleep(10)",
+        Backend::MySql => "SELECT SLEEP(10)",
+        Backend::Sqlite => {
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000) \
+             SELECT max(x) FROM c"
+        }
+    }
+}
+
+/// A direct connection to the test's database server, bypassing sqlgate,
+/// to see what runs there.
+enum Observer {
+    Postgres(sqlx::PgConnection),
+    MySql(sqlx::MySqlConnection),
+    Sqlite,
+}
+
+impl Observer {
+    async fn new(app: &TestApp) -> Self {
+        match app.backend {
+            Backend::Postgres => Observer::Postgres(app.postgres_direct().await),
+            Backend::MySql => Observer::MySql(app.mysql_direct().await),
+            Backend::Sqlite => Observer::Sqlite,
+        }
+    }
+
+    /// How many of sqlgate's statements matching `pattern` run on the server now.
+    async fn running(&mut self, app: &TestApp, pattern: &str) -> i64 {
+        match self {
+            Observer::Postgres(conn) => sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                 AND application_name = 'sqlgate' AND state = 'active' AND query LIKE $2",
+            )
+            .bind(&app.db.name)
+            .bind(format!("%{pattern}%"))
+            .fetch_one(conn)
+            .await
+            .expect("pg_stat_activity"),
+            Observer::MySql(conn) => sqlx::query_scalar(
+                "SELECT count(*) FROM information_schema.PROCESSLIST \
+                 WHERE DB = ? AND COMMAND = 'Query' AND INFO LIKE ?",
+            )
+            .bind(&app.db.name)
+            .bind(format!("%{pattern}%"))
+            .fetch_one(conn)
+            .await
+            .expect("processlist"),
+            Observer::Sqlite => 0,
+        }
+    }
+}
+
+async fn pool_in_use(app: &TestApp) -> u32 {
+    app.admin
+        .clone()
+        .get_pool_stats(pb::GetPoolStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner()
+        .in_use_connections
+}
+
+async fn a_zero_deadline_is_refused_without_touching_the_pool(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let before = app
+        .admin
+        .clone()
+        .get_pool_stats(pb::GetPoolStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner();
+    let mut client = raw_query_client(app.address);
+    let mut zero = tonic::Request::new(execute_request(&app, "SELECT 1"));
+    zero.metadata_mut()
+        .insert("grpc-timeout", "0n".parse().expect("ascii"));
+    let status = client.execute(zero).await.expect_err("zero deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    let (reason, metadata, _) = error_details(&status);
+    assert_eq!(reason, "DEADLINE_EXCEEDED");
+    assert_eq!(
+        metadata.get("phase").map(String::as_str),
+        Some("before_start")
+    );
+
+    let mut zero = tonic::Request::new(execute_request(&app, "SELECT 1"));
+    zero.metadata_mut()
+        .insert("grpc-timeout", "0m".parse().expect("ascii"));
+    let status = client
+        .execute_stream(zero)
+        .await
+        .expect_err("zero deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+
+    let after = app
+        .admin
+        .clone()
+        .get_pool_stats(pb::GetPoolStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(
+        after.calls_total, before.calls_total,
+        "no call reached the pool"
+    );
+    app.stop().await;
+}
+on_every_backend!(a_zero_deadline_is_refused_without_touching_the_pool);
+
+async fn a_slow_statement_is_stopped_on_the_server_at_its_deadline(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let mut observer = Observer::new(&app).await;
+    let budget = Duration::from_millis(400);
+    let started = Instant::now();
+    let status = raw_query_client(app.address)
+        .execute(request(execute_request(&app, slow_sql(backend)), budget))
+        .await
+        .expect_err("deadline");
+    let answered = started.elapsed();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let (_, metadata, _) = error_details(&status);
+    assert_eq!(metadata.get("phase").map(String::as_str), Some("database"));
+    assert!(answered >= budget, "answered early: {answered:?}");
+    assert!(
+        answered < budget + Duration::from_millis(50),
+        "answered {:?} after the deadline",
+        answered - budget
+    );
+
+    // Gone from the server soon after the deadline.
+    let pattern = match backend {
+        Backend::Postgres => "pg_sleep(10)",
+        Backend::MySql => "SLEEP(10)",
+        Backend::Sqlite => "",
+    };
+    while observer.running(&app, pattern).await > 0 {
+        assert!(
+            started.elapsed() < budget + Duration::from_millis(100),
+            "statement still running {:?} after the deadline",
+            started.elapsed() - budget
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The connection was closed, not returned dirty; the pool still serves.
+    while pool_in_use(&app).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "connection not released"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.run("SELECT 1").await.rows.len(), 1);
+    app.stop().await;
+}
+on_every_backend!(a_slow_statement_is_stopped_on_the_server_at_its_deadline);
+
+async fn a_write_past_its_deadline_is_rolled_back(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER)").await;
+    let sql = match backend {
+        Backend::Postgres => "INSERT INTO t SELECT 1 FROM pg_sleep(5)",
+        Backend::MySql => "INSERT INTO t SELECT SLEEP(5)",
+        Backend::Sqlite => {
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+             WHERE x < 10000000000) INSERT INTO t SELECT max(x) FROM c"
+        }
+    };
+    let status = raw_query_client(app.address)
+        .execute(request(
+            execute_request(&app, sql),
+            Duration::from_millis(300),
+        ))
+        .await
+        .expect_err("deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.count("t").await, 0);
+    app.stop().await;
+}
+on_every_backend!(a_write_past_its_deadline_is_rolled_back);
+
+async fn a_stream_is_bounded_as_a_whole(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.limits.stream_batch_rows = 5;
+    })
+    .await
+    else {
+        return;
+    };
+    // Rows of 4 kB, so that the database's send buffer flushes every few rows.
+    let sql = match backend {
+        Backend::Postgres => {
+            "SELECT g, pg_sleep(0.01), repeat('x', 4000) FROM generate_series(1, 100000) AS g"
+        }
+        Backend::MySql => {
+            "WITH RECURSIVE d(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM d WHERE n < 9) \
+             SELECT a.n, SLEEP(0.01), REPEAT('x', 4000) FROM d a, d b, d c, d e"
+        }
+        Backend::Sqlite => {
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000) \
+             SELECT x FROM c WHERE x % 100000 = 0"
+        }
+    };
+    let mut observer = Observer::new(&app).await;
+    let budget = Duration::from_millis(600);
+    let started = Instant::now();
+    let mut frames = raw_query_client(app.address)
+        .execute_stream(request(execute_request(&app, sql), budget))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut rows = 0;
+    let status = loop {
+        match frames.next().await {
+            Some(Ok(frame)) => {
+                if let Some(Frame::Rows(batch)) = frame.frame {
+                    rows += batch.rows.len();
+                }
+            }
+            Some(Err(status)) => break status,
+            None => panic!("stream ended without the deadline error"),
+        }
+    };
+    let answered = started.elapsed();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        answered < budget + Duration::from_millis(50),
+        "{answered:?}"
+    );
+    assert!(rows > 0, "rows flowed before the deadline");
+    let pattern = match backend {
+        Backend::Postgres => "generate_series",
+        _ => "SLEEP(0.01)",
+    };
+    while observer.running(&app, pattern).await > 0 {
+        assert!(
+            started.elapsed() < budget + Duration::from_millis(100),
+            "still running"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    app.stop().await;
+}
+on_every_backend!(a_stream_is_bounded_as_a_whole);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_time_counts_and_a_full_pool_is_not_a_deadline() {
+    let Some(app) = spawn_app_with(Backend::Postgres, |s| {
+        s.pool.max_connections = 1;
+        s.pool.min_connections = 1;
+        s.pool.acquire_timeout = Duration::from_millis(500);
+    })
+    .await
+    else {
+        return;
+    };
+    // Hold the only connection for two seconds.
+    let mut holder = raw_query_client(app.address);
+    let hold = execute_request(&app, "SELECT pg_sleep(2)");
+    let held =
+        tokio::spawn(async move { holder.execute(request(hold, Duration::from_secs(10))).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The caller's budget runs out in the queue: DEADLINE_EXCEEDED, phase queue.
+    let started = Instant::now();
+    let status = raw_query_client(app.address)
+        .execute(request(
+            execute_request(&app, "SELECT 1"),
+            Duration::from_millis(200),
+        ))
+        .await
+        .expect_err("queued past the deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert_eq!(
+        error_details(&status).1.get("phase").map(String::as_str),
+        Some("queue")
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(250),
+        "answered after {waited:?}"
+    );
+
+    // The pool's own acquire timeout runs out first: RESOURCE_EXHAUSTED with RetryInfo.
+    let status = raw_query_client(app.address)
+        .execute(request(
+            execute_request(&app, "SELECT 1"),
+            Duration::from_secs(5),
+        ))
+        .await
+        .expect_err("pool full");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(error_details(&status).0, "POOL_EXHAUSTED");
+    {
+        use tonic_types::StatusExt;
+        assert!(status.get_error_details().retry_info().is_some());
+    }
+    let held = held.await.expect("join").expect("the holder finishes");
+    assert_eq!(held.into_inner().rows.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_no_dirty_connection_after_a_deadline_storm() {
+    let Some(app) = spawn_app_with(Backend::Postgres, |s| {
+        s.pool.max_connections = 8;
+        s.limits.stream_batch_rows = 10;
+    })
+    .await
+    else {
+        return;
+    };
+    let app = Arc::new(app);
+    app.run("CREATE TABLE storm (id BIGINT, at TIMESTAMPTZ DEFAULT now())")
+        .await;
+
+    // 1,000 calls whose deadlines (1–60 ms) expire at every point: in the
+    // queue, during BEGIN, mid-statement, mid-stream, during COMMIT.
+    let outcomes = stream::iter(0..1000u64)
+        .map(|i| {
+            let app = app.clone();
+            async move {
+                let budget = Duration::from_millis(1 + (i * 7919) % 60);
+                let mut client = raw_query_client(app.address);
+                let insert = format!(
+                    "INSERT INTO storm (id) SELECT g FROM generate_series(1, 50) AS g, \
+                     LATERAL (SELECT pg_sleep({})) AS s",
+                    (i % 5) as f64 * 0.0002
+                );
+                let result = match i % 4 {
+                    0 => client
+                        .execute(request(
+                            execute_request(&app, "SELECT pg_sleep(0.02)"),
+                            budget,
+                        ))
+                        .await
+                        .map(|_| ()),
+                    1 => client
+                        .execute(request(execute_request(&app, &insert), budget))
+                        .await
+                        .map(|_| ()),
+                    2 => {
+                        let batch = pb::ExecuteBatchRequest {
+                            statements: (0..3)
+                                .map(|_| pb::BatchStatement {
+                                    sql: insert.clone(),
+                                    params: vec![],
+                                })
+                                .collect(),
+                            max_rows: 0,
+                        };
+                        client
+                            .execute_batch(request(batch, budget))
+                            .await
+                            .map(|_| ())
+                    }
+                    _ => match client
+                        .execute_stream(request(
+                            execute_request(
+                                &app,
+                                "SELECT g, pg_sleep(0.001) FROM generate_series(1, 200) AS g",
+                            ),
+                            budget,
+                        ))
+                        .await
+                    {
+                        Ok(response) => {
+                            let mut frames = response.into_inner();
+                            let mut last = Ok(());
+                            while let Some(frame) = frames.next().await {
+                                if let Err(status) = frame {
+                                    last = Err(status);
+                                }
+                            }
+                            last
+                        }
+                        Err(status) => Err(status),
+                    },
+                };
+                result.err().map(|status| status.code())
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let expired = outcomes
+        .iter()
+        .filter(|c| **c == Some(Code::DeadlineExceeded))
+        .count();
+    let unexpected: Vec<_> = outcomes
+        .iter()
+        .flatten()
+        .filter(|c| !matches!(c, Code::DeadlineExceeded | Code::ResourceExhausted))
+        .collect();
+    assert!(unexpected.is_empty(), "unexpected codes: {unexpected:?}");
+    assert!(
+        expired > 100,
+        "the storm must hit deadlines ({expired} did)"
+    );
+
+    // Every connection is back or closed.
+    let settle = Instant::now();
+    while pool_in_use(&app).await > 0 {
+        assert!(
+            settle.elapsed() < Duration::from_secs(5),
+            "connections still checked out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut direct = app.postgres_direct().await;
+    let busy: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sqlgate' \
+         AND (state LIKE 'idle in transaction%' OR state = 'active')",
+    )
+    .bind(&app.db.name)
+    .fetch_one(&mut direct)
+    .await
+    .expect("pg_stat_activity");
+    assert_eq!(
+        busy, 0,
+        "a sqlgate backend is active or idle in transaction after the storm"
+    );
+
+    // The next 10,000 autocommit statements all run outside any transaction.
+    // A statement inside a leftover transaction would see now() (the
+    // transaction's start) before the moment the call was sent.
+    let clean = stream::iter(0..10_000)
+        .map(|_| {
+            let app = app.clone();
+            async move {
+                let sent = chrono::Utc::now();
+                let at = pb::Value {
+                    kind: Some(Kind::TimestampValue(prost_types::Timestamp {
+                        seconds: sent.timestamp(),
+                        nanos: sent.timestamp_subsec_micros() as i32 * 1000,
+                    })),
+                };
+                let response = app
+                    .execute(
+                        "SELECT txid_current_if_assigned() IS NULL AND now() >= $1",
+                        vec![at],
+                    )
+                    .await
+                    .expect("clean statement");
+                response.rows[0].values[0].kind == Some(Kind::BoolValue(true))
+            }
+        })
+        .buffer_unordered(16)
+        .filter(|clean| futures::future::ready(!clean))
+        .count()
+        .await;
+    assert_eq!(clean, 0, "statements ran inside a leftover transaction");
+    assert_eq!(pool_in_use(&app).await, 0);
+}
