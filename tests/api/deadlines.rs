@@ -91,16 +91,6 @@ impl Observer {
     }
 }
 
-async fn pool_in_use(app: &TestApp) -> u32 {
-    app.admin
-        .clone()
-        .get_pool_stats(pb::GetPoolStatsRequest {})
-        .await
-        .expect("stats")
-        .into_inner()
-        .in_use_connections
-}
-
 async fn a_zero_deadline_is_refused_without_touching_the_pool(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
@@ -186,7 +176,7 @@ async fn a_slow_statement_is_stopped_on_the_server_at_its_deadline(backend: Back
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // The connection was closed, not returned dirty; the pool still serves.
-    while pool_in_use(&app).await > 0 {
+    while app.pool_in_use().await > 0 {
         assert!(
             started.elapsed() < Duration::from_secs(3),
             "connection not released"
@@ -446,7 +436,7 @@ async fn postgres_no_dirty_connection_after_a_deadline_storm() {
 
     // Every connection is back or closed.
     let settle = Instant::now();
-    while pool_in_use(&app).await > 0 {
+    while app.pool_in_use().await > 0 {
         assert!(
             settle.elapsed() < Duration::from_secs(5),
             "connections still checked out"
@@ -496,5 +486,5 @@ async fn postgres_no_dirty_connection_after_a_deadline_storm() {
         .count()
         .await;
     assert_eq!(clean, 0, "statements ran inside a leftover transaction");
-    assert_eq!(pool_in_use(&app).await, 0);
+    assert_eq!(app.pool_in_use().await, 0);
 }

@@ -286,6 +286,17 @@ impl TestApp {
             .expect("direct connection")
     }
 
+    /// Connections checked out of sqlgate's pool now.
+    pub async fn pool_in_use(&self) -> u32 {
+        self.admin
+            .clone()
+            .get_pool_stats(pb::GetPoolStatsRequest {})
+            .await
+            .expect("stats")
+            .into_inner()
+            .in_use_connections
+    }
+
     /// A direct MySQL connection (to the server, bypassing sqlgate).
     pub async fn mysql_direct(&self) -> sqlx::MySqlConnection {
         assert_eq!(self.backend, Backend::MySql);

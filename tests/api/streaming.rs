@@ -113,16 +113,6 @@ async fn running(conn: &mut sqlx::PgConnection, database: &str) -> i64 {
     .expect("pg_stat_activity")
 }
 
-async fn in_use_connections(app: &crate::helpers::TestApp) -> u32 {
-    app.admin
-        .clone()
-        .get_pool_stats(pb::GetPoolStatsRequest {})
-        .await
-        .expect("stats")
-        .into_inner()
-        .in_use_connections
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_dropping_a_stream_cancels_the_query_on_the_server() {
     let Some(app) = spawn_app_with(Backend::Postgres, |s| {
@@ -165,7 +155,7 @@ async fn postgres_dropping_a_stream_cancels_the_query_on_the_server() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    while in_use_connections(&app).await > 0 {
+    while app.pool_in_use().await > 0 {
         assert!(
             dropped.elapsed() < Duration::from_secs(2),
             "connection not released"
