@@ -31,6 +31,8 @@ pub struct Settings {
     pub transport: TransportSettings,
     /// How long each kind of call may take.
     pub deadlines: DeadlineSettings,
+    /// Server-side sessions (`Sessions.Attach`).
+    pub sessions: SessionSettings,
     /// Log filter in `tracing` syntax, e.g. `info,sqlgate=debug`.
     pub log_filter: String,
 }
@@ -102,6 +104,7 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             transport: TransportSettings::default(),
             deadlines: DeadlineSettings::default(),
+            sessions: SessionSettings::default(),
             log_filter: "info".to_owned(),
         }
     }
@@ -141,6 +144,41 @@ impl Default for TransportSettings {
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(5),
             max_request_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Limits on server-side sessions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Most sessions open at once.
+    pub max_open: u32,
+    /// Most of the pool that sessions may hold, as a fraction of
+    /// `pool.max_connections`, so that sessions cannot starve Query calls.
+    pub max_pool_share: f64,
+    /// Most statements one session may run.
+    pub max_statements: u64,
+    /// A session is rolled back after this long, whatever it is doing.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// Idle time before a session is rolled back, when `begin` sets none.
+    #[serde(with = "humantime_serde")]
+    pub default_idle_timeout: Duration,
+    /// The longest idle timeout a client may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_idle_timeout: Duration,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            max_open: 64,
+            max_pool_share: 0.75,
+            max_statements: 100_000,
+            max_lifetime: Duration::from_secs(3600),
+            default_idle_timeout: Duration::from_secs(60),
+            max_idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -306,6 +344,24 @@ impl Settings {
             if budget.default.is_zero() || budget.default > budget.max {
                 return fail(key, "default must be more than zero and at most max");
             }
+        }
+        let sessions = &self.sessions;
+        if !(sessions.max_pool_share > 0.0 && sessions.max_pool_share <= 1.0) {
+            return fail("sessions.max_pool_share", "must be above 0 and at most 1");
+        }
+        if sessions.max_open == 0 || sessions.max_statements == 0 {
+            return fail(
+                "sessions",
+                "max_open and max_statements must be more than zero",
+            );
+        }
+        if sessions.default_idle_timeout.is_zero()
+            || sessions.default_idle_timeout > sessions.max_idle_timeout
+        {
+            return fail(
+                "sessions.default_idle_timeout",
+                "must be more than zero and at most sessions.max_idle_timeout",
+            );
         }
         if self.transport.keepalive_timeout.is_zero() {
             return fail("transport.keepalive_timeout", "must be more than zero");

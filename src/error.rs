@@ -76,6 +76,22 @@ pub enum Error {
     /// The call's deadline passed; the statement was stopped on the server.
     #[error("deadline exceeded {0}")]
     DeadlineExceeded(DeadlinePhase),
+    /// No more sessions may open now.
+    #[error("{0}")]
+    SessionLimit(String),
+    /// A session request out of order (execute before begin, …).
+    #[error("{0}")]
+    SessionProtocol(String),
+    /// No open session has this id.
+    #[error("no open session {0:?}")]
+    SessionNotFound(String),
+    /// The session ended for a reason other than commit or rollback;
+    /// its transaction was rolled back.
+    #[error("session ended ({0}); its transaction was rolled back")]
+    SessionEnded(&'static str),
+    /// sqlgate is shutting down and takes no new work.
+    #[error("sqlgate is shutting down; try another instance")]
+    ShuttingDown,
     /// A fault in sqlgate itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -160,6 +176,11 @@ impl Error {
             Error::Unavailable(_) => Code::Unavailable,
             Error::InBatch { source, .. } => source.code(),
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::SessionLimit(_) => Code::ResourceExhausted,
+            Error::SessionProtocol(_) => Code::FailedPrecondition,
+            Error::SessionNotFound(_) => Code::NotFound,
+            Error::SessionEnded("shutdown") | Error::ShuttingDown => Code::Unavailable,
+            Error::SessionEnded(_) => Code::Aborted,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -218,6 +239,11 @@ impl Error {
             Error::Unavailable(_) => "DATABASE_UNAVAILABLE",
             Error::InBatch { source, .. } => source.reason(),
             Error::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
+            Error::SessionLimit(_) => "SESSION_LIMIT",
+            Error::SessionProtocol(_) => "SESSION_PROTOCOL",
+            Error::SessionNotFound(_) => "SESSION_NOT_FOUND",
+            Error::SessionEnded(_) => "SESSION_ENDED",
+            Error::ShuttingDown => "SHUTTING_DOWN",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -229,6 +255,9 @@ impl Error {
         }
         if let Error::InBatch { index, .. } = self {
             metadata.insert("statement_index".to_owned(), index.to_string());
+        }
+        if let Error::SessionEnded(reason) = self {
+            metadata.insert("end_reason".to_owned(), (*reason).to_owned());
         }
         if let Error::DeadlineExceeded(phase) = self {
             metadata.insert("phase".to_owned(), phase.name().to_owned());
@@ -271,7 +300,9 @@ impl Error {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::PoolExhausted { .. } => Some(Duration::from_millis(100)),
+            Error::PoolExhausted { .. } | Error::SessionLimit(_) => {
+                Some(Duration::from_millis(100))
+            }
             Error::Database(failure) if failure.code == Code::Aborted => {
                 Some(Duration::from_millis(50))
             }

@@ -9,6 +9,7 @@
 //! - [`db`]: pool construction, backend differences, pool figures.
 //! - [`query`]: statement execution, and value and row conversion.
 //! - [`grpc`]: generated code, service impls (decode → domain → encode).
+//! - [`session`]: server-side sessions bound to a stream, and their cleanup.
 //! - [`health`]: the `grpc.health.v1` reporter.
 //! - [`server`]: [`server::Application`] binds and serves until shut down.
 //! - [`telemetry`]: logging setup.
@@ -22,4 +23,5 @@ pub mod grpc;
 pub mod health;
 pub mod query;
 pub mod server;
+pub mod session;
 pub mod telemetry;

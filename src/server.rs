@@ -11,9 +11,10 @@ use crate::{
     config::Settings,
     db::Database,
     error::Error,
-    grpc::{AdminService, QueryService, pb, transport},
+    grpc::{AdminService, QueryService, SessionService, pb, transport},
     health::Health,
     query::QueryEngine,
+    session::{SessionManager, SessionRegistry},
 };
 
 /// How long in-flight calls may take to finish once shutdown starts.
@@ -82,7 +83,20 @@ impl Application {
             settings.deadlines.clone(),
         ))
         .max_decoding_message_size(max_request);
-        let admin = pb::admin_server::AdminServer::new(AdminService::new(database.clone()));
+        let sessions =
+            SessionRegistry::new(settings.sessions.clone(), settings.pool.max_connections);
+        let session_service =
+            pb::sessions_server::SessionsServer::new(SessionService::new(SessionManager::new(
+                database.clone(),
+                sessions.clone(),
+                settings.deadlines.session_execute,
+                settings.limits.clone(),
+            )))
+            .max_decoding_message_size(max_request);
+        let admin = pb::admin_server::AdminServer::new(AdminService::new(
+            database.clone(),
+            sessions.clone(),
+        ));
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -106,8 +120,10 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(query)
+            .add_service(session_service)
             .add_service(admin);
         let health_on_stop = health.clone();
+        let sessions_on_stop = sessions.clone();
         transport::serve(
             listener,
             routes,
@@ -117,6 +133,8 @@ impl Application {
                 shutdown.await;
                 health_on_stop.set_not_ready().await;
                 tracing::info!("shutting down");
+                // Open sessions would hold the drain open: roll them back first.
+                sessions_on_stop.shut_down(DRAIN_TIMEOUT).await;
             },
         )
         .await;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Executor, MySql, Pool, Postgres, Sqlite, pool::PoolConnection};
 
-use super::{Database, Deadline};
+use std::sync::Arc;
+
+use super::{Database, Deadline, Interrupt};
 
 /// How long sqlgate tries to reach the database to cancel a statement.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,12 +30,35 @@ pub(crate) trait Dialect: sqlx::Database {
     /// `deadline` passes (PostgreSQL `SET LOCAL statement_timeout`).
     fn begin_sql(deadline: &Deadline) -> String;
 
+    /// Statements that open a session's transaction.
+    fn session_begin(isolation: Isolation, read_only: bool) -> Vec<String>;
+
+    /// Statements that undo session-only settings before the connection
+    /// goes back to the pool.
+    fn session_end(read_only: bool) -> Vec<String> {
+        let _ = read_only;
+        Vec::new()
+    }
+
+    /// Whether a transaction survives one of its statements being
+    /// interrupted. SQLite may roll the whole transaction back by itself
+    /// and carry on in autocommit, so an interrupted SQLite session ends.
+    fn transaction_survives_interrupt() -> bool {
+        true
+    }
+
+    /// Whether any failed statement aborts the whole transaction
+    /// (PostgreSQL: later statements get 25P02 until rollback).
+    fn errors_abort_transaction() -> bool {
+        false
+    }
+
     /// Readies `conn` for a call bounded by `deadline` and returns the
     /// server-side connection id needed to cancel it (`None` where closing
     /// the connection is enough, or the backend is in-process).
     fn arm(
         conn: &mut Self::Connection,
-        deadline: &Deadline,
+        interrupt: &Arc<Interrupt>,
         want_server_id: bool,
     ) -> impl Future<Output = Result<Option<i64>, sqlx::Error>> + Send;
 
@@ -75,6 +100,33 @@ async fn run_best_effort<'c, E: Executor<'c>>(executor: E, sql: String, what: &s
     }
 }
 
+/// Transaction isolation levels a session may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// The database's default.
+    Default,
+    /// READ UNCOMMITTED.
+    ReadUncommitted,
+    /// READ COMMITTED.
+    ReadCommitted,
+    /// REPEATABLE READ.
+    RepeatableRead,
+    /// SERIALIZABLE.
+    Serializable,
+}
+
+impl Isolation {
+    fn sql(self) -> Option<&'static str> {
+        match self {
+            Isolation::Default => None,
+            Isolation::ReadUncommitted => Some("READ UNCOMMITTED"),
+            Isolation::ReadCommitted => Some("READ COMMITTED"),
+            Isolation::RepeatableRead => Some("REPEATABLE READ"),
+            Isolation::Serializable => Some("SERIALIZABLE"),
+        }
+    }
+}
+
 impl Dialect for Postgres {
     fn connection_setup(longest: Duration) -> Vec<String> {
         vec![
@@ -93,7 +145,7 @@ impl Dialect for Postgres {
 
     async fn arm(
         conn: &mut sqlx::PgConnection,
-        _deadline: &Deadline,
+        _interrupt: &Arc<Interrupt>,
         want_server_id: bool,
     ) -> Result<Option<i64>, sqlx::Error> {
         if !want_server_id {
@@ -105,6 +157,22 @@ impl Dialect for Postgres {
             .fetch_one(conn)
             .await?;
         Ok(Some(pid.into()))
+    }
+
+    fn errors_abort_transaction() -> bool {
+        true
+    }
+
+    fn session_begin(isolation: Isolation, read_only: bool) -> Vec<String> {
+        let mut begin = "BEGIN".to_owned();
+        if let Some(level) = isolation.sql() {
+            begin.push_str(" ISOLATION LEVEL ");
+            begin.push_str(level);
+        }
+        if read_only {
+            begin.push_str(" READ ONLY");
+        }
+        vec![begin]
     }
 
     async fn disarm(_conn: &mut sqlx::PgConnection) {}
@@ -142,7 +210,7 @@ impl Dialect for MySql {
 
     async fn arm(
         conn: &mut sqlx::MySqlConnection,
-        _deadline: &Deadline,
+        _interrupt: &Arc<Interrupt>,
         _want_server_id: bool,
     ) -> Result<Option<i64>, sqlx::Error> {
         // MySQL never notices a closed client mid-statement: KILL QUERY needs the id.
@@ -150,6 +218,20 @@ impl Dialect for MySql {
             .fetch_one(conn)
             .await?;
         Ok(i64::try_from(id).ok())
+    }
+
+    fn session_begin(isolation: Isolation, read_only: bool) -> Vec<String> {
+        let mut statements = Vec::new();
+        if let Some(level) = isolation.sql() {
+            // Applies to the next transaction only.
+            statements.push(format!("SET TRANSACTION ISOLATION LEVEL {level}"));
+        }
+        statements.push(if read_only {
+            "START TRANSACTION READ ONLY".to_owned()
+        } else {
+            "START TRANSACTION".to_owned()
+        });
+        statements
     }
 
     async fn disarm(_conn: &mut sqlx::MySqlConnection) {}
@@ -178,16 +260,39 @@ impl Dialect for Sqlite {
 
     async fn arm(
         conn: &mut sqlx::SqliteConnection,
-        deadline: &Deadline,
+        interrupt: &Arc<Interrupt>,
         _want_server_id: bool,
     ) -> Result<Option<i64>, sqlx::Error> {
         // SQLite runs in-process: a progress handler interrupts the
-        // statement once the deadline has passed.
-        let at = deadline.instant().into_std();
+        // statement once its deadline passes or it is cancelled.
+        let interrupt = interrupt.clone();
         conn.lock_handle()
             .await?
-            .set_progress_handler(1_000, move || std::time::Instant::now() < at);
+            .set_progress_handler(1_000, move || interrupt.may_continue());
         Ok(None)
+    }
+
+    fn session_begin(_isolation: Isolation, read_only: bool) -> Vec<String> {
+        // SQLite transactions are always serializable, which satisfies any
+        // level asked for. Read-only is the connection's query_only flag.
+        let mut statements = Vec::new();
+        if read_only {
+            statements.push("PRAGMA query_only = ON".to_owned());
+        }
+        statements.push("BEGIN".to_owned());
+        statements
+    }
+
+    fn session_end(read_only: bool) -> Vec<String> {
+        if read_only {
+            vec!["PRAGMA query_only = OFF".to_owned()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn transaction_survives_interrupt() -> bool {
+        false
     }
 
     async fn disarm(conn: &mut sqlx::SqliteConnection) {

@@ -4,10 +4,13 @@
 
 mod deadline;
 mod dialect;
+mod interrupt;
 mod metrics;
 mod pool;
 
 pub use deadline::Deadline;
+pub use dialect::Isolation;
 pub(crate) use dialect::{Dialect, abandon};
+pub(crate) use interrupt::Interrupt;
 pub use metrics::PoolSnapshot;
 pub use pool::{Backend, Database, DbPool};

@@ -1,22 +1,55 @@
 //! `sqlgate.v1.Admin`: what operators ask of the pool and the sessions.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
-use super::pb::{self, admin_server::Admin};
-use crate::db::Database;
+use super::{
+    convert::duration,
+    pb::{self, admin_server::Admin},
+};
+use crate::{
+    db::Database,
+    error::Error,
+    session::{SessionRegistry, SessionSummary},
+};
+
+/// How long TerminateSession waits for the session to have rolled back.
+const TERMINATE_WAIT: Duration = Duration::from_secs(5);
 
 /// The Admin service.
 #[derive(Debug, Clone)]
 pub struct AdminService {
     db: Arc<Database>,
+    sessions: Arc<SessionRegistry>,
 }
 
 impl AdminService {
-    /// Reports on `db`.
-    pub fn new(db: Arc<Database>) -> Self {
-        Self { db }
+    /// Reports on `db` and `sessions`.
+    pub fn new(db: Arc<Database>, sessions: Arc<SessionRegistry>) -> Self {
+        Self { db, sessions }
+    }
+}
+
+fn session_info(summary: SessionSummary) -> pb::SessionInfo {
+    let started = summary
+        .started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    pb::SessionInfo {
+        session_id: summary.id,
+        peer: summary.peer,
+        labels: summary.labels.into_iter().collect(),
+        state: summary.state.name().to_owned(),
+        started_at: Some(Timestamp {
+            seconds: i64::try_from(started.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(started.subsec_nanos()).unwrap_or_default(),
+        }),
+        age: Some(duration(summary.age)),
+        idle: Some(duration(summary.idle)),
+        current_statement_fingerprint: summary.current_fingerprint.unwrap_or_default(),
+        statements_executed: summary.statements,
     }
 }
 
@@ -26,24 +59,35 @@ impl Admin for AdminService {
         &self,
         _request: Request<pb::GetPoolStatsRequest>,
     ) -> Result<Response<pb::PoolStats>, Status> {
-        Ok(Response::new(self.db.snapshot().into()))
+        let mut stats: pb::PoolStats = self.db.snapshot().into();
+        stats.open_sessions = u32::try_from(self.sessions.open_count()).unwrap_or(u32::MAX);
+        stats.sessions_ended = self
+            .sessions
+            .ended_counts()
+            .into_iter()
+            .map(|(reason, count)| (reason.to_owned(), count))
+            .collect();
+        Ok(Response::new(stats))
     }
 
     async fn list_sessions(
         &self,
         _request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        Err(Status::unimplemented(
-            "sessions (Sessions.Attach) are not served by this version",
-        ))
+        let sessions = self.sessions.list().into_iter().map(session_info).collect();
+        Ok(Response::new(pb::ListSessionsResponse { sessions }))
     }
 
     async fn terminate_session(
         &self,
-        _request: Request<pb::TerminateSessionRequest>,
+        request: Request<pb::TerminateSessionRequest>,
     ) -> Result<Response<pb::TerminateSessionResponse>, Status> {
-        Err(Status::unimplemented(
-            "sessions (Sessions.Attach) are not served by this version",
-        ))
+        let id = request.into_inner().session_id;
+        if id.is_empty() {
+            return Err(Error::invalid_request("session_id", "is empty").into());
+        }
+        self.sessions.terminate(&id, TERMINATE_WAIT).await?;
+        tracing::info!(session = %id, "session terminated by an operator");
+        Ok(Response::new(pb::TerminateSessionResponse {}))
     }
 }

@@ -8,11 +8,12 @@ use prost_types::{Duration as PbDuration, Timestamp};
 use super::pb::{self, value::Kind};
 use crate::{
     config::LimitSettings,
-    db::{Backend, PoolSnapshot},
+    db::{Backend, Isolation, PoolSnapshot},
     error::Error,
     query::{
         ColumnInfo, QueryOutput, SqlValue, Statement, StreamEvent, ValueKind, value::text_form,
     },
+    session::{BeginOptions, SessionCommand, SessionEvent},
 };
 
 /// Builds a validated statement from a request's fields.
@@ -39,6 +40,131 @@ pub fn statement(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Statement::new(sql, params, limits)
+}
+
+/// Most labels a session may carry, and their longest key and value.
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_BYTES: usize = 256;
+
+/// Decodes one session request; what cannot be decoded becomes
+/// [`SessionCommand::Invalid`], answered for that request only.
+pub fn session_command(request: pb::SessionRequest, limits: &LimitSettings) -> SessionCommand {
+    use pb::session_request::Request as R;
+    match request.request {
+        None => SessionCommand::Invalid {
+            request_id: 0,
+            error: Error::invalid_request("request", "empty session request"),
+        },
+        Some(R::Begin(begin)) => match begin_options(begin) {
+            Ok(options) => SessionCommand::Begin(options),
+            Err(error) => SessionCommand::Invalid {
+                request_id: 0,
+                error,
+            },
+        },
+        Some(R::Execute(execute)) => {
+            let request_id = execute.request_id;
+            let timeout = match execute
+                .timeout
+                .map(std::time::Duration::try_from)
+                .transpose()
+            {
+                Ok(timeout) => timeout,
+                Err(_) => {
+                    return SessionCommand::Invalid {
+                        request_id,
+                        error: Error::invalid_request("timeout", "must not be negative"),
+                    };
+                }
+            };
+            match statement(execute.sql, execute.params, limits) {
+                Ok(statement) => SessionCommand::Execute {
+                    request_id,
+                    statement,
+                    timeout,
+                },
+                Err(error) => SessionCommand::Invalid { request_id, error },
+            }
+        }
+        Some(R::Commit(_)) => SessionCommand::Commit,
+        Some(R::Rollback(_)) => SessionCommand::Rollback,
+    }
+}
+
+fn begin_options(begin: pb::BeginSession) -> Result<BeginOptions, Error> {
+    let isolation = match pb::IsolationLevel::try_from(begin.isolation) {
+        Ok(pb::IsolationLevel::Unspecified) => Isolation::Default,
+        Ok(pb::IsolationLevel::ReadUncommitted) => Isolation::ReadUncommitted,
+        Ok(pb::IsolationLevel::ReadCommitted) => Isolation::ReadCommitted,
+        Ok(pb::IsolationLevel::RepeatableRead) => Isolation::RepeatableRead,
+        Ok(pb::IsolationLevel::Serializable) => Isolation::Serializable,
+        Err(_) => {
+            return Err(Error::invalid_request(
+                "begin.isolation",
+                "unknown isolation level",
+            ));
+        }
+    };
+    if begin.labels.len() > MAX_LABELS
+        || begin
+            .labels
+            .iter()
+            .any(|(k, v)| k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES)
+    {
+        return Err(Error::invalid_request(
+            "begin.labels",
+            format!("at most {MAX_LABELS} labels of at most {MAX_LABEL_BYTES} bytes each"),
+        ));
+    }
+    let idle_timeout = match begin
+        .idle_timeout
+        .map(std::time::Duration::try_from)
+        .transpose()
+    {
+        Ok(Some(timeout)) if timeout.is_zero() => None,
+        Ok(timeout) => timeout,
+        Err(_) => {
+            return Err(Error::invalid_request(
+                "begin.idle_timeout",
+                "must not be negative",
+            ));
+        }
+    };
+    Ok(BeginOptions {
+        isolation,
+        read_only: begin.read_only,
+        labels: begin.labels.into_iter().collect(),
+        idle_timeout,
+    })
+}
+
+/// Encodes a session event; [`SessionEvent::Ended`] closes the stream with its status.
+pub fn session_response(event: SessionEvent) -> Result<pb::SessionResponse, tonic::Status> {
+    use pb::session_response::Response as R;
+    let (request_id, response) = match event {
+        SessionEvent::Began { session_id } => (0, R::Began(pb::SessionBegan { session_id })),
+        SessionEvent::Frame { request_id, event } => (request_id, R::Frame(event.into())),
+        SessionEvent::Done { request_id } => (request_id, R::Done(pb::RequestDone {})),
+        SessionEvent::Error { request_id, error } => (request_id, R::Error(rpc_status(error))),
+        SessionEvent::Committed => (0, R::Committed(pb::SessionCommitted {})),
+        SessionEvent::RolledBack => (0, R::RolledBack(pb::SessionRolledBack {})),
+        SessionEvent::Ended(error) => return Err(error.into()),
+    };
+    Ok(pb::SessionResponse {
+        request_id,
+        response: Some(response),
+    })
+}
+
+/// An error as a `google.rpc.Status` message, details included.
+fn rpc_status(error: Error) -> tonic_types::pb::Status {
+    use prost::Message;
+    let status: tonic::Status = error.into();
+    tonic_types::pb::Status::decode(status.details()).unwrap_or_else(|_| tonic_types::pb::Status {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details: Vec::new(),
+    })
 }
 
 impl TryFrom<pb::Value> for SqlValue {

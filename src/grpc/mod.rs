@@ -7,10 +7,12 @@ mod call_log;
 pub mod convert;
 mod deadline;
 mod query_service;
+mod session_service;
 pub(crate) mod transport;
 
 pub use admin_service::AdminService;
 pub use query_service::QueryService;
+pub use session_service::SessionService;
 
 /// Code generated from `proto/sqlgate/v1/*.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

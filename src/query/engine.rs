@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     config::LimitSettings,
-    db::{Backend, Database, DbPool, Deadline, Dialect, abandon},
+    db::{Backend, Database, DbPool, Deadline, Dialect, Interrupt, abandon},
     error::{DeadlinePhase, Error},
 };
 
@@ -207,7 +207,7 @@ where
     let only_reads =
         statements.iter().all(Statement::is_plain_read) && db.backend() != Backend::Sqlite;
     let armed = tokio::time::timeout_at(deadline.instant(), async {
-        let server_id = DB::arm(&mut conn, &deadline, false).await?;
+        let server_id = DB::arm(&mut conn, &Interrupt::new(&deadline), false).await?;
         Ok::<_, sqlx::Error>(server_id)
     })
     .await;

@@ -10,7 +10,7 @@ mod placeholders;
 mod postgres;
 mod sqlite;
 pub mod statement;
-mod stream;
+pub(crate) mod stream;
 pub mod value;
 
 pub use engine::QueryEngine;

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     config::LimitSettings,
-    db::{Backend, Database, Deadline, Dialect, abandon},
+    db::{Backend, Database, Deadline, Dialect, Interrupt, abandon},
     error::{DeadlinePhase, Error},
 };
 
@@ -46,14 +46,61 @@ pub struct StreamStats {
 
 type Sender = mpsc::Sender<Result<StreamEvent, Error>>;
 
-/// Cuts rows into frames and sends them.
-struct FrameSink<'a> {
-    sender: &'a Sender,
+/// Cuts a stream of rows into frames by count and (approximate) size.
+/// Shared by ExecuteStream and session results.
+#[derive(Debug)]
+pub(crate) struct FrameBatcher {
     pending: Vec<Vec<SqlValue>>,
     pending_bytes: usize,
     rows_returned: u64,
     max_rows: usize,
     max_bytes: usize,
+}
+
+impl FrameBatcher {
+    /// Frames of at most `limits.stream_batch_rows` rows and about
+    /// `limits.stream_batch_bytes` bytes.
+    pub(crate) fn new(limits: &LimitSettings) -> Self {
+        Self {
+            pending: Vec::new(),
+            pending_bytes: 0,
+            rows_returned: 0,
+            max_rows: limits.stream_batch_rows,
+            max_bytes: limits.stream_batch_bytes,
+        }
+    }
+
+    /// Adds a row; returns a full frame's rows when one is ready to send.
+    pub(crate) fn push(&mut self, row: Vec<SqlValue>) -> Option<Vec<Vec<SqlValue>>> {
+        self.pending_bytes += row.iter().map(SqlValue::wire_size_hint).sum::<usize>();
+        self.pending.push(row);
+        self.rows_returned += 1;
+        if self.pending.len() >= self.max_rows || self.pending_bytes >= self.max_bytes {
+            self.take()
+        } else {
+            None
+        }
+    }
+
+    /// The rows not sent yet, if any.
+    pub(crate) fn take(&mut self) -> Option<Vec<Vec<SqlValue>>> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        self.pending_bytes = 0;
+        Some(std::mem::take(&mut self.pending))
+    }
+
+    /// Rows seen so far.
+    pub(crate) fn rows_returned(&self) -> u64 {
+        self.rows_returned
+    }
+}
+
+/// Sends ExecuteStream's frames.
+struct FrameSink<'a> {
+    sender: &'a Sender,
+    batcher: FrameBatcher,
     client_gone: bool,
 }
 
@@ -67,12 +114,10 @@ impl FrameSink<'_> {
     }
 
     async fn flush(&mut self) -> Result<(), Failure> {
-        if self.pending.is_empty() {
-            return Ok(());
+        match self.batcher.take() {
+            Some(rows) => self.send(StreamEvent::Rows(rows)).await,
+            None => Ok(()),
         }
-        let rows = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        self.send(StreamEvent::Rows(rows)).await
     }
 }
 
@@ -82,13 +127,10 @@ impl<DB: Codec> RowSink<DB> for FrameSink<'_> {
     }
 
     async fn row(&mut self, row: Vec<SqlValue>) -> Result<(), Failure> {
-        self.pending_bytes += row.iter().map(SqlValue::wire_size_hint).sum::<usize>();
-        self.pending.push(row);
-        self.rows_returned += 1;
-        if self.pending.len() >= self.max_rows || self.pending_bytes >= self.max_bytes {
-            self.flush().await?;
+        match self.batcher.push(row) {
+            Some(rows) => self.send(StreamEvent::Rows(rows)).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn consumer_gone(&self) {
@@ -116,17 +158,13 @@ where
     let transactional = !statement.is_plain_read() || db.backend() == Backend::Sqlite;
     let mut sink = FrameSink {
         sender,
-        pending: Vec::new(),
-        pending_bytes: 0,
-        rows_returned: 0,
-        max_rows: limits.stream_batch_rows,
-        max_bytes: limits.stream_batch_bytes,
+        batcher: FrameBatcher::new(limits),
         client_gone: false,
     };
     // The server-side id is needed to cancel a statement whose reader left.
     let mut server_id = None;
     let work = async {
-        server_id = DB::arm(&mut conn, &deadline, true)
+        server_id = DB::arm(&mut conn, &Interrupt::new(&deadline), true)
             .await
             .map_err(Failure::from_driver)?;
         let rows_affected = if transactional {
@@ -155,7 +193,7 @@ where
             drop(conn);
             let stats = StreamStats {
                 rows_affected,
-                rows_returned: sink.rows_returned,
+                rows_returned: sink.batcher.rows_returned(),
                 elapsed: started.elapsed(),
             };
             // Nothing to undo if the reader left just now: the work is done.

@@ -297,6 +297,19 @@ impl TestApp {
             .in_use_connections
     }
 
+    /// Waits (up to 2 s) until every pooled connection is back: a dropped
+    /// connection returns to the pool in a task of sqlx's, a moment later.
+    pub async fn wait_until_pool_idle(&self) {
+        let started = std::time::Instant::now();
+        while self.pool_in_use().await > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "connections still checked out"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// A direct MySQL connection (to the server, bypassing sqlgate).
     pub async fn mysql_direct(&self) -> sqlx::MySqlConnection {
         assert_eq!(self.backend, Backend::MySql);

@@ -9,6 +9,8 @@ mod batch;
 mod deadlines;
 mod discovery;
 mod helpers;
+mod proxy;
 mod query;
+mod sessions;
 mod streaming;
 mod values;

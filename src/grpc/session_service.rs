@@ -1,0 +1,77 @@
+//! `sqlgate.v1.Sessions`: one bidi stream, one session. This file only
+//! moves messages: a reader task decodes the client's requests into the
+//! session's inbox, and the session's events are encoded on the way out.
+//! The session itself (and all its cleanup) lives in [`crate::session`].
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{
+    convert,
+    pb::{self, sessions_server::Sessions},
+};
+use crate::session::{Inbound, SessionManager};
+
+/// Requests read ahead of the session (the client may pipeline).
+const INBOX: usize = 16;
+
+/// The Sessions service.
+#[derive(Debug, Clone)]
+pub struct SessionService {
+    manager: SessionManager,
+}
+
+impl SessionService {
+    /// Serves sessions with `manager`.
+    pub fn new(manager: SessionManager) -> Self {
+        Self { manager }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SessionResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Sessions for SessionService {
+    type AttachStream = ResponseStream;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::SessionRequest>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
+        let mut requests = request.into_inner();
+        let (inbox, inbound) = mpsc::channel(INBOX);
+        let (outbound, events) = mpsc::channel(self.manager.limits().stream_buffer_frames);
+        let limits = self.manager.limits().clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    message = requests.message() => message,
+                    // The session ended and dropped its inbox.
+                    () = inbox.closed() => return,
+                };
+                let item = match message {
+                    Ok(Some(request)) => {
+                        Inbound::Command(convert::session_command(request, &limits))
+                    }
+                    // Half-close: dropping the inbox tells the session.
+                    Ok(None) => return,
+                    Err(_) => Inbound::Broken,
+                };
+                let broken = matches!(item, Inbound::Broken);
+                if inbox.send(item).await.is_err() || broken {
+                    return;
+                }
+            }
+        });
+        self.manager.attach(peer, inbound, outbound);
+        let responses = ReceiverStream::new(events).map(convert::session_response);
+        Ok(Response::new(Box::pin(responses)))
+    }
+}

@@ -1,0 +1,174 @@
+//! Server-side sessions: a transaction that lives exactly as long as the
+//! bidi stream that owns it. [`SessionManager::attach`] starts one task per
+//! session; the task owns the session's connection and ends it — cancel the
+//! running statement, roll back, return (or close) the connection, count
+//! the reason — however the session ends. Nothing relies on `Drop` alone.
+
+mod registry;
+mod runner;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use sqlx::{MySql, Postgres, Sqlite};
+use tokio::sync::mpsc;
+
+pub use registry::{EndReason, SessionRegistry, SessionState, SessionSummary};
+
+use crate::{
+    config::{LimitSettings, MethodBudget},
+    db::{Database, DbPool, Isolation},
+    error::Error,
+    query::{Statement, StreamEvent},
+};
+
+/// How a session's transaction is opened.
+#[derive(Debug, Clone)]
+pub struct BeginOptions {
+    /// The isolation level asked for.
+    pub isolation: Isolation,
+    /// Whether the transaction may write.
+    pub read_only: bool,
+    /// Shown by ListSessions.
+    pub labels: BTreeMap<String, String>,
+    /// Roll back after this long without a request (capped by the server).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// A client's request, decoded.
+#[derive(Debug)]
+pub enum SessionCommand {
+    /// Open the transaction; must come first.
+    Begin(BeginOptions),
+    /// Run one statement.
+    Execute {
+        /// Echoed on every answer to this request.
+        request_id: u64,
+        /// The statement.
+        statement: Statement,
+        /// The statement's own time limit, if the client set one.
+        timeout: Option<Duration>,
+    },
+    /// Commit and end.
+    Commit,
+    /// Roll back and end.
+    Rollback,
+    /// A request that could not be decoded; answered with `error`.
+    Invalid {
+        /// The request's id, when it had one.
+        request_id: u64,
+        /// What was wrong.
+        error: Error,
+    },
+}
+
+/// What arrives from the client's stream.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A request.
+    Command(SessionCommand),
+    /// The stream broke (reset, cancelled with an error).
+    Broken,
+}
+
+/// What the session tells the client.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// The transaction is open.
+    Began {
+        /// The session's id (for Admin calls).
+        session_id: String,
+    },
+    /// Part of a request's result.
+    Frame {
+        /// The request it answers.
+        request_id: u64,
+        /// Metadata, rows or stats.
+        event: StreamEvent,
+    },
+    /// A request finished.
+    Done {
+        /// The request.
+        request_id: u64,
+    },
+    /// A request failed; the session goes on.
+    Error {
+        /// The request (0 for begin/commit/rollback).
+        request_id: u64,
+        /// Why.
+        error: Error,
+    },
+    /// The transaction committed; the session is over.
+    Committed,
+    /// The transaction rolled back; the session is over.
+    RolledBack,
+    /// The session ended otherwise; the stream closes with this status.
+    Ended(Error),
+}
+
+/// Starts sessions over the pool.
+#[derive(Debug, Clone)]
+pub struct SessionManager {
+    db: Arc<Database>,
+    registry: Arc<SessionRegistry>,
+    statement_budget: MethodBudget,
+    limits: LimitSettings,
+}
+
+impl SessionManager {
+    /// Sessions over `db`, registered in `registry`; each statement is
+    /// bounded by `statement_budget`.
+    pub fn new(
+        db: Arc<Database>,
+        registry: Arc<SessionRegistry>,
+        statement_budget: MethodBudget,
+        limits: LimitSettings,
+    ) -> Self {
+        Self {
+            db,
+            registry,
+            statement_budget,
+            limits,
+        }
+    }
+
+    /// The registry, for Admin.
+    pub fn registry(&self) -> &Arc<SessionRegistry> {
+        &self.registry
+    }
+
+    /// The request caps, for decoding.
+    pub fn limits(&self) -> &LimitSettings {
+        &self.limits
+    }
+
+    /// Runs a session fed by `inbound` and answering on `outbound`, in a
+    /// task of its own. The session ends when `inbound` closes without a
+    /// commit, when `outbound`'s receiver is dropped (client gone), or for
+    /// any of the reasons in [`EndReason`].
+    pub fn attach(
+        &self,
+        peer: String,
+        inbound: mpsc::Receiver<Inbound>,
+        outbound: mpsc::Sender<SessionEvent>,
+    ) {
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let context = runner::Context {
+                db: manager.db.clone(),
+                registry: manager.registry.clone(),
+                statement_budget: manager.statement_budget,
+                limits: manager.limits.clone(),
+                peer,
+            };
+            match manager.db.pool().clone() {
+                DbPool::Postgres(pool) => {
+                    runner::run::<Postgres>(context, pool, inbound, outbound).await;
+                }
+                DbPool::MySql(pool) => runner::run::<MySql>(context, pool, inbound, outbound).await,
+                DbPool::Sqlite(pool) => {
+                    runner::run::<Sqlite>(context, pool, inbound, outbound).await
+                }
+            }
+        });
+    }
+}

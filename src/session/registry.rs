@@ -1,0 +1,347 @@
+//! The open sessions, their limits, and how many ended for each reason.
+//! Everything operators see (ListSessions, TerminateSession, the session
+//! figures in GetPoolStats) comes from here.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::SessionSettings, error::Error};
+
+/// Why a session ended. Every end is counted under one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EndReason {
+    /// The client committed.
+    Commit,
+    /// The client rolled back.
+    Rollback,
+    /// The client's stream broke (cancelled, killed, reset, keepalive timeout).
+    ClientGone,
+    /// The client closed its side of the stream without committing.
+    StreamEnded,
+    /// No request arrived within the idle timeout.
+    IdleTimeout,
+    /// The session reached its maximum lifetime.
+    MaxLifetime,
+    /// `Admin.TerminateSession`.
+    Terminated,
+    /// sqlgate shut down.
+    Shutdown,
+    /// The database failed in a way that ended the session.
+    Failed,
+}
+
+impl EndReason {
+    /// The name used in stats and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Commit => "commit",
+            EndReason::Rollback => "rollback",
+            EndReason::ClientGone => "client_gone",
+            EndReason::StreamEnded => "stream_ended",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::MaxLifetime => "max_lifetime",
+            EndReason::Terminated => "terminated",
+            EndReason::Shutdown => "shutdown",
+            EndReason::Failed => "failed",
+        }
+    }
+}
+
+/// What a session is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Waiting for the client's next request.
+    Idle,
+    /// Running a statement.
+    Executing,
+    /// The database aborted the transaction; only rollback helps.
+    Aborted,
+}
+
+impl SessionState {
+    /// The name shown by ListSessions.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionState::Idle => "idle",
+            SessionState::Executing => "executing",
+            SessionState::Aborted => "aborted",
+        }
+    }
+}
+
+/// One open session, as operators see it.
+#[derive(Debug)]
+pub(crate) struct SessionEntry {
+    /// Random, unguessable id.
+    pub(crate) id: String,
+    /// The client's address.
+    pub(crate) peer: String,
+    /// The client's labels (never data).
+    pub(crate) labels: BTreeMap<String, String>,
+    /// Wall-clock start, for display.
+    pub(crate) started_at: SystemTime,
+    started: Instant,
+    last_activity: Mutex<Instant>,
+    state: Mutex<SessionState>,
+    current_fingerprint: Mutex<Option<String>>,
+    statements: AtomicU64,
+    terminate: CancellationToken,
+    ended: CancellationToken,
+}
+
+/// A snapshot of one session for ListSessions.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    /// See [`SessionEntry::id`].
+    pub id: String,
+    /// See [`SessionEntry::peer`].
+    pub peer: String,
+    /// See [`SessionEntry::labels`].
+    pub labels: BTreeMap<String, String>,
+    /// The state now.
+    pub state: SessionState,
+    /// When it began.
+    pub started_at: SystemTime,
+    /// How long it has been open.
+    pub age: Duration,
+    /// How long since its last request.
+    pub idle: Duration,
+    /// The statement running now (fingerprint only).
+    pub current_fingerprint: Option<String>,
+    /// Statements run so far.
+    pub statements: u64,
+}
+
+impl SessionEntry {
+    /// Resolves when an operator asks for this session to end.
+    pub(crate) async fn terminated(&self) {
+        self.terminate.cancelled().await;
+    }
+
+    pub(crate) fn touch(&self) {
+        if let Ok(mut last) = self.last_activity.lock() {
+            *last = Instant::now();
+        }
+    }
+
+    pub(crate) fn last_activity(&self) -> Instant {
+        self.last_activity
+            .lock()
+            .map(|last| *last)
+            .unwrap_or_else(|_| Instant::now())
+    }
+
+    pub(crate) fn set_state(&self, state: SessionState) {
+        if let Ok(mut current) = self.state.lock() {
+            *current = state;
+        }
+    }
+
+    pub(crate) fn state(&self) -> SessionState {
+        self.state.lock().map(|s| *s).unwrap_or(SessionState::Idle)
+    }
+
+    pub(crate) fn set_running(&self, fingerprint: Option<String>) {
+        if fingerprint.is_some() {
+            self.statements.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut current) = self.current_fingerprint.lock() {
+            *current = fingerprint;
+        }
+    }
+
+    pub(crate) fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    fn summary(&self) -> SessionSummary {
+        SessionSummary {
+            id: self.id.clone(),
+            peer: self.peer.clone(),
+            labels: self.labels.clone(),
+            state: self.state(),
+            started_at: self.started_at,
+            age: self.started.elapsed(),
+            idle: self.last_activity().elapsed(),
+            current_fingerprint: self.current_fingerprint.lock().ok().and_then(|f| f.clone()),
+            statements: self.statements(),
+        }
+    }
+}
+
+/// All open sessions and the counters of ended ones.
+#[derive(Debug)]
+pub struct SessionRegistry {
+    open: Mutex<HashMap<String, Arc<SessionEntry>>>,
+    ended: Mutex<BTreeMap<EndReason, u64>>,
+    settings: SessionSettings,
+    /// Sessions may hold at most this many pooled connections.
+    max_open: usize,
+    accepting: AtomicBool,
+    shutdown: CancellationToken,
+}
+
+impl SessionRegistry {
+    /// A registry whose sessions may hold at most `max_pool_share` of a
+    /// pool of `pool_size` connections, and at most `max_open` in all.
+    pub fn new(settings: SessionSettings, pool_size: u32) -> Arc<Self> {
+        let share = (f64::from(pool_size) * settings.max_pool_share).floor() as usize;
+        let max_open = (settings.max_open as usize).min(share.max(1));
+        Arc::new(Self {
+            open: Mutex::new(HashMap::new()),
+            ended: Mutex::new(BTreeMap::new()),
+            settings,
+            max_open,
+            accepting: AtomicBool::new(true),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The session settings in force.
+    pub fn settings(&self) -> &SessionSettings {
+        &self.settings
+    }
+
+    /// Registers a new session, or refuses it when sqlgate is shutting
+    /// down (UNAVAILABLE) or at its limit (RESOURCE_EXHAUSTED, retry later).
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        peer: String,
+        labels: BTreeMap<String, String>,
+    ) -> Result<SessionGuard, Error> {
+        if !self.accepting.load(Ordering::Relaxed) {
+            return Err(Error::ShuttingDown);
+        }
+        let mut open = self
+            .open
+            .lock()
+            .map_err(|_| Error::Internal("session registry poisoned".to_owned()))?;
+        if open.len() >= self.max_open {
+            return Err(Error::SessionLimit(format!(
+                "{} sessions are open, the most this server allows; try again shortly",
+                open.len()
+            )));
+        }
+        let entry = Arc::new(SessionEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            peer,
+            labels,
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            last_activity: Mutex::new(Instant::now()),
+            state: Mutex::new(SessionState::Idle),
+            current_fingerprint: Mutex::new(None),
+            statements: AtomicU64::new(0),
+            terminate: CancellationToken::new(),
+            ended: CancellationToken::new(),
+        });
+        open.insert(entry.id.clone(), entry.clone());
+        Ok(SessionGuard {
+            registry: self.clone(),
+            entry,
+            ended: false,
+        })
+    }
+
+    /// The open sessions.
+    pub fn list(&self) -> Vec<SessionSummary> {
+        let mut sessions: Vec<_> = self
+            .open
+            .lock()
+            .map(|open| open.values().map(|entry| entry.summary()).collect())
+            .unwrap_or_default();
+        sessions.sort_by_key(|session| session.started_at);
+        sessions
+    }
+
+    /// Ends a session from outside and waits (up to `wait`) until it has
+    /// rolled back. NOT_FOUND for an id that is not open.
+    pub async fn terminate(&self, id: &str, wait: Duration) -> Result<(), Error> {
+        let entry = self
+            .open
+            .lock()
+            .ok()
+            .and_then(|open| open.get(id).cloned())
+            .ok_or_else(|| Error::SessionNotFound(id.to_owned()))?;
+        entry.terminate.cancel();
+        let _ = tokio::time::timeout(wait, entry.ended.cancelled()).await;
+        Ok(())
+    }
+
+    /// Sessions open now.
+    pub fn open_count(&self) -> usize {
+        self.open.lock().map(|open| open.len()).unwrap_or_default()
+    }
+
+    /// Sessions ended so far, by reason name.
+    pub fn ended_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.ended
+            .lock()
+            .map(|ended| ended.iter().map(|(r, n)| (r.name(), *n)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops taking sessions and ends the open ones (reason `shutdown`);
+    /// waits up to `wait` for them to roll back.
+    pub async fn shut_down(&self, wait: Duration) {
+        self.accepting.store(false, Ordering::Relaxed);
+        self.shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.open_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Resolves when sqlgate shuts down.
+    pub(crate) async fn shutting_down(&self) {
+        self.shutdown.cancelled().await;
+    }
+
+    fn close(&self, entry: &SessionEntry, reason: EndReason) {
+        if let Ok(mut open) = self.open.lock() {
+            open.remove(&entry.id);
+        }
+        if let Ok(mut ended) = self.ended.lock() {
+            *ended.entry(reason).or_default() += 1;
+        }
+        entry.ended.cancel();
+    }
+}
+
+/// Holds a session's place in the registry; ending it counts the reason.
+/// Dropped without [`SessionGuard::end`] (a panic), it counts as `failed`.
+#[derive(Debug)]
+pub(crate) struct SessionGuard {
+    registry: Arc<SessionRegistry>,
+    entry: Arc<SessionEntry>,
+    ended: bool,
+}
+
+impl SessionGuard {
+    pub(crate) fn entry(&self) -> &Arc<SessionEntry> {
+        &self.entry
+    }
+
+    /// Removes the session and counts why it ended.
+    pub(crate) fn end(mut self, reason: EndReason) {
+        self.ended = true;
+        self.registry.close(&self.entry, reason);
+        tracing::info!(session = %self.entry.id, reason = reason.name(), statements = self.entry.statements(), "session ended");
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.registry.close(&self.entry, EndReason::Failed);
+        }
+    }
+}

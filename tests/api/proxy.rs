@@ -1,0 +1,79 @@
+//! A TCP proxy the test controls: it forwards bytes until frozen, then
+//! holds the connections open without forwarding anything — a peer that
+//! died without a FIN, as seen from the server.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+pub struct Proxy {
+    pub address: SocketAddr,
+    frozen: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    /// Forwards connections made to `Proxy::address` to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let address = listener.local_addr().expect("proxy address");
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pump(client_read, server_write, flag.clone()));
+                tokio::spawn(pump(server_read, client_write, flag.clone()));
+            }
+        });
+        Self { address, frozen }
+    }
+
+    /// Stops forwarding in both directions; sockets stay open.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        if frozen.load(Ordering::SeqCst) {
+            // Hold both sockets open, silently, until the test ends.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return;
+        }
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            () = tokio::time::sleep(Duration::from_millis(20)) => continue,
+        };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if frozen.load(Ordering::SeqCst) {
+                    continue;
+                }
+                if to.write_all(&buffer[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,853 @@
+//! Sessions that never leak: a transaction bound to its stream, ended —
+//! cancelled, rolled back, its connection returned — however the client
+//! goes away. Each test checks what the database shows afterwards.
+
+use std::{
+    collections::HashMap,
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use sqlgate::grpc::pb::{
+    self, BeginSession, SessionExecute, SessionRequest, SessionResponse,
+    session_request::Request as R, session_response::Response as Answer,
+    sessions_client::SessionsClient, value::Kind,
+};
+use tokio::{io::AsyncBufReadExt, sync::mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Streaming, transport::Channel};
+
+use crate::{
+    helpers::{Backend, TestApp, error_details, spawn_app, spawn_app_with, v},
+    on_every_backend,
+    proxy::Proxy,
+};
+
+/// A client's end of one session stream.
+struct Session {
+    requests: Option<mpsc::Sender<SessionRequest>>,
+    answers: Streaming<SessionResponse>,
+    id: String,
+}
+
+fn begin_request(labels: &[(&str, &str)]) -> SessionRequest {
+    SessionRequest {
+        request: Some(R::Begin(BeginSession {
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..BeginSession::default()
+        })),
+    }
+}
+
+fn execute_request(request_id: u64, sql: String, params: Vec<pb::Value>) -> SessionRequest {
+    SessionRequest {
+        request: Some(R::Execute(SessionExecute {
+            request_id,
+            sql,
+            params,
+            timeout: None,
+        })),
+    }
+}
+
+impl Session {
+    /// Opens a stream without sending anything.
+    async fn attach(
+        channel: Channel,
+    ) -> Result<(mpsc::Sender<SessionRequest>, Streaming<SessionResponse>), tonic::Status> {
+        let (requests, inbox) = mpsc::channel(16);
+        let answers = SessionsClient::new(channel)
+            .attach(ReceiverStream::new(inbox))
+            .await?
+            .into_inner();
+        Ok((requests, answers))
+    }
+
+    /// Begins a session; the error status if the server refuses it.
+    async fn begin(app: &TestApp, labels: &[(&str, &str)]) -> Result<Self, tonic::Status> {
+        Self::begin_on(app.channel.clone(), labels).await
+    }
+
+    async fn begin_on(channel: Channel, labels: &[(&str, &str)]) -> Result<Self, tonic::Status> {
+        let (requests, mut answers) = Self::attach(channel).await?;
+        requests
+            .send(begin_request(labels))
+            .await
+            .expect("send begin");
+        match answers.message().await? {
+            Some(SessionResponse {
+                response: Some(Answer::Began(began)),
+                ..
+            }) => Ok(Self {
+                requests: Some(requests),
+                answers,
+                id: began.session_id,
+            }),
+            other => panic!("expected began, got {other:?}"),
+        }
+    }
+
+    async fn send(&self, request: SessionRequest) {
+        self.requests
+            .as_ref()
+            .expect("stream open")
+            .send(request)
+            .await
+            .expect("send");
+    }
+
+    /// Runs a statement and collects its rows, or the request's error.
+    async fn execute(
+        &mut self,
+        app: &TestApp,
+        request_id: u64,
+        sql: &str,
+        params: Vec<pb::Value>,
+    ) -> Result<Vec<pb::Row>, tonic_types::pb::Status> {
+        self.send(execute_request(request_id, app.sql(sql), params))
+            .await;
+        let mut rows = Vec::new();
+        loop {
+            let answer = self
+                .answers
+                .message()
+                .await
+                .expect("stream ok")
+                .expect("an answer");
+            assert_eq!(answer.request_id, request_id, "{answer:?}");
+            match answer.response {
+                Some(Answer::Frame(frame)) => {
+                    if let Some(pb::result_frame::Frame::Rows(batch)) = frame.frame {
+                        rows.extend(batch.rows);
+                    }
+                }
+                Some(Answer::Done(_)) => return Ok(rows),
+                Some(Answer::Error(error)) => return Err(error),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    async fn commit(self) {
+        self.end(R::Commit(pb::CommitSession {})).await;
+    }
+
+    async fn rollback(self) {
+        self.end(R::Rollback(pb::RollbackSession {})).await;
+    }
+
+    /// Sends commit or rollback and checks the matching answer.
+    async fn end(mut self, request: R) {
+        let committing = matches!(request, R::Commit(_));
+        self.send(SessionRequest {
+            request: Some(request),
+        })
+        .await;
+        let answer = self.answers.message().await.expect("ok").expect("answer");
+        match answer.response {
+            Some(Answer::Committed(_)) if committing => {}
+            Some(Answer::RolledBack(_)) if !committing => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// Reads to the end of the stream and returns its final status.
+    async fn final_status(&mut self) -> Option<tonic::Status> {
+        loop {
+            match self.answers.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    }
+}
+
+async fn stats(app: &TestApp) -> pb::PoolStats {
+    app.admin
+        .clone()
+        .get_pool_stats(pb::GetPoolStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner()
+}
+
+/// Waits until `reason` has been counted `count` times.
+async fn wait_for_end(app: &TestApp, reason: &str, count: u64, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let ended = stats(app).await.sessions_ended;
+        if ended.get(reason).copied().unwrap_or_default() >= count {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{reason} not counted within {within:?}: {ended:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// sqlgate's PostgreSQL backends of this test's database in a transaction.
+async fn in_transaction(app: &TestApp, direct: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sqlgate' \
+         AND (state LIKE 'idle in transaction%' OR (state = 'active' AND query NOT LIKE '%pg_stat_activity%'))",
+    )
+    .bind(&app.db.name)
+    .fetch_one(direct)
+    .await
+    .expect("pg_stat_activity")
+}
+
+async fn commit_keeps_and_rollback_discards(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER PRIMARY KEY, label VARCHAR(20))")
+        .await;
+
+    let mut session = Session::begin(&app, &[("team", "billing")])
+        .await
+        .expect("begin");
+    session
+        .execute(
+            &app,
+            1,
+            "INSERT INTO t VALUES ($1, $2)",
+            vec![v::int(1), v::text("kept")],
+        )
+        .await
+        .expect("insert");
+    let rows = session
+        .execute(
+            &app,
+            2,
+            "SELECT label FROM t WHERE id = $1",
+            vec![v::int(1)],
+        )
+        .await
+        .expect("select");
+    assert_eq!(rows[0].values[0].kind, Some(Kind::TextValue("kept".into())));
+    // Not visible outside the session before commit.
+    assert_eq!(app.count("t").await, 0);
+    session.commit().await;
+    assert_eq!(app.count("t").await, 1);
+
+    let mut session = Session::begin(&app, &[]).await.expect("begin");
+    session
+        .execute(
+            &app,
+            1,
+            "INSERT INTO t VALUES ($1, $2)",
+            vec![v::int(2), v::text("discarded")],
+        )
+        .await
+        .expect("insert");
+    session.rollback().await;
+    assert_eq!(app.count("t").await, 1);
+
+    // An error answers its request only; the session goes on (except where
+    // the database aborted the transaction).
+    let mut session = Session::begin(&app, &[]).await.expect("begin");
+    let error = session
+        .execute(&app, 5, "SELECT * FROM missing_table", vec![])
+        .await
+        .expect_err("missing table");
+    assert_eq!(error.code, Code::InvalidArgument as i32);
+    let next = session
+        .execute(&app, 6, "SELECT count(*) FROM t", vec![])
+        .await;
+    match backend {
+        Backend::Postgres => {
+            let error = next.expect_err("PostgreSQL aborted the transaction");
+            assert_eq!(error.code, Code::FailedPrecondition as i32);
+            assert!(error.message.contains("aborted"), "{}", error.message);
+        }
+        _ => assert_eq!(
+            next.expect("goes on")[0].values[0].kind,
+            Some(Kind::IntValue(1))
+        ),
+    }
+    session.rollback().await;
+
+    let ended = stats(&app).await.sessions_ended;
+    assert_eq!(ended.get("commit"), Some(&1));
+    assert_eq!(ended.get("rollback"), Some(&2));
+    assert_eq!(stats(&app).await.open_sessions, 0);
+    app.wait_until_pool_idle().await;
+    app.stop().await;
+}
+on_every_backend!(commit_keeps_and_rollback_discards);
+
+async fn a_stream_that_ends_without_commit_rolls_back(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER)").await;
+    let mut session = Session::begin(&app, &[]).await.expect("begin");
+    session
+        .execute(&app, 1, "INSERT INTO t VALUES ($1)", vec![v::int(1)])
+        .await
+        .expect("insert");
+    // Half-close: a cancelled call looks the same on the server; never commit on it.
+    session.requests = None;
+    let status = session.final_status().await.expect("an ending status");
+    assert_eq!(status.code(), Code::Aborted);
+    assert_eq!(
+        error_details(&status)
+            .1
+            .get("end_reason")
+            .map(String::as_str),
+        Some("stream_ended")
+    );
+    assert_eq!(app.count("t").await, 0);
+    wait_for_end(&app, "stream_ended", 1, Duration::from_secs(1)).await;
+
+    // The client dropping the whole call (cancel): rolled back as client_gone.
+    let mut session = Session::begin(&app, &[]).await.expect("begin");
+    session
+        .execute(&app, 1, "INSERT INTO t VALUES ($1)", vec![v::int(2)])
+        .await
+        .expect("insert");
+    drop(session);
+    wait_for_end(&app, "client_gone", 1, Duration::from_secs(1)).await;
+    assert_eq!(app.count("t").await, 0);
+    app.wait_until_pool_idle().await;
+    app.stop().await;
+}
+on_every_backend!(a_stream_that_ends_without_commit_rolls_back);
+
+async fn requests_out_of_order_get_clear_errors(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    // Execute before begin: the stream ends with FAILED_PRECONDITION.
+    let (requests, mut answers) = Session::attach(app.channel.clone()).await.expect("attach");
+    requests
+        .send(execute_request(1, "SELECT 1".into(), vec![]))
+        .await
+        .expect("send");
+    let status = answers.message().await.expect_err("refused");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("begin"), "{}", status.message());
+
+    // A second begin is refused; the session goes on.
+    let mut session = Session::begin(&app, &[]).await.expect("begin");
+    session.send(begin_request(&[])).await;
+    let answer = session
+        .answers
+        .message()
+        .await
+        .expect("ok")
+        .expect("answer");
+    assert!(
+        matches!(answer.response, Some(Answer::Error(ref e)) if e.code == Code::FailedPrecondition as i32),
+        "{answer:?}"
+    );
+    // A bad parameter answers its request.
+    let error = session
+        .execute(
+            &app,
+            9,
+            "SELECT $1",
+            vec![v::of(Kind::DateValue("not a date".into()))],
+        )
+        .await
+        .expect_err("bad date");
+    assert_eq!(error.code, Code::InvalidArgument as i32);
+    let rows = session
+        .execute(&app, 10, "SELECT 1", vec![])
+        .await
+        .expect("goes on");
+    assert_eq!(rows.len(), 1);
+    // Anything after commit gets an error saying the session has ended.
+    session
+        .send(SessionRequest {
+            request: Some(R::Commit(pb::CommitSession {})),
+        })
+        .await;
+    let answer = session
+        .answers
+        .message()
+        .await
+        .expect("ok")
+        .expect("committed");
+    assert!(matches!(answer.response, Some(Answer::Committed(_))));
+    session
+        .send(execute_request(11, "SELECT 1".into(), vec![]))
+        .await;
+    let answer = session
+        .answers
+        .message()
+        .await
+        .expect("ok")
+        .expect("answer");
+    assert_eq!(answer.request_id, 11);
+    assert!(
+        matches!(answer.response, Some(Answer::Error(ref e)) if e.message.contains("ended")),
+        "{answer:?}"
+    );
+    app.stop().await;
+}
+on_every_backend!(requests_out_of_order_get_clear_errors);
+
+async fn idle_timeout_max_lifetime_and_terminate_roll_back(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.sessions.default_idle_timeout = Duration::from_millis(300);
+        s.sessions.max_lifetime = Duration::from_millis(1500);
+    })
+    .await
+    else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER)").await;
+
+    // Idle timeout.
+    let mut session = Session::begin(&app, &[]).await.expect("begin");
+    session
+        .execute(&app, 1, "INSERT INTO t VALUES ($1)", vec![v::int(1)])
+        .await
+        .expect("insert");
+    let status = session.final_status().await.expect("ended");
+    assert_eq!(status.code(), Code::Aborted);
+    wait_for_end(&app, "idle_timeout", 1, Duration::from_secs(1)).await;
+    assert_eq!(app.count("t").await, 0);
+
+    // Maximum lifetime, while the client keeps the session busy.
+    let mut session = Session::begin(&app, &[]).await.expect("begin");
+    session
+        .execute(&app, 1, "INSERT INTO t VALUES ($1)", vec![v::int(2)])
+        .await
+        .expect("insert");
+    let started = Instant::now();
+    let mut request_id = 2;
+    while started.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        request_id += 1;
+        if session
+            .requests
+            .as_ref()
+            .expect("open")
+            .send(execute_request(request_id, "SELECT 1".into(), vec![]))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        match session.answers.message().await {
+            Ok(Some(_)) => {
+                // Drain this request's frames.
+                while let Ok(Some(answer)) = session.answers.message().await {
+                    if matches!(
+                        answer.response,
+                        Some(Answer::Done(_)) | Some(Answer::RolledBack(_))
+                    ) {
+                        break;
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+    wait_for_end(&app, "max_lifetime", 1, Duration::from_secs(3)).await;
+    assert_eq!(app.count("t").await, 0);
+
+    // TerminateSession: NOT_FOUND for an unknown id, rollback for a real one.
+    let status = app
+        .admin
+        .clone()
+        .terminate_session(pb::TerminateSessionRequest {
+            session_id: "no-such-session".into(),
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(status.code(), Code::NotFound);
+    let mut session = Session::begin(&app, &[("who", "operator-test")])
+        .await
+        .expect("begin");
+    session
+        .execute(&app, 1, "INSERT INTO t VALUES ($1)", vec![v::int(3)])
+        .await
+        .expect("insert");
+    let listed = app
+        .admin
+        .clone()
+        .list_sessions(pb::ListSessionsRequest {})
+        .await
+        .expect("list")
+        .into_inner();
+    let info = listed
+        .sessions
+        .iter()
+        .find(|s| s.session_id == session.id)
+        .expect("listed");
+    assert_eq!(
+        info.labels.get("who").map(String::as_str),
+        Some("operator-test")
+    );
+    assert_eq!(info.state, "idle");
+    assert_eq!(info.statements_executed, 1);
+    assert!(info.peer.starts_with("127.0.0.1:"));
+    app.admin
+        .clone()
+        .terminate_session(pb::TerminateSessionRequest {
+            session_id: session.id.clone(),
+        })
+        .await
+        .expect("terminate");
+    // TerminateSession returns once the rollback is done.
+    assert_eq!(stats(&app).await.sessions_ended.get("terminated"), Some(&1));
+    assert_eq!(app.count("t").await, 0);
+    let status = session.final_status().await.expect("ended");
+    assert_eq!(status.code(), Code::Aborted);
+    app.wait_until_pool_idle().await;
+    app.stop().await;
+}
+on_every_backend!(idle_timeout_max_lifetime_and_terminate_roll_back);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_cannot_take_the_whole_pool() {
+    let Some(app) = spawn_app_with(Backend::Postgres, |s| {
+        s.pool.max_connections = 4;
+        s.sessions.max_pool_share = 0.5;
+    })
+    .await
+    else {
+        return;
+    };
+    let first = Session::begin(&app, &[]).await.expect("first");
+    let second = Session::begin(&app, &[]).await.expect("second");
+    let status = match Session::begin(&app, &[]).await {
+        Err(status) => status,
+        Ok(_) => panic!("a third session must be refused: half of 4 connections"),
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    {
+        use tonic_types::StatusExt;
+        assert!(status.get_error_details().retry_info().is_some());
+    }
+    // Query calls still get connections.
+    assert_eq!(app.run("SELECT 1").await.rows.len(), 1);
+    first.rollback().await;
+    second.rollback().await;
+    Session::begin(&app, &[])
+        .await
+        .expect("room again")
+        .rollback()
+        .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_list_shows_the_running_statement_and_terminate_cancels_it() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let session = Session::begin(&app, &[]).await.expect("begin");
+    session
+        .send(execute_request(1, "SELECT pg_sleep(30)".into(), vec![]))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let listed = app
+        .admin
+        .clone()
+        .list_sessions(pb::ListSessionsRequest {})
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.sessions.len(), 1);
+    assert_eq!(listed.sessions[0].state, "executing");
+    assert_eq!(
+        listed.sessions[0].current_statement_fingerprint,
+        sqlgate::query::statement::fingerprint("SELECT pg_sleep(30)")
+    );
+    let started = Instant::now();
+    app.admin
+        .clone()
+        .terminate_session(pb::TerminateSessionRequest {
+            session_id: session.id.clone(),
+        })
+        .await
+        .expect("terminate");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "terminate took {:?}",
+        started.elapsed()
+    );
+    let mut direct = app.postgres_direct().await;
+    assert_eq!(in_transaction(&app, &mut direct).await, 0);
+    app.stop().await;
+}
+
+/// Starts the session client as a process of its own and waits for READY.
+async fn spawn_client(app: &TestApp, mode: &str) -> (tokio::process::Child, String) {
+    let exe = std::env::current_exe().expect("test binary");
+    let examples = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("examples");
+    let mut child = tokio::process::Command::new(examples.join("session_client"))
+        .arg(app.address.to_string())
+        .arg(mode)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("session_client (built by `cargo test` from examples/)");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("client ready in time")
+        .expect("read")
+        .expect("a line");
+    let id = line.strip_prefix("READY ").expect("READY line").to_owned();
+    (child, id)
+}
+
+async fn killed_client_is_cleaned_up(mode: &str) {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    app.run("CREATE TABLE pending (id INTEGER)").await;
+    app.run("CREATE TABLE locked (id INTEGER PRIMARY KEY, n INTEGER)")
+        .await;
+    app.run("INSERT INTO locked VALUES (1, 0)").await;
+    let (mut child, _session) = spawn_client(&app, mode).await;
+    let mut direct = app.postgres_direct().await;
+    assert!(
+        in_transaction(&app, &mut direct).await >= 1,
+        "the client's transaction is open"
+    );
+
+    child.start_kill().expect("SIGKILL");
+    let killed = Instant::now();
+    child.wait().await.expect("reaped");
+    loop {
+        if in_transaction(&app, &mut direct).await == 0 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "sqlgate backend still in a transaction 1 s after SIGKILL"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The insert was rolled back and the row lock released.
+    assert_eq!(app.count("pending").await, 0);
+    sqlx::query("SET lock_timeout = '500ms'")
+        .execute(&mut direct)
+        .await
+        .expect("set");
+    let updated = sqlx::query("UPDATE locked SET n = n + 1 WHERE id = 1")
+        .execute(&mut direct)
+        .await
+        .expect("the lock is gone");
+    assert_eq!(updated.rows_affected(), 1);
+    wait_for_end(&app, "client_gone", 1, Duration::from_secs(1)).await;
+    app.wait_until_pool_idle().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_killed_client_process_leaves_nothing_behind() {
+    killed_client_is_cleaned_up("lock").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_killed_client_process_has_its_running_query_cancelled() {
+    killed_client_is_cleaned_up("sleep").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_dead_peer_is_noticed_within_the_keepalive_timeout() {
+    let Some(app) = spawn_app_with(Backend::Postgres, |s| {
+        s.transport.keepalive_interval = Duration::from_millis(300);
+        s.transport.keepalive_timeout = Duration::from_millis(300);
+    })
+    .await
+    else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER)").await;
+    let proxy = Proxy::start(app.address).await;
+    let channel = Channel::from_shared(format!("http://{}", proxy.address))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect through the proxy");
+    let mut session = Session::begin_on(channel, &[]).await.expect("begin");
+    session
+        .execute(&app, 1, "INSERT INTO t VALUES (1)", vec![])
+        .await
+        .expect("insert");
+    proxy.freeze();
+    let frozen = Instant::now();
+    wait_for_end(&app, "client_gone", 1, Duration::from_secs(3)).await;
+    // Noticed after at most an interval plus a timeout (with some slack).
+    assert!(
+        frozen.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        frozen.elapsed()
+    );
+    let mut direct = app.postgres_direct().await;
+    assert_eq!(in_transaction(&app, &mut direct).await, 0);
+    assert_eq!(app.count("t").await, 0);
+    drop(session);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_session_storm_leaves_exactly_the_committed_rows() {
+    let Some(app) = spawn_app_with(Backend::Postgres, |s| {
+        s.pool.max_connections = 24;
+        s.sessions.max_open = 300;
+        s.sessions.max_pool_share = 1.0;
+    })
+    .await
+    else {
+        return;
+    };
+    let app = Arc::new(app);
+    app.run("CREATE TABLE storm (id INTEGER PRIMARY KEY)").await;
+    let outcomes: Vec<(u64, &str)> = stream::iter(0..300u64)
+        .map(|i| {
+            let app = app.clone();
+            async move {
+                // A full server answers RESOURCE_EXHAUSTED: back off and retry.
+                let mut session = loop {
+                    match Session::begin(&app, &[]).await {
+                        Ok(session) => break session,
+                        Err(status) if status.code() == Code::ResourceExhausted => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(status) => panic!("begin: {status:?}"),
+                    }
+                };
+                let id = i64::try_from(i).expect("id");
+                session
+                    .execute(&app, 1, "INSERT INTO storm VALUES ($1)", vec![v::int(id)])
+                    .await
+                    .expect("insert");
+                match i % 3 {
+                    0 => {
+                        session.commit().await;
+                        (i, "commit")
+                    }
+                    1 => {
+                        session.rollback().await;
+                        (i, "rollback")
+                    }
+                    _ => {
+                        // Killed mid-transaction: the call vanishes.
+                        drop(session);
+                        (i, "killed")
+                    }
+                }
+            }
+        })
+        .buffer_unordered(300)
+        .collect()
+        .await;
+    let committed: Vec<i64> = outcomes
+        .iter()
+        .filter(|(_, how)| *how == "commit")
+        .map(|(i, _)| i64::try_from(*i).expect("id"))
+        .collect();
+    // Killed calls are counted as client_gone (or stream_ended when the
+    // cancel reached the server as a half-close first); all roll back.
+    let started = Instant::now();
+    loop {
+        let ended = stats(&app).await.sessions_ended;
+        let gone = ended.get("client_gone").copied().unwrap_or_default()
+            + ended.get("stream_ended").copied().unwrap_or_default();
+        if gone >= 100 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{ended:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let mut direct = app.postgres_direct().await;
+    let mut stored: Vec<i64> = sqlx::query_scalar("SELECT id::int8 FROM storm ORDER BY id")
+        .fetch_all(&mut direct)
+        .await
+        .expect("rows");
+    stored.sort_unstable();
+    let mut expected = committed.clone();
+    expected.sort_unstable();
+    assert_eq!(stored, expected, "exactly the committed rows exist");
+    assert_eq!(in_transaction(&app, &mut direct).await, 0);
+    let settle = Instant::now();
+    while app.pool_in_use().await > 0 {
+        assert!(
+            settle.elapsed() < Duration::from_secs(3),
+            "connections still in use"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ended: HashMap<String, u64> = stats(&app).await.sessions_ended;
+    assert_eq!(ended.get("commit"), Some(&100));
+    assert_eq!(ended.get("rollback"), Some(&100));
+    assert_eq!(
+        ended.get("client_gone").copied().unwrap_or_default()
+            + ended.get("stream_ended").copied().unwrap_or_default(),
+        100
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_shutdown_rolls_back_open_sessions() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER)").await;
+    let mut session = Session::begin(&app, &[]).await.expect("begin");
+    session
+        .execute(&app, 1, "INSERT INTO t VALUES (1)", vec![])
+        .await
+        .expect("insert");
+    let name = app.db.name.clone();
+    let started = Instant::now();
+    let database = app.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let status = session.final_status().await;
+    assert!(
+        matches!(status, Some(ref s) if s.code() == Code::Unavailable),
+        "{status:?}"
+    );
+    let url = format!(
+        "{}?application_name=sqlgate-test",
+        database
+            .url
+            .rsplit_once('/')
+            .map(|(base, _)| format!("{base}/{name}"))
+            .expect("url")
+    );
+    let mut direct = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("direct");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+        .fetch_one(&mut direct)
+        .await
+        .expect("count");
+    assert_eq!(count, 0);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sqlgate'",
+    )
+    .bind(&name)
+    .fetch_one(&mut direct)
+    .await
+    .expect("activity");
+    assert_eq!(left, 0, "no sqlgate connection after shutdown");
+}
