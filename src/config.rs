@@ -33,6 +33,10 @@ pub struct Settings {
     pub deadlines: DeadlineSettings,
     /// Server-side sessions (`Sessions.Attach`).
     pub sessions: SessionSettings,
+    /// The readiness probe.
+    pub health: HealthSettings,
+    /// Shutting down.
+    pub shutdown: ShutdownSettings,
     /// Log filter in `tracing` syntax, e.g. `info,sqlgate=debug`.
     pub log_filter: String,
 }
@@ -105,6 +109,8 @@ impl Default for Settings {
             transport: TransportSettings::default(),
             deadlines: DeadlineSettings::default(),
             sessions: SessionSettings::default(),
+            health: HealthSettings::default(),
+            shutdown: ShutdownSettings::default(),
             log_filter: "info".to_owned(),
         }
     }
@@ -144,6 +150,57 @@ impl Default for TransportSettings {
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(5),
             max_request_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The readiness probe and what makes sqlgate not ready.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSettings {
+    /// How often the probe runs.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// The probe's own budget (acquire + `SELECT 1`).
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    /// Consecutive failed probes before readiness goes NOT_SERVING.
+    pub failure_threshold: u32,
+    /// Consecutive good probes before it comes back.
+    pub success_threshold: u32,
+    /// Callers waiting for a connection above this count…
+    pub saturation_waiters: u32,
+    /// …for this long make sqlgate not ready.
+    #[serde(with = "humantime_serde")]
+    pub saturation_duration: Duration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(2),
+            failure_threshold: 2,
+            success_threshold: 2,
+            saturation_waiters: 32,
+            saturation_duration: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How sqlgate stops.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// How long in-flight calls may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -361,6 +418,17 @@ impl Settings {
             return fail(
                 "sessions.default_idle_timeout",
                 "must be more than zero and at most sessions.max_idle_timeout",
+            );
+        }
+        let health = &self.health;
+        if health.probe_interval.is_zero()
+            || health.probe_timeout.is_zero()
+            || health.failure_threshold == 0
+            || health.success_threshold == 0
+        {
+            return fail(
+                "health",
+                "probe_interval, probe_timeout and the thresholds must be more than zero",
             );
         }
         if self.transport.keepalive_timeout.is_zero() {

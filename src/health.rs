@@ -1,58 +1,254 @@
-//! The standard `grpc.health.v1` service. Liveness reflects the process
-//! only, so a database outage never restarts every pod; readiness and the
-//! per-service entries go NOT_SERVING when sqlgate stops taking work.
+//! The standard `grpc.health.v1` service, and the probe behind it.
+//!
+//! Liveness reflects the process only, so a database outage never restarts
+//! every pod. Readiness (and the per-service entries) reflects a background
+//! probe that takes a connection through the pool and runs a trivial
+//! statement, with failure and success thresholds so one slow probe does not
+//! flap it, and pool saturation (callers waiting above a level for a while).
+//! On shutdown, readiness goes NOT_SERVING first.
+//!
+//! tonic-health answers `Watch` on an unknown service with NOT_FOUND; the
+//! gRPC health spec asks for a streamed SERVICE_UNKNOWN, so sqlgate serves
+//! the protocol itself.
 
-use tonic_health::{
-    ServingStatus,
-    pb::health_server::HealthServer,
-    server::{HealthReporter, health_reporter},
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
-/// The names `Check` and `Watch` answer for.
-pub const HEALTH_NAMES: [&str; 5] = [
-    "",
-    "liveness",
-    "readiness",
-    "sqlgate.v1.Query",
-    "sqlgate.v1.Sessions",
-];
+use futures::{Stream, StreamExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tonic_health::pb::{
+    HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus,
+    health_server::Health,
+};
 
-/// The names that follow the service's readiness (all but liveness).
-const READINESS_NAMES: [&str; 4] = ["", "readiness", "sqlgate.v1.Query", "sqlgate.v1.Sessions"];
+use crate::{config::HealthSettings, db::Database};
 
-/// Sets the health answers.
-#[derive(Clone)]
-pub struct Health {
-    reporter: HealthReporter,
+/// Follows the process only.
+pub const LIVENESS: &str = "liveness";
+
+/// The names that follow readiness.
+pub const READINESS_NAMES: [&str; 4] = ["", "readiness", "sqlgate.v1.Query", "sqlgate.v1.Sessions"];
+
+/// The current answer for every known name, and who is watching.
+#[derive(Debug)]
+pub struct HealthState {
+    statuses: HashMap<&'static str, watch::Sender<ServingStatus>>,
+    /// Once shutting down, nothing makes sqlgate ready again.
+    stopping: AtomicBool,
+    probe: Mutex<ProbeReport>,
 }
 
-impl std::fmt::Debug for Health {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Health").finish_non_exhaustive()
-    }
+/// What the last probe found, for GetPoolStats.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProbeReport {
+    /// Whether the database answered the last probes (after thresholds).
+    pub database_up: bool,
+    /// How long the last probe took.
+    pub last_latency: Duration,
+    /// Whether too many callers have been waiting for too long.
+    pub saturated: bool,
 }
 
-impl Health {
-    /// A reporter and the service that answers from it, everything SERVING.
-    pub async fn start() -> (
-        Self,
-        HealthServer<impl tonic_health::pb::health_server::Health>,
-    ) {
-        let (reporter, service) = health_reporter();
-        for name in HEALTH_NAMES {
-            reporter
-                .set_service_status(name, ServingStatus::Serving)
-                .await;
-        }
-        (Self { reporter }, service)
+impl HealthState {
+    /// Everything SERVING: sqlgate starts with a connected pool.
+    pub fn new() -> Arc<Self> {
+        let statuses = READINESS_NAMES
+            .iter()
+            .chain([LIVENESS].iter())
+            .map(|name| (*name, watch::channel(ServingStatus::Serving).0))
+            .collect();
+        Arc::new(Self {
+            statuses,
+            stopping: AtomicBool::new(false),
+            probe: Mutex::new(ProbeReport {
+                database_up: true,
+                ..ProbeReport::default()
+            }),
+        })
     }
 
-    /// Readiness (and the service entries) go NOT_SERVING; liveness stays.
-    pub async fn set_not_ready(&self) {
+    /// The answer for `name`, `None` for a name sqlgate does not know.
+    pub fn status(&self, name: &str) -> Option<ServingStatus> {
+        self.statuses.get(name).map(|sender| *sender.borrow())
+    }
+
+    fn set_ready(&self, ready: bool) {
+        let status = if ready && !self.stopping.load(Ordering::SeqCst) {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
         for name in READINESS_NAMES {
-            self.reporter
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
+            if let Some(sender) = self.statuses.get(name) {
+                sender.send_if_modified(|current| {
+                    let changed = *current != status;
+                    *current = status;
+                    changed
+                });
+            }
         }
+    }
+
+    /// Shutdown: readiness NOT_SERVING for good; liveness stays.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.set_ready(false);
+    }
+
+    /// The last probe's findings.
+    pub fn probe_report(&self) -> ProbeReport {
+        self.probe.lock().map(|report| *report).unwrap_or_default()
+    }
+
+    /// True while the probe finds the database unreachable: calls then
+    /// fail fast with UNAVAILABLE instead of waiting out their deadlines.
+    pub fn database_down(&self) -> bool {
+        !self.probe_report().database_up
+    }
+}
+
+/// Runs the probe every `settings.probe_interval` until `stop` is cancelled.
+pub fn spawn_probe(
+    db: Arc<Database>,
+    state: Arc<HealthState>,
+    settings: HealthSettings,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut failures = 0u32;
+        let mut successes = 0u32;
+        let mut up = true;
+        let mut waiting_since: Option<Instant> = None;
+        let mut interval = tokio::time::interval(settings.probe_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let started = Instant::now();
+            let ok = db.probe(settings.probe_timeout).await;
+            let latency = started.elapsed();
+            if ok {
+                successes += 1;
+                failures = 0;
+                if !up && successes >= settings.success_threshold {
+                    up = true;
+                    tracing::info!("database reachable again; ready");
+                }
+            } else {
+                failures += 1;
+                successes = 0;
+                if up && failures >= settings.failure_threshold {
+                    up = false;
+                    tracing::warn!(failures, "database unreachable; not ready");
+                }
+            }
+            let waiting = db.snapshot().waiting;
+            waiting_since = match (waiting > settings.saturation_waiters, waiting_since) {
+                (true, None) => Some(Instant::now()),
+                (true, since) => since,
+                (false, _) => None,
+            };
+            let saturated =
+                waiting_since.is_some_and(|since| since.elapsed() >= settings.saturation_duration);
+            if let Ok(mut report) = state.probe.lock() {
+                *report = ProbeReport {
+                    database_up: up,
+                    last_latency: latency,
+                    saturated,
+                };
+            }
+            db.set_reachable(up);
+            state.set_ready(up && !saturated);
+        }
+    })
+}
+
+/// Logs the pool's figures once a minute at debug level.
+pub fn spawn_pool_log(db: Arc<Database>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let s = db.snapshot();
+            tracing::debug!(
+                open = s.open_connections,
+                idle = s.idle_connections,
+                in_use = s.in_use_connections,
+                waiting = s.waiting,
+                acquire_timeouts = s.acquire_timeouts,
+                wait_p99_ms = s.acquire_wait_p99.as_secs_f64() * 1000.0,
+                "pool"
+            );
+        }
+    })
+}
+
+/// `grpc.health.v1.Health` over [`HealthState`].
+#[derive(Debug, Clone)]
+pub struct HealthService {
+    state: Arc<HealthState>,
+}
+
+impl HealthService {
+    /// Answers from `state`.
+    pub fn new(state: Arc<HealthState>) -> Self {
+        Self { state }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Health for HealthService {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let name = request.into_inner().service;
+        match self.state.status(&name) {
+            Some(status) => Ok(Response::new(HealthCheckResponse {
+                status: status.into(),
+            })),
+            None => Err(Status::not_found(format!("unknown service {name:?}"))),
+        }
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let name = request.into_inner().service;
+        let Some(sender) = self.state.statuses.get(name.as_str()) else {
+            // The spec: stream SERVICE_UNKNOWN and keep the call open.
+            let unknown = HealthCheckResponse {
+                status: ServingStatus::ServiceUnknown.into(),
+            };
+            let stream =
+                futures::stream::once(async move { Ok(unknown) }).chain(futures::stream::pending());
+            return Ok(Response::new(Box::pin(stream)));
+        };
+        // The current answer first, then every change.
+        let stream = tokio_stream::wrappers::WatchStream::new(sender.subscribe()).map(|status| {
+            Ok(HealthCheckResponse {
+                status: status.into(),
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -64,7 +64,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match app.run_until_stopped(shutdown_signal()).await {
+    let shutdown = async {
+        shutdown_signal().await;
+        // A second signal means "now": skip the drain.
+        tokio::spawn(async {
+            shutdown_signal().await;
+            eprintln!("sqlgate: second signal; exiting without draining");
+            std::process::exit(1);
+        });
+    };
+    match app.run_until_stopped(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("sqlgate: {err}");

@@ -5,20 +5,19 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+use tonic_health::pb::health_server::HealthServer;
 
 use crate::{
     config::Settings,
     db::Database,
     error::Error,
     grpc::{AdminService, QueryService, SessionService, pb, transport},
-    health::Health,
+    health::{self, HealthService, HealthState},
     query::QueryEngine,
     session::{SessionManager, SessionRegistry},
 };
-
-/// How long in-flight calls may take to finish once shutdown starts.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A bound, connected, not yet serving sqlgate.
 #[derive(Debug)]
@@ -75,7 +74,16 @@ impl Application {
             database,
             settings,
         } = self;
-        let (health, health_service) = Health::start().await;
+        let health = HealthState::new();
+        let background = CancellationToken::new();
+        let probe = health::spawn_probe(
+            database.clone(),
+            health.clone(),
+            settings.health.clone(),
+            background.clone(),
+        );
+        let pool_log = health::spawn_pool_log(database.clone(), background.clone());
+        let health_service = HealthServer::new(HealthService::new(health.clone()));
         let engine = QueryEngine::new(database.clone(), settings.limits.clone());
         let max_request = settings.transport.max_request_bytes;
         let query = pb::query_server::QueryServer::new(QueryService::new(
@@ -96,6 +104,7 @@ impl Application {
         let admin = pb::admin_server::AdminServer::new(AdminService::new(
             database.clone(),
             sessions.clone(),
+            health.clone(),
         ));
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -124,20 +133,19 @@ impl Application {
             .add_service(admin);
         let health_on_stop = health.clone();
         let sessions_on_stop = sessions.clone();
-        transport::serve(
-            listener,
-            routes,
-            &settings.transport,
-            DRAIN_TIMEOUT,
-            async move {
-                shutdown.await;
-                health_on_stop.set_not_ready().await;
-                tracing::info!("shutting down");
-                // Open sessions would hold the drain open: roll them back first.
-                sessions_on_stop.shut_down(DRAIN_TIMEOUT).await;
-            },
-        )
+        let drain = settings.shutdown.drain_timeout;
+        transport::serve(listener, routes, &settings.transport, drain, async move {
+            shutdown.await;
+            // Readiness first, so that no new traffic is sent here.
+            health_on_stop.set_stopping();
+            tracing::info!("shutting down: not ready, draining");
+            // Open sessions would hold the drain open: roll them back first
+            // (new ones are refused from now on).
+            sessions_on_stop.shut_down(drain).await;
+        })
         .await;
+        background.cancel();
+        let _ = tokio::join!(probe, pool_log);
         database.close().await;
         tracing::info!("pool closed; stopped");
         Ok(())

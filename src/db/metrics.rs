@@ -22,6 +22,7 @@ pub(crate) struct PoolMetrics {
     waiting: AtomicU32,
     acquire_timeouts: AtomicU64,
     calls_total: AtomicU64,
+    connections_opened: AtomicU64,
     recent_waits: Mutex<VecDeque<Duration>>,
 }
 
@@ -40,6 +41,10 @@ impl PoolMetrics {
             started: Instant::now(),
             done: false,
         }
+    }
+
+    pub(crate) fn count_opened(&self) {
+        self.connections_opened.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_call(&self) {
@@ -88,6 +93,11 @@ impl PoolMetrics {
             acquire_wait_p99: percentile(0.99),
             acquire_wait_max: waits.last().copied().unwrap_or_default(),
             calls_total: self.calls_total.load(Ordering::Relaxed),
+            connections_opened: self.connections_opened.load(Ordering::Relaxed),
+            connections_closed: self
+                .connections_opened
+                .load(Ordering::Relaxed)
+                .saturating_sub(u64::from(open)),
         }
     }
 }
@@ -143,4 +153,8 @@ pub struct PoolSnapshot {
     pub acquire_wait_max: Duration,
     /// Calls served since start.
     pub calls_total: u64,
+    /// Connections opened since start.
+    pub connections_opened: u64,
+    /// Connections closed since start (opened minus open now).
+    pub connections_closed: u64,
 }

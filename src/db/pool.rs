@@ -1,7 +1,14 @@
 //! Builds the pool through sea-orm (which owns its configuration) and keeps
 //! the typed sqlx pool underneath for statement execution.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use sea_orm::{ConnectOptions, DatabaseConnection};
 use sqlx::{
@@ -89,6 +96,10 @@ pub struct Database {
     settings: PoolSettings,
     /// Where cancels go.
     control: ControlPool,
+    /// Cleared while the health probe finds the database unreachable, so
+    /// that calls fail fast with UNAVAILABLE instead of waiting out their
+    /// deadlines on connection attempts.
+    reachable: AtomicBool,
 }
 
 impl Database {
@@ -130,16 +141,26 @@ impl Database {
                 .idle_timeout(settings.idle_timeout)
                 .max_lifetime(settings.max_lifetime);
         }
+        let metrics = Arc::new(PoolMetrics::default());
+        let counter = metrics.clone();
         match backend {
             Backend::Postgres => {
                 let setup = <Postgres as Dialect>::connection_setup(statement_limit);
-                options.map_sqlx_postgres_pool_opts(move |opts| with_setup(opts, setup.clone()));
+                options.map_sqlx_postgres_pool_opts(move |opts| {
+                    with_setup(opts, setup.clone(), counter.clone())
+                });
             }
             Backend::MySql => {
                 let setup = <MySql as Dialect>::connection_setup(statement_limit);
-                options.map_sqlx_mysql_pool_opts(move |opts| with_setup(opts, setup.clone()));
+                options.map_sqlx_mysql_pool_opts(move |opts| {
+                    with_setup(opts, setup.clone(), counter.clone())
+                });
             }
-            Backend::Sqlite => {}
+            Backend::Sqlite => {
+                options.map_sqlx_sqlite_pool_opts(move |opts| {
+                    with_setup(opts, Vec::new(), counter.clone())
+                });
+            }
         }
         if backend == Backend::Sqlite {
             let url = url.to_owned();
@@ -196,7 +217,8 @@ impl Database {
         Ok(Self {
             connection,
             pool,
-            metrics: Arc::new(PoolMetrics::default()),
+            metrics,
+            reachable: AtomicBool::new(true),
             settings,
             control,
         })
@@ -233,6 +255,12 @@ impl Database {
                 waiting.finish();
                 Ok(conn)
             }
+            Err(sqlx::Error::PoolTimedOut) if !self.reachable.load(Ordering::Relaxed) => {
+                waiting.timed_out();
+                Err(Error::Unavailable(
+                    "the database is unreachable (health probe failing)".to_owned(),
+                ))
+            }
             Err(sqlx::Error::PoolTimedOut) => {
                 waiting.timed_out();
                 Err(Error::PoolExhausted {
@@ -254,10 +282,33 @@ impl Database {
         deadline: &Deadline,
     ) -> Result<PoolConnection<DB>, Error> {
         deadline.check(DeadlinePhase::BeforeStart)?;
+        if !self.reachable.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable(
+                "the database is unreachable (health probe failing); try again shortly".to_owned(),
+            ));
+        }
         match tokio::time::timeout_at(deadline.instant(), self.acquire(pool)).await {
             Ok(result) => result,
             Err(_) => Err(Error::DeadlineExceeded(DeadlinePhase::Queue)),
         }
+    }
+
+    /// Takes a connection through the pool and runs `SELECT 1`, within
+    /// `timeout`; true when the database answered.
+    pub async fn probe(&self, timeout: Duration) -> bool {
+        let probe = async {
+            match &self.pool {
+                DbPool::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+                DbPool::MySql(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+                DbPool::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+            }
+        };
+        tokio::time::timeout(timeout, probe).await.unwrap_or(false)
+    }
+
+    /// Records what the health probe concluded (see `reachable`).
+    pub fn set_reachable(&self, reachable: bool) {
+        self.reachable.store(reachable, Ordering::Relaxed);
     }
 
     /// Counts one call served.
@@ -302,7 +353,11 @@ fn control_options<DB: sqlx::Database>() -> PoolOptions<DB> {
 /// runs once per pool, not per connection). A failing statement is logged,
 /// not fatal: `client_connection_check_interval` is unknown before
 /// PostgreSQL 14, `max_statement_time` is MariaDB's and not MySQL's.
-fn with_setup<DB>(options: PoolOptions<DB>, setup: Vec<String>) -> PoolOptions<DB>
+fn with_setup<DB>(
+    options: PoolOptions<DB>,
+    setup: Vec<String>,
+    metrics: Arc<PoolMetrics>,
+) -> PoolOptions<DB>
 where
     DB: sqlx::Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -310,6 +365,7 @@ where
     let setup = Arc::new(setup);
     options.after_connect(move |conn, _meta| {
         let setup = setup.clone();
+        metrics.count_opened();
         Box::pin(async move {
             for sql in setup.iter() {
                 if let Err(err) = conn

@@ -12,6 +12,7 @@ use super::{
 use crate::{
     db::Database,
     error::Error,
+    health::HealthState,
     session::{SessionRegistry, SessionSummary},
 };
 
@@ -23,12 +24,21 @@ const TERMINATE_WAIT: Duration = Duration::from_secs(5);
 pub struct AdminService {
     db: Arc<Database>,
     sessions: Arc<SessionRegistry>,
+    health: Arc<HealthState>,
 }
 
 impl AdminService {
-    /// Reports on `db` and `sessions`.
-    pub fn new(db: Arc<Database>, sessions: Arc<SessionRegistry>) -> Self {
-        Self { db, sessions }
+    /// Reports on `db`, `sessions` and the health probe.
+    pub fn new(
+        db: Arc<Database>,
+        sessions: Arc<SessionRegistry>,
+        health: Arc<HealthState>,
+    ) -> Self {
+        Self {
+            db,
+            sessions,
+            health,
+        }
     }
 }
 
@@ -60,6 +70,10 @@ impl Admin for AdminService {
         _request: Request<pb::GetPoolStatsRequest>,
     ) -> Result<Response<pb::PoolStats>, Status> {
         let mut stats: pb::PoolStats = self.db.snapshot().into();
+        let probe = self.health.probe_report();
+        stats.database_reachable = probe.database_up;
+        stats.last_probe_latency = Some(duration(probe.last_latency));
+        stats.saturated = probe.saturated;
         stats.open_sessions = u32::try_from(self.sessions.open_count()).unwrap_or(u32::MAX);
         stats.sessions_ended = self
             .sessions

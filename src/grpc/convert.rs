@@ -373,6 +373,11 @@ impl From<PoolSnapshot> for pb::PoolStats {
             acquire_wait_p99: Some(duration(snapshot.acquire_wait_p99)),
             acquire_wait_max: Some(duration(snapshot.acquire_wait_max)),
             calls_total: snapshot.calls_total,
+            connections_opened: snapshot.connections_opened,
+            connections_closed: snapshot.connections_closed,
+            database_reachable: true,
+            last_probe_latency: None,
+            saturated: false,
         }
     }
 }

@@ -8,6 +8,7 @@ mod bad_input;
 mod batch;
 mod deadlines;
 mod discovery;
+mod health;
 mod helpers;
 mod proxy;
 mod query;

@@ -19,6 +19,7 @@ use tokio::{
 pub struct Proxy {
     pub address: SocketAddr,
     frozen: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -27,19 +28,48 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let address = listener.local_addr().expect("proxy address");
         let frozen = Arc::new(AtomicBool::new(false));
-        let flag = frozen.clone();
+        let cut = Arc::new(AtomicBool::new(false));
+        let (flag, cut_flag) = (frozen.clone(), cut.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if cut_flag.load(Ordering::SeqCst) {
+                    // Refused: closed at once, as a stopped server would.
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(target).await else {
                     continue;
                 };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                tokio::spawn(pump(client_read, server_write, flag.clone()));
-                tokio::spawn(pump(server_read, client_write, flag.clone()));
+                tokio::spawn(pump(
+                    client_read,
+                    server_write,
+                    flag.clone(),
+                    cut_flag.clone(),
+                ));
+                tokio::spawn(pump(
+                    server_read,
+                    client_write,
+                    flag.clone(),
+                    cut_flag.clone(),
+                ));
             }
         });
-        Self { address, frozen }
+        Self {
+            address,
+            frozen,
+            cut,
+        }
+    }
+
+    /// Closes every forwarded connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 
     /// Stops forwarding in both directions; sockets stay open.
@@ -52,9 +82,13 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     frozen: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
+        if cut.load(Ordering::SeqCst) {
+            return;
+        }
         if frozen.load(Ordering::SeqCst) {
             // Hold both sockets open, silently, until the test ends.
             tokio::time::sleep(Duration::from_secs(3600)).await;
