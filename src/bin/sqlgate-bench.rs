@@ -1,0 +1,826 @@
+//! sqlgate beside a direct database client, in one run.
+//!
+//! Sets up its own data in PostgreSQL, starts the `sqlgate` binary (built
+//! next to this one) as a child process, and runs each workload through a
+//! direct sqlx pool of the same size and through sqlgate over loopback
+//! gRPC, alternating A/B over several rounds. Prints a markdown table and
+//! writes it, with a JSON file, to `bench-results/`.
+//!
+//! `cargo run --release --bin sqlgate-bench` for the full run;
+//! `--quick` for a smoke run of a few seconds (CI).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt, stream};
+use serde::Serialize;
+use sqlgate::grpc::pb::{
+    self, admin_client::AdminClient, query_client::QueryClient, session_request::Request as R,
+    sessions_client::SessionsClient, value::Kind,
+};
+use sqlx::{Connection, Executor, PgPool, Row, postgres::PgPoolOptions};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks sqlgate against a direct PostgreSQL client in the same run")]
+struct Args {
+    /// A PostgreSQL URL with rights to create the `sqlgate_bench` database.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    database_url: String,
+    /// A few seconds in all: small data, short rounds (for CI).
+    #[arg(long)]
+    quick: bool,
+    /// A/B rounds per workload.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seconds per side per round for the throughput workloads.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Where the table and JSON go.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// Internal: run as a session client to be killed (cleanup latency).
+    #[arg(long, hide = true)]
+    session_client: Option<SocketAddr>,
+}
+
+/// One workload's result.
+#[derive(Debug, Serialize)]
+struct Measurement {
+    workload: String,
+    unit: String,
+    direct: Option<f64>,
+    sqlgate: f64,
+    /// sqlgate / direct (higher is better for rates).
+    ratio: Option<f64>,
+    sqlgate_p50_ms: Option<f64>,
+    sqlgate_p99_ms: Option<f64>,
+    direct_p50_ms: Option<f64>,
+    direct_p99_ms: Option<f64>,
+    target: String,
+    met: Option<bool>,
+}
+
+struct Setup {
+    direct: PgPool,
+    channel: Channel,
+    admin: AdminClient<Channel>,
+    child: tokio::process::Child,
+    address: SocketAddr,
+    rows: i64,
+    stream_rows: i64,
+    rounds: usize,
+    seconds: f64,
+    pool_size: u32,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    if let Some(address) = args.session_client {
+        return session_client(address).await;
+    }
+    let setup = prepare(&args).await?;
+    let mut results = Vec::new();
+    for concurrency in [1usize, 16, 64] {
+        results.push(point_select(&setup, concurrency, None).await?);
+    }
+    results.push(range_select(&setup).await?);
+    results.push(stream_rows(&setup, false).await?);
+    results.push(stream_rows(&setup, true).await?);
+    results.push(session_update(&setup).await?);
+    results.push(cleanup_latency(&setup, &args).await?);
+    results.push(deadline_storm(&setup).await?);
+    results.push(deadline_cost(&setup).await?);
+    report(&args, &setup, &results)?;
+    let mut child = setup.child;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    Ok(())
+}
+
+/// Creates the data, starts sqlgate, connects both sides.
+async fn prepare(args: &Args) -> Result<Setup, BoxError> {
+    let (rows, stream_rows) = if args.quick {
+        (10_000, 20_000)
+    } else {
+        (100_000, 1_000_000)
+    };
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
+    let seconds = args.seconds.unwrap_or(if args.quick { 0.3 } else { 3.0 });
+    let pool_size = 16;
+
+    let mut admin_conn = sqlx::PgConnection::connect(&args.database_url).await?;
+    admin_conn
+        .execute("DROP DATABASE IF EXISTS sqlgate_bench WITH (FORCE)")
+        .await?;
+    admin_conn.execute("CREATE DATABASE sqlgate_bench").await?;
+    let base = args
+        .database_url
+        .rsplit_once('/')
+        .map_or(args.database_url.as_str(), |(b, _)| b);
+    let url = format!("{base}/sqlgate_bench");
+    let direct = PgPoolOptions::new()
+        .max_connections(pool_size)
+        .connect(&format!("{url}?application_name=sqlgate-bench"))
+        .await?;
+    eprintln!("creating {rows} rows and a wide table of {stream_rows} rows…");
+    direct
+        .execute(
+            "CREATE TABLE bench_items (id BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+             amount NUMERIC(12,2) NOT NULL, created TIMESTAMPTZ NOT NULL)",
+        )
+        .await?;
+    sqlx::query(
+        "INSERT INTO bench_items SELECT g, 'item ' || g, (g % 10000) / 100.0, \
+         timestamptz '2026-01-01' + g * interval '1 second' FROM generate_series(1, $1) AS g",
+    )
+    .bind(rows)
+    .execute(&direct)
+    .await?;
+    direct
+        .execute(
+            "CREATE TABLE bench_wide (id BIGINT, a TEXT, b TEXT, c BIGINT, d FLOAT8, \
+             e TIMESTAMPTZ, f UUID, g JSONB)",
+        )
+        .await?;
+    sqlx::query(
+        "INSERT INTO bench_wide SELECT g, md5(g::text), repeat('x', 40), g * 7, g / 3.0, \
+         timestamptz '2026-01-01' + g * interval '1 ms', md5(g::text)::uuid, \
+         jsonb_build_object('n', g) FROM generate_series(1, $1) AS g",
+    )
+    .bind(stream_rows)
+    .execute(&direct)
+    .await?;
+    direct.execute("VACUUM ANALYZE").await?;
+
+    let exe = std::env::current_exe()?;
+    let binary = exe.with_file_name("sqlgate");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?;
+    drop(listener);
+    let child = tokio::process::Command::new(&binary)
+        .args([
+            "serve",
+            "--listen",
+            &address.to_string(),
+            "--database-url",
+            &url,
+        ])
+        .env("SQLGATE_POOL__MAX_CONNECTIONS", pool_size.to_string())
+        .env("SQLGATE_POOL__MIN_CONNECTIONS", pool_size.to_string())
+        .env("SQLGATE_SESSIONS__MAX_POOL_SHARE", "1.0")
+        .env("SQLGATE_LOG_FILTER", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|err| format!("cannot start {}: {err}", binary.display()))?;
+    let started = Instant::now();
+    let channel = loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{address}"))?
+            .connect()
+            .await
+        {
+            break channel;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err("sqlgate did not start".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    Ok(Setup {
+        direct,
+        admin: AdminClient::new(channel.clone()),
+        channel,
+        child,
+        address,
+        rows,
+        stream_rows,
+        rounds,
+        seconds,
+        pool_size,
+    })
+}
+
+/// Latencies of one side of one round.
+#[derive(Default)]
+struct Sample {
+    ops: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Sample {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn percentile(latencies: &mut [Duration], p: f64) -> Option<f64> {
+    if latencies.is_empty() {
+        return None;
+    }
+    latencies.sort_unstable();
+    let rank = ((latencies.len() - 1) as f64 * p).round() as usize;
+    Some(latencies[rank].as_secs_f64() * 1000.0)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+/// Runs `op` from `concurrency` workers for `seconds`.
+async fn closed_loop<F, Fut>(concurrency: usize, seconds: f64, op: F) -> Result<Sample, BoxError>
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send,
+{
+    let op = Arc::new(op);
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let workers = (0..concurrency).map(|worker| {
+        let op = op.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = worker as u64 * 7919;
+            while Instant::now() < until {
+                let begun = Instant::now();
+                op(i).await?;
+                latencies.push(begun.elapsed());
+                i += 1;
+            }
+            Ok::<_, BoxError>(latencies)
+        })
+    });
+    let mut sample = Sample::default();
+    for worker in futures::future::join_all(workers).await {
+        let latencies = worker??;
+        sample.ops += latencies.len();
+        sample.latencies.extend(latencies);
+    }
+    sample.elapsed = started.elapsed();
+    Ok(sample)
+}
+
+/// A/B rounds of a throughput workload; the medians and the ratio.
+async fn ab<D, DF, S, SF>(
+    setup: &Setup,
+    name: String,
+    concurrency: usize,
+    direct: D,
+    via: S,
+    target: (f64, &str),
+) -> Result<Measurement, BoxError>
+where
+    D: Fn(u64) -> DF + Send + Sync + Clone + 'static,
+    DF: Future<Output = Result<(), BoxError>> + Send,
+    S: Fn(u64) -> SF + Send + Sync + Clone + 'static,
+    SF: Future<Output = Result<(), BoxError>> + Send,
+{
+    let (mut direct_rates, mut via_rates) = (Vec::new(), Vec::new());
+    let (mut direct_lat, mut via_lat) = (Vec::new(), Vec::new());
+    for _ in 0..setup.rounds {
+        let d = closed_loop(concurrency, setup.seconds, direct.clone()).await?;
+        direct_rates.push(d.rate());
+        direct_lat.extend(d.latencies);
+        let s = closed_loop(concurrency, setup.seconds, via.clone()).await?;
+        via_rates.push(s.rate());
+        via_lat.extend(s.latencies);
+    }
+    let (direct_rate, via_rate) = (median(direct_rates), median(via_rates));
+    let ratio = via_rate / direct_rate;
+    eprintln!("{name}: direct {direct_rate:.0}/s, sqlgate {via_rate:.0}/s, ratio {ratio:.2}");
+    Ok(Measurement {
+        workload: name,
+        unit: "ops/s".into(),
+        direct: Some(direct_rate),
+        sqlgate: via_rate,
+        ratio: Some(ratio),
+        sqlgate_p50_ms: percentile(&mut via_lat, 0.5),
+        sqlgate_p99_ms: percentile(&mut via_lat, 0.99),
+        direct_p50_ms: percentile(&mut direct_lat, 0.5),
+        direct_p99_ms: percentile(&mut direct_lat, 0.99),
+        target: target.1.to_owned(),
+        met: (target.0 > 0.0).then_some(ratio >= target.0),
+    })
+}
+
+fn int(n: i64) -> pb::Value {
+    pb::Value {
+        kind: Some(Kind::IntValue(n)),
+    }
+}
+
+fn request(
+    sql: &str,
+    params: Vec<pb::Value>,
+    timeout: Option<&str>,
+) -> tonic::Request<pb::ExecuteRequest> {
+    let mut request = tonic::Request::new(pb::ExecuteRequest {
+        sql: sql.into(),
+        params,
+        max_rows: 1000,
+    });
+    if let Some(Ok(value)) = timeout.map(str::parse) {
+        request.metadata_mut().insert("grpc-timeout", value);
+    }
+    request
+}
+
+const POINT: &str = "SELECT id, name, amount, created FROM bench_items WHERE id = $1";
+
+async fn point_select(
+    setup: &Setup,
+    concurrency: usize,
+    timeout: Option<&'static str>,
+) -> Result<Measurement, BoxError> {
+    let rows = setup.rows;
+    let pool = setup.direct.clone();
+    let direct = move |i: u64| {
+        let pool = pool.clone();
+        async move {
+            let id = (i as i64 % rows) + 1;
+            let row = sqlx::query(POINT).bind(id).fetch_one(&pool).await?;
+            let _: i64 = row.try_get(0)?;
+            Ok(())
+        }
+    };
+    let client = QueryClient::new(setup.channel.clone());
+    let via = move |i: u64| {
+        let mut client = client.clone();
+        async move {
+            let id = (i as i64 % rows) + 1;
+            let response = client
+                .execute(request(POINT, vec![int(id)], timeout))
+                .await?
+                .into_inner();
+            if response.rows.len() != 1 {
+                return Err("point select returned no row".into());
+            }
+            Ok(())
+        }
+    };
+    let (target, text) = if concurrency == 16 && timeout.is_none() {
+        (0.6, "≥ 0.6 × direct")
+    } else {
+        (0.0, "")
+    };
+    ab(
+        setup,
+        format!("point select, concurrency {concurrency}"),
+        concurrency,
+        direct,
+        via,
+        (target, text),
+    )
+    .await
+}
+
+async fn range_select(setup: &Setup) -> Result<Measurement, BoxError> {
+    const SQL: &str =
+        "SELECT id, name, amount, created FROM bench_items WHERE id BETWEEN $1 AND $1 + 999";
+    let rows = (setup.rows - 1000).max(1);
+    let pool = setup.direct.clone();
+    let direct = move |i: u64| {
+        let pool = pool.clone();
+        async move {
+            let all = sqlx::query(SQL)
+                .bind(i as i64 % rows)
+                .fetch_all(&pool)
+                .await?;
+            let _ = all.len();
+            Ok(())
+        }
+    };
+    let client = QueryClient::new(setup.channel.clone());
+    let via = move |i: u64| {
+        let mut client = client.clone();
+        async move {
+            client
+                .execute(request(SQL, vec![int(i as i64 % rows)], None))
+                .await?;
+            Ok(())
+        }
+    };
+    ab(
+        setup,
+        "1,000-row select, concurrency 4".into(),
+        4,
+        direct,
+        via,
+        (0.0, ""),
+    )
+    .await
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+}
+
+async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError> {
+    const SQL: &str = "SELECT id, a, b, c, d, e, f, g FROM bench_wide";
+    let pid = setup.child.id().ok_or("sqlgate exited")?;
+    let (mut direct_rates, mut via_rates) = (Vec::new(), Vec::new());
+    let mut peak_growth_kib = 0u64;
+    for _ in 0..setup.rounds {
+        if !slow {
+            let started = Instant::now();
+            let count = sqlx::query(SQL)
+                .fetch(&setup.direct)
+                .try_fold(0u64, |n, _| async move { Ok(n + 1) })
+                .await?;
+            direct_rates.push(count as f64 / started.elapsed().as_secs_f64());
+        }
+        let idle = rss_kib(pid).unwrap_or_default();
+        // Sample RSS while the stream runs (VmHWM would include earlier workloads).
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(idle));
+        let sampling = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                loop {
+                    let now = rss_kib(pid).unwrap_or_default();
+                    peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let started = Instant::now();
+        let mut frames = QueryClient::new(setup.channel.clone())
+            .execute_stream(request(SQL, vec![], Some("1H")))
+            .await?
+            .into_inner();
+        let mut count = 0u64;
+        while let Some(frame) = frames.next().await {
+            if let Some(pb::result_frame::Frame::Rows(batch)) = frame?.frame {
+                count += batch.rows.len() as u64;
+                if slow {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }
+        if count != setup.stream_rows as u64 {
+            return Err(format!("streamed {count} rows of {}", setup.stream_rows).into());
+        }
+        via_rates.push(count as f64 / started.elapsed().as_secs_f64());
+        sampling.abort();
+        let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+        peak_growth_kib = peak_growth_kib.max(peak.saturating_sub(idle));
+    }
+    let via_rate = median(via_rates);
+    if slow {
+        let growth_mib = peak_growth_kib as f64 / 1024.0;
+        eprintln!("stream, slow reader: {via_rate:.0} rows/s, RSS growth {growth_mib:.1} MiB");
+        return Ok(Measurement {
+            workload: format!(
+                "stream {} rows, slow reader: sqlgate RSS growth",
+                setup.stream_rows
+            ),
+            unit: "MiB".into(),
+            direct: None,
+            sqlgate: growth_mib,
+            ratio: None,
+            sqlgate_p50_ms: None,
+            sqlgate_p99_ms: None,
+            direct_p50_ms: None,
+            direct_p99_ms: None,
+            target: "≤ 64 MiB over idle".into(),
+            met: Some(growth_mib <= 64.0),
+        });
+    }
+    let direct_rate = median(direct_rates);
+    let ratio = via_rate / direct_rate;
+    eprintln!(
+        "stream: direct {direct_rate:.0} rows/s, sqlgate {via_rate:.0} rows/s, ratio {ratio:.2}"
+    );
+    Ok(Measurement {
+        workload: format!("stream {} rows, fast reader", setup.stream_rows),
+        unit: "rows/s".into(),
+        direct: Some(direct_rate),
+        sqlgate: via_rate,
+        ratio: Some(ratio),
+        sqlgate_p50_ms: None,
+        sqlgate_p99_ms: None,
+        direct_p50_ms: None,
+        direct_p99_ms: None,
+        target: "≥ 0.7 × direct".into(),
+        met: Some(ratio >= 0.7),
+    })
+}
+
+fn begin() -> pb::SessionRequest {
+    pb::SessionRequest {
+        request: Some(R::Begin(pb::BeginSession::default())),
+    }
+}
+
+fn execute(request_id: u64, sql: &str, params: Vec<pb::Value>) -> pb::SessionRequest {
+    pb::SessionRequest {
+        request: Some(R::Execute(pb::SessionExecute {
+            request_id,
+            sql: sql.into(),
+            params,
+            timeout: None,
+        })),
+    }
+}
+
+/// One session: begin, update one row, commit.
+async fn one_session(channel: Channel, id: i64) -> Result<(), BoxError> {
+    let (requests, inbox) = mpsc::channel(4);
+    let mut answers = SessionsClient::new(channel)
+        .attach(ReceiverStream::new(inbox))
+        .await?
+        .into_inner();
+    requests.send(begin()).await?;
+    requests
+        .send(execute(
+            1,
+            "UPDATE bench_items SET amount = amount + 1 WHERE id = $1",
+            vec![int(id)],
+        ))
+        .await?;
+    requests
+        .send(pb::SessionRequest {
+            request: Some(R::Commit(pb::CommitSession {})),
+        })
+        .await?;
+    while let Some(answer) = answers.message().await? {
+        match answer.response {
+            Some(pb::session_response::Response::Committed(_)) => return Ok(()),
+            Some(pb::session_response::Response::Error(error)) => return Err(error.message.into()),
+            _ => {}
+        }
+    }
+    Err("session ended without commit".into())
+}
+
+async fn session_update(setup: &Setup) -> Result<Measurement, BoxError> {
+    const SQL: &str = "UPDATE bench_items SET amount = amount + 1 WHERE id = $1";
+    let rows = setup.rows;
+    let pool = setup.direct.clone();
+    let direct = move |i: u64| {
+        let pool = pool.clone();
+        async move {
+            let mut tx = pool.begin().await?;
+            sqlx::query(SQL)
+                .bind((i as i64 % rows) + 1)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+    };
+    let channel = setup.channel.clone();
+    let via = move |i: u64| one_session(channel.clone(), (i as i64 % rows) + 1);
+    ab(
+        setup,
+        "session: begin, update one row, commit (concurrency 8)".into(),
+        8,
+        direct,
+        via,
+        (0.0, ""),
+    )
+    .await
+}
+
+/// The hidden client mode: a session holding a row lock, waiting to be killed.
+async fn session_client(address: SocketAddr) -> Result<(), BoxError> {
+    let channel = Channel::from_shared(format!("http://{address}"))?
+        .connect()
+        .await?;
+    let (requests, inbox) = mpsc::channel(4);
+    let mut answers = SessionsClient::new(channel)
+        .attach(ReceiverStream::new(inbox))
+        .await?
+        .into_inner();
+    requests.send(begin()).await?;
+    requests
+        .send(execute(
+            1,
+            "UPDATE bench_items SET amount = amount + 1 WHERE id = 1",
+            vec![],
+        ))
+        .await?;
+    while let Some(answer) = answers.message().await? {
+        if matches!(
+            answer.response,
+            Some(pb::session_response::Response::Done(_))
+        ) {
+            println!("READY");
+            break;
+        }
+    }
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+async fn ended_client_gone(admin: &mut AdminClient<Channel>) -> Result<(u64, u32), BoxError> {
+    let stats = admin
+        .get_pool_stats(pb::GetPoolStatsRequest {})
+        .await?
+        .into_inner();
+    let ended: HashMap<String, u64> = stats.sessions_ended;
+    Ok((
+        ended.get("client_gone").copied().unwrap_or_default(),
+        stats.in_use_connections,
+    ))
+}
+
+/// From SIGKILL of a client process to its rollback done and connection back.
+async fn cleanup_latency(setup: &Setup, args: &Args) -> Result<Measurement, BoxError> {
+    use tokio::io::AsyncBufReadExt;
+    let kills = if args.quick { 5 } else { 50 };
+    let exe = std::env::current_exe()?;
+    let mut admin = setup.admin.clone();
+    let mut latencies = Vec::new();
+    for _ in 0..kills {
+        let mut child = tokio::process::Command::new(&exe)
+            .args(["--session-client", &setup.address.to_string()])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        lines.next_line().await?.ok_or("client did not start")?;
+        let (before, _) = ended_client_gone(&mut admin).await?;
+        child.start_kill()?;
+        let killed = Instant::now();
+        loop {
+            let (ended, in_use) = ended_client_gone(&mut admin).await?;
+            if ended > before && in_use == 0 {
+                break;
+            }
+            if killed.elapsed() > Duration::from_secs(5) {
+                return Err("session not cleaned up within 5 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        latencies.push(killed.elapsed());
+        child.wait().await?;
+    }
+    let p50 = percentile(&mut latencies, 0.5);
+    let p99 = percentile(&mut latencies, 0.99).unwrap_or_default();
+    eprintln!("cleanup after SIGKILL: p50 {p50:?} ms, p99 {p99:.1} ms");
+    Ok(Measurement {
+        workload: format!("session cleanup after SIGKILL ({kills} kills)"),
+        unit: "ms (p99)".into(),
+        direct: None,
+        sqlgate: p99,
+        ratio: None,
+        sqlgate_p50_ms: p50,
+        sqlgate_p99_ms: Some(p99),
+        direct_p50_ms: None,
+        direct_p99_ms: None,
+        target: "p99 < 100 ms".into(),
+        met: Some(p99 < 100.0),
+    })
+}
+
+/// Healthy point selects while a quarter of the callers time out.
+async fn deadline_storm(setup: &Setup) -> Result<Measurement, BoxError> {
+    let calm = point_select(setup, 12, None).await?;
+    let storm_client = QueryClient::new(setup.channel.clone());
+    let until =
+        Instant::now() + Duration::from_secs_f64(setup.seconds * setup.rounds as f64 * 2.0 + 1.0);
+    let storm = tokio::spawn(async move {
+        stream::iter(0..4)
+            .for_each_concurrent(4, |_| {
+                let mut client = storm_client.clone();
+                async move {
+                    while Instant::now() < until {
+                        let _ = client
+                            .execute(request("SELECT pg_sleep(0.2)", vec![], Some("20m")))
+                            .await;
+                    }
+                }
+            })
+            .await;
+    });
+    let stormy = point_select(setup, 12, None).await?;
+    storm.abort();
+    let ratio = stormy.sqlgate / calm.sqlgate;
+    eprintln!("deadline storm: healthy calls at {ratio:.2} of calm throughput");
+    Ok(Measurement {
+        workload: "healthy point selects (12 callers) while 4 more time out every 20 ms".into(),
+        unit: "ops/s".into(),
+        direct: Some(calm.sqlgate),
+        sqlgate: stormy.sqlgate,
+        ratio: Some(ratio),
+        sqlgate_p50_ms: stormy.sqlgate_p50_ms,
+        sqlgate_p99_ms: stormy.sqlgate_p99_ms,
+        direct_p50_ms: calm.sqlgate_p50_ms,
+        direct_p99_ms: calm.sqlgate_p99_ms,
+        target: "(\"direct\" = the same without the storm)".into(),
+        met: None,
+    })
+}
+
+/// Point selects with a deadline that is enforced (5 s) against one far
+/// in the future (1 h): what deadline enforcement costs.
+async fn deadline_cost(setup: &Setup) -> Result<Measurement, BoxError> {
+    let (mut far, mut near) = (Vec::new(), Vec::new());
+    for _ in 0..setup.rounds {
+        far.push(point_select_once(setup, "1H").await?);
+        near.push(point_select_once(setup, "5S").await?);
+    }
+    let (far, near) = (median(far), median(near));
+    let ratio = near / far;
+    eprintln!("deadline enforcement: {near:.0}/s vs {far:.0}/s far-future, ratio {ratio:.3}");
+    Ok(Measurement {
+        workload: "point select, concurrency 16: 5 s deadline vs 1 h deadline".into(),
+        unit: "ops/s".into(),
+        direct: Some(far),
+        sqlgate: near,
+        ratio: Some(ratio),
+        sqlgate_p50_ms: None,
+        sqlgate_p99_ms: None,
+        direct_p50_ms: None,
+        direct_p99_ms: None,
+        target: "≥ 0.95 (cost ≤ 5%)".into(),
+        met: Some(ratio >= 0.95),
+    })
+}
+
+async fn point_select_once(setup: &Setup, timeout: &'static str) -> Result<f64, BoxError> {
+    let rows = setup.rows;
+    let client = QueryClient::new(setup.channel.clone());
+    let sample = closed_loop(16, setup.seconds, move |i| {
+        let mut client = client.clone();
+        async move {
+            client
+                .execute(request(
+                    POINT,
+                    vec![int((i as i64 % rows) + 1)],
+                    Some(timeout),
+                ))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(sample.rate())
+}
+
+fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), BoxError> {
+    let fmt = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"));
+    let mut table = String::new();
+    table.push_str(&format!(
+        "Machine: {} cores; PostgreSQL, client and sqlgate on one host; pool {} each side; \
+         {} round(s) of {:.1} s per side{}.\n\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        setup.pool_size,
+        setup.rounds,
+        setup.seconds,
+        if args.quick {
+            " (--quick: smoke run, not a measurement)"
+        } else {
+            ""
+        }
+    ));
+    table.push_str("| workload | unit | direct | sqlgate | ratio | sqlgate p50 / p99 ms | direct p50 / p99 ms | target | met |\n");
+    table.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for m in results {
+        table.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {} | {} / {} | {} / {} | {} | {} |\n",
+            m.workload,
+            m.unit,
+            fmt(m.direct),
+            m.sqlgate,
+            fmt(m.ratio),
+            fmt(m.sqlgate_p50_ms),
+            fmt(m.sqlgate_p99_ms),
+            fmt(m.direct_p50_ms),
+            fmt(m.direct_p99_ms),
+            m.target,
+            m.met.map_or("–", |met| if met { "yes" } else { "no" }),
+        ));
+    }
+    println!("{table}");
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("latest.md"), &table)?;
+    std::fs::write(
+        args.out.join("latest.json"),
+        serde_json::to_string_pretty(results)?,
+    )?;
+    Ok(())
+}
