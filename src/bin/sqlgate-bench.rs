@@ -48,6 +48,9 @@ struct Args {
     /// Where the table and JSON go.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    /// Run only the workloads whose name contains this (e.g. `point`).
+    #[arg(long)]
+    only: Option<String>,
     /// Internal: run as a session client to be killed (cleanup latency).
     #[arg(long, hide = true)]
     session_client: Option<SocketAddr>,
@@ -73,6 +76,8 @@ struct Measurement {
 struct Setup {
     direct: PgPool,
     channel: Channel,
+    /// Several HTTP/2 connections, as many calling services would open.
+    channels: Vec<Channel>,
     admin: AdminClient<Channel>,
     child: tokio::process::Child,
     address: SocketAddr,
@@ -85,6 +90,21 @@ struct Setup {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// gRPC connections the benchmark's callers spread over.
+const CLIENT_CONNECTIONS: usize = 4;
+
+/// Query clients, one per connection; callers pick by their counter.
+fn query_clients(setup: &Setup) -> Arc<Vec<QueryClient<Channel>>> {
+    Arc::new(
+        setup
+            .channels
+            .iter()
+            .cloned()
+            .map(QueryClient::new)
+            .collect(),
+    )
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
@@ -92,17 +112,32 @@ async fn main() -> Result<(), BoxError> {
         return session_client(address).await;
     }
     let setup = prepare(&args).await?;
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|only| name.contains(only));
     let mut results = Vec::new();
-    for concurrency in [1usize, 16, 64] {
-        results.push(point_select(&setup, concurrency, None).await?);
+    if wanted("point") {
+        for concurrency in [1usize, 16, 64] {
+            results.push(point_select(&setup, concurrency, None).await?);
+        }
     }
-    results.push(range_select(&setup).await?);
-    results.push(stream_rows(&setup, false).await?);
-    results.push(stream_rows(&setup, true).await?);
-    results.push(session_update(&setup).await?);
-    results.push(cleanup_latency(&setup, &args).await?);
-    results.push(deadline_storm(&setup).await?);
-    results.push(deadline_cost(&setup).await?);
+    if wanted("range") {
+        results.push(range_select(&setup).await?);
+    }
+    if wanted("stream") {
+        results.push(stream_rows(&setup, false).await?);
+        results.push(stream_rows(&setup, true).await?);
+    }
+    if wanted("session") {
+        results.push(session_update(&setup).await?);
+    }
+    if wanted("cleanup") {
+        results.push(cleanup_latency(&setup, &args).await?);
+    }
+    if wanted("storm") {
+        results.push(deadline_storm(&setup).await?);
+    }
+    if wanted("deadline") {
+        results.push(deadline_cost(&setup).await?);
+    }
     report(&args, &setup, &results)?;
     let mut child = setup.child;
     let _ = child.start_kill();
@@ -131,8 +166,11 @@ async fn prepare(args: &Args) -> Result<Setup, BoxError> {
         .rsplit_once('/')
         .map_or(args.database_url.as_str(), |(b, _)| b);
     let url = format!("{base}/sqlgate_bench");
+    // Configured as sqlgate's pool is: no ping before every acquire.
     let direct = PgPoolOptions::new()
         .max_connections(pool_size)
+        .min_connections(pool_size)
+        .test_before_acquire(false)
         .connect(&format!("{url}?application_name=sqlgate-bench"))
         .await?;
     eprintln!("creating {rows} rows and a wide table of {stream_rows} rows…");
@@ -199,10 +237,19 @@ async fn prepare(args: &Args) -> Result<Setup, BoxError> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let mut channels = Vec::new();
+    for _ in 0..CLIENT_CONNECTIONS {
+        channels.push(
+            Channel::from_shared(format!("http://{address}"))?
+                .connect()
+                .await?,
+        );
+    }
     Ok(Setup {
         direct,
         admin: AdminClient::new(channel.clone()),
         channel,
+        channels,
         child,
         address,
         rows,
@@ -357,9 +404,9 @@ async fn point_select(
             Ok(())
         }
     };
-    let client = QueryClient::new(setup.channel.clone());
+    let clients = query_clients(setup);
     let via = move |i: u64| {
-        let mut client = client.clone();
+        let mut client = clients[i as usize % clients.len()].clone();
         async move {
             let id = (i as i64 % rows) + 1;
             let response = client
@@ -587,8 +634,13 @@ async fn session_update(setup: &Setup) -> Result<Measurement, BoxError> {
             Ok(())
         }
     };
-    let channel = setup.channel.clone();
-    let via = move |i: u64| one_session(channel.clone(), (i as i64 % rows) + 1);
+    let channels = setup.channels.clone();
+    let via = move |i: u64| {
+        one_session(
+            channels[i as usize % channels.len()].clone(),
+            (i as i64 % rows) + 1,
+        )
+    };
     ab(
         setup,
         "session: begin, update one row, commit (concurrency 8)".into(),
@@ -761,9 +813,9 @@ async fn deadline_cost(setup: &Setup) -> Result<Measurement, BoxError> {
 
 async fn point_select_once(setup: &Setup, timeout: &'static str) -> Result<f64, BoxError> {
     let rows = setup.rows;
-    let client = QueryClient::new(setup.channel.clone());
+    let clients = query_clients(setup);
     let sample = closed_loop(16, setup.seconds, move |i| {
-        let mut client = client.clone();
+        let mut client = clients[i as usize % clients.len()].clone();
         async move {
             client
                 .execute(request(

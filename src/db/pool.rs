@@ -131,6 +131,10 @@ impl Database {
             // set only acquire_timeout so that one value rules.
             .acquire_timeout(settings.acquire_timeout)
             .sqlx_logging(false)
+            // sqlx pings every connection before handing it out by default:
+            // a round trip on every call. Ping only connections idle for a
+            // while; the health probe and statement errors catch the rest.
+            .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .set_application_name("sqlgate");
         if in_memory_sqlite {
             options

@@ -16,6 +16,8 @@ pub struct Statement {
     pub params: Vec<SqlValue>,
     /// See [`fingerprint`].
     pub fingerprint: String,
+    /// See [`Statement::is_plain_read`]; worked out once, with the fingerprint.
+    plain_read: bool,
 }
 
 impl Statement {
@@ -31,9 +33,18 @@ impl Statement {
                 ),
             ));
         }
-        if first_keyword(&sql).is_none() {
+        let normalized = normalize(&sql);
+        let mut words = normalized
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .filter(|word| !word.is_empty());
+        let Some(first) = words.next() else {
             return Err(Error::invalid_request("sql", "statement is empty"));
-        }
+        };
+        // `SELECT … INTO` creates a table; keep it transactional.
+        let plain_read = matches!(
+            first,
+            "select" | "values" | "table" | "show" | "describe" | "desc"
+        ) && !words.any(|word| word == "into");
         if params.len() > limits.max_params {
             return Err(Error::invalid_request(
                 "params",
@@ -44,11 +55,12 @@ impl Statement {
                 ),
             ));
         }
-        let fingerprint = fingerprint(&sql);
+        let fingerprint = hash(&normalized);
         Ok(Self {
             sql: sql.into(),
             params,
             fingerprint,
+            plain_read,
         })
     }
 
@@ -56,38 +68,22 @@ impl Statement {
     /// they can run without a wrapping transaction, since a refused result
     /// leaves nothing half-done.
     pub fn is_plain_read(&self) -> bool {
-        match first_keyword(&self.sql).as_deref() {
-            Some("select" | "values" | "table" | "show" | "describe" | "desc") => {
-                // `SELECT … INTO` creates a table; keep it transactional.
-                !contains_keyword(&self.sql, "into")
-            }
-            _ => false,
-        }
+        self.plain_read
     }
-}
-
-/// The first keyword of `sql`, lower case, past comments and parentheses.
-fn first_keyword(sql: &str) -> Option<String> {
-    let normalized = normalize(sql);
-    normalized
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .find(|word| !word.is_empty())
-        .map(str::to_owned)
-}
-
-fn contains_keyword(sql: &str, keyword: &str) -> bool {
-    normalize(sql)
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .any(|word| word == keyword)
 }
 
 /// A stable 16-hex-digit hash of the statement with comments removed,
 /// literals replaced by `?`, white space folded and keywords lower-cased:
 /// the same query shape gives the same fingerprint whatever its values.
 pub fn fingerprint(sql: &str) -> String {
+    hash(&normalize(sql))
+}
+
+/// FNV-1a of the normalized text, as 16 hex digits.
+fn hash(normalized: &str) -> String {
     const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = normalize(sql).bytes().fold(FNV_OFFSET, |hash, byte| {
+    let hash = normalized.bytes().fold(FNV_OFFSET, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
     });
     format!("{hash:016x}")
