@@ -254,7 +254,9 @@ impl Database {
         pool: &Pool<DB>,
     ) -> Result<PoolConnection<DB>, Error> {
         let waiting = self.metrics.start_wait();
-        match pool.acquire().await {
+        // Boxed where it is made: sqlx's acquire future is several kilobytes
+        // and would otherwise be copied each time the callers' futures move.
+        match Box::pin(pool.acquire()).await {
             Ok(conn) => {
                 waiting.finish();
                 Ok(conn)

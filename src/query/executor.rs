@@ -254,7 +254,7 @@ where
         output: QueryOutput::default(),
         budget,
     };
-    let rows_affected = run_statement::<DB, _>(conn, statement, &mut collector).await?;
+    let rows_affected = Box::pin(run_statement::<DB, _>(conn, statement, &mut collector)).await?;
     collector.output.rows_affected = rows_affected;
     Ok(collector.output)
 }

@@ -89,43 +89,51 @@ fn hash(normalized: &str) -> String {
     format!("{hash:016x}")
 }
 
+/// True when the text so far ends inside a word (`x1`, `a$1`), where a
+/// digit belongs to the word rather than starting a number.
+fn continues_word(out: &str) -> bool {
+    out.as_bytes()
+        .last()
+        .is_some_and(|p| p.is_ascii_alphanumeric() || *p == b'_' || *p == b'$')
+}
+
 /// Strips comments, replaces string and numeric literals with `?`, folds
-/// white space and lower-cases the rest.
+/// white space and lower-cases the rest. Runs on every call: one pass over
+/// the bytes, no allocation but the output.
 fn normalize(sql: &str) -> String {
-    let chars: Vec<char> = sql.chars().collect();
+    let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len());
     let mut i = 0;
     let mut pending_space = false;
-    let mut push = |out: &mut String, text: &str, pending_space: &mut bool| {
+    let push = |out: &mut String, text: &str, pending_space: &mut bool| {
         if *pending_space && !out.is_empty() {
             out.push(' ');
         }
         *pending_space = false;
         out.push_str(text);
     };
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        if c == '-' && next == Some('-') {
-            while i < chars.len() && chars[i] != '\n' {
+    while i < bytes.len() {
+        let b = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        if b == b'-' && next == Some(b'-') {
+            while i < bytes.len() && bytes[i] != b'\n' {
                 i += 1;
             }
             pending_space = true;
-        } else if c == '/' && next == Some('*') {
+        } else if b == b'/' && next == Some(b'*') {
             i += 2;
-            while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+            while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
                 i += 1;
             }
-            i += 2;
+            i = (i + 2).min(bytes.len());
             pending_space = true;
-        } else if c == '\'' || c == '"' || c == '`' {
+        } else if b == b'\'' || b == b'"' || b == b'`' {
             // Quoted identifiers keep their text; string literals become `?`.
-            let quote = c;
             let start = i;
             i += 1;
-            while i < chars.len() {
-                if chars[i] == quote {
-                    if chars.get(i + 1) == Some(&quote) {
+            while i < bytes.len() {
+                if bytes[i] == b {
+                    if bytes.get(i + 1) == Some(&b) {
                         i += 2;
                         continue;
                     }
@@ -133,36 +141,46 @@ fn normalize(sql: &str) -> String {
                 }
                 i += 1;
             }
-            i += 1;
-            if quote == '\'' {
+            i = (i + 1).min(bytes.len());
+            if b == b'\'' {
                 push(&mut out, "?", &mut pending_space);
             } else {
-                let end = i.min(chars.len());
-                let ident: String = chars[start..end].iter().collect();
-                push(&mut out, &ident, &mut pending_space);
+                // Quotes are ASCII, so these are character boundaries.
+                push(
+                    &mut out,
+                    sql.get(start..i).unwrap_or_default(),
+                    &mut pending_space,
+                );
             }
-            continue;
-        } else if c.is_ascii_digit()
-            && !out
-                .chars()
-                .last()
-                .is_some_and(|p| p.is_ascii_alphanumeric() || p == '_' || p == '$')
-        {
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+        } else if b.is_ascii_digit() && (pending_space || !continues_word(&out)) {
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.') {
                 i += 1;
             }
             push(&mut out, "?", &mut pending_space);
-            continue;
-        } else if c.is_whitespace() {
+        } else if b.is_ascii_whitespace() {
             pending_space = true;
             i += 1;
-        } else {
-            let lower: String = c.to_lowercase().collect();
-            push(&mut out, &lower, &mut pending_space);
+        } else if b.is_ascii() {
+            if pending_space && !out.is_empty() {
+                out.push(' ');
+            }
+            pending_space = false;
+            out.push(char::from(b.to_ascii_lowercase()));
             i += 1;
+        } else {
+            // A multi-byte character: copy it whole, lower-cased.
+            let ch = sql
+                .get(i..)
+                .and_then(|rest| rest.chars().next())
+                .unwrap_or(' ');
+            if pending_space && !out.is_empty() {
+                out.push(' ');
+            }
+            pending_space = false;
+            out.extend(ch.to_lowercase());
+            i += ch.len_utf8();
         }
     }
-    let _ = &mut push;
     out
 }
 
@@ -190,6 +208,24 @@ mod tests {
             "placeholders are not literals"
         );
         assert_ne!(fingerprint("SELECT $1"), fingerprint("SELECT $2"));
+    }
+
+    #[test]
+    fn normalizing_keeps_identifiers_and_unicode() {
+        assert_eq!(
+            normalize("SELECT \"Naïve Col\", x1, 42, 'Zoë' FROM Ünïcode WHERE a$1 = 3.5e2"),
+            "select \"Naïve Col\", x1, ?, ? from ünïcode where a$1 = ?"
+        );
+        assert_eq!(normalize("select 1 /* unterminated"), "select ?");
+        assert_eq!(normalize("'unterminated"), "?");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalizing_never_panics(sql in "\\PC{0,80}") {
+            let _ = normalize(&sql);
+            let _ = fingerprint(&sql);
+        }
     }
 
     #[test]
