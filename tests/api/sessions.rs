@@ -851,3 +851,126 @@ async fn postgres_shutdown_rolls_back_open_sessions() {
     .expect("activity");
     assert_eq!(left, 0, "no sqlgate connection after shutdown");
 }
+
+async fn read_only_sessions_refuse_writes_and_limits_hold(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| s.sessions.max_statements = 2).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER)").await;
+    let (requests, mut answers) = Session::attach(app.channel.clone()).await.expect("attach");
+    requests
+        .send(SessionRequest {
+            request: Some(R::Begin(BeginSession {
+                read_only: true,
+                isolation: pb::IsolationLevel::Serializable.into(),
+                ..BeginSession::default()
+            })),
+        })
+        .await
+        .expect("begin");
+    let began = answers.message().await.expect("ok").expect("began");
+    let id = match began.response {
+        Some(Answer::Began(began)) => began.session_id,
+        other => panic!("{other:?}"),
+    };
+    let mut session = Session {
+        requests: Some(requests),
+        answers,
+        id,
+    };
+    let rows = session
+        .execute(&app, 1, "SELECT count(*) FROM t", vec![])
+        .await
+        .expect("reads work");
+    assert_eq!(rows[0].values[0].kind, Some(Kind::IntValue(0)));
+    let error = session
+        .execute(&app, 2, "INSERT INTO t VALUES (1)", vec![])
+        .await
+        .expect_err("a read-only session cannot write");
+    assert_eq!(
+        error.code,
+        Code::FailedPrecondition as i32,
+        "{}",
+        error.message
+    );
+    // The third statement is over the session's maximum of two.
+    let error = session
+        .execute(&app, 3, "SELECT 1", vec![])
+        .await
+        .expect_err("over the limit");
+    assert_eq!(error.code, Code::FailedPrecondition as i32);
+    assert!(error.message.contains("maximum"), "{}", error.message);
+    session.rollback().await;
+    assert_eq!(app.count("t").await, 0);
+    // The connection went back clean: writes work outside the session.
+    app.run("INSERT INTO t VALUES (2)").await;
+    assert_eq!(app.count("t").await, 1);
+    app.stop().await;
+}
+on_every_backend!(read_only_sessions_refuse_writes_and_limits_hold);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_session_statement_past_its_timeout_is_cancelled() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let mut session = Session::begin(&app, &[]).await.expect("begin");
+    session
+        .send(SessionRequest {
+            request: Some(R::Execute(SessionExecute {
+                request_id: 1,
+                sql: "SELECT pg_sleep(10)".into(),
+                params: vec![],
+                timeout: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 300_000_000,
+                }),
+            })),
+        })
+        .await;
+    let started = Instant::now();
+    let answer = loop {
+        let answer = session
+            .answers
+            .message()
+            .await
+            .expect("ok")
+            .expect("answer");
+        if matches!(answer.response, Some(Answer::Error(_))) {
+            break answer;
+        }
+    };
+    assert_eq!(answer.request_id, 1);
+    let Some(Answer::Error(error)) = answer.response else {
+        unreachable!()
+    };
+    assert_eq!(
+        error.code,
+        Code::DeadlineExceeded as i32,
+        "{}",
+        error.message
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut direct = app.postgres_direct().await;
+    let sleeping: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep(10)%' AND state = 'active'",
+    )
+    .bind(&app.db.name)
+    .fetch_one(&mut direct)
+    .await
+    .expect("activity");
+    assert_eq!(sleeping, 0);
+    // PostgreSQL aborted the transaction; the session says so until rollback.
+    let error = session
+        .execute(&app, 2, "SELECT 1", vec![])
+        .await
+        .expect_err("aborted");
+    assert_eq!(error.code, Code::FailedPrecondition as i32);
+    session.rollback().await;
+    app.wait_until_pool_idle().await;
+    app.stop().await;
+}
