@@ -36,6 +36,20 @@ fn execute_request(app: &TestApp, sql: &str) -> pb::ExecuteRequest {
     }
 }
 
+/// A raw client whose HTTP/2 connection is already open, so that timed
+/// calls measure sqlgate rather than a TCP and HTTP/2 handshake.
+async fn warm_client(app: &TestApp) -> crate::helpers::RawClient {
+    let mut client = raw_query_client(app.address);
+    client
+        .execute(request(
+            execute_request(app, "SELECT 1"),
+            Duration::from_secs(5),
+        ))
+        .await
+        .expect("warm-up call");
+    client
+}
+
 /// How late after its deadline a call may be answered. SQLite's slow
 /// statement keeps a whole core busy in-process, and the suite runs tests in
 /// parallel on two cores, so its answer may wait for a thread a little longer.
@@ -155,8 +169,9 @@ async fn a_slow_statement_is_stopped_on_the_server_at_its_deadline(backend: Back
     };
     let mut observer = Observer::new(&app).await;
     let budget = Duration::from_millis(400);
+    let mut client = warm_client(&app).await;
     let started = Instant::now();
-    let status = raw_query_client(app.address)
+    let status = client
         .execute(request(execute_request(&app, slow_sql(backend)), budget))
         .await
         .expect_err("deadline");
@@ -249,8 +264,9 @@ async fn a_stream_is_bounded_as_a_whole(backend: Backend) {
     };
     let mut observer = Observer::new(&app).await;
     let budget = Duration::from_millis(600);
+    let mut client = warm_client(&app).await;
     let started = Instant::now();
-    let mut frames = raw_query_client(app.address)
+    let mut frames = client
         .execute_stream(request(execute_request(&app, sql), budget))
         .await
         .expect("stream opens")
@@ -302,6 +318,7 @@ async fn queue_time_counts_and_a_full_pool_is_not_a_deadline() {
     else {
         return;
     };
+    let mut waiter = warm_client(&app).await;
     // Hold the only connection for two seconds.
     let mut holder = raw_query_client(app.address);
     let hold = execute_request(&app, "SELECT pg_sleep(2)");
@@ -311,7 +328,7 @@ async fn queue_time_counts_and_a_full_pool_is_not_a_deadline() {
 
     // The caller's budget runs out in the queue: DEADLINE_EXCEEDED, phase queue.
     let started = Instant::now();
-    let status = raw_query_client(app.address)
+    let status = waiter
         .execute(request(
             execute_request(&app, "SELECT 1"),
             Duration::from_millis(200),
