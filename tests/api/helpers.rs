@@ -357,9 +357,13 @@ pub type RawClient = QueryClient<
 >;
 
 pub fn raw_query_client(address: SocketAddr) -> RawClient {
+    // TCP_NODELAY, as tonic's own channel sets: without it Nagle's
+    // algorithm can hold a request back ~40 ms and skew every timing.
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
-        .build_http();
+        .build(connector);
     let origin: tonic::codegen::http::Uri = format!("http://{address}").parse().expect("uri");
     QueryClient::with_origin(client, origin)
 }
