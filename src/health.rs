@@ -108,12 +108,6 @@ impl HealthState {
     pub fn probe_report(&self) -> ProbeReport {
         self.probe.lock().map(|report| *report).unwrap_or_default()
     }
-
-    /// True while the probe finds the database unreachable: calls then
-    /// fail fast with UNAVAILABLE instead of waiting out their deadlines.
-    pub fn database_down(&self) -> bool {
-        !self.probe_report().database_up
-    }
 }
 
 /// Runs the probe every `settings.probe_interval` until `stop` is cancelled.

@@ -58,11 +58,6 @@ impl Application {
         self.address
     }
 
-    /// The pool, for tests and diagnostics.
-    pub fn database(&self) -> Arc<Database> {
-        self.database.clone()
-    }
-
     /// Serves until `shutdown` resolves, then closes the pool.
     pub async fn run_until_stopped(
         self,

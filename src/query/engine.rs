@@ -48,11 +48,6 @@ impl QueryEngine {
         &self.limits
     }
 
-    /// The pool, for stats.
-    pub fn database(&self) -> &Arc<Database> {
-        &self.db
-    }
-
     fn budget(&self, max_rows: u32) -> Result<ResultBudget, Error> {
         let max_rows = match max_rows {
             0 => self.limits.default_max_rows,
@@ -80,42 +75,10 @@ impl QueryEngine {
         max_rows: u32,
         deadline: Deadline,
     ) -> Result<QueryOutput, Error> {
-        let budget = self.budget(max_rows)?;
-        deadline.check(DeadlinePhase::BeforeStart)?;
-        let db = self.db.clone();
-        self.db.count_call();
-        spawn_unit(async move {
-            let statements = [statement];
-            let mut outputs = match db.pool().clone() {
-                DbPool::Postgres(pool) => {
-                    Box::pin(run_unit::<Postgres>(
-                        &db,
-                        &pool,
-                        &statements,
-                        budget,
-                        deadline,
-                    ))
-                    .await
-                }
-                DbPool::MySql(pool) => {
-                    Box::pin(run_unit::<MySql>(&db, &pool, &statements, budget, deadline)).await
-                }
-                DbPool::Sqlite(pool) => {
-                    Box::pin(run_unit::<Sqlite>(
-                        &db,
-                        &pool,
-                        &statements,
-                        budget,
-                        deadline,
-                    ))
-                    .await
-                }
-            }?;
-            outputs
-                .pop()
-                .ok_or_else(|| Error::Internal("no result for the statement".to_owned()))
-        })
-        .await
+        let mut outputs = self.run(vec![statement], max_rows, deadline).await?;
+        outputs
+            .pop()
+            .ok_or_else(|| Error::Internal("no result for the statement".to_owned()))
     }
 
     /// Runs several statements in one transaction: all commit or none do.
@@ -138,34 +101,34 @@ impl QueryEngine {
                 ),
             ));
         }
+        self.run(statements, max_rows, deadline).await
+    }
+
+    /// One unit of work on the configured backend, in a task of its own.
+    async fn run(
+        &self,
+        statements: Vec<Statement>,
+        max_rows: u32,
+        deadline: Deadline,
+    ) -> Result<Vec<QueryOutput>, Error> {
         let budget = self.budget(max_rows)?;
         deadline.check(DeadlinePhase::BeforeStart)?;
         let db = self.db.clone();
         self.db.count_call();
         spawn_unit(async move {
+            let (db, statements) = (&db, &statements);
             match db.pool().clone() {
                 DbPool::Postgres(pool) => {
                     Box::pin(run_unit::<Postgres>(
-                        &db,
-                        &pool,
-                        &statements,
-                        budget,
-                        deadline,
+                        db, &pool, statements, budget, deadline,
                     ))
                     .await
                 }
                 DbPool::MySql(pool) => {
-                    Box::pin(run_unit::<MySql>(&db, &pool, &statements, budget, deadline)).await
+                    Box::pin(run_unit::<MySql>(db, &pool, statements, budget, deadline)).await
                 }
                 DbPool::Sqlite(pool) => {
-                    Box::pin(run_unit::<Sqlite>(
-                        &db,
-                        &pool,
-                        &statements,
-                        budget,
-                        deadline,
-                    ))
-                    .await
+                    Box::pin(run_unit::<Sqlite>(db, &pool, statements, budget, deadline)).await
                 }
             }
         })

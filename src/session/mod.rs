@@ -131,11 +131,6 @@ impl SessionManager {
         }
     }
 
-    /// The registry, for Admin.
-    pub fn registry(&self) -> &Arc<SessionRegistry> {
-        &self.registry
-    }
-
     /// The request caps, for decoding.
     pub fn limits(&self) -> &LimitSettings {
         &self.limits
