@@ -49,7 +49,7 @@ type Sender = mpsc::Sender<Result<StreamEvent, Error>>;
 /// Cuts a stream of rows into frames by count and (approximate) size.
 /// Shared by ExecuteStream and session results.
 #[derive(Debug)]
-pub(crate) struct FrameBatcher {
+struct FrameBatcher {
     pending: Vec<Vec<SqlValue>>,
     pending_bytes: usize,
     rows_returned: u64,
@@ -60,7 +60,7 @@ pub(crate) struct FrameBatcher {
 impl FrameBatcher {
     /// Frames of at most `limits.stream_batch_rows` rows and about
     /// `limits.stream_batch_bytes` bytes.
-    pub(crate) fn new(limits: &LimitSettings) -> Self {
+    fn new(limits: &LimitSettings) -> Self {
         Self {
             pending: Vec::new(),
             pending_bytes: 0,
@@ -71,7 +71,7 @@ impl FrameBatcher {
     }
 
     /// Adds a row; returns a full frame's rows when one is ready to send.
-    pub(crate) fn push(&mut self, row: Vec<SqlValue>) -> Option<Vec<Vec<SqlValue>>> {
+    fn push(&mut self, row: Vec<SqlValue>) -> Option<Vec<Vec<SqlValue>>> {
         self.pending_bytes += row.iter().map(SqlValue::wire_size_hint).sum::<usize>();
         self.pending.push(row);
         self.rows_returned += 1;
@@ -83,7 +83,7 @@ impl FrameBatcher {
     }
 
     /// The rows not sent yet, if any.
-    pub(crate) fn take(&mut self) -> Option<Vec<Vec<SqlValue>>> {
+    fn take(&mut self) -> Option<Vec<Vec<SqlValue>>> {
         if self.pending.is_empty() {
             return None;
         }
@@ -92,28 +92,61 @@ impl FrameBatcher {
     }
 
     /// Rows seen so far.
-    pub(crate) fn rows_returned(&self) -> u64 {
+    fn rows_returned(&self) -> u64 {
         self.rows_returned
     }
 }
 
-/// Sends ExecuteStream's frames.
-struct FrameSink<'a> {
-    sender: &'a Sender,
+/// Where a [`FrameSink`]'s frames go: ExecuteStream's channel, or a
+/// session's stream (with the request id).
+pub(crate) trait FrameTarget {
+    /// Sends one event; false when the reader is gone.
+    async fn deliver(&self, event: StreamEvent) -> bool;
+    /// Resolves when the reader is gone and the statement should stop.
+    async fn gone(&self);
+}
+
+impl FrameTarget for &Sender {
+    async fn deliver(&self, event: StreamEvent) -> bool {
+        self.send(Ok(event)).await.is_ok()
+    }
+
+    async fn gone(&self) {
+        self.closed().await;
+    }
+}
+
+/// Cuts a statement's rows into frames and sends them to a [`FrameTarget`].
+pub(crate) struct FrameSink<T> {
+    target: T,
     batcher: FrameBatcher,
     client_gone: bool,
 }
 
-impl FrameSink<'_> {
+impl<T: FrameTarget> FrameSink<T> {
+    pub(crate) fn new(target: T, limits: &LimitSettings) -> Self {
+        Self {
+            target,
+            batcher: FrameBatcher::new(limits),
+            client_gone: false,
+        }
+    }
+
+    /// Rows sent (or pending) so far.
+    pub(crate) fn rows_returned(&self) -> u64 {
+        self.batcher.rows_returned()
+    }
+
     async fn send(&mut self, event: StreamEvent) -> Result<(), Failure> {
-        if self.sender.send(Ok(event)).await.is_err() {
+        if !self.target.deliver(event).await {
             self.client_gone = true;
             return Err(Failure::dirty(Error::Internal("client gone".to_owned())));
         }
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), Failure> {
+    /// Sends the rows not sent yet.
+    pub(crate) async fn flush(&mut self) -> Result<(), Failure> {
         match self.batcher.take() {
             Some(rows) => self.send(StreamEvent::Rows(rows)).await,
             None => Ok(()),
@@ -121,7 +154,7 @@ impl FrameSink<'_> {
     }
 }
 
-impl<DB: Codec> RowSink<DB> for FrameSink<'_> {
+impl<DB: Codec, T: FrameTarget> RowSink<DB> for FrameSink<T> {
     async fn columns(&mut self, columns: &[ColumnInfo]) -> Result<(), Failure> {
         self.send(StreamEvent::Columns(columns.to_vec())).await
     }
@@ -134,7 +167,7 @@ impl<DB: Codec> RowSink<DB> for FrameSink<'_> {
     }
 
     async fn consumer_gone(&self) {
-        self.sender.closed().await;
+        self.target.gone().await;
     }
 }
 
@@ -156,11 +189,7 @@ where
     let started = Instant::now();
     let mut conn = db.acquire_within(pool, &deadline).await?;
     let transactional = !statement.is_plain_read() || db.backend() == Backend::Sqlite;
-    let mut sink = FrameSink {
-        sender,
-        batcher: FrameBatcher::new(limits),
-        client_gone: false,
-    };
+    let mut sink = FrameSink::new(sender, limits);
     // The server-side id is needed to cancel a statement whose reader left.
     let mut server_id = None;
     let work = async {
@@ -193,7 +222,7 @@ where
             drop(conn);
             let stats = StreamStats {
                 rows_affected,
-                rows_returned: sink.batcher.rows_returned(),
+                rows_returned: sink.rows_returned(),
                 elapsed: started.elapsed(),
             };
             // Nothing to undo if the reader left just now: the work is done.

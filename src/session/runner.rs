@@ -18,10 +18,10 @@ use crate::{
     db::{Database, Deadline, Dialect, Interrupt},
     error::{DeadlinePhase, Error},
     query::{
-        ColumnInfo, SqlValue, Statement, StreamEvent, StreamStats,
+        Statement, StreamEvent, StreamStats,
         codec::Codec,
-        executor::{Failure, RowSink, run_statement},
-        stream::FrameBatcher,
+        executor::{Failure, run_statement},
+        stream::{FrameSink, FrameTarget},
     },
 };
 
@@ -337,11 +337,13 @@ where
         entry.set_state(SessionState::Executing);
     }
     let started = std::time::Instant::now();
-    let mut sink = SessionSink {
-        outbound,
-        request_id,
-        batcher: FrameBatcher::new(&context.limits),
-    };
+    let mut sink = FrameSink::new(
+        SessionFrames {
+            outbound,
+            request_id,
+        },
+        &context.limits,
+    );
     let server_id = open.server_id;
     let control = DB::control_pool(&context.db);
     let interrupt = open.interrupt.clone();
@@ -399,7 +401,7 @@ where
             }
             let stats = StreamStats {
                 rows_affected,
-                rows_returned: sink.batcher.rows_returned(),
+                rows_returned: sink.rows_returned(),
                 elapsed: started.elapsed(),
             };
             if outbound
@@ -559,45 +561,25 @@ where
         .map_err(Error::from)
 }
 
-/// Frames a statement's result for the session stream.
-struct SessionSink<'a> {
+/// Where a session statement's frames go: the session's stream, tagged
+/// with the request they answer.
+struct SessionFrames<'a> {
     outbound: &'a Outbound,
     request_id: u64,
-    batcher: FrameBatcher,
 }
 
-impl SessionSink<'_> {
-    async fn send(&mut self, event: StreamEvent) -> Result<(), Failure> {
+impl FrameTarget for SessionFrames<'_> {
+    async fn deliver(&self, event: StreamEvent) -> bool {
         self.outbound
             .send(SessionEvent::Frame {
                 request_id: self.request_id,
                 event,
             })
             .await
-            .map_err(|_| Failure::dirty(Error::Internal("client gone".to_owned())))
+            .is_ok()
     }
 
-    async fn flush(&mut self) -> Result<(), Failure> {
-        match self.batcher.take() {
-            Some(rows) => self.send(StreamEvent::Rows(rows)).await,
-            None => Ok(()),
-        }
-    }
-}
-
-impl<DB: Codec> RowSink<DB> for SessionSink<'_> {
-    async fn columns(&mut self, columns: &[ColumnInfo]) -> Result<(), Failure> {
-        self.send(StreamEvent::Columns(columns.to_vec())).await
-    }
-
-    async fn row(&mut self, row: Vec<SqlValue>) -> Result<(), Failure> {
-        match self.batcher.push(row) {
-            Some(rows) => self.send(StreamEvent::Rows(rows)).await,
-            None => Ok(()),
-        }
-    }
-
-    async fn consumer_gone(&self) {
+    async fn gone(&self) {
         // The session's own loop watches for the client leaving, so that it
         // can cancel on the server before the statement is dropped.
         std::future::pending::<()>().await
