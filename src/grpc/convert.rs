@@ -8,7 +8,7 @@ use prost_types::{Duration as PbDuration, Timestamp};
 use super::pb::{self, value::Kind};
 use crate::{
     config::LimitSettings,
-    db::{Backend, Isolation, PoolSnapshot},
+    db::{Isolation, PoolSnapshot},
     error::Error,
     query::{
         ColumnInfo, QueryOutput, SqlValue, Statement, StreamEvent, ValueKind, value::text_form,
@@ -352,14 +352,10 @@ pub fn duration(value: std::time::Duration) -> PbDuration {
 }
 
 impl From<PoolSnapshot> for pb::PoolStats {
+    /// The pool's own figures; Admin adds the session and probe figures.
     fn from(snapshot: PoolSnapshot) -> Self {
         pb::PoolStats {
-            backend: match snapshot.backend {
-                Backend::Postgres => "postgres",
-                Backend::MySql => "mysql",
-                Backend::Sqlite => "sqlite",
-            }
-            .to_owned(),
+            backend: snapshot.backend.name().to_owned(),
             max_connections: snapshot.max_connections,
             min_connections: snapshot.min_connections,
             open_connections: snapshot.open_connections,
@@ -367,17 +363,13 @@ impl From<PoolSnapshot> for pb::PoolStats {
             in_use_connections: snapshot.in_use_connections,
             waiting: snapshot.waiting,
             acquire_timeouts: snapshot.acquire_timeouts,
-            open_sessions: 0,
-            sessions_ended: Default::default(),
             acquire_wait_p50: Some(duration(snapshot.acquire_wait_p50)),
             acquire_wait_p99: Some(duration(snapshot.acquire_wait_p99)),
             acquire_wait_max: Some(duration(snapshot.acquire_wait_max)),
             calls_total: snapshot.calls_total,
             connections_opened: snapshot.connections_opened,
             connections_closed: snapshot.connections_closed,
-            database_reachable: true,
-            last_probe_latency: None,
-            saturated: false,
+            ..pb::PoolStats::default()
         }
     }
 }
