@@ -32,15 +32,19 @@ struct Session {
     id: String,
 }
 
+fn begin_with_labels(labels: &[(&str, &str)]) -> BeginSession {
+    BeginSession {
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..BeginSession::default()
+    }
+}
+
 fn begin_request(labels: &[(&str, &str)]) -> SessionRequest {
     SessionRequest {
-        request: Some(R::Begin(BeginSession {
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            ..BeginSession::default()
-        })),
+        request: Some(R::Begin(begin_with_labels(labels))),
     }
 }
 
@@ -70,13 +74,16 @@ impl Session {
 
     /// Begins a session; the error status if the server refuses it.
     async fn begin(app: &TestApp, labels: &[(&str, &str)]) -> Result<Self, tonic::Status> {
-        Self::begin_on(app.channel.clone(), labels).await
+        Self::begin_on(app.channel.clone(), begin_with_labels(labels)).await
     }
 
-    async fn begin_on(channel: Channel, labels: &[(&str, &str)]) -> Result<Self, tonic::Status> {
+    /// Begins a session with `begin` over `channel`.
+    async fn begin_on(channel: Channel, begin: BeginSession) -> Result<Self, tonic::Status> {
         let (requests, mut answers) = Self::attach(channel).await?;
         requests
-            .send(begin_request(labels))
+            .send(SessionRequest {
+                request: Some(R::Begin(begin)),
+            })
             .await
             .expect("send begin");
         match answers.message().await? {
@@ -682,7 +689,9 @@ async fn postgres_a_dead_peer_is_noticed_within_the_keepalive_timeout() {
         .connect()
         .await
         .expect("connect through the proxy");
-    let mut session = Session::begin_on(channel, &[]).await.expect("begin");
+    let mut session = Session::begin_on(channel, BeginSession::default())
+        .await
+        .expect("begin");
     session
         .execute(&app, 1, "INSERT INTO t VALUES (1)", vec![])
         .await
@@ -857,27 +866,16 @@ async fn read_only_sessions_refuse_writes_and_limits_hold(backend: Backend) {
         return;
     };
     app.run("CREATE TABLE t (id INTEGER)").await;
-    let (requests, mut answers) = Session::attach(app.channel.clone()).await.expect("attach");
-    requests
-        .send(SessionRequest {
-            request: Some(R::Begin(BeginSession {
-                read_only: true,
-                isolation: pb::IsolationLevel::Serializable.into(),
-                ..BeginSession::default()
-            })),
-        })
-        .await
-        .expect("begin");
-    let began = answers.message().await.expect("ok").expect("began");
-    let id = match began.response {
-        Some(Answer::Began(began)) => began.session_id,
-        other => panic!("{other:?}"),
-    };
-    let mut session = Session {
-        requests: Some(requests),
-        answers,
-        id,
-    };
+    let mut session = Session::begin_on(
+        app.channel.clone(),
+        BeginSession {
+            read_only: true,
+            isolation: pb::IsolationLevel::Serializable.into(),
+            ..BeginSession::default()
+        },
+    )
+    .await
+    .expect("begin");
     let rows = session
         .execute(&app, 1, "SELECT count(*) FROM t", vec![])
         .await
