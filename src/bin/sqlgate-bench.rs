@@ -589,10 +589,20 @@ fn execute(request_id: u64, sql: &str, params: Vec<pb::Value>) -> pb::SessionReq
     }
 }
 
-/// One session: begin, update one row, commit.
-async fn one_session(channel: Channel, id: i64) -> Result<(), BoxError> {
+/// Opens a session and sends begin and an update of row `id`; the caller
+/// reads the answers (and keeps the sender, or the stream half-closes).
+async fn begin_and_update(
+    channel: Channel,
+    id: i64,
+) -> Result<
+    (
+        mpsc::Sender<pb::SessionRequest>,
+        tonic::Streaming<pb::SessionResponse>,
+    ),
+    BoxError,
+> {
     let (requests, inbox) = mpsc::channel(4);
-    let mut answers = SessionsClient::new(channel)
+    let answers = SessionsClient::new(channel)
         .attach(ReceiverStream::new(inbox))
         .await?
         .into_inner();
@@ -604,6 +614,12 @@ async fn one_session(channel: Channel, id: i64) -> Result<(), BoxError> {
             vec![int(id)],
         ))
         .await?;
+    Ok((requests, answers))
+}
+
+/// One session: begin, update one row, commit.
+async fn one_session(channel: Channel, id: i64) -> Result<(), BoxError> {
+    let (requests, mut answers) = begin_and_update(channel, id).await?;
     requests
         .send(pb::SessionRequest {
             request: Some(R::Commit(pb::CommitSession {})),
@@ -658,19 +674,8 @@ async fn session_client(address: SocketAddr) -> Result<(), BoxError> {
     let channel = Channel::from_shared(format!("http://{address}"))?
         .connect()
         .await?;
-    let (requests, inbox) = mpsc::channel(4);
-    let mut answers = SessionsClient::new(channel)
-        .attach(ReceiverStream::new(inbox))
-        .await?
-        .into_inner();
-    requests.send(begin()).await?;
-    requests
-        .send(execute(
-            1,
-            "UPDATE bench_items SET amount = amount + 1 WHERE id = 1",
-            vec![],
-        ))
-        .await?;
+    // Keep the sender: dropping it would half-close the stream and roll back.
+    let (_requests, mut answers) = begin_and_update(channel, 1).await?;
     while let Some(answer) = answers.message().await? {
         if matches!(
             answer.response,
