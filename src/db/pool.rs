@@ -16,7 +16,7 @@ use sqlx::{
     mysql::MySqlConnectOptions,
     pool::{PoolConnection, PoolOptions},
     postgres::PgConnectOptions,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode},
+    sqlite::SqliteJournalMode,
 };
 
 use super::{
@@ -167,7 +167,6 @@ impl Database {
             }
         }
         if backend == Backend::Sqlite {
-            let url = url.to_owned();
             options.map_sqlx_sqlite_opts(move |opts| {
                 let opts = if in_memory_sqlite {
                     opts
@@ -175,11 +174,8 @@ impl Database {
                     opts.journal_mode(SqliteJournalMode::Wal)
                 };
                 // Writers wait for each other instead of failing at once.
-                opts.busy_timeout(Duration::from_secs(5))
-                    .foreign_keys(true)
-                    .create_if_missing(
-                        SqliteConnectOptions::from_str(&url).is_ok() && url.contains("mode=rwc"),
-                    )
+                // (`mode=rwc` in the URL already asks sqlx to create the file.)
+                opts.busy_timeout(Duration::from_secs(5)).foreign_keys(true)
             });
         }
 
