@@ -1,23 +1,21 @@
 //! One log line per call: method, caller, statement fingerprint, rows,
 //! duration and outcome. Never parameter values or row contents.
 
-use std::time::Instant;
+use std::{net::SocketAddr, time::Instant};
 
 /// Collects what a call's log line says, then writes it.
 pub(crate) struct CallLog {
     method: &'static str,
-    peer: String,
+    /// Formatted only when the line is written (not at all below `info`).
+    peer: Option<SocketAddr>,
     started: Instant,
 }
 
 impl CallLog {
     pub(crate) fn start<T>(method: &'static str, request: &tonic::Request<T>) -> Self {
-        let peer = request
-            .remote_addr()
-            .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
         Self {
             method,
-            peer,
+            peer: request.remote_addr(),
             started: Instant::now(),
         }
     }
@@ -33,7 +31,7 @@ impl CallLog {
         match outcome {
             Ok(()) => tracing::info!(
                 method = self.method,
-                peer = %self.peer,
+                peer = %Peer(self.peer),
                 fingerprint = fingerprints,
                 rows,
                 elapsed_ms,
@@ -41,12 +39,24 @@ impl CallLog {
             ),
             Err(status) => tracing::info!(
                 method = self.method,
-                peer = %self.peer,
+                peer = %Peer(self.peer),
                 fingerprint = fingerprints,
                 code = ?status.code(),
                 elapsed_ms,
                 "call failed"
             ),
+        }
+    }
+}
+
+/// Displays a caller's address, or `unknown`.
+struct Peer(Option<SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(address) => address.fmt(f),
+            None => f.write_str("unknown"),
         }
     }
 }
