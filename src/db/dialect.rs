@@ -14,6 +14,10 @@ use super::{Database, Deadline, Interrupt};
 /// How long sqlgate tries to reach the database to cancel a statement.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a cancelled connection may take to come back idle before it is
+/// closed instead; a backend answers a cancel within milliseconds.
+const RECOVERY_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// How often PostgreSQL checks, while a statement runs, whether sqlgate
 /// closed the connection (PostgreSQL 14+); a closed connection stops the
 /// statement within this interval.
@@ -70,20 +74,39 @@ pub(crate) trait Dialect: sqlx::Database {
     fn control_pool(db: &Database) -> Option<Pool<Self>>;
 
     /// Asks the server, over a control connection, to cancel whatever
-    /// connection `id` is running.
-    fn cancel_statement(pool: &Pool<Self>, id: i64) -> impl Future<Output = ()> + Send;
+    /// connection `id` is running. True if the server took the request.
+    fn cancel_statement(pool: &Pool<Self>, id: i64) -> impl Future<Output = bool> + Send;
+
+    /// After a cancel, brings `conn` back to a clean idle state (reads what
+    /// the cancelled statement left on the wire, rolls back its
+    /// transaction) so that it can go back to the pool instead of being
+    /// reopened. False where that is not safe: the connection is closed.
+    fn recover(
+        conn: &mut Self::Connection,
+        in_transaction: bool,
+    ) -> impl Future<Output = bool> + Send {
+        let _ = (conn, in_transaction);
+        async { false }
+    }
 }
 
-/// Stops what `conn` is running and closes it; its state is unknown, so it
-/// never goes back to the pool. Runs detached when a deadline has passed,
-/// so the caller is answered first.
+/// Stops what `conn` is running. With the server id, the statement is
+/// cancelled and the connection, once [`Dialect::recover`]ed, goes back to
+/// the pool; otherwise (or if recovery fails) it is closed, since its state
+/// is unknown. `in_transaction` says whether sqlgate opened a transaction
+/// on it. Runs detached when a deadline has passed, so the caller is
+/// answered first.
 pub(crate) async fn abandon<DB: Dialect>(
     control: Option<Pool<DB>>,
-    conn: PoolConnection<DB>,
+    mut conn: PoolConnection<DB>,
     server_id: Option<i64>,
+    in_transaction: bool,
 ) {
-    if let (Some(control), Some(id)) = (control, server_id) {
-        DB::cancel_statement(&control, id).await;
+    if let (Some(control), Some(id)) = (control, server_id)
+        && DB::cancel_statement(&control, id).await
+        && DB::recover(&mut conn, in_transaction).await
+    {
+        return;
     }
     // Dropping the socket closes it at once; a graceful close would first
     // wait for the statement's pending output. The server notices the
@@ -91,12 +114,20 @@ pub(crate) async fn abandon<DB: Dialect>(
     drop(conn.detach());
 }
 
-async fn run_best_effort<'c, E: Executor<'c>>(executor: E, sql: String, what: &str) {
+/// Runs `sql` within [`CLEANUP_TIMEOUT`]; failures are logged, and the
+/// result says whether it succeeded.
+async fn run_best_effort<'c, E: Executor<'c>>(executor: E, sql: String, what: &str) -> bool {
     let run = executor.execute(sqlx::raw_sql(AssertSqlSafe(sql)));
     match tokio::time::timeout(CLEANUP_TIMEOUT, run).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => tracing::warn!(error = %err, "{what} failed"),
-        Err(_) => tracing::warn!("{what} timed out"),
+        Ok(Ok(_)) => true,
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "{what} failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("{what} timed out");
+            false
+        }
     }
 }
 
@@ -184,13 +215,43 @@ impl Dialect for Postgres {
         }
     }
 
-    async fn cancel_statement(pool: &Pool<Postgres>, id: i64) {
+    async fn cancel_statement(pool: &Pool<Postgres>, id: i64) -> bool {
         run_best_effort(
             pool,
             format!("SELECT pg_cancel_backend({id})"),
             "pg_cancel_backend",
         )
-        .await;
+        .await
+    }
+
+    async fn recover(conn: &mut sqlx::PgConnection, in_transaction: bool) -> bool {
+        // A cancel that lands after the statement finished is ignored by an
+        // idle backend, so it cannot hit the next call on this connection.
+        // sqlx reads the cancelled statement's leftovers off the wire
+        // before it sends anything new.
+        let clean = async {
+            // The first read gives the cancelled statement's error (57014);
+            // the next ones reach the point where the backend waits for a
+            // new command.
+            let mut idle = false;
+            for _ in 0..3 {
+                match sqlx::Connection::ping(&mut *conn).await {
+                    Ok(()) => {
+                        idle = true;
+                        break;
+                    }
+                    Err(sqlx::Error::Database(_)) => continue,
+                    Err(_) => return false,
+                }
+            }
+            if idle && in_transaction {
+                idle = conn.execute("ROLLBACK").await.is_ok();
+            }
+            idle
+        };
+        tokio::time::timeout(RECOVERY_TIMEOUT, clean)
+            .await
+            .unwrap_or(false)
     }
 }
 
@@ -243,10 +304,12 @@ impl Dialect for MySql {
         }
     }
 
-    async fn cancel_statement(pool: &Pool<MySql>, id: i64) {
+    async fn cancel_statement(pool: &Pool<MySql>, id: i64) -> bool {
         // KILL takes no placeholder; `id` is an integer sqlgate read itself.
-        run_best_effort(pool, format!("KILL QUERY {id}"), "KILL QUERY").await;
+        run_best_effort(pool, format!("KILL QUERY {id}"), "KILL QUERY").await
     }
+    // No `recover`: a KILL QUERY that arrives after the statement finished
+    // may stop the next statement on that connection, so it is closed.
 }
 
 impl Dialect for Sqlite {
@@ -305,7 +368,8 @@ impl Dialect for Sqlite {
         None
     }
 
-    async fn cancel_statement(_pool: &Pool<Sqlite>, _id: i64) {
+    async fn cancel_statement(_pool: &Pool<Sqlite>, _id: i64) -> bool {
         // The progress handler interrupts it.
+        true
     }
 }

@@ -7,6 +7,7 @@ mod dialect;
 mod interrupt;
 mod metrics;
 mod pool;
+mod timeouts;
 
 pub use deadline::Deadline;
 pub use dialect::Isolation;

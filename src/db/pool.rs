@@ -22,6 +22,7 @@ use sqlx::{
 use super::{
     Deadline, Dialect,
     metrics::{PoolMetrics, PoolSnapshot},
+    timeouts::TimeoutMemory,
 };
 use crate::{
     config::PoolSettings,
@@ -96,6 +97,10 @@ pub struct Database {
     settings: PoolSettings,
     /// Where cancels go.
     control: ControlPool,
+    /// Statement shapes that ran out their deadline: their calls fetch the
+    /// connection's server id up front, so a repeat timeout is cancelled and
+    /// the connection kept.
+    timed_out: TimeoutMemory,
     /// Cleared while the health probe finds the database unreachable, so
     /// that calls fail fast with UNAVAILABLE instead of waiting out their
     /// deadlines on connection attempts.
@@ -221,6 +226,7 @@ impl Database {
             reachable: AtomicBool::new(true),
             settings,
             control,
+            timed_out: TimeoutMemory::default(),
         })
     }
 
@@ -236,6 +242,11 @@ impl Database {
     /// The pool cancels go through.
     pub(crate) fn control(&self) -> &ControlPool {
         &self.control
+    }
+
+    /// Statement shapes that timed out before; see [`TimeoutMemory`].
+    pub(crate) fn timed_out(&self) -> &TimeoutMemory {
+        &self.timed_out
     }
 
     /// The typed pool, for the executors.

@@ -209,19 +209,25 @@ where
     let mut conn = db.acquire_within(pool, &deadline).await?;
     let only_reads =
         statements.iter().all(Statement::is_plain_read) && db.backend() != Backend::Sqlite;
+    // The server id costs a round trip; fetch it only for shapes that ran
+    // out their deadline before, so that a repeat can be cancelled and the
+    // connection kept (see `TimeoutMemory`).
+    let want_server_id = statements
+        .iter()
+        .any(|statement| db.timed_out().has_timed_out(&statement.fingerprint));
     let armed = tokio::time::timeout_at(deadline.instant(), async {
-        let server_id = DB::arm(&mut conn, &Interrupt::new(&deadline), false).await?;
+        let server_id = DB::arm(&mut conn, &Interrupt::new(&deadline), want_server_id).await?;
         Ok::<_, sqlx::Error>(server_id)
     })
     .await;
     let server_id = match armed {
         Ok(Ok(id)) => id,
         Ok(Err(err)) => {
-            tokio::spawn(abandon(DB::control_pool(db), conn, None));
+            tokio::spawn(abandon(DB::control_pool(db), conn, None, false));
             return Err(err.into());
         }
         Err(_) => {
-            tokio::spawn(abandon(DB::control_pool(db), conn, None));
+            tokio::spawn(abandon(DB::control_pool(db), conn, None, false));
             return Err(Error::DeadlineExceeded(DeadlinePhase::Database));
         }
     };
@@ -246,17 +252,28 @@ where
         Ok(Err(failure)) => {
             let error = failure.error.after_deadline(deadline.expired());
             if failure.connection_dirty {
-                tokio::spawn(abandon(DB::control_pool(db), conn, server_id));
+                if deadline.expired() {
+                    remember_timeout(db, statements);
+                }
+                tokio::spawn(abandon(DB::control_pool(db), conn, server_id, !only_reads));
             } else {
                 DB::disarm(&mut conn).await;
             }
             Err(error)
         }
         Err(_) => {
-            // Answer now; stop the statement and close the connection behind.
-            tokio::spawn(abandon(DB::control_pool(db), conn, server_id));
+            // Answer now; stop the statement and recover or close the connection behind.
+            remember_timeout(db, statements);
+            tokio::spawn(abandon(DB::control_pool(db), conn, server_id, !only_reads));
             Err(Error::DeadlineExceeded(DeadlinePhase::Database))
         }
+    }
+}
+
+/// Notes the shapes of a unit that ran out its deadline on the database.
+fn remember_timeout(db: &Database, statements: &[Statement]) {
+    for statement in statements {
+        db.timed_out().remember(&statement.fingerprint);
     }
 }
 

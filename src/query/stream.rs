@@ -231,7 +231,12 @@ where
         }
         Ok(Err(failure)) => {
             if failure.connection_dirty {
-                tokio::spawn(abandon(DB::control_pool(db), conn, server_id));
+                tokio::spawn(abandon(
+                    DB::control_pool(db),
+                    conn,
+                    server_id,
+                    transactional,
+                ));
             } else {
                 DB::disarm(&mut conn).await;
             }
@@ -243,7 +248,12 @@ where
             }
         }
         Err(_) => {
-            tokio::spawn(abandon(DB::control_pool(db), conn, server_id));
+            tokio::spawn(abandon(
+                DB::control_pool(db),
+                conn,
+                server_id,
+                transactional,
+            ));
             Err(Error::DeadlineExceeded(DeadlinePhase::Database))
         }
     }

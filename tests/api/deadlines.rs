@@ -213,6 +213,105 @@ async fn a_slow_statement_is_stopped_on_the_server_at_its_deadline(backend: Back
 }
 on_every_backend!(a_slow_statement_is_stopped_on_the_server_at_its_deadline);
 
+/// The backend pid running `pattern` for sqlgate, once it shows up.
+async fn backend_running(direct: &mut sqlx::PgConnection, app: &TestApp, pattern: &str) -> i32 {
+    let started = Instant::now();
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 \
+             AND application_name = 'sqlgate' AND state = 'active' AND query LIKE $2",
+        )
+        .bind(&app.db.name)
+        .bind(format!("%{pattern}%"))
+        .fetch_optional(&mut *direct)
+        .await
+        .expect("pg_stat_activity");
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{pattern} never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The state of PostgreSQL backend `pid`, or None once it has exited.
+async fn backend_state(direct: &mut sqlx::PgConnection, pid: i32) -> Option<String> {
+    sqlx::query_scalar("SELECT state FROM pg_stat_activity WHERE pid = $1")
+        .bind(pid)
+        .fetch_optional(direct)
+        .await
+        .expect("pg_stat_activity")
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_statement_that_times_out_again_is_cancelled_and_its_connection_kept() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let mut direct = app.postgres_direct().await;
+    let mut client = warm_client(&app).await;
+    let budget = Duration::from_millis(300);
+    let mut ran_on = Vec::new();
+    for attempt in 0..3 {
+        let call = {
+            let mut client = client.clone();
+            let message = execute_request(&app, "SELECT pg_sleep(10)");
+            tokio::spawn(async move { client.execute(request(message, budget)).await })
+        };
+        let pid = backend_running(&mut direct, &app, "pg_sleep(10)").await;
+        let status = call.await.expect("join").expect_err("deadline");
+        assert_eq!(status.code(), Code::DeadlineExceeded, "attempt {attempt}");
+        // Stopped on the server at once either way.
+        let stopped = Instant::now();
+        while backend_state(&mut direct, pid).await.as_deref() == Some("active") {
+            assert!(
+                stopped.elapsed() < Duration::from_millis(500),
+                "attempt {attempt}: pg_sleep still running on backend {pid}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        app.wait_until_pool_idle().await;
+        ran_on.push((pid, backend_state(&mut direct, pid).await));
+    }
+    // The first timeout of a statement shape closes its connection (its pid
+    // was not known); later ones are cancelled and the connection goes
+    // back to the pool, idle and outside any transaction.
+    assert_eq!(ran_on[0].1, None, "first timeout: {ran_on:?}");
+    assert_eq!(ran_on[1].1.as_deref(), Some("idle"), "{ran_on:?}");
+    assert_eq!(ran_on[2].1.as_deref(), Some("idle"), "{ran_on:?}");
+    // A write of the same kind inside a transaction is rolled back and its
+    // connection kept as well.
+    app.run("CREATE TABLE kept (id BIGINT)").await;
+    let insert = "INSERT INTO kept SELECT 1 FROM pg_sleep(10)";
+    for _ in 0..2 {
+        let call = {
+            let mut client = client.clone();
+            let message = execute_request(&app, insert);
+            tokio::spawn(async move { client.execute(request(message, budget)).await })
+        };
+        let pid = backend_running(&mut direct, &app, "pg_sleep(10)").await;
+        let status = call.await.expect("join").expect_err("deadline");
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        app.wait_until_pool_idle().await;
+        ran_on.push((pid, backend_state(&mut direct, pid).await));
+    }
+    assert_eq!(ran_on[4].1.as_deref(), Some("idle"), "{ran_on:?}");
+    assert_eq!(app.count("kept").await, 0);
+    let answer = client
+        .execute(request(
+            execute_request(&app, "SELECT 1"),
+            Duration::from_secs(5),
+        ))
+        .await
+        .expect("the pool still serves");
+    assert_eq!(answer.into_inner().rows.len(), 1);
+    app.stop().await;
+}
+
 async fn a_write_past_its_deadline_is_rolled_back(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
