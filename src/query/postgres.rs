@@ -8,7 +8,7 @@ use bigdecimal::BigDecimal;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::value::RawValue;
 use sqlx::{
-    Arguments, Column, Decode, Encode, Postgres, Row, Type, TypeInfo,
+    Arguments, Column, Decode, Encode, Postgres, Row, Type, TypeInfo, ValueRef,
     encode::IsNull,
     error::BoxDynError,
     postgres::{
@@ -284,6 +284,26 @@ impl<'r> Decode<'r, Postgres> for NumericText {
     }
 }
 
+/// A `json` or `jsonb` value as its text. PostgreSQL has validated it
+/// already, so it is passed on without being parsed again.
+struct JsonText(String);
+
+impl<'r> Decode<'r, Postgres> for JsonText {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        let is_jsonb = value.type_info().oid() == Some(Oid(3802));
+        let text = match value.format() {
+            PgValueFormat::Text => value.as_str()?,
+            PgValueFormat::Binary if is_jsonb => match value.as_bytes()?.split_first() {
+                // jsonb's binary format: version 1, then the text.
+                Some((1, text)) => std::str::from_utf8(text)?,
+                _ => return Err("unknown jsonb binary format version".into()),
+            },
+            PgValueFormat::Binary => value.as_str()?,
+        };
+        Ok(Self(text.to_owned()))
+    }
+}
+
 fn numeric_text(bytes: &[u8]) -> Result<String, BoxDynError> {
     let word = |at: usize| -> Result<i16, BoxDynError> {
         bytes
@@ -459,23 +479,26 @@ fn opt<T>(value: Option<T>, wrap: impl FnOnce(T) -> SqlValue) -> SqlValue {
     value.map_or(SqlValue::Null, wrap)
 }
 
+/// Decodes column `i` as `scalar`. The scalar was chosen from the column's
+/// type OID when the statement was planned, so sqlx's per-value type check
+/// (a tenth of the work per streamed row) is skipped.
 fn decode_scalar(row: &PgRow, i: usize, scalar: PgScalar) -> Result<SqlValue, sqlx::Error> {
     Ok(match scalar {
-        PgScalar::Bool => opt(row.try_get::<Option<bool>, _>(i)?, SqlValue::Bool),
-        PgScalar::Int2 => opt(row.try_get::<Option<i16>, _>(i)?, |v| {
+        PgScalar::Bool => opt(row.try_get_unchecked::<Option<bool>, _>(i)?, SqlValue::Bool),
+        PgScalar::Int2 => opt(row.try_get_unchecked::<Option<i16>, _>(i)?, |v| {
             SqlValue::Int(v.into())
         }),
-        PgScalar::Int4 => opt(row.try_get::<Option<i32>, _>(i)?, |v| {
+        PgScalar::Int4 => opt(row.try_get_unchecked::<Option<i32>, _>(i)?, |v| {
             SqlValue::Int(v.into())
         }),
-        PgScalar::Int8 => opt(row.try_get::<Option<i64>, _>(i)?, SqlValue::Int),
-        PgScalar::Oid => opt(row.try_get::<Option<Oid>, _>(i)?, |v| {
+        PgScalar::Int8 => opt(row.try_get_unchecked::<Option<i64>, _>(i)?, SqlValue::Int),
+        PgScalar::Oid => opt(row.try_get_unchecked::<Option<Oid>, _>(i)?, |v| {
             SqlValue::Int(v.0.into())
         }),
-        PgScalar::Float4 => opt(row.try_get::<Option<f32>, _>(i)?, |v| {
+        PgScalar::Float4 => opt(row.try_get_unchecked::<Option<f32>, _>(i)?, |v| {
             SqlValue::Float(v.into())
         }),
-        PgScalar::Float8 => opt(row.try_get::<Option<f64>, _>(i)?, SqlValue::Float),
+        PgScalar::Float8 => opt(row.try_get_unchecked::<Option<f64>, _>(i)?, SqlValue::Float),
         PgScalar::Numeric => opt(row.try_get_unchecked::<Option<NumericText>, _>(i)?, |v| {
             SqlValue::Decimal(v.0)
         }),
@@ -484,19 +507,28 @@ fn decode_scalar(row: &PgRow, i: usize, scalar: PgScalar) -> Result<SqlValue, sq
             row.try_get_unchecked::<Option<String>, _>(i)?,
             SqlValue::Text,
         ),
-        PgScalar::Bytes => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, SqlValue::Bytes),
-        PgScalar::Json => opt(row.try_get::<Option<Json<Box<RawValue>>>, _>(i)?, |v| {
-            SqlValue::Json(v.0.get().to_owned())
+        PgScalar::Bytes => opt(
+            row.try_get_unchecked::<Option<Vec<u8>>, _>(i)?,
+            SqlValue::Bytes,
+        ),
+        PgScalar::Json => opt(row.try_get_unchecked::<Option<JsonText>, _>(i)?, |v| {
+            SqlValue::Json(v.0)
         }),
-        PgScalar::Uuid => opt(row.try_get::<Option<Uuid>, _>(i)?, SqlValue::Uuid),
-        PgScalar::Date => opt(row.try_get::<Option<NaiveDate>, _>(i)?, SqlValue::Date),
-        PgScalar::Time => opt(row.try_get::<Option<NaiveTime>, _>(i)?, SqlValue::Time),
+        PgScalar::Uuid => opt(row.try_get_unchecked::<Option<Uuid>, _>(i)?, SqlValue::Uuid),
+        PgScalar::Date => opt(
+            row.try_get_unchecked::<Option<NaiveDate>, _>(i)?,
+            SqlValue::Date,
+        ),
+        PgScalar::Time => opt(
+            row.try_get_unchecked::<Option<NaiveTime>, _>(i)?,
+            SqlValue::Time,
+        ),
         PgScalar::Timestamp => opt(
-            row.try_get::<Option<NaiveDateTime>, _>(i)?,
+            row.try_get_unchecked::<Option<NaiveDateTime>, _>(i)?,
             SqlValue::DateTime,
         ),
         PgScalar::Timestamptz => opt(
-            row.try_get::<Option<DateTime<Utc>>, _>(i)?,
+            row.try_get_unchecked::<Option<DateTime<Utc>>, _>(i)?,
             SqlValue::Timestamp,
         ),
         PgScalar::Void => SqlValue::Null,
