@@ -30,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .extern_path(".google.rpc", "::tonic_types::pb")
+        // Encoded straight from sqlgate's values; see src/grpc/row_batch.rs.
+        .extern_path(".sqlgate.v1.RowBatch", "crate::grpc::pb::RowBatch")
         .compile_fds(descriptor_set)?;
     Ok(())
 }

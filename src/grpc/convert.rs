@@ -332,7 +332,7 @@ impl From<StreamEvent> for pb::ResultFrame {
             StreamEvent::Columns(columns) => Frame::Metadata(pb::ResultMetadata {
                 columns: columns.into_iter().map(pb::Column::from).collect(),
             }),
-            StreamEvent::Rows(batch) => Frame::Rows(pb::RowBatch { rows: rows(batch) }),
+            StreamEvent::Rows(batch) => Frame::Rows(pb::RowBatch::encode_rows(batch)),
             StreamEvent::Finished(stats) => Frame::Stats(pb::ResultStats {
                 rows_affected: stats.rows_affected,
                 rows_returned: stats.rows_returned,
@@ -375,7 +375,7 @@ impl From<PoolSnapshot> for pb::PoolStats {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -421,7 +421,8 @@ mod tests {
         }
     }
 
-    fn arb_value() -> impl Strategy<Value = SqlValue> {
+    /// Any value sqlgate may send (arrays one level deep).
+    pub(crate) fn arb_value() -> impl Strategy<Value = SqlValue> {
         let scalar = prop_oneof![
             Just(SqlValue::Null),
             any::<bool>().prop_map(SqlValue::Bool),

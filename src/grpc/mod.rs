@@ -7,6 +7,7 @@ mod call_log;
 pub mod convert;
 mod deadline;
 mod query_service;
+mod row_batch;
 mod session_service;
 pub(crate) mod transport;
 
@@ -18,6 +19,9 @@ pub use session_service::SessionService;
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod pb {
     tonic::include_proto!("sqlgate.v1");
+
+    /// Hand-written for speed; see its module.
+    pub use super::row_batch::RowBatch;
 
     /// The encoded descriptors of sqlgate's protos (and their imports), for reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
