@@ -228,6 +228,8 @@ async fn prepare(args: &Args) -> Result<Setup, BoxError> {
     let started = Instant::now();
     let channel = loop {
         if let Ok(channel) = Channel::from_shared(format!("http://{address}"))?
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(8 << 20)
             .connect()
             .await
         {
@@ -389,6 +391,34 @@ fn request(
 
 const POINT: &str = "SELECT id, name, amount, created FROM bench_items WHERE id = $1";
 
+/// The direct client reads every column into the Rust type an application
+/// would use, as sqlgate's client receives every value: the same work on
+/// both sides.
+fn decode_item(row: &sqlx::postgres::PgRow) -> Result<(), sqlx::Error> {
+    std::hint::black_box((
+        row.try_get::<i64, _>(0)?,
+        row.try_get::<String, _>(1)?,
+        row.try_get::<bigdecimal::BigDecimal, _>(2)?,
+        row.try_get::<chrono::DateTime<chrono::Utc>, _>(3)?,
+    ));
+    Ok(())
+}
+
+/// See [`decode_item`]; the JSON column is read as raw JSON text.
+fn decode_wide(row: &sqlx::postgres::PgRow) -> Result<(), sqlx::Error> {
+    std::hint::black_box((
+        row.try_get::<i64, _>(0)?,
+        row.try_get::<String, _>(1)?,
+        row.try_get::<String, _>(2)?,
+        row.try_get::<i64, _>(3)?,
+        row.try_get::<f64, _>(4)?,
+        row.try_get::<chrono::DateTime<chrono::Utc>, _>(5)?,
+        row.try_get::<uuid::Uuid, _>(6)?,
+        row.try_get::<sqlx::types::Json<Box<serde_json::value::RawValue>>, _>(7)?,
+    ));
+    Ok(())
+}
+
 async fn point_select(
     setup: &Setup,
     concurrency: usize,
@@ -401,7 +431,7 @@ async fn point_select(
         async move {
             let id = (i as i64 % rows) + 1;
             let row = sqlx::query(POINT).bind(id).fetch_one(&pool).await?;
-            let _: i64 = row.try_get(0)?;
+            decode_item(&row)?;
             Ok(())
         }
     };
@@ -448,7 +478,9 @@ async fn range_select(setup: &Setup) -> Result<Measurement, BoxError> {
                 .bind(i as i64 % rows)
                 .fetch_all(&pool)
                 .await?;
-            let _ = all.len();
+            for row in &all {
+                decode_item(row)?;
+            }
             Ok(())
         }
     };
@@ -492,7 +524,11 @@ async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError>
             let started = Instant::now();
             let count = sqlx::query(SQL)
                 .fetch(&setup.direct)
-                .try_fold(0u64, |n, _| async move { Ok(n + 1) })
+                .map_err(BoxError::from)
+                .try_fold(0u64, |n, row| async move {
+                    decode_wide(&row)?;
+                    Ok(n + 1)
+                })
                 .await?;
             direct_rates.push(count as f64 / started.elapsed().as_secs_f64());
         }
