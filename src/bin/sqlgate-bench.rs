@@ -51,6 +51,11 @@ struct Args {
     /// Run only the workloads whose name contains this (e.g. `point`).
     #[arg(long)]
     only: Option<String>,
+    /// A PgBouncer URL that reaches the benchmark's `sqlgate_bench`
+    /// database; the direct client's workloads also run through it. Use
+    /// session pooling: sqlx prepares statements.
+    #[arg(long)]
+    pgbouncer_url: Option<String>,
     /// Internal: run as a session client to be killed (cleanup latency).
     #[arg(long, hide = true)]
     session_client: Option<SocketAddr>,
@@ -71,10 +76,16 @@ struct Measurement {
     direct_p99_ms: Option<f64>,
     target: String,
     met: Option<bool>,
+    /// The direct client through PgBouncer, when `--pgbouncer-url` is given.
+    pgbouncer: Option<f64>,
+    /// sqlgate / PgBouncer.
+    pgbouncer_ratio: Option<f64>,
 }
 
 struct Setup {
     direct: PgPool,
+    /// The same client through PgBouncer, with `--pgbouncer-url`.
+    bouncer: Option<PgPool>,
     channel: Channel,
     /// Several HTTP/2 connections, as many calling services would open.
     channels: Vec<Channel>,
@@ -248,8 +259,21 @@ async fn prepare(args: &Args) -> Result<Setup, BoxError> {
                 .await?,
         );
     }
+    let bouncer = match &args.pgbouncer_url {
+        Some(url) => Some(
+            PgPoolOptions::new()
+                .max_connections(pool_size)
+                .min_connections(pool_size)
+                .test_before_acquire(false)
+                .connect(url)
+                .await
+                .map_err(|err| format!("cannot reach PgBouncer: {err}"))?,
+        ),
+        None => None,
+    };
     Ok(Setup {
         direct,
+        bouncer,
         admin: AdminClient::new(channel.clone()),
         channel,
         channels,
@@ -334,24 +358,36 @@ async fn ab<D, DF, S, SF>(
     target: (f64, &str),
 ) -> Result<Measurement, BoxError>
 where
-    D: Fn(u64) -> DF + Send + Sync + Clone + 'static,
+    D: Fn(PgPool, u64) -> DF + Send + Sync + Clone + 'static,
     DF: Future<Output = Result<(), BoxError>> + Send,
     S: Fn(u64) -> SF + Send + Sync + Clone + 'static,
     SF: Future<Output = Result<(), BoxError>> + Send,
 {
-    let (mut direct_rates, mut via_rates) = (Vec::new(), Vec::new());
+    let through = |pool: &PgPool| {
+        let (direct, pool) = (direct.clone(), pool.clone());
+        move |i: u64| direct(pool.clone(), i)
+    };
+    let (mut direct_rates, mut via_rates, mut bouncer_rates) = (Vec::new(), Vec::new(), Vec::new());
     let (mut direct_lat, mut via_lat) = (Vec::new(), Vec::new());
     for _ in 0..setup.rounds {
-        let d = closed_loop(concurrency, setup.seconds, direct.clone()).await?;
+        let d = closed_loop(concurrency, setup.seconds, through(&setup.direct)).await?;
         direct_rates.push(d.rate());
         direct_lat.extend(d.latencies);
+        if let Some(bouncer) = &setup.bouncer {
+            let b = closed_loop(concurrency, setup.seconds, through(bouncer)).await?;
+            bouncer_rates.push(b.rate());
+        }
         let s = closed_loop(concurrency, setup.seconds, via.clone()).await?;
         via_rates.push(s.rate());
         via_lat.extend(s.latencies);
     }
     let (direct_rate, via_rate) = (median(direct_rates), median(via_rates));
+    let bouncer_rate = (!bouncer_rates.is_empty()).then(|| median(bouncer_rates));
     let ratio = via_rate / direct_rate;
-    eprintln!("{name}: direct {direct_rate:.0}/s, sqlgate {via_rate:.0}/s, ratio {ratio:.2}");
+    eprintln!(
+        "{name}: direct {direct_rate:.0}/s, sqlgate {via_rate:.0}/s, ratio {ratio:.2}{}",
+        bouncer_rate.map_or_else(String::new, |rate| format!(", PgBouncer {rate:.0}/s"))
+    );
     Ok(Measurement {
         workload: name,
         unit: "ops/s".into(),
@@ -364,6 +400,8 @@ where
         direct_p99_ms: percentile(&mut direct_lat, 0.99),
         target: target.1.to_owned(),
         met: (target.0 > 0.0).then_some(ratio >= target.0),
+        pgbouncer: bouncer_rate,
+        pgbouncer_ratio: bouncer_rate.map(|rate| via_rate / rate),
     })
 }
 
@@ -425,15 +463,11 @@ async fn point_select(
     timeout: Option<&'static str>,
 ) -> Result<Measurement, BoxError> {
     let rows = setup.rows;
-    let pool = setup.direct.clone();
-    let direct = move |i: u64| {
-        let pool = pool.clone();
-        async move {
-            let id = (i as i64 % rows) + 1;
-            let row = sqlx::query(POINT).bind(id).fetch_one(&pool).await?;
-            decode_item(&row)?;
-            Ok(())
-        }
+    let direct = move |pool: PgPool, i: u64| async move {
+        let id = (i as i64 % rows) + 1;
+        let row = sqlx::query(POINT).bind(id).fetch_one(&pool).await?;
+        decode_item(&row)?;
+        Ok(())
     };
     let clients = query_clients(setup);
     let via = move |i: u64| {
@@ -470,19 +504,15 @@ async fn range_select(setup: &Setup) -> Result<Measurement, BoxError> {
     const SQL: &str =
         "SELECT id, name, amount, created FROM bench_items WHERE id BETWEEN $1 AND $1 + 999";
     let rows = (setup.rows - 1000).max(1);
-    let pool = setup.direct.clone();
-    let direct = move |i: u64| {
-        let pool = pool.clone();
-        async move {
-            let all = sqlx::query(SQL)
-                .bind(i as i64 % rows)
-                .fetch_all(&pool)
-                .await?;
-            for row in &all {
-                decode_item(row)?;
-            }
-            Ok(())
+    let direct = move |pool: PgPool, i: u64| async move {
+        let all = sqlx::query(SQL)
+            .bind(i as i64 % rows)
+            .fetch_all(&pool)
+            .await?;
+        for row in &all {
+            decode_item(row)?;
         }
+        Ok(())
     };
     let client = QueryClient::new(setup.channel.clone());
     let via = move |i: u64| {
@@ -586,6 +616,8 @@ async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError>
             direct_p99_ms: None,
             target: "≤ 64 MiB over idle".into(),
             met: Some(growth_mib <= 64.0),
+            pgbouncer: None,
+            pgbouncer_ratio: None,
         });
     }
     let direct_rate = median(direct_rates);
@@ -605,6 +637,8 @@ async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError>
         direct_p99_ms: None,
         target: "≥ 0.7 × direct".into(),
         met: Some(ratio >= 0.7),
+        pgbouncer: None,
+        pgbouncer_ratio: None,
     })
 }
 
@@ -674,18 +708,14 @@ async fn one_session(channel: Channel, id: i64) -> Result<(), BoxError> {
 async fn session_update(setup: &Setup) -> Result<Measurement, BoxError> {
     const SQL: &str = "UPDATE bench_items SET amount = amount + 1 WHERE id = $1";
     let rows = setup.rows;
-    let pool = setup.direct.clone();
-    let direct = move |i: u64| {
-        let pool = pool.clone();
-        async move {
-            let mut tx = pool.begin().await?;
-            sqlx::query(SQL)
-                .bind((i as i64 % rows) + 1)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(())
-        }
+    let direct = move |pool: PgPool, i: u64| async move {
+        let mut tx = pool.begin().await?;
+        sqlx::query(SQL)
+            .bind((i as i64 % rows) + 1)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     };
     let channels = setup.channels.clone();
     let via = move |i: u64| {
@@ -785,6 +815,8 @@ async fn cleanup_latency(setup: &Setup, args: &Args) -> Result<Measurement, BoxE
         direct_p99_ms: None,
         target: "p99 < 100 ms".into(),
         met: Some(p99 < 100.0),
+        pgbouncer: None,
+        pgbouncer_ratio: None,
     })
 }
 
@@ -824,6 +856,8 @@ async fn deadline_storm(setup: &Setup) -> Result<Measurement, BoxError> {
         direct_p99_ms: calm.sqlgate_p99_ms,
         target: "(\"direct\" = the same without the storm)".into(),
         met: None,
+        pgbouncer: None,
+        pgbouncer_ratio: None,
     })
 }
 
@@ -857,6 +891,8 @@ async fn deadline_cost(setup: &Setup) -> Result<Measurement, BoxError> {
         direct_p99_ms: None,
         target: "≥ 0.95 (cost ≤ 5%)".into(),
         met: Some(ratio >= 0.95),
+        pgbouncer: None,
+        pgbouncer_ratio: None,
     })
 }
 
@@ -898,11 +934,16 @@ fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), Box
             ""
         }
     ));
-    table.push_str("| workload | unit | direct | sqlgate | ratio | sqlgate p50 / p99 ms | direct p50 / p99 ms | target | met |\n");
-    table.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    let with_bouncer = setup.bouncer.is_some();
+    table.push_str("| workload | unit | direct | sqlgate | ratio | sqlgate p50 / p99 ms | direct p50 / p99 ms | target | met |");
+    table.push_str(if with_bouncer {
+        " direct via PgBouncer | sqlgate / PgBouncer |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    } else {
+        "\n|---|---|---|---|---|---|---|---|---|\n"
+    });
     for m in results {
         table.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {} | {} / {} | {} / {} | {} | {} |\n",
+            "| {} | {} | {} | {:.2} | {} | {} / {} | {} / {} | {} | {} |",
             m.workload,
             m.unit,
             fmt(m.direct),
@@ -915,6 +956,14 @@ fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), Box
             m.target,
             m.met.map_or("–", |met| if met { "yes" } else { "no" }),
         ));
+        if with_bouncer {
+            table.push_str(&format!(
+                " {} | {} |",
+                fmt(m.pgbouncer),
+                fmt(m.pgbouncer_ratio)
+            ));
+        }
+        table.push('\n');
     }
     println!("{table}");
     std::fs::create_dir_all(&args.out)?;
