@@ -80,6 +80,10 @@ struct Measurement {
     pgbouncer: Option<f64>,
     /// sqlgate / PgBouncer.
     pgbouncer_ratio: Option<f64>,
+    /// CPU per operation of each process, direct side (median round).
+    direct_cpu: Option<CpuPerOp>,
+    /// CPU per operation of each process, sqlgate side (median round).
+    sqlgate_cpu: Option<CpuPerOp>,
 }
 
 struct Setup {
@@ -348,6 +352,15 @@ where
     Ok(sample)
 }
 
+/// The round with the median total CPU per operation.
+fn median_cpu(mut rounds: Vec<CpuPerOp>) -> Option<CpuPerOp> {
+    rounds.sort_by(|a, b| {
+        let total = |c: &CpuPerOp| c.client + c.sqlgate + c.postgres;
+        total(a).total_cmp(&total(b))
+    });
+    rounds.get(rounds.len() / 2).copied()
+}
+
 /// A/B rounds of a throughput workload; the medians and the ratio.
 async fn ab<D, DF, S, SF>(
     setup: &Setup,
@@ -369,15 +382,21 @@ where
     };
     let (mut direct_rates, mut via_rates, mut bouncer_rates) = (Vec::new(), Vec::new(), Vec::new());
     let (mut direct_lat, mut via_lat) = (Vec::new(), Vec::new());
+    let (mut direct_cpu, mut via_cpu) = (Vec::new(), Vec::new());
+    let sqlgate_pid = setup.child.id();
     for _ in 0..setup.rounds {
+        let before = CpuTimes::now(sqlgate_pid);
         let d = closed_loop(concurrency, setup.seconds, through(&setup.direct)).await?;
+        direct_cpu.push(CpuTimes::now(sqlgate_pid).per_op_since(before, d.ops));
         direct_rates.push(d.rate());
         direct_lat.extend(d.latencies);
         if let Some(bouncer) = &setup.bouncer {
             let b = closed_loop(concurrency, setup.seconds, through(bouncer)).await?;
             bouncer_rates.push(b.rate());
         }
+        let before = CpuTimes::now(sqlgate_pid);
         let s = closed_loop(concurrency, setup.seconds, via.clone()).await?;
+        via_cpu.push(CpuTimes::now(sqlgate_pid).per_op_since(before, s.ops));
         via_rates.push(s.rate());
         via_lat.extend(s.latencies);
     }
@@ -402,6 +421,8 @@ where
         met: (target.0 > 0.0).then_some(ratio >= target.0),
         pgbouncer: bouncer_rate,
         pgbouncer_ratio: bouncer_rate.map(|rate| via_rate / rate),
+        direct_cpu: median_cpu(direct_cpu),
+        sqlgate_cpu: median_cpu(via_cpu),
     })
 }
 
@@ -535,6 +556,75 @@ async fn range_select(setup: &Setup) -> Result<Measurement, BoxError> {
     .await
 }
 
+/// CPU time used by the benchmark's own process, sqlgate, and every
+/// PostgreSQL process on this host: what each side of a workload costs
+/// when they all share the same cores.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTimes {
+    client: Duration,
+    sqlgate: Duration,
+    postgres: Duration,
+}
+
+impl CpuTimes {
+    /// Reads `/proc` now (Linux; elsewhere every figure stays zero).
+    fn now(sqlgate_pid: Option<u32>) -> Self {
+        let mut times = Self {
+            client: process_cpu("self").unwrap_or_default(),
+            sqlgate: sqlgate_pid
+                .and_then(|pid| process_cpu(&pid.to_string()))
+                .unwrap_or_default(),
+            postgres: Duration::ZERO,
+        };
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name
+                    .to_str()
+                    .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                else {
+                    continue;
+                };
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim_end() == "postgres" {
+                    times.postgres += process_cpu(pid).unwrap_or_default();
+                }
+            }
+        }
+        times
+    }
+
+    /// Microseconds per operation spent since `before`, for `ops` operations.
+    fn per_op_since(self, before: Self, ops: usize) -> CpuPerOp {
+        let per = |now: Duration, then: Duration| {
+            now.saturating_sub(then).as_secs_f64() * 1e6 / ops.max(1) as f64
+        };
+        CpuPerOp {
+            client: per(self.client, before.client),
+            sqlgate: per(self.sqlgate, before.sqlgate),
+            postgres: per(self.postgres, before.postgres),
+        }
+    }
+}
+
+/// User plus system time of `/proc/<pid>`. The kernel reports it in
+/// USER_HZ, which is 100 on every Linux architecture sqlgate runs on.
+fn process_cpu(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may itself hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU microseconds per operation, by process.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct CpuPerOp {
+    client: f64,
+    sqlgate: f64,
+    postgres: f64,
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -548,9 +638,11 @@ async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError>
     const SQL: &str = "SELECT id, a, b, c, d, e, f, g FROM bench_wide";
     let pid = setup.child.id().ok_or("sqlgate exited")?;
     let (mut direct_rates, mut via_rates) = (Vec::new(), Vec::new());
+    let (mut direct_cpu, mut via_cpu) = (Vec::new(), Vec::new());
     let mut peak_growth_kib = 0u64;
     for _ in 0..setup.rounds {
         if !slow {
+            let before = CpuTimes::now(Some(pid));
             let started = Instant::now();
             let count = sqlx::query(SQL)
                 .fetch(&setup.direct)
@@ -561,6 +653,8 @@ async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError>
                 })
                 .await?;
             direct_rates.push(count as f64 / started.elapsed().as_secs_f64());
+            // Per 1,000 rows.
+            direct_cpu.push(CpuTimes::now(Some(pid)).per_op_since(before, count as usize / 1000));
         }
         let idle = rss_kib(pid).unwrap_or_default();
         // Sample RSS while the stream runs (VmHWM would include earlier workloads).
@@ -575,6 +669,7 @@ async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError>
                 }
             })
         };
+        let before = CpuTimes::now(Some(pid));
         let started = Instant::now();
         let mut frames = QueryClient::new(setup.channel.clone())
             .execute_stream(request(SQL, vec![], Some("1H")))
@@ -593,6 +688,7 @@ async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError>
             return Err(format!("streamed {count} rows of {}", setup.stream_rows).into());
         }
         via_rates.push(count as f64 / started.elapsed().as_secs_f64());
+        via_cpu.push(CpuTimes::now(Some(pid)).per_op_since(before, count as usize / 1000));
         sampling.abort();
         let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
         peak_growth_kib = peak_growth_kib.max(peak.saturating_sub(idle));
@@ -618,6 +714,8 @@ async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError>
             met: Some(growth_mib <= 64.0),
             pgbouncer: None,
             pgbouncer_ratio: None,
+            direct_cpu: None,
+            sqlgate_cpu: None,
         });
     }
     let direct_rate = median(direct_rates);
@@ -639,6 +737,8 @@ async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError>
         met: Some(ratio >= 0.7),
         pgbouncer: None,
         pgbouncer_ratio: None,
+        direct_cpu: median_cpu(direct_cpu),
+        sqlgate_cpu: median_cpu(via_cpu),
     })
 }
 
@@ -817,6 +917,8 @@ async fn cleanup_latency(setup: &Setup, args: &Args) -> Result<Measurement, BoxE
         met: Some(p99 < 100.0),
         pgbouncer: None,
         pgbouncer_ratio: None,
+        direct_cpu: None,
+        sqlgate_cpu: None,
     })
 }
 
@@ -858,6 +960,8 @@ async fn deadline_storm(setup: &Setup) -> Result<Measurement, BoxError> {
         met: None,
         pgbouncer: None,
         pgbouncer_ratio: None,
+        direct_cpu: None,
+        sqlgate_cpu: None,
     })
 }
 
@@ -893,6 +997,8 @@ async fn deadline_cost(setup: &Setup) -> Result<Measurement, BoxError> {
         met: Some(ratio >= 0.95),
         pgbouncer: None,
         pgbouncer_ratio: None,
+        direct_cpu: None,
+        sqlgate_cpu: None,
     })
 }
 
@@ -964,6 +1070,33 @@ fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), Box
             ));
         }
         table.push('\n');
+    }
+    let with_cpu: Vec<_> = results
+        .iter()
+        .filter_map(|m| Some((m, m.direct_cpu?, m.sqlgate_cpu?)))
+        .collect();
+    if !with_cpu.is_empty() {
+        table.push_str(
+            "\nCPU time per operation, µs, by process (all share the same cores):\n\n\
+             | workload | per | direct: client | direct: PostgreSQL | sqlgate: client | sqlgate: sqlgate | sqlgate: PostgreSQL |\n\
+             |---|---|---|---|---|---|---|\n",
+        );
+        for (m, direct, via) in with_cpu {
+            table.push_str(&format!(
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+                m.workload,
+                if m.unit == "rows/s" {
+                    "1,000 rows"
+                } else {
+                    "call"
+                },
+                direct.client,
+                direct.postgres,
+                via.client,
+                via.sqlgate,
+                via.postgres
+            ));
+        }
     }
     println!("{table}");
     std::fs::create_dir_all(&args.out)?;
