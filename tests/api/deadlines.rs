@@ -12,7 +12,10 @@ use sqlgate::grpc::pb::{self, result_frame::Frame, value::Kind};
 use tonic::Code;
 
 use crate::{
-    helpers::{Backend, TestApp, error_details, raw_query_client, spawn_app, spawn_app_with},
+    helpers::{
+        Backend, Backends, TestApp, error_details, raw_query_client, spawn_app, spawn_app_with,
+        sqlgate_backends,
+    },
     on_every_backend,
 };
 
@@ -92,15 +95,9 @@ impl Observer {
     /// How many of sqlgate's statements matching `pattern` run on the server now.
     async fn running(&mut self, app: &TestApp, pattern: &str) -> i64 {
         match self {
-            Observer::Postgres(conn) => sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
-                 AND application_name = 'sqlgate' AND state = 'active' AND query LIKE $2",
-            )
-            .bind(&app.db.name)
-            .bind(format!("%{pattern}%"))
-            .fetch_one(conn)
-            .await
-            .expect("pg_stat_activity"),
+            Observer::Postgres(conn) => {
+                sqlgate_backends(conn, &app.db.name, Backends::Running(pattern)).await
+            }
             Observer::MySql(conn) => sqlx::query_scalar(
                 "SELECT count(*) FROM information_schema.PROCESSLIST \
                  WHERE DB = ? AND COMMAND = 'Query' AND INFO LIKE ?",
@@ -572,14 +569,7 @@ async fn postgres_no_dirty_connection_after_a_deadline_storm() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut direct = app.postgres_direct().await;
-    let busy: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sqlgate' \
-         AND (state LIKE 'idle in transaction%' OR state = 'active')",
-    )
-    .bind(&app.db.name)
-    .fetch_one(&mut direct)
-    .await
-    .expect("pg_stat_activity");
+    let busy = sqlgate_backends(&mut direct, &app.db.name, Backends::Busy).await;
     assert_eq!(
         busy, 0,
         "a sqlgate backend is active or idle in transaction after the storm"

@@ -18,7 +18,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    helpers::{Backend, spawn_app, spawn_app_with},
+    helpers::{Backend, Backends, spawn_app, spawn_app_with, sqlgate_backends},
     proxy::Proxy,
 };
 
@@ -223,16 +223,6 @@ fn signal(child: &tokio::process::Child, name: &str) {
     assert!(status.success());
 }
 
-async fn sqlgate_connections(direct: &mut sqlx::PgConnection, database: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sqlgate'",
-    )
-    .bind(database)
-    .fetch_one(direct)
-    .await
-    .expect("pg_stat_activity")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
     // The test's database, served by the real binary instead of in-process.
@@ -354,7 +344,7 @@ async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
         .await
         .expect("count");
     assert_eq!(count, 0, "the session's insert was rolled back");
-    assert_eq!(sqlgate_connections(&mut direct, &name).await, 0);
+    assert_eq!(sqlgate_backends(&mut direct, &name, Backends::All).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

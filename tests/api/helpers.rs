@@ -356,6 +356,43 @@ pub type RawClient = QueryClient<
     >,
 >;
 
+/// Which of sqlgate's PostgreSQL backends [`sqlgate_backends`] counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Backends<'a> {
+    /// Every connection sqlgate holds open.
+    All,
+    /// Running a statement or holding a transaction open.
+    Busy,
+    /// Running a statement whose text contains this.
+    Running(&'a str),
+}
+
+/// How many of sqlgate's backends (`application_name = 'sqlgate'`) on
+/// `database` are in the state asked for, as PostgreSQL sees them.
+pub async fn sqlgate_backends(
+    direct: &mut sqlx::PgConnection,
+    database: &str,
+    which: Backends<'_>,
+) -> i64 {
+    let (state, pattern) = match which {
+        Backends::All => ("TRUE", String::new()),
+        Backends::Busy => (
+            "(state LIKE 'idle in transaction%' OR state = 'active')",
+            String::new(),
+        ),
+        Backends::Running(text) => ("state = 'active'", text.to_owned()),
+    };
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+         AND application_name = 'sqlgate' AND {state} AND query LIKE $2"
+    )))
+    .bind(database)
+    .bind(format!("%{pattern}%"))
+    .fetch_one(direct)
+    .await
+    .expect("pg_stat_activity")
+}
+
 pub fn raw_query_client(address: SocketAddr) -> RawClient {
     // TCP_NODELAY, as tonic's own channel sets: without it Nagle's
     // algorithm can hold a request back ~40 ms and skew every timing.

@@ -4,7 +4,7 @@ use sqlgate::grpc::pb::{ValueType, value::Kind};
 use tonic::Code;
 
 use crate::{
-    helpers::{Backend, error_details, spawn_app, v},
+    helpers::{Backend, Backends, error_details, spawn_app, sqlgate_backends, v},
     on_every_backend,
 };
 
@@ -159,13 +159,7 @@ async fn postgres_connections_identify_as_sqlgate() {
     };
     app.run("SELECT 1").await;
     let mut direct = app.postgres_direct().await;
-    let count: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sqlgate'",
-    )
-    .bind(&app.db.name)
-    .fetch_one(&mut direct)
-    .await
-    .expect("pg_stat_activity");
+    let count = sqlgate_backends(&mut direct, &app.db.name, Backends::All).await;
     assert!(
         count >= 1,
         "sqlgate's connections must carry application_name=sqlgate"
@@ -189,13 +183,7 @@ async fn postgres_connections_identify_as_sqlgate() {
     // Shutdown closes the pool: the database sees no sqlgate connection.
     let mut left: i64 = -1;
     for _ in 0..50 {
-        left = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sqlgate'",
-        )
-        .bind(&name)
-        .fetch_one(&mut direct)
-        .await
-        .expect("pg_stat_activity");
+        left = sqlgate_backends(&mut direct, &name, Backends::All).await;
         if left == 0 {
             break;
         }

@@ -20,7 +20,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming, transport::Channel};
 
 use crate::{
-    helpers::{Backend, TestApp, error_details, spawn_app, spawn_app_with, v},
+    helpers::{
+        Backend, Backends, TestApp, error_details, spawn_app, spawn_app_with, sqlgate_backends, v,
+    },
     on_every_backend,
     proxy::Proxy,
 };
@@ -198,18 +200,6 @@ async fn wait_for_end(app: &TestApp, reason: &str, count: u64, within: Duration)
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// sqlgate's PostgreSQL backends of this test's database in a transaction.
-async fn in_transaction(app: &TestApp, direct: &mut sqlx::PgConnection) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sqlgate' \
-         AND (state LIKE 'idle in transaction%' OR (state = 'active' AND query NOT LIKE '%pg_stat_activity%'))",
-    )
-    .bind(&app.db.name)
-    .fetch_one(direct)
-    .await
-    .expect("pg_stat_activity")
 }
 
 async fn commit_keeps_and_rollback_discards(backend: Backend) {
@@ -588,7 +578,10 @@ async fn postgres_list_shows_the_running_statement_and_terminate_cancels_it() {
         started.elapsed()
     );
     let mut direct = app.postgres_direct().await;
-    assert_eq!(in_transaction(&app, &mut direct).await, 0);
+    assert_eq!(
+        sqlgate_backends(&mut direct, &app.db.name, Backends::Busy).await,
+        0
+    );
     app.stop().await;
 }
 
@@ -629,7 +622,7 @@ async fn killed_client_is_cleaned_up(mode: &str) {
     let (mut child, _session) = spawn_client(&app, mode).await;
     let mut direct = app.postgres_direct().await;
     assert!(
-        in_transaction(&app, &mut direct).await >= 1,
+        sqlgate_backends(&mut direct, &app.db.name, Backends::Busy).await >= 1,
         "the client's transaction is open"
     );
 
@@ -637,7 +630,7 @@ async fn killed_client_is_cleaned_up(mode: &str) {
     let killed = Instant::now();
     child.wait().await.expect("reaped");
     loop {
-        if in_transaction(&app, &mut direct).await == 0 {
+        if sqlgate_backends(&mut direct, &app.db.name, Backends::Busy).await == 0 {
             break;
         }
         assert!(
@@ -706,7 +699,10 @@ async fn postgres_a_dead_peer_is_noticed_within_the_keepalive_timeout() {
         frozen.elapsed()
     );
     let mut direct = app.postgres_direct().await;
-    assert_eq!(in_transaction(&app, &mut direct).await, 0);
+    assert_eq!(
+        sqlgate_backends(&mut direct, &app.db.name, Backends::Busy).await,
+        0
+    );
     assert_eq!(app.count("t").await, 0);
     drop(session);
     app.stop().await;
@@ -792,7 +788,10 @@ async fn postgres_session_storm_leaves_exactly_the_committed_rows() {
     let mut expected = committed.clone();
     expected.sort_unstable();
     assert_eq!(stored, expected, "exactly the committed rows exist");
-    assert_eq!(in_transaction(&app, &mut direct).await, 0);
+    assert_eq!(
+        sqlgate_backends(&mut direct, &app.db.name, Backends::Busy).await,
+        0
+    );
     let settle = Instant::now();
     while app.pool_in_use().await > 0 {
         assert!(
@@ -851,13 +850,7 @@ async fn postgres_shutdown_rolls_back_open_sessions() {
         .await
         .expect("count");
     assert_eq!(count, 0);
-    let left: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sqlgate'",
-    )
-    .bind(&name)
-    .fetch_one(&mut direct)
-    .await
-    .expect("activity");
+    let left = sqlgate_backends(&mut direct, &name, Backends::All).await;
     assert_eq!(left, 0, "no sqlgate connection after shutdown");
 }
 
@@ -954,13 +947,12 @@ async fn postgres_a_session_statement_past_its_timeout_is_cancelled() {
         started.elapsed()
     );
     let mut direct = app.postgres_direct().await;
-    let sleeping: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep(10)%' AND state = 'active'",
+    let sleeping = sqlgate_backends(
+        &mut direct,
+        &app.db.name,
+        Backends::Running("SELECT pg_sleep(10)"),
     )
-    .bind(&app.db.name)
-    .fetch_one(&mut direct)
-    .await
-    .expect("activity");
+    .await;
     assert_eq!(sleeping, 0);
     // PostgreSQL aborted the transaction; the session says so until rollback.
     let error = session

@@ -7,7 +7,7 @@ use sqlgate::grpc::pb::{self, result_frame::Frame, value::Kind};
 use tokio_stream::StreamExt;
 
 use crate::{
-    helpers::{Backend, spawn_app, spawn_app_with},
+    helpers::{Backend, Backends, spawn_app, spawn_app_with, sqlgate_backends},
     on_every_backend,
 };
 
@@ -102,17 +102,6 @@ async fn stream_errors_arrive_as_status(backend: Backend) {
 }
 on_every_backend!(stream_errors_arrive_as_status);
 
-async fn running(conn: &mut sqlx::PgConnection, database: &str) -> i64 {
-    sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
-         AND application_name = 'sqlgate' AND query LIKE '%generate_series%' AND state = 'active'",
-    )
-    .bind(database)
-    .fetch_one(conn)
-    .await
-    .expect("pg_stat_activity")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_dropping_a_stream_cancels_the_query_on_the_server() {
     let Some(app) = spawn_app_with(Backend::Postgres, |s| {
@@ -141,14 +130,26 @@ async fn postgres_dropping_a_stream_cancels_the_query_on_the_server() {
     }
     let mut direct = app.postgres_direct().await;
     assert_eq!(
-        running(&mut direct, &app.db.name).await,
+        sqlgate_backends(
+            &mut direct,
+            &app.db.name,
+            Backends::Running("generate_series")
+        )
+        .await,
         1,
         "the query runs while the stream is read"
     );
 
     drop(frames);
     let dropped = Instant::now();
-    while running(&mut direct, &app.db.name).await > 0 {
+    while sqlgate_backends(
+        &mut direct,
+        &app.db.name,
+        Backends::Running("generate_series"),
+    )
+    .await
+        > 0
+    {
         assert!(
             dropped.elapsed() < Duration::from_secs(2),
             "query still running after the stream dropped"
