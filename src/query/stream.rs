@@ -1,8 +1,9 @@
 //! ExecuteStream's unit of work: metadata first, rows in frames cut by count
 //! and size, stats last. Frames go through a bounded channel, so a slow
 //! reader holds the query back instead of growing sqlgate's memory; a reader
-//! that goes away gets its statement cancelled on the server and its
-//! connection closed (its state is unknown), never returned dirty.
+//! that goes away gets its statement cancelled on the server, and its
+//! connection is recovered where the backend allows it (see
+//! `Dialect::recover`) or closed, never returned dirty.
 
 use std::time::{Duration, Instant};
 
