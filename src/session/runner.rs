@@ -141,6 +141,12 @@ pub(super) async fn run<DB>(
         .min(settings.max_idle_timeout);
     let lifetime_end = Instant::now() + settings.max_lifetime;
     let max_statements = settings.max_statements;
+    let scope = SessionScope {
+        context: &context,
+        entry: &entry,
+        outbound: &outbound,
+        lifetime_end,
+    };
 
     let reason = loop {
         let idle_end = Instant::from_std(entry.last_activity()) + idle_timeout;
@@ -202,18 +208,12 @@ pub(super) async fn run<DB>(
                     Deadline::after(timeout.map_or(context.statement_budget.default, |t| {
                         t.min(context.statement_budget.max)
                     }));
-                match execute::<DB>(
-                    &context,
-                    &mut open,
-                    &entry,
-                    &outbound,
+                let request = StatementRequest {
                     request_id,
-                    &statement,
+                    statement: &statement,
                     deadline,
-                    lifetime_end,
-                )
-                .await
-                {
+                };
+                match execute::<DB>(&scope, &mut open, request).await {
                     StatementOutcome::Done => {
                         let _ = outbound.send(SessionEvent::Done { request_id }).await;
                     }
@@ -311,26 +311,47 @@ where
     }
 }
 
-/// Runs one statement, answering frames for `request_id`. Whatever
+/// What stays the same for every statement of one session: where it
+/// answers, its registry entry, and when its lifetime ends.
+struct SessionScope<'a> {
+    context: &'a Context,
+    entry: &'a SessionEntry,
+    outbound: &'a Outbound,
+    lifetime_end: Instant,
+}
+
+/// One statement the client asked the session to run.
+struct StatementRequest<'a> {
+    request_id: u64,
+    statement: &'a Statement,
+    deadline: Deadline,
+}
+
+/// Runs one statement, answering frames for its request id. Whatever
 /// interrupts it (its deadline, the client leaving, a terminate, shutdown,
 /// the session's lifetime) cancels it on the server first, then waits for
 /// it to stop so that the connection stays in a known state.
-#[allow(clippy::too_many_arguments)]
 async fn execute<DB>(
-    context: &Context,
+    scope: &SessionScope<'_>,
     open: &mut Open<DB>,
-    entry: &SessionEntry,
-    outbound: &Outbound,
-    request_id: u64,
-    statement: &Statement,
-    deadline: Deadline,
-    lifetime_end: Instant,
+    request: StatementRequest<'_>,
 ) -> StatementOutcome
 where
     DB: Codec + Dialect,
     DB::Arguments: IntoArguments<DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
+    let SessionScope {
+        context,
+        entry,
+        outbound,
+        lifetime_end,
+    } = *scope;
+    let StatementRequest {
+        request_id,
+        statement,
+        deadline,
+    } = request;
     open.interrupt.set_deadline(&deadline);
     entry.set_running(Some(statement.fingerprint.clone()));
     if entry.state() != SessionState::Aborted {
