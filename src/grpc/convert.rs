@@ -437,6 +437,25 @@ pub(crate) mod tests {
                 SqlValue::Timestamp(DateTime::from_timestamp(s, us * 1000).expect("ts"))
             }),
             any::<u128>().prop_map(|n| SqlValue::Uuid(uuid::Uuid::from_u128(n))),
+            (-62_135_596_800i64..253_402_300_799, 0u32..1_000_000).prop_map(|(s, us)| {
+                SqlValue::DateTime(
+                    DateTime::from_timestamp(s, us * 1000)
+                        .expect("ts")
+                        .naive_utc(),
+                )
+            }),
+            (-62_135_596_800i64..253_402_300_799).prop_map(|s| {
+                SqlValue::Date(DateTime::from_timestamp(s, 0).expect("ts").date_naive())
+            }),
+            (0u32..86_400, 0u32..1_000_000).prop_map(|(s, us)| {
+                SqlValue::Time(
+                    chrono::NaiveTime::from_num_seconds_from_midnight_opt(s, us * 1000)
+                        .expect("time"),
+                )
+            }),
+            (any::<i64>(), "[a-z ]{0,12}").prop_map(|(n, text)| {
+                SqlValue::Json(format!("{{\"n\": {n}, \"text\": \"{text}\"}}"))
+            }),
         ];
         scalar.prop_recursive(1, 8, 8, |inner| {
             proptest::collection::vec(inner, 0..8).prop_map(SqlValue::Array)

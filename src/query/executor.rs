@@ -122,12 +122,13 @@ impl<DB: Codec> RowPlan<DB> {
     }
 
     pub(crate) fn decode_row(&self, row: &DB::Row) -> Result<Vec<SqlValue>, Error> {
-        self.decoders
-            .iter()
-            .zip(&self.columns)
-            .enumerate()
-            .map(|(index, (decoder, column))| DB::decode(row, index, *decoder, column))
-            .collect()
+        // Sized up front: collecting a fallible iterator starts small and
+        // grows, a reallocation per row.
+        let mut values = Vec::with_capacity(self.columns.len());
+        for (index, (decoder, column)) in self.decoders.iter().zip(&self.columns).enumerate() {
+            values.push(DB::decode(row, index, *decoder, column)?);
+        }
+        Ok(values)
     }
 }
 

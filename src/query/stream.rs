@@ -89,7 +89,9 @@ impl FrameBatcher {
             return None;
         }
         self.pending_bytes = 0;
-        Some(std::mem::take(&mut self.pending))
+        // The next frame will likely be as long as this one.
+        let next = Vec::with_capacity(self.pending.len());
+        Some(std::mem::replace(&mut self.pending, next))
     }
 
     /// Rows seen so far.
