@@ -251,10 +251,13 @@ where
         }
         Ok(Err(failure)) => {
             let error = failure.error.after_deadline(deadline.expired());
+            if deadline.expired() {
+                // Stopped by the database's own limit (SET LOCAL
+                // statement_timeout) or cut off mid-result: either way it
+                // ran out its deadline, and next time sqlgate may be first.
+                remember_timeout(db, statements);
+            }
             if failure.connection_dirty {
-                if deadline.expired() {
-                    remember_timeout(db, statements);
-                }
                 tokio::spawn(abandon(DB::control_pool(db), conn, server_id, !only_reads));
             } else {
                 DB::disarm(&mut conn).await;
