@@ -116,13 +116,7 @@ async fn a_zero_deadline_is_refused_without_touching_the_pool(backend: Backend) 
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let before = app
-        .admin
-        .clone()
-        .get_pool_stats(pb::GetPoolStatsRequest {})
-        .await
-        .expect("stats")
-        .into_inner();
+    let before = app.pool_stats().await;
     let mut client = raw_query_client(app.address);
     let mut zero = tonic::Request::new(execute_request(&app, "SELECT 1"));
     zero.metadata_mut()
@@ -145,13 +139,7 @@ async fn a_zero_deadline_is_refused_without_touching_the_pool(backend: Backend) 
         .expect_err("zero deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded);
 
-    let after = app
-        .admin
-        .clone()
-        .get_pool_stats(pb::GetPoolStatsRequest {})
-        .await
-        .expect("stats")
-        .into_inner();
+    let after = app.pool_stats().await;
     assert_eq!(
         after.calls_total, before.calls_total,
         "no call reached the pool"

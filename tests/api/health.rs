@@ -166,13 +166,7 @@ async fn postgres_outage_readiness_fails_fast_and_recovers() {
         restored.elapsed()
     );
     assert_eq!(app.run("SELECT 1").await.rows.len(), 1);
-    let stats = app
-        .admin
-        .clone()
-        .get_pool_stats(pb::GetPoolStatsRequest {})
-        .await
-        .expect("stats")
-        .into_inner();
+    let stats = app.pool_stats().await;
     assert!(stats.database_reachable);
     assert!(stats.connections_opened >= 2, "reconnected: {stats:?}");
 }

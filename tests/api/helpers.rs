@@ -286,15 +286,19 @@ impl TestApp {
             .expect("direct connection")
     }
 
-    /// Connections checked out of sqlgate's pool now.
-    pub async fn pool_in_use(&self) -> u32 {
+    /// sqlgate's pool and session figures now, from the Admin service.
+    pub async fn pool_stats(&self) -> pb::PoolStats {
         self.admin
             .clone()
             .get_pool_stats(pb::GetPoolStatsRequest {})
             .await
             .expect("stats")
             .into_inner()
-            .in_use_connections
+    }
+
+    /// Connections checked out of sqlgate's pool now.
+    pub async fn pool_in_use(&self) -> u32 {
+        self.pool_stats().await.in_use_connections
     }
 
     /// Waits (up to 2 s) until every pooled connection is back: a dropped

@@ -165,13 +165,7 @@ async fn postgres_connections_identify_as_sqlgate() {
         "sqlgate's connections must carry application_name=sqlgate"
     );
 
-    let stats = app
-        .admin
-        .clone()
-        .get_pool_stats(sqlgate::grpc::pb::GetPoolStatsRequest {})
-        .await
-        .expect("stats")
-        .into_inner();
+    let stats = app.pool_stats().await;
     assert_eq!(stats.backend, "postgres");
     assert_eq!(stats.max_connections, 4);
     assert_eq!(stats.in_use_connections, 0);

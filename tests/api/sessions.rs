@@ -177,20 +177,11 @@ impl Session {
     }
 }
 
-async fn stats(app: &TestApp) -> pb::PoolStats {
-    app.admin
-        .clone()
-        .get_pool_stats(pb::GetPoolStatsRequest {})
-        .await
-        .expect("stats")
-        .into_inner()
-}
-
 /// Waits until `reason` has been counted `count` times.
 async fn wait_for_end(app: &TestApp, reason: &str, count: u64, within: Duration) {
     let started = Instant::now();
     loop {
-        let ended = stats(app).await.sessions_ended;
+        let ended = app.pool_stats().await.sessions_ended;
         if ended.get(reason).copied().unwrap_or_default() >= count {
             return;
         }
@@ -273,10 +264,10 @@ async fn commit_keeps_and_rollback_discards(backend: Backend) {
     }
     session.rollback().await;
 
-    let ended = stats(&app).await.sessions_ended;
+    let ended = app.pool_stats().await.sessions_ended;
     assert_eq!(ended.get("commit"), Some(&1));
     assert_eq!(ended.get("rollback"), Some(&2));
-    assert_eq!(stats(&app).await.open_sessions, 0);
+    assert_eq!(app.pool_stats().await.open_sessions, 0);
     app.wait_until_pool_idle().await;
     app.stop().await;
 }
@@ -499,7 +490,10 @@ async fn idle_timeout_max_lifetime_and_terminate_roll_back(backend: Backend) {
         .await
         .expect("terminate");
     // TerminateSession returns once the rollback is done.
-    assert_eq!(stats(&app).await.sessions_ended.get("terminated"), Some(&1));
+    assert_eq!(
+        app.pool_stats().await.sessions_ended.get("terminated"),
+        Some(&1)
+    );
     assert_eq!(app.count("t").await, 0);
     let status = session.final_status().await.expect("ended");
     assert_eq!(status.code(), Code::Aborted);
@@ -769,7 +763,7 @@ async fn postgres_session_storm_leaves_exactly_the_committed_rows() {
     // cancel reached the server as a half-close first); all roll back.
     let started = Instant::now();
     loop {
-        let ended = stats(&app).await.sessions_ended;
+        let ended = app.pool_stats().await.sessions_ended;
         let gone = ended.get("client_gone").copied().unwrap_or_default()
             + ended.get("stream_ended").copied().unwrap_or_default();
         if gone >= 100 {
@@ -800,7 +794,7 @@ async fn postgres_session_storm_leaves_exactly_the_committed_rows() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let ended: HashMap<String, u64> = stats(&app).await.sessions_ended;
+    let ended: HashMap<String, u64> = app.pool_stats().await.sessions_ended;
     assert_eq!(ended.get("commit"), Some(&100));
     assert_eq!(ended.get("rollback"), Some(&100));
     assert_eq!(
