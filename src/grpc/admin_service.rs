@@ -2,19 +2,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
 use super::{
     convert::duration,
     pb::{self, admin_server::Admin},
 };
-use crate::{
-    db::Database,
-    error::Error,
-    health::HealthState,
-    session::{SessionRegistry, SessionSummary},
-};
+use crate::{db::Database, error::Error, health::HealthState, session::SessionRegistry};
 
 /// How long TerminateSession waits for the session to have rolled back.
 const TERMINATE_WAIT: Duration = Duration::from_secs(5);
@@ -39,27 +33,6 @@ impl AdminService {
             sessions,
             health,
         }
-    }
-}
-
-fn session_info(summary: SessionSummary) -> pb::SessionInfo {
-    let started = summary
-        .started_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    pb::SessionInfo {
-        session_id: summary.id,
-        peer: summary.peer,
-        labels: summary.labels.into_iter().collect(),
-        state: summary.state.name().to_owned(),
-        started_at: Some(Timestamp {
-            seconds: i64::try_from(started.as_secs()).unwrap_or(i64::MAX),
-            nanos: i32::try_from(started.subsec_nanos()).unwrap_or_default(),
-        }),
-        age: Some(duration(summary.age)),
-        idle: Some(duration(summary.idle)),
-        current_statement_fingerprint: summary.current_fingerprint.unwrap_or_default(),
-        statements_executed: summary.statements,
     }
 }
 
@@ -88,7 +61,12 @@ impl Admin for AdminService {
         &self,
         _request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let sessions = self.sessions.list().into_iter().map(session_info).collect();
+        let sessions = self
+            .sessions
+            .list()
+            .into_iter()
+            .map(pb::SessionInfo::from)
+            .collect();
         Ok(Response::new(pb::ListSessionsResponse { sessions }))
     }
 

@@ -50,7 +50,7 @@ impl CallLog {
 }
 
 /// Displays a caller's address, or `unknown`.
-struct Peer(Option<SocketAddr>);
+pub(super) struct Peer(pub(super) Option<SocketAddr>);
 
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -13,7 +13,7 @@ use crate::{
     query::{
         ColumnInfo, QueryOutput, SqlValue, Statement, StreamEvent, ValueKind, value::text_form,
     },
-    session::{BeginOptions, SessionCommand, SessionEvent},
+    session::{BeginOptions, SessionCommand, SessionEvent, SessionSummary},
 };
 
 /// Builds a validated statement from a request's fields.
@@ -348,6 +348,35 @@ pub fn duration(value: std::time::Duration) -> PbDuration {
     PbDuration {
         seconds: i64::try_from(value.as_secs()).unwrap_or(i64::MAX),
         nanos: i32::try_from(value.subsec_nanos()).unwrap_or_default(),
+    }
+}
+
+/// A wall-clock time on the wire (saturating; before 1970 reads as 1970).
+fn timestamp(value: std::time::SystemTime) -> Timestamp {
+    let since_epoch = duration(
+        value
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    Timestamp {
+        seconds: since_epoch.seconds,
+        nanos: since_epoch.nanos,
+    }
+}
+
+impl From<SessionSummary> for pb::SessionInfo {
+    fn from(summary: SessionSummary) -> Self {
+        pb::SessionInfo {
+            session_id: summary.id,
+            peer: summary.peer,
+            labels: summary.labels.into_iter().collect(),
+            state: summary.state.name().to_owned(),
+            started_at: Some(timestamp(summary.started_at)),
+            age: Some(duration(summary.age)),
+            idle: Some(duration(summary.idle)),
+            current_statement_fingerprint: summary.current_fingerprint.unwrap_or_default(),
+            statements_executed: summary.statements,
+        }
     }
 }
 

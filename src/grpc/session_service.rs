@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
+    call_log::Peer,
     convert,
     pb::{self, sessions_server::Sessions},
 };
@@ -42,9 +43,7 @@ impl Sessions for SessionService {
         &self,
         request: Request<Streaming<pb::SessionRequest>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let peer = request
-            .remote_addr()
-            .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
+        let peer = Peer(request.remote_addr()).to_string();
         let mut requests = request.into_inner();
         let (inbox, inbound) = mpsc::channel(INBOX);
         let (outbound, events) = mpsc::channel(self.manager.limits().stream_buffer_frames);
