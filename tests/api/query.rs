@@ -165,6 +165,8 @@ async fn postgres_connections_identify_as_sqlgate() {
         "sqlgate's connections must carry application_name=sqlgate"
     );
 
+    // The call's connection goes back in a task of sqlx's, a moment later.
+    app.wait_until_pool_idle().await;
     let stats = app.pool_stats().await;
     assert_eq!(stats.backend, "postgres");
     assert_eq!(stats.max_connections, 4);
