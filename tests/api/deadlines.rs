@@ -232,6 +232,38 @@ async fn backend_state(direct: &mut sqlx::PgConnection, pid: i32) -> Option<Stri
         .flatten()
 }
 
+/// Runs `sql` (a `pg_sleep(10)`) with a 300 ms deadline and expects
+/// DEADLINE_EXCEEDED; waits until the statement has stopped on the server
+/// and the pool has its connection back (or has closed it). Returns the
+/// backend that ran it and that backend's state afterwards (None: closed).
+async fn time_out_once(
+    app: &TestApp,
+    client: &crate::helpers::RawClient,
+    direct: &mut sqlx::PgConnection,
+    sql: &str,
+) -> (i32, Option<String>) {
+    let budget = Duration::from_millis(300);
+    let call = {
+        let mut client = client.clone();
+        let message = execute_request(app, sql);
+        tokio::spawn(async move { client.execute(request(message, budget)).await })
+    };
+    let pid = backend_running(direct, app, "pg_sleep(10)").await;
+    let status = call.await.expect("join").expect_err("deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{sql}");
+    // Stopped on the server at once, whether the connection is kept or closed.
+    let stopped = Instant::now();
+    while backend_state(direct, pid).await.as_deref() == Some("active") {
+        assert!(
+            stopped.elapsed() < Duration::from_millis(500),
+            "{sql} still running on backend {pid}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    app.wait_until_pool_idle().await;
+    (pid, backend_state(direct, pid).await)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_statement_that_times_out_again_is_cancelled_and_its_connection_kept() {
     let Some(app) = spawn_app(Backend::Postgres).await else {
@@ -239,28 +271,9 @@ async fn postgres_a_statement_that_times_out_again_is_cancelled_and_its_connecti
     };
     let mut direct = app.postgres_direct().await;
     let mut client = warm_client(&app).await;
-    let budget = Duration::from_millis(300);
     let mut ran_on = Vec::new();
-    for attempt in 0..3 {
-        let call = {
-            let mut client = client.clone();
-            let message = execute_request(&app, "SELECT pg_sleep(10)");
-            tokio::spawn(async move { client.execute(request(message, budget)).await })
-        };
-        let pid = backend_running(&mut direct, &app, "pg_sleep(10)").await;
-        let status = call.await.expect("join").expect_err("deadline");
-        assert_eq!(status.code(), Code::DeadlineExceeded, "attempt {attempt}");
-        // Stopped on the server at once either way.
-        let stopped = Instant::now();
-        while backend_state(&mut direct, pid).await.as_deref() == Some("active") {
-            assert!(
-                stopped.elapsed() < Duration::from_millis(500),
-                "attempt {attempt}: pg_sleep still running on backend {pid}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        app.wait_until_pool_idle().await;
-        ran_on.push((pid, backend_state(&mut direct, pid).await));
+    for _ in 0..3 {
+        ran_on.push(time_out_once(&app, &client, &mut direct, "SELECT pg_sleep(10)").await);
     }
     // The first timeout of a statement shape closes its connection (its pid
     // was not known); later ones are cancelled and the connection goes
@@ -273,16 +286,7 @@ async fn postgres_a_statement_that_times_out_again_is_cancelled_and_its_connecti
     app.run("CREATE TABLE kept (id BIGINT)").await;
     let insert = "INSERT INTO kept SELECT 1 FROM pg_sleep(10)";
     for _ in 0..2 {
-        let call = {
-            let mut client = client.clone();
-            let message = execute_request(&app, insert);
-            tokio::spawn(async move { client.execute(request(message, budget)).await })
-        };
-        let pid = backend_running(&mut direct, &app, "pg_sleep(10)").await;
-        let status = call.await.expect("join").expect_err("deadline");
-        assert_eq!(status.code(), Code::DeadlineExceeded);
-        app.wait_until_pool_idle().await;
-        ran_on.push((pid, backend_state(&mut direct, pid).await));
+        ran_on.push(time_out_once(&app, &client, &mut direct, insert).await);
     }
     assert_eq!(ran_on[4].1.as_deref(), Some("idle"), "{ran_on:?}");
     assert_eq!(app.count("kept").await, 0);
