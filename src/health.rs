@@ -47,11 +47,10 @@ pub struct HealthState {
     probe: Mutex<ProbeReport>,
 }
 
-/// What the last probe found, for GetPoolStats.
+/// What the last probe found, for GetPoolStats. (Whether the database is
+/// reachable is the pool's own flag, `Database::is_reachable`.)
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProbeReport {
-    /// Whether the database answered the last probes (after thresholds).
-    pub database_up: bool,
     /// How long the last probe took.
     pub last_latency: Duration,
     /// Whether too many callers have been waiting for too long.
@@ -69,10 +68,7 @@ impl HealthState {
         Arc::new(Self {
             statuses,
             stopping: AtomicBool::new(false),
-            probe: Mutex::new(ProbeReport {
-                database_up: true,
-                ..ProbeReport::default()
-            }),
+            probe: Mutex::new(ProbeReport::default()),
         })
     }
 
@@ -157,7 +153,6 @@ pub fn spawn_probe(
                 waiting_since.is_some_and(|since| since.elapsed() >= settings.saturation_duration);
             if let Ok(mut report) = state.probe.lock() {
                 *report = ProbeReport {
-                    database_up: up,
                     last_latency: latency,
                     saturated,
                 };

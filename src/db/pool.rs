@@ -268,7 +268,7 @@ impl Database {
                 waiting.finish();
                 Ok(conn)
             }
-            Err(sqlx::Error::PoolTimedOut) if !self.reachable.load(Ordering::Relaxed) => {
+            Err(sqlx::Error::PoolTimedOut) if !self.is_reachable() => {
                 waiting.timed_out();
                 Err(Error::Unavailable(
                     "the database is unreachable (health probe failing)".to_owned(),
@@ -295,7 +295,7 @@ impl Database {
         deadline: &Deadline,
     ) -> Result<PoolConnection<DB>, Error> {
         deadline.check(DeadlinePhase::BeforeStart)?;
-        if !self.reachable.load(Ordering::Relaxed) {
+        if !self.is_reachable() {
             return Err(Error::Unavailable(
                 "the database is unreachable (health probe failing); try again shortly".to_owned(),
             ));
@@ -322,6 +322,11 @@ impl Database {
     /// Records what the health probe concluded (see `reachable`).
     pub fn set_reachable(&self, reachable: bool) {
         self.reachable.store(reachable, Ordering::Relaxed);
+    }
+
+    /// What the health probe last concluded (after its thresholds).
+    pub fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
     }
 
     /// Counts one call served.

@@ -44,7 +44,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::PoolStats>, Status> {
         let mut stats: pb::PoolStats = self.db.snapshot().into();
         let probe = self.health.probe_report();
-        stats.database_reachable = probe.database_up;
+        stats.database_reachable = self.db.is_reachable();
         stats.last_probe_latency = Some(duration(probe.last_latency));
         stats.saturated = probe.saturated;
         stats.open_sessions = u32::try_from(self.sessions.open_count()).unwrap_or(u32::MAX);
