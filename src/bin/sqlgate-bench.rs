@@ -490,21 +490,7 @@ async fn point_select(
         decode_item(&row)?;
         Ok(())
     };
-    let clients = query_clients(setup);
-    let via = move |i: u64| {
-        let mut client = clients[i as usize % clients.len()].clone();
-        async move {
-            let id = (i as i64 % rows) + 1;
-            let response = client
-                .execute(request(POINT, vec![int(id)], timeout))
-                .await?
-                .into_inner();
-            if response.rows.len() != 1 {
-                return Err("point select returned no row".into());
-            }
-            Ok(())
-        }
-    };
+    let via = point_select_via_sqlgate(setup, timeout);
     let (target, text) = if concurrency == 16 && timeout.is_none() {
         (0.6, "≥ 0.6 × direct")
     } else {
@@ -519,6 +505,34 @@ async fn point_select(
         (target, text),
     )
     .await
+}
+
+/// One point select through sqlgate per call, spread over the client
+/// connections; `timeout` is the `grpc-timeout` header, if any.
+fn point_select_via_sqlgate(
+    setup: &Setup,
+    timeout: Option<&'static str>,
+) -> impl Fn(u64) -> futures::future::BoxFuture<'static, Result<(), BoxError>>
++ Send
++ Sync
++ Clone
++ 'static {
+    let rows = setup.rows;
+    let clients = query_clients(setup);
+    move |i: u64| {
+        let mut client = clients[i as usize % clients.len()].clone();
+        Box::pin(async move {
+            let id = (i as i64 % rows) + 1;
+            let response = client
+                .execute(request(POINT, vec![int(id)], timeout))
+                .await?
+                .into_inner();
+            if response.rows.len() != 1 {
+                return Err("point select returned no row".into());
+            }
+            Ok(())
+        })
+    }
 }
 
 async fn range_select(setup: &Setup) -> Result<Measurement, BoxError> {
@@ -1003,21 +1017,11 @@ async fn deadline_cost(setup: &Setup) -> Result<Measurement, BoxError> {
 }
 
 async fn point_select_once(setup: &Setup, timeout: &'static str) -> Result<f64, BoxError> {
-    let rows = setup.rows;
-    let clients = query_clients(setup);
-    let sample = closed_loop(16, setup.seconds, move |i| {
-        let mut client = clients[i as usize % clients.len()].clone();
-        async move {
-            client
-                .execute(request(
-                    POINT,
-                    vec![int((i as i64 % rows) + 1)],
-                    Some(timeout),
-                ))
-                .await?;
-            Ok(())
-        }
-    })
+    let sample = closed_loop(
+        16,
+        setup.seconds,
+        point_select_via_sqlgate(setup, Some(timeout)),
+    )
     .await?;
     Ok(sample.rate())
 }
