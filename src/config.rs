@@ -97,6 +97,10 @@ pub struct TransportSettings {
     pub keepalive_timeout: Duration,
     /// Largest request message accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Calls (streams) one HTTP/2 connection may have open at once. Every
+    /// open session is one, so this must stay above `sessions.max_open`;
+    /// hyper's own default (200) would refuse a busy client's streams.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Settings {
@@ -150,6 +154,7 @@ impl Default for TransportSettings {
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(5),
             max_request_bytes: 16 * 1024 * 1024,
+            max_concurrent_streams: 1024,
         }
     }
 }
@@ -433,6 +438,9 @@ impl Settings {
         }
         if self.transport.keepalive_timeout.is_zero() {
             return fail("transport.keepalive_timeout", "must be more than zero");
+        }
+        if self.transport.max_concurrent_streams == 0 {
+            return fail("transport.max_concurrent_streams", "must be more than zero");
         }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
             return fail("log_filter", &err.to_string());

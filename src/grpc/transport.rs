@@ -32,7 +32,8 @@ pub(crate) async fn serve(
     builder
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(settings.keepalive_interval))
-        .keep_alive_timeout(settings.keepalive_timeout);
+        .keep_alive_timeout(settings.keepalive_timeout)
+        .max_concurrent_streams(settings.max_concurrent_streams);
     let graceful = GracefulShutdown::new();
     let routes = routes.prepare();
     tokio::pin!(shutdown);
