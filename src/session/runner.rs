@@ -80,6 +80,10 @@ pub(super) async fn run<DB>(
     let first = tokio::select! {
         message = inbound.recv() => message,
         () = outbound.closed() => return,
+        () = context.registry.shutting_down() => {
+            let _ = outbound.send(SessionEvent::Ended(Error::ShuttingDown)).await;
+            return;
+        }
         () = tokio::time::sleep(BEGIN_WAIT) => {
             let _ = outbound.send(SessionEvent::Ended(Error::SessionProtocol(
                 "no begin arrived; a session starts with begin".to_owned(),
@@ -251,7 +255,7 @@ pub(super) async fn run<DB>(
                         let _ = outbound.send(SessionEvent::Ended(error)).await;
                     }
                 }
-                linger(inbound, &outbound, "committed").await;
+                linger(&context, inbound, &outbound, "committed").await;
                 return;
             }
             SessionCommand::Rollback => {
@@ -263,7 +267,7 @@ pub(super) async fn run<DB>(
                     Err(_) => close::<DB>(&context, open, guard, EndReason::Rollback).await,
                 }
                 let _ = outbound.send(SessionEvent::RolledBack).await;
-                linger(inbound, &outbound, "rolled back").await;
+                linger(&context, inbound, &outbound, "rolled back").await;
                 return;
             }
         }
@@ -548,8 +552,13 @@ where
 }
 
 /// After commit or rollback the stream stays open until the client closes
-/// it; anything it still sends is answered with a clear error.
-async fn linger(mut inbound: mpsc::Receiver<Inbound>, outbound: &Outbound, how: &str) {
+/// it (or shutdown); anything it still sends is answered with a clear error.
+async fn linger(
+    context: &Context,
+    mut inbound: mpsc::Receiver<Inbound>,
+    outbound: &Outbound,
+    how: &str,
+) {
     loop {
         tokio::select! {
             message = inbound.recv() => match message {
@@ -566,6 +575,7 @@ async fn linger(mut inbound: mpsc::Receiver<Inbound>, outbound: &Outbound, how: 
                 Some(Inbound::Broken) | None => return,
             },
             () = outbound.closed() => return,
+            () = context.registry.shutting_down() => return,
             () = tokio::time::sleep(BEGIN_WAIT) => return,
         }
     }
