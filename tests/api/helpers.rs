@@ -56,6 +56,8 @@ pub struct TestDatabase {
     pub url: String,
     /// The database's name (PostgreSQL/MariaDB).
     pub name: String,
+    /// The database file (SQLite).
+    sqlite_path: Option<std::path::PathBuf>,
     admin_url: String,
     _dir: Option<tempfile::TempDir>,
 }
@@ -76,6 +78,7 @@ impl TestDatabase {
                     url: with_database(&admin_url, &name),
                     name,
                     admin_url,
+                    sqlite_path: None,
                     _dir: None,
                 })
             }
@@ -91,6 +94,7 @@ impl TestDatabase {
                     url: with_database(&admin_url, &name),
                     name,
                     admin_url,
+                    sqlite_path: None,
                     _dir: None,
                 })
             }
@@ -102,10 +106,18 @@ impl TestDatabase {
                     url: format!("sqlite://{}?mode=rwc", path.display()),
                     name,
                     admin_url: String::new(),
+                    sqlite_path: Some(path),
                     _dir: Some(dir),
                 })
             }
         }
+    }
+}
+
+impl TestDatabase {
+    /// The SQLite database file, for a direct connection beside sqlgate's.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        self.sqlite_path.clone()
     }
 }
 
@@ -149,14 +161,31 @@ impl Drop for TestDatabase {
     }
 }
 
+/// Whether this run is CI's: `CI` set to anything but empty, `0`, `false`,
+/// `no` or `off` (CI systems spell it `true`, `1`, `yes`…).
+pub fn running_in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| {
+        !matches!(
+            value.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "false" | "no" | "off"
+        )
+    })
+}
+
+/// Skips a test whose backend is unreachable — loudly, and never in CI.
+/// The message is written straight to the process's stderr: the test
+/// harness captures `eprintln!` of passing tests, which would make a
+/// skipped backend look like `ok`.
 fn unreachable_skips<T, E: std::fmt::Display>(backend: Backend, result: Result<T, E>) -> Option<T> {
     match result {
         Ok(value) => Some(value),
         Err(err) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{backend:?} is unreachable under CI=true: {err}");
+            if running_in_ci() {
+                panic!("{backend:?} is unreachable in CI (CI is set): {err}");
             }
-            eprintln!(
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr().lock(),
                 "\n!!!!! SKIPPING: {backend:?} is unreachable ({err}). Start it or set SQLGATE_TEST_*_URL. !!!!!\n"
             );
             None
@@ -324,18 +353,23 @@ impl TestApp {
 
     /// Stops the server and waits for it (the pool is closed when this
     /// returns); the database lives on until the returned guard drops.
+    /// A shutdown that hangs, fails or panics fails the test.
     pub async fn stop(mut self) -> TestDatabase {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+            tokio::time::timeout(Duration::from_secs(10), server)
+                .await
+                .expect("sqlgate shut down within 10 s")
+                .expect("sqlgate's server task ended without a panic or an error");
         }
         let placeholder = TestDatabase {
             backend: Backend::Sqlite,
             url: String::new(),
             name: String::new(),
             admin_url: String::new(),
+            sqlite_path: None,
             _dir: None,
         };
         std::mem::replace(&mut self.db, placeholder)
