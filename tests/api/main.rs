@@ -10,6 +10,7 @@ mod deadlines;
 mod discovery;
 mod health;
 mod helpers;
+mod observe;
 mod proxy;
 mod query;
 mod sessions;

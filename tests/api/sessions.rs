@@ -23,9 +23,14 @@ use crate::{
     helpers::{
         Backend, Backends, TestApp, error_details, spawn_app, spawn_app_with, sqlgate_backends, v,
     },
+    observe::DatabaseView,
     on_every_backend,
     proxy::Proxy,
 };
+
+/// How long sqlgate may take to clean up after a session ends: cancel,
+/// roll back, return the connection.
+const CLEANUP_BOUND: Duration = Duration::from_secs(1);
 
 /// A client's end of one session stream.
 struct Session {
@@ -177,6 +182,40 @@ impl Session {
     }
 }
 
+/// Begins a session and inserts `id` into `t` in it, then checks that the
+/// database sees the session's transaction open: the precondition that
+/// makes every later "cleaned up" assertion mean something.
+async fn session_holding_a_write(app: &TestApp, view: &mut DatabaseView, id: i64) -> Session {
+    let mut session = Session::begin(app, &[]).await.expect("begin");
+    session
+        .execute(app, 1, "INSERT INTO t VALUES ($1)", vec![v::int(id)])
+        .await
+        .expect("insert");
+    let seen = view.seen().await;
+    assert_eq!(
+        seen.open_transactions, 1,
+        "the database sees the session's open transaction: {seen:?}"
+    );
+    session
+}
+
+/// Reads to the end of a session's stream (within 5 s) and returns its
+/// final status, which must be an error carrying `end_reason`.
+async fn ended_with(session: &mut Session, code: Code, end_reason: &str) {
+    let status = tokio::time::timeout(Duration::from_secs(5), session.final_status())
+        .await
+        .expect("the session's stream ends within 5 s")
+        .expect("an ending status");
+    assert_eq!(status.code(), code, "{status:?}");
+    let (reason, metadata, _) = error_details(&status);
+    assert_eq!(reason, "SESSION_ENDED", "{status:?}");
+    assert_eq!(
+        metadata.get("end_reason").map(String::as_str),
+        Some(end_reason),
+        "{status:?}"
+    );
+}
+
 /// Waits until `reason` has been counted `count` times.
 async fn wait_for_end(app: &TestApp, reason: &str, count: u64, within: Duration) {
     let started = Instant::now();
@@ -199,6 +238,7 @@ async fn commit_keeps_and_rollback_discards(backend: Backend) {
     };
     app.run("CREATE TABLE t (id INTEGER PRIMARY KEY, label VARCHAR(20))")
         .await;
+    let mut view = DatabaseView::of(&app).await;
 
     let mut session = Session::begin(&app, &[("team", "billing")])
         .await
@@ -221,11 +261,14 @@ async fn commit_keeps_and_rollback_discards(backend: Backend) {
         )
         .await
         .expect("select");
+    assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].values[0].kind, Some(Kind::TextValue("kept".into())));
-    // Not visible outside the session before commit.
+    // Not visible outside the session before commit; open in the database.
     assert_eq!(app.count("t").await, 0);
+    assert_eq!(view.seen().await.open_transactions, 1);
     session.commit().await;
     assert_eq!(app.count("t").await, 1);
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
 
     let mut session = Session::begin(&app, &[]).await.expect("begin");
     session
@@ -237,8 +280,10 @@ async fn commit_keeps_and_rollback_discards(backend: Backend) {
         )
         .await
         .expect("insert");
+    assert_eq!(view.seen().await.open_transactions, 1);
     session.rollback().await;
     assert_eq!(app.count("t").await, 1);
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
 
     // An error answers its request only; the session goes on (except where
     // the database aborted the transaction).
@@ -256,11 +301,20 @@ async fn commit_keeps_and_rollback_discards(backend: Backend) {
             let error = next.expect_err("PostgreSQL aborted the transaction");
             assert_eq!(error.code, Code::FailedPrecondition as i32);
             assert!(error.message.contains("aborted"), "{}", error.message);
+            assert_eq!(
+                error_details(&error_status(&error))
+                    .1
+                    .get("sqlstate")
+                    .map(String::as_str),
+                Some("25P02"),
+                "{error:?}"
+            );
         }
-        _ => assert_eq!(
-            next.expect("goes on")[0].values[0].kind,
-            Some(Kind::IntValue(1))
-        ),
+        _ => {
+            let rows = next.expect("goes on");
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].values[0].kind, Some(Kind::IntValue(1)));
+        }
     }
     session.rollback().await;
 
@@ -268,45 +322,42 @@ async fn commit_keeps_and_rollback_discards(backend: Backend) {
     assert_eq!(ended.get("commit"), Some(&1));
     assert_eq!(ended.get("rollback"), Some(&2));
     assert_eq!(app.pool_stats().await.open_sessions, 0);
-    app.wait_until_pool_idle().await;
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
     app.stop().await;
 }
 on_every_backend!(commit_keeps_and_rollback_discards);
+
+/// A session's in-stream error as the `tonic::Status` a client library
+/// would build from it, details included.
+fn error_status(error: &tonic_types::pb::Status) -> tonic::Status {
+    use prost::Message;
+    tonic::Status::with_details(
+        Code::from_i32(error.code),
+        error.message.clone(),
+        error.encode_to_vec().into(),
+    )
+}
 
 async fn a_stream_that_ends_without_commit_rolls_back(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
     app.run("CREATE TABLE t (id INTEGER)").await;
-    let mut session = Session::begin(&app, &[]).await.expect("begin");
-    session
-        .execute(&app, 1, "INSERT INTO t VALUES ($1)", vec![v::int(1)])
-        .await
-        .expect("insert");
+    let mut view = DatabaseView::of(&app).await;
+    let mut session = session_holding_a_write(&app, &mut view, 1).await;
     // Half-close: a cancelled call looks the same on the server; never commit on it.
     session.requests = None;
-    let status = session.final_status().await.expect("an ending status");
-    assert_eq!(status.code(), Code::Aborted);
-    assert_eq!(
-        error_details(&status)
-            .1
-            .get("end_reason")
-            .map(String::as_str),
-        Some("stream_ended")
-    );
+    ended_with(&mut session, Code::Aborted, "stream_ended").await;
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
     assert_eq!(app.count("t").await, 0);
-    wait_for_end(&app, "stream_ended", 1, Duration::from_secs(1)).await;
+    wait_for_end(&app, "stream_ended", 1, CLEANUP_BOUND).await;
 
     // The client dropping the whole call (cancel): rolled back as client_gone.
-    let mut session = Session::begin(&app, &[]).await.expect("begin");
-    session
-        .execute(&app, 1, "INSERT INTO t VALUES ($1)", vec![v::int(2)])
-        .await
-        .expect("insert");
+    let session = session_holding_a_write(&app, &mut view, 2).await;
     drop(session);
-    wait_for_end(&app, "client_gone", 1, Duration::from_secs(1)).await;
+    wait_for_end(&app, "client_gone", 1, CLEANUP_BOUND).await;
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
     assert_eq!(app.count("t").await, 0);
-    app.wait_until_pool_idle().await;
     app.stop().await;
 }
 on_every_backend!(a_stream_that_ends_without_commit_rolls_back);
@@ -395,55 +446,84 @@ async fn idle_timeout_max_lifetime_and_terminate_roll_back(backend: Backend) {
         return;
     };
     app.run("CREATE TABLE t (id INTEGER)").await;
+    let mut view = DatabaseView::of(&app).await;
 
-    // Idle timeout.
-    let mut session = Session::begin(&app, &[]).await.expect("begin");
-    session
-        .execute(&app, 1, "INSERT INTO t VALUES ($1)", vec![v::int(1)])
-        .await
-        .expect("insert");
-    let status = session.final_status().await.expect("ended");
-    assert_eq!(status.code(), Code::Aborted);
-    wait_for_end(&app, "idle_timeout", 1, Duration::from_secs(1)).await;
+    // Idle timeout, counted from the last request's answer (which comes
+    // after `idle_since`).
+    let idle_since = Instant::now();
+    let mut session = session_holding_a_write(&app, &mut view, 1).await;
+    ended_with(&mut session, Code::Aborted, "idle_timeout").await;
+    let idle_for = idle_since.elapsed();
+    assert!(
+        idle_for >= Duration::from_millis(300) && idle_for < Duration::from_millis(800),
+        "ended {idle_for:?} after the last request; the idle timeout is 300 ms"
+    );
+    wait_for_end(&app, "idle_timeout", 1, CLEANUP_BOUND).await;
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
     assert_eq!(app.count("t").await, 0);
 
-    // Maximum lifetime, while the client keeps the session busy.
-    let mut session = Session::begin(&app, &[]).await.expect("begin");
-    session
-        .execute(&app, 1, "INSERT INTO t VALUES ($1)", vec![v::int(2)])
-        .await
-        .expect("insert");
-    let started = Instant::now();
+    // Maximum lifetime, while the client keeps the session busy (never idle
+    // for 300 ms).
+    let mut session = session_holding_a_write(&app, &mut view, 2).await;
+    let began = Instant::now();
     let mut request_id = 2;
-    while started.elapsed() < Duration::from_secs(3) {
+    let status = loop {
+        assert!(
+            began.elapsed() < Duration::from_secs(3),
+            "the session outlived its 1.5 s lifetime"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         request_id += 1;
-        if session
+        // The server stops reading once the session has ended: then only
+        // its final status is left to read.
+        let sent = session
             .requests
             .as_ref()
             .expect("open")
             .send(execute_request(request_id, "SELECT 1".into(), vec![]))
-            .await
-            .is_err()
-        {
-            break;
+            .await;
+        if sent.is_err() {
+            let status = tokio::time::timeout(Duration::from_secs(2), session.final_status())
+                .await
+                .expect("the stream ends within 2 s")
+                .expect("an ending status");
+            break status;
         }
-        match session.answers.message().await {
-            Ok(Some(_)) => {
-                // Drain this request's frames.
-                while let Ok(Some(answer)) = session.answers.message().await {
-                    if matches!(
-                        answer.response,
-                        Some(Answer::Done(_)) | Some(Answer::RolledBack(_))
-                    ) {
-                        break;
-                    }
-                }
+        // This request's frames and `done`, or the session's end.
+        let ended = loop {
+            match tokio::time::timeout(Duration::from_secs(2), session.answers.message())
+                .await
+                .expect("an answer within 2 s")
+            {
+                Ok(Some(answer)) => match answer.response {
+                    Some(Answer::Done(_)) => break None,
+                    Some(Answer::Frame(_)) => {}
+                    Some(Answer::RolledBack(_)) => {}
+                    other => panic!("unexpected {other:?}"),
+                },
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => break Some(status),
             }
-            _ => break,
+        };
+        if let Some(status) = ended {
+            break status;
         }
-    }
-    wait_for_end(&app, "max_lifetime", 1, Duration::from_secs(3)).await;
+    };
+    let lived = began.elapsed();
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert_eq!(
+        error_details(&status)
+            .1
+            .get("end_reason")
+            .map(String::as_str),
+        Some("max_lifetime")
+    );
+    assert!(
+        lived >= Duration::from_millis(1400),
+        "ended after {lived:?}, before its lifetime"
+    );
+    wait_for_end(&app, "max_lifetime", 1, CLEANUP_BOUND).await;
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
     assert_eq!(app.count("t").await, 0);
 
     // TerminateSession: NOT_FOUND for an unknown id, rollback for a real one.
@@ -463,6 +543,7 @@ async fn idle_timeout_max_lifetime_and_terminate_roll_back(backend: Backend) {
         .execute(&app, 1, "INSERT INTO t VALUES ($1)", vec![v::int(3)])
         .await
         .expect("insert");
+    assert_eq!(view.seen().await.open_transactions, 1);
     let listed = app
         .admin
         .clone()
@@ -470,11 +551,9 @@ async fn idle_timeout_max_lifetime_and_terminate_roll_back(backend: Backend) {
         .await
         .expect("list")
         .into_inner();
-    let info = listed
-        .sessions
-        .iter()
-        .find(|s| s.session_id == session.id)
-        .expect("listed");
+    assert_eq!(listed.sessions.len(), 1, "{listed:?}");
+    let info = &listed.sessions[0];
+    assert_eq!(info.session_id, session.id);
     assert_eq!(
         info.labels.get("who").map(String::as_str),
         Some("operator-test")
@@ -494,10 +573,10 @@ async fn idle_timeout_max_lifetime_and_terminate_roll_back(backend: Backend) {
         app.pool_stats().await.sessions_ended.get("terminated"),
         Some(&1)
     );
+    assert_eq!(view.seen().await.open_transactions, 0);
     assert_eq!(app.count("t").await, 0);
-    let status = session.final_status().await.expect("ended");
-    assert_eq!(status.code(), Code::Aborted);
-    app.wait_until_pool_idle().await;
+    ended_with(&mut session, Code::Aborted, "terminated").await;
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
     app.stop().await;
 }
 on_every_backend!(idle_timeout_max_lifetime_and_terminate_roll_back);
@@ -535,29 +614,72 @@ async fn sessions_cannot_take_the_whole_pool() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_list_shows_the_running_statement_and_terminate_cancels_it() {
-    let Some(app) = spawn_app(Backend::Postgres).await else {
+/// A statement that runs for many seconds on each backend.
+fn slow_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "SELECT pg_sleep(30)",
+        Backend::MySql => "SELECT SLEEP(30)",
+        Backend::Sqlite => {
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000) \
+             SELECT max(x) FROM c"
+        }
+    }
+}
+
+/// What the slow statement looks like in the database's list of running
+/// statements.
+fn slow_pattern(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "pg_sleep(30)",
+        Backend::MySql => "SLEEP(30)",
+        Backend::Sqlite => "",
+    }
+}
+
+/// Waits (up to 2 s) until the session's slow statement is seen running:
+/// listed as `executing`, and on PostgreSQL and MariaDB in the database's
+/// own view. On SQLite the session's write lock is what the view sees, and
+/// it is only released once the statement has stopped.
+async fn wait_until_running(app: &TestApp, view: &mut DatabaseView, sql: &str) {
+    let started = Instant::now();
+    loop {
+        let listed = app
+            .admin
+            .clone()
+            .list_sessions(pb::ListSessionsRequest {})
+            .await
+            .expect("list")
+            .into_inner();
+        let executing = listed.sessions.iter().any(|s| s.state == "executing");
+        let on_server =
+            app.backend == Backend::Sqlite || view.running(slow_pattern(app.backend)).await == 1;
+        if executing && on_server {
+            assert_eq!(
+                listed.sessions[0].current_statement_fingerprint,
+                sqlgate::query::statement::fingerprint(sql)
+            );
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{sql} never seen running: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn terminate_cancels_the_running_statement(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let session = Session::begin(&app, &[]).await.expect("begin");
+    app.run("CREATE TABLE t (id INTEGER)").await;
+    let mut view = DatabaseView::of(&app).await;
+    let mut session = session_holding_a_write(&app, &mut view, 1).await;
+    let sql = slow_sql(backend);
     session
-        .send(execute_request(1, "SELECT pg_sleep(30)".into(), vec![]))
+        .send(execute_request(2, sql.to_owned(), vec![]))
         .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let listed = app
-        .admin
-        .clone()
-        .list_sessions(pb::ListSessionsRequest {})
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(listed.sessions.len(), 1);
-    assert_eq!(listed.sessions[0].state, "executing");
-    assert_eq!(
-        listed.sessions[0].current_statement_fingerprint,
-        sqlgate::query::statement::fingerprint("SELECT pg_sleep(30)")
-    );
+    wait_until_running(&app, &mut view, sql).await;
     let started = Instant::now();
     app.admin
         .clone()
@@ -571,13 +693,12 @@ async fn postgres_list_shows_the_running_statement_and_terminate_cancels_it() {
         "terminate took {:?}",
         started.elapsed()
     );
-    let mut direct = app.postgres_direct().await;
-    assert_eq!(
-        sqlgate_backends(&mut direct, &app.db.name, Backends::Busy).await,
-        0
-    );
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
+    assert_eq!(app.count("t").await, 0);
+    ended_with(&mut session, Code::Aborted, "terminated").await;
     app.stop().await;
 }
+on_every_backend!(terminate_cancels_the_running_statement);
 
 /// Starts the session client as a process of its own and waits for READY.
 async fn spawn_client(app: &TestApp, mode: &str) -> (tokio::process::Child, String) {
@@ -659,9 +780,8 @@ async fn postgres_a_killed_client_process_has_its_running_query_cancelled() {
     killed_client_is_cleaned_up("sleep").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_dead_peer_is_noticed_within_the_keepalive_timeout() {
-    let Some(app) = spawn_app_with(Backend::Postgres, |s| {
+async fn a_dead_peer_is_noticed_within_the_keepalive_timeout(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| {
         s.transport.keepalive_interval = Duration::from_millis(300);
         s.transport.keepalive_timeout = Duration::from_millis(300);
     })
@@ -670,6 +790,7 @@ async fn postgres_a_dead_peer_is_noticed_within_the_keepalive_timeout() {
         return;
     };
     app.run("CREATE TABLE t (id INTEGER)").await;
+    let mut view = DatabaseView::of(&app).await;
     let proxy = Proxy::start(app.address).await;
     let channel = Channel::from_shared(format!("http://{}", proxy.address))
         .expect("uri")
@@ -683,6 +804,7 @@ async fn postgres_a_dead_peer_is_noticed_within_the_keepalive_timeout() {
         .execute(&app, 1, "INSERT INTO t VALUES (1)", vec![])
         .await
         .expect("insert");
+    assert_eq!(view.seen().await.open_transactions, 1);
     proxy.freeze();
     let frozen = Instant::now();
     wait_for_end(&app, "client_gone", 1, Duration::from_secs(3)).await;
@@ -692,15 +814,12 @@ async fn postgres_a_dead_peer_is_noticed_within_the_keepalive_timeout() {
         "took {:?}",
         frozen.elapsed()
     );
-    let mut direct = app.postgres_direct().await;
-    assert_eq!(
-        sqlgate_backends(&mut direct, &app.db.name, Backends::Busy).await,
-        0
-    );
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
     assert_eq!(app.count("t").await, 0);
     drop(session);
     app.stop().await;
 }
+on_every_backend!(a_dead_peer_is_noticed_within_the_keepalive_timeout);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_session_storm_leaves_exactly_the_committed_rows() {
@@ -804,49 +923,33 @@ async fn postgres_session_storm_leaves_exactly_the_committed_rows() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_shutdown_rolls_back_open_sessions() {
-    let Some(app) = spawn_app(Backend::Postgres).await else {
+async fn shutdown_rolls_back_open_sessions(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
         return;
     };
     app.run("CREATE TABLE t (id INTEGER)").await;
-    let mut session = Session::begin(&app, &[]).await.expect("begin");
-    session
-        .execute(&app, 1, "INSERT INTO t VALUES (1)", vec![])
-        .await
-        .expect("insert");
-    let name = app.db.name.clone();
+    let mut view = DatabaseView::of(&app).await;
+    let mut session = session_holding_a_write(&app, &mut view, 1).await;
     let started = Instant::now();
-    let database = app.stop().await;
+    let _database = app.stop().await;
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "shutdown took {:?}",
         started.elapsed()
     );
-    let status = session.final_status().await;
-    assert!(
-        matches!(status, Some(ref s) if s.code() == Code::Unavailable),
-        "{status:?}"
+    ended_with(&mut session, Code::Unavailable, "shutdown").await;
+    // Rolled back, and the pool closed: the database sees no connection of
+    // sqlgate's, no transaction, no lock, and not the session's row.
+    let seen = view.seen().await;
+    assert!(seen.is_clean(), "after shutdown: {seen:?}");
+    assert_eq!(
+        view.connections().await,
+        0,
+        "no sqlgate connection after shutdown"
     );
-    let url = format!(
-        "{}?application_name=sqlgate-test",
-        database
-            .url
-            .rsplit_once('/')
-            .map(|(base, _)| format!("{base}/{name}"))
-            .expect("url")
-    );
-    let mut direct = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .expect("direct");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
-        .fetch_one(&mut direct)
-        .await
-        .expect("count");
-    assert_eq!(count, 0);
-    let left = sqlgate_backends(&mut direct, &name, Backends::All).await;
-    assert_eq!(left, 0, "no sqlgate connection after shutdown");
+    assert_eq!(view.count_rows("t").await, 0);
 }
+on_every_backend!(shutdown_rolls_back_open_sessions);
 
 async fn read_only_sessions_refuse_writes_and_limits_hold(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |s| s.sessions.max_statements = 2).await else {
@@ -894,17 +997,19 @@ async fn read_only_sessions_refuse_writes_and_limits_hold(backend: Backend) {
 }
 on_every_backend!(read_only_sessions_refuse_writes_and_limits_hold);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_session_statement_past_its_timeout_is_cancelled() {
-    let Some(app) = spawn_app(Backend::Postgres).await else {
+async fn a_session_statement_past_its_timeout_is_cancelled(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let mut session = Session::begin(&app, &[]).await.expect("begin");
+    app.run("CREATE TABLE t (id INTEGER)").await;
+    let mut view = DatabaseView::of(&app).await;
+    let mut session = session_holding_a_write(&app, &mut view, 1).await;
+    let sql = slow_sql(backend);
     session
         .send(SessionRequest {
             request: Some(R::Execute(SessionExecute {
-                request_id: 1,
-                sql: "SELECT pg_sleep(10)".into(),
+                request_id: 2,
+                sql: sql.into(),
                 params: vec![],
                 timeout: Some(prost_types::Duration {
                     seconds: 0,
@@ -914,20 +1019,21 @@ async fn postgres_a_session_statement_past_its_timeout_is_cancelled() {
         })
         .await;
     let started = Instant::now();
+    wait_until_running(&app, &mut view, sql).await;
     let answer = loop {
-        let answer = session
-            .answers
-            .message()
+        let answer = tokio::time::timeout(Duration::from_secs(2), session.answers.message())
             .await
+            .expect("answered within 2 s")
             .expect("ok")
             .expect("answer");
-        if matches!(answer.response, Some(Answer::Error(_))) {
-            break answer;
+        match answer.response {
+            Some(Answer::Frame(_)) => {}
+            _ => break answer,
         }
     };
-    assert_eq!(answer.request_id, 1);
+    assert_eq!(answer.request_id, 2, "{answer:?}");
     let Some(Answer::Error(error)) = answer.response else {
-        unreachable!()
+        panic!("expected the request's error, got {answer:?}")
     };
     assert_eq!(
         error.code,
@@ -940,21 +1046,44 @@ async fn postgres_a_session_statement_past_its_timeout_is_cancelled() {
         "{:?}",
         started.elapsed()
     );
-    let mut direct = app.postgres_direct().await;
-    let sleeping = sqlgate_backends(
-        &mut direct,
-        &app.db.name,
-        Backends::Running("SELECT pg_sleep(10)"),
-    )
-    .await;
-    assert_eq!(sleeping, 0);
-    // PostgreSQL aborted the transaction; the session says so until rollback.
-    let error = session
-        .execute(&app, 2, "SELECT 1", vec![])
-        .await
-        .expect_err("aborted");
-    assert_eq!(error.code, Code::FailedPrecondition as i32);
-    session.rollback().await;
-    app.wait_until_pool_idle().await;
+    if backend != Backend::Sqlite {
+        let stopped = Instant::now();
+        while view.running(slow_pattern(backend)).await > 0 {
+            assert!(
+                stopped.elapsed() < Duration::from_millis(200),
+                "{sql} still running on the server"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    match backend {
+        Backend::Postgres => {
+            // PostgreSQL aborted the transaction; the session says so until rollback.
+            let error = session
+                .execute(&app, 3, "SELECT 1", vec![])
+                .await
+                .expect_err("aborted");
+            assert_eq!(error.code, Code::FailedPrecondition as i32);
+            session.rollback().await;
+        }
+        Backend::MySql => {
+            // KILL QUERY stops the statement, not the transaction.
+            let rows = session
+                .execute(&app, 3, "SELECT count(*) FROM t", vec![])
+                .await
+                .expect("the session goes on");
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].values[0].kind, Some(Kind::IntValue(1)));
+            session.rollback().await;
+        }
+        Backend::Sqlite => {
+            // An interrupted SQLite statement may have rolled the
+            // transaction back: the session ends rather than go on unsure.
+            ended_with(&mut session, Code::Aborted, "failed").await;
+        }
+    }
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
+    assert_eq!(app.count("t").await, 0);
     app.stop().await;
 }
+on_every_backend!(a_session_statement_past_its_timeout_is_cancelled);
