@@ -16,6 +16,7 @@ use crate::{
         Backend, Backends, TestApp, error_details, raw_query_client, spawn_app, spawn_app_with,
         sqlgate_backends,
     },
+    observe::DatabaseView,
     on_every_backend,
 };
 
@@ -75,41 +76,51 @@ fn slow_sql(backend: Backend) -> &'static str {
     }
 }
 
-/// A direct connection to the test's database server, bypassing sqlgate,
-/// to see what runs there.
-enum Observer {
-    Postgres(sqlx::PgConnection),
-    MySql(sqlx::MySqlConnection),
-    Sqlite,
+/// What a slow statement looks like in the database's list of running
+/// statements (PostgreSQL and MariaDB).
+fn running_pattern(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "pg_sleep(",
+        Backend::MySql => "SLEEP(",
+        Backend::Sqlite => "",
+    }
 }
 
-impl Observer {
-    async fn new(app: &TestApp) -> Self {
-        match app.backend {
-            Backend::Postgres => Observer::Postgres(app.postgres_direct().await),
-            Backend::MySql => Observer::MySql(app.mysql_direct().await),
-            Backend::Sqlite => Observer::Sqlite,
+/// Waits (up to 2 s) until the database shows the slow statement running:
+/// on PostgreSQL and MariaDB in its list of statements, on SQLite as the
+/// write lock the statement holds (so SQLite's slow statements here write).
+async fn wait_until_running(view: &mut DatabaseView, backend: Backend) {
+    match backend {
+        Backend::Sqlite => {
+            view.wait_until(Duration::from_secs(2), "the write holds the lock", |seen| {
+                seen.open_transactions == 1
+            })
+            .await;
         }
-    }
-
-    /// How many of sqlgate's statements matching `pattern` run on the server now.
-    async fn running(&mut self, app: &TestApp, pattern: &str) -> i64 {
-        match self {
-            Observer::Postgres(conn) => {
-                sqlgate_backends(conn, &app.db.name, Backends::Running(pattern)).await
+        Backend::Postgres | Backend::MySql => {
+            let started = Instant::now();
+            while view.running(running_pattern(backend)).await == 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(2),
+                    "the statement never showed up running"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            Observer::MySql(conn) => sqlx::query_scalar(
-                "SELECT count(*) FROM information_schema.PROCESSLIST \
-                 WHERE DB = ? AND COMMAND = 'Query' AND INFO LIKE ?",
-            )
-            .bind(&app.db.name)
-            .bind(format!("%{pattern}%"))
-            .fetch_one(conn)
-            .await
-            .expect("processlist"),
-            Observer::Sqlite => 0,
         }
     }
+}
+
+/// Asserts that, within `bound`, nothing of sqlgate's runs or holds a
+/// transaction or a lock on the database any more (the statement stopped
+/// on the server, its transaction rolled back), then that the pool has its
+/// connection back within 3 s and still serves.
+async fn assert_stopped_on_the_server(app: &TestApp, view: &mut DatabaseView, bound: Duration) {
+    view.wait_until(bound, "the statement stopped on the server", |seen| {
+        seen.running == 0 && seen.open_transactions == 0 && seen.locks == 0
+    })
+    .await;
+    view.assert_settles_clean(app, Duration::from_secs(3)).await;
+    assert_eq!(app.run("SELECT 1").await.rows.len(), 1);
 }
 
 async fn a_zero_deadline_is_refused_without_touching_the_pool(backend: Backend) {
@@ -152,14 +163,27 @@ async fn a_slow_statement_is_stopped_on_the_server_at_its_deadline(backend: Back
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let mut observer = Observer::new(&app).await;
+    // On SQLite a slow statement is only visible from outside when it
+    // writes (it holds the write lock while it runs).
+    app.run("CREATE TABLE sink (x BIGINT)").await;
+    let sql = match backend {
+        Backend::Sqlite => {
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000) \
+             INSERT INTO sink SELECT max(x) FROM c"
+        }
+        _ => slow_sql(backend),
+    };
+    let mut view = DatabaseView::of(&app).await;
     let budget = Duration::from_millis(400);
-    let mut client = warm_client(&app).await;
+    let client = warm_client(&app).await;
     let started = Instant::now();
-    let status = client
-        .execute(request(execute_request(&app, slow_sql(backend)), budget))
-        .await
-        .expect_err("deadline");
+    let call = {
+        let mut client = client.clone();
+        let message = execute_request(&app, sql);
+        tokio::spawn(async move { client.execute(request(message, budget)).await })
+    };
+    wait_until_running(&mut view, backend).await;
+    let status = call.await.expect("join").expect_err("deadline");
     let answered = started.elapsed();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     let (_, metadata, _) = error_details(&status);
@@ -170,30 +194,9 @@ async fn a_slow_statement_is_stopped_on_the_server_at_its_deadline(backend: Back
         "answered {:?} after the deadline",
         answered - budget
     );
-
-    // Gone from the server soon after the deadline.
-    let pattern = match backend {
-        Backend::Postgres => "pg_sleep(10)",
-        Backend::MySql => "SLEEP(10)",
-        Backend::Sqlite => "",
-    };
-    while observer.running(&app, pattern).await > 0 {
-        assert!(
-            started.elapsed() < budget + Duration::from_millis(100),
-            "statement still running {:?} after the deadline",
-            started.elapsed() - budget
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // The connection was closed, not returned dirty; the pool still serves.
-    while app.pool_in_use().await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "connection not released"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(app.run("SELECT 1").await.rows.len(), 1);
+    // Gone from the server soon after the deadline; the pool still serves.
+    assert_stopped_on_the_server(&app, &mut view, Duration::from_millis(100)).await;
+    assert_eq!(view.count_rows("sink").await, 0);
     app.stop().await;
 }
 on_every_backend!(a_slow_statement_is_stopped_on_the_server_at_its_deadline);
@@ -314,16 +317,22 @@ async fn a_write_past_its_deadline_is_rolled_back(backend: Backend) {
              WHERE x < 10000000000) INSERT INTO t SELECT max(x) FROM c"
         }
     };
-    let status = raw_query_client(app.address)
-        .execute(request(
-            execute_request(&app, sql),
-            Duration::from_millis(300),
-        ))
-        .await
-        .expect_err("deadline");
+    let mut view = DatabaseView::of(&app).await;
+    let call = {
+        let mut client = raw_query_client(app.address);
+        let message = execute_request(&app, sql);
+        tokio::spawn(async move {
+            client
+                .execute(request(message, Duration::from_millis(300)))
+                .await
+        })
+    };
+    wait_until_running(&mut view, backend).await;
+    let status = call.await.expect("join").expect_err("deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(app.count("t").await, 0);
+    // Stopped on the server and rolled back: it can never commit later.
+    assert_stopped_on_the_server(&app, &mut view, Duration::from_millis(200)).await;
+    assert_eq!(view.count_rows("t").await, 0);
     app.stop().await;
 }
 on_every_backend!(a_write_past_its_deadline_is_rolled_back);
@@ -350,7 +359,7 @@ async fn a_stream_is_bounded_as_a_whole(backend: Backend) {
              SELECT x FROM c WHERE x % 100000 = 0"
         }
     };
-    let mut observer = Observer::new(&app).await;
+    let mut view = DatabaseView::of(&app).await;
     let budget = Duration::from_millis(600);
     let mut client = warm_client(&app).await;
     let started = Instant::now();
@@ -380,16 +389,16 @@ async fn a_stream_is_bounded_as_a_whole(backend: Backend) {
         "{answered:?}"
     );
     assert!(rows > 0, "rows flowed before the deadline");
-    let pattern = match backend {
-        Backend::Postgres => "generate_series",
-        _ => "SLEEP(0.01)",
-    };
-    while observer.running(&app, pattern).await > 0 {
-        assert!(
-            started.elapsed() < budget + Duration::from_millis(100),
-            "still running"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    // Gone from the server within 100 ms of the deadline. SQLite's read
+    // runs in-process and holds nothing another connection could see;
+    // `a_slow_statement_is_stopped_on_the_server_at_its_deadline` proves
+    // the same interrupt stops a SQLite statement.
+    let left = (budget + Duration::from_millis(100)).saturating_sub(started.elapsed());
+    if backend == Backend::Sqlite {
+        view.assert_settles_clean(&app, Duration::from_secs(3))
+            .await;
+    } else {
+        assert_stopped_on_the_server(&app, &mut view, left).await;
     }
     app.stop().await;
 }
