@@ -44,6 +44,10 @@ pub struct HealthState {
     statuses: HashMap<&'static str, watch::Sender<ServingStatus>>,
     /// Once shutting down, nothing makes sqlgate ready again.
     stopping: AtomicBool,
+    /// Cancelled at shutdown, once readiness is NOT_SERVING: ends every
+    /// `Watch` stream, which would otherwise hold the drain open until its
+    /// timeout (gRPC clients with health checking keep one open).
+    stopped: CancellationToken,
     probe: Mutex<ProbeReport>,
 }
 
@@ -68,6 +72,7 @@ impl HealthState {
         Arc::new(Self {
             statuses,
             stopping: AtomicBool::new(false),
+            stopped: CancellationToken::new(),
             probe: Mutex::new(ProbeReport::default()),
         })
     }
@@ -98,6 +103,7 @@ impl HealthState {
     pub fn set_stopping(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.set_ready(false);
+        self.stopped.cancel();
     }
 
     /// The last probe's findings.
@@ -223,21 +229,59 @@ impl Health for HealthService {
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let name = request.into_inner().service;
+        let stopped = self.state.stopped.clone();
         let Some(sender) = self.state.statuses.get(name.as_str()) else {
-            // The spec: stream SERVICE_UNKNOWN and keep the call open.
+            // The spec: stream SERVICE_UNKNOWN and keep the call open (until shutdown).
             let unknown = HealthCheckResponse {
                 status: ServingStatus::ServiceUnknown.into(),
             };
-            let stream =
-                futures::stream::once(async move { Ok(unknown) }).chain(futures::stream::pending());
+            let until_stopped = futures::stream::once(async move { stopped.cancelled().await })
+                .filter_map(|()| async { None });
+            let stream = futures::stream::once(async move { Ok(unknown) }).chain(until_stopped);
             return Ok(Response::new(Box::pin(stream)));
         };
-        // The current answer first, then every change.
-        let stream = tokio_stream::wrappers::WatchStream::new(sender.subscribe()).map(|status| {
-            Ok(HealthCheckResponse {
-                status: status.into(),
-            })
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(watch_until_stopped(
+            sender.subscribe(),
+            stopped,
+        )))
     }
+}
+
+/// The current answer first, then every change; at shutdown, the last
+/// change (NOT_SERVING) if not yet sent, then the end of the stream.
+fn watch_until_stopped(
+    receiver: watch::Receiver<ServingStatus>,
+    stopped: CancellationToken,
+) -> WatchStream {
+    fn answer(status: ServingStatus) -> Result<HealthCheckResponse, Status> {
+        Ok(HealthCheckResponse {
+            status: status.into(),
+        })
+    }
+    let first = answer(*receiver.borrow());
+    let changes = futures::stream::unfold(
+        (receiver, stopped, false),
+        |(mut receiver, stopped, ended)| async move {
+            if ended {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                changed = receiver.changed() => {
+                    changed.ok()?;
+                    let status = *receiver.borrow_and_update();
+                    Some((answer(status), (receiver, stopped, false)))
+                }
+                () = stopped.cancelled() => {
+                    // NOT_SERVING was set before the token was cancelled.
+                    let pending = receiver.has_changed().unwrap_or(false);
+                    pending.then(|| {
+                        let status = *receiver.borrow_and_update();
+                        (answer(status), (receiver, stopped, true))
+                    })
+                }
+            }
+        },
+    );
+    Box::pin(futures::stream::once(async move { first }).chain(changes))
 }
