@@ -19,6 +19,10 @@ use crate::{
     session::{SessionManager, SessionRegistry},
 };
 
+/// How long closing the pool may wait, after the drain, for connections
+/// whose cut statements are still being cancelled.
+const POOL_CLOSE_BOUND: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A bound, connected, not yet serving sqlgate.
 #[derive(Debug)]
 pub struct Application {
@@ -139,9 +143,20 @@ impl Application {
             sessions_on_stop.shut_down(drain).await;
         })
         .await;
+        // The drain is over: whatever still runs is cut and cancelled on
+        // the server, so that closing the pool does not wait for it.
+        database.cut_in_flight();
         background.cancel();
         let _ = tokio::join!(probe, pool_log);
-        database.close().await;
+        if tokio::time::timeout(POOL_CLOSE_BOUND, database.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                bound = ?POOL_CLOSE_BOUND,
+                "connections still checked out; exiting without them"
+            );
+        }
         tracing::info!("pool closed; stopped");
         Ok(())
     }

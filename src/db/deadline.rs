@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{DeadlinePhase, Error};
 
@@ -54,5 +55,42 @@ impl Deadline {
         u64::try_from(self.remaining().as_millis())
             .unwrap_or(u64::MAX)
             .max(1)
+    }
+}
+
+/// Why database work was cut short before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// The call's deadline passed.
+    Deadline,
+    /// Shutdown's drain is over: in-flight work is stopped so that the
+    /// pool can close.
+    Shutdown,
+}
+
+impl Cut {
+    /// What the caller is told.
+    pub(crate) fn error(self) -> Error {
+        match self {
+            Cut::Deadline => Error::DeadlineExceeded(DeadlinePhase::Database),
+            Cut::Shutdown => Error::ShuttingDown,
+        }
+    }
+}
+
+/// Runs `work` until it finishes, `deadline` passes, or `shutdown` is
+/// cancelled, whichever comes first. A cut `work` is dropped mid-flight: the
+/// caller must cancel it on the server and recover or close its connection.
+pub(crate) async fn within<T>(
+    deadline: &Deadline,
+    shutdown: &CancellationToken,
+    work: impl Future<Output = T>,
+) -> Result<T, Cut> {
+    tokio::select! {
+        biased;
+        finished = tokio::time::timeout_at(deadline.instant(), work) => {
+            finished.map_err(|_| Cut::Deadline)
+        }
+        () = shutdown.cancelled() => Err(Cut::Shutdown),
     }
 }

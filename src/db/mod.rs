@@ -10,6 +10,7 @@ mod pool;
 mod timeouts;
 
 pub use deadline::Deadline;
+pub(crate) use deadline::{Cut, within};
 pub use dialect::Isolation;
 pub(crate) use dialect::{Dialect, abandon};
 pub(crate) use interrupt::Interrupt;

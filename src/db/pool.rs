@@ -105,6 +105,9 @@ pub struct Database {
     /// that calls fail fast with UNAVAILABLE instead of waiting out their
     /// deadlines on connection attempts.
     reachable: AtomicBool,
+    /// Cancelled once shutdown's drain is over: in-flight calls are then
+    /// cut (cancelled on the server) so that the pool can close.
+    drained: tokio_util::sync::CancellationToken,
 }
 
 impl Database {
@@ -224,6 +227,7 @@ impl Database {
             pool,
             metrics,
             reachable: AtomicBool::new(true),
+            drained: tokio_util::sync::CancellationToken::new(),
             settings,
             control,
             timed_out: TimeoutMemory::default(),
@@ -319,6 +323,16 @@ impl Database {
         tokio::time::timeout(timeout, probe).await.unwrap_or(false)
     }
 
+    /// Ends the drain: every call still running is cut, as at its deadline.
+    pub fn cut_in_flight(&self) {
+        self.drained.cancel();
+    }
+
+    /// Cancelled once the drain is over (see [`Database::cut_in_flight`]).
+    pub(crate) fn drained(&self) -> &tokio_util::sync::CancellationToken {
+        &self.drained
+    }
+
     /// Records what the health probe concluded (see `reachable`).
     pub fn set_reachable(&self, reachable: bool) {
         self.reachable.store(reachable, Ordering::Relaxed);
@@ -348,13 +362,15 @@ impl Database {
 
     /// Closes every connection; the database sees none from sqlgate after this.
     pub async fn close(&self) {
+        // The main pool first: connections still being recovered need the
+        // control pool to cancel their statements.
+        if let Err(err) = self.connection.close_by_ref().await {
+            tracing::warn!(error = %err, "closing the pool failed");
+        }
         match &self.control {
             ControlPool::Postgres(pool) => pool.close().await,
             ControlPool::MySql(pool) => pool.close().await,
             ControlPool::None => {}
-        }
-        if let Err(err) = self.connection.close_by_ref().await {
-            tracing::warn!(error = %err, "closing the pool failed");
         }
     }
 }

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     config::LimitSettings,
-    db::{Backend, Database, DbPool, Deadline, Dialect, Interrupt, abandon},
+    db::{self, Backend, Cut, Database, DbPool, Deadline, Dialect, Interrupt, abandon},
     error::{DeadlinePhase, Error},
 };
 
@@ -244,7 +244,7 @@ where
             run_in_transaction::<DB>(&mut conn, statements, budget, &deadline).await
         }
     };
-    match tokio::time::timeout_at(deadline.instant(), work).await {
+    match db::within(&deadline, db.drained(), work).await {
         Ok(Ok(outputs)) => {
             DB::disarm(&mut conn).await;
             Ok(outputs)
@@ -264,11 +264,13 @@ where
             }
             Err(error)
         }
-        Err(_) => {
+        Err(cut) => {
             // Answer now; stop the statement and recover or close the connection behind.
-            remember_timeout(db, statements);
+            if cut == Cut::Deadline {
+                remember_timeout(db, statements);
+            }
             tokio::spawn(abandon(DB::control_pool(db), conn, server_id, !only_reads));
-            Err(Error::DeadlineExceeded(DeadlinePhase::Database))
+            Err(cut.error())
         }
     }
 }

@@ -19,8 +19,8 @@ use super::{
 };
 use crate::{
     config::LimitSettings,
-    db::{Backend, Database, Deadline, Dialect, Interrupt, abandon},
-    error::{DeadlinePhase, Error},
+    db::{self, Backend, Database, Deadline, Dialect, Interrupt, abandon},
+    error::Error,
 };
 
 /// One event of a streamed result.
@@ -218,7 +218,7 @@ where
         };
         Ok::<_, Failure>(rows_affected)
     };
-    let outcome = tokio::time::timeout_at(deadline.instant(), work).await;
+    let outcome = db::within(&deadline, db.drained(), work).await;
     match outcome {
         Ok(Ok(rows_affected)) => {
             DB::disarm(&mut conn).await;
@@ -250,14 +250,14 @@ where
                 Err(failure.error.after_deadline(deadline.expired()))
             }
         }
-        Err(_) => {
+        Err(cut) => {
             tokio::spawn(abandon(
                 DB::control_pool(db),
                 conn,
                 server_id,
                 transactional,
             ));
-            Err(Error::DeadlineExceeded(DeadlinePhase::Database))
+            Err(cut.error())
         }
     }
 }
