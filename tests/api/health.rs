@@ -288,9 +288,23 @@ async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
         .into_inner();
     stream.next().await.expect("metadata").expect("ok");
 
-    let mut health = HealthClient::new(channel.clone());
+    // A readiness watch open before the signal: the first thing shutdown
+    // does is tell it NOT_SERVING; then the watch ends, so that it does not
+    // hold the drain.
+    let mut readiness = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: "readiness".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(next_status(&mut readiness).await, ServingStatus::Serving);
     signal(&child, "TERM");
     let signalled = Instant::now();
+    let not_serving = tokio::time::timeout(Duration::from_secs(1), next_status(&mut readiness))
+        .await
+        .expect("readiness changes within 1 s of SIGTERM");
+    assert_eq!(not_serving, ServingStatus::NotServing);
 
     // The session is rolled back, with reason shutdown.
     let status = loop {
@@ -301,15 +315,10 @@ async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
         }
     };
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    // Readiness went NOT_SERVING (if the server still answers at all).
-    if let Ok(response) = health
-        .check(HealthCheckRequest {
-            service: "readiness".into(),
-        })
+    let watch_end = tokio::time::timeout(Duration::from_secs(1), readiness.next())
         .await
-    {
-        assert_eq!(response.into_inner().status(), ServingStatus::NotServing);
-    }
+        .expect("the readiness watch ends at shutdown");
+    assert!(watch_end.is_none(), "{watch_end:?}");
     // The in-flight stream finishes within the drain.
     let mut rows = 0;
     let mut finished = false;
@@ -379,4 +388,277 @@ async fn postgres_a_second_signal_exits_at_once() {
         .expect("status");
     assert_eq!(exit.code(), Some(1));
     slow.abort();
+}
+
+/// Readiness of a fresh app over a proxy to PostgreSQL that the test can cut.
+async fn app_behind_a_proxy(
+    adjust: impl FnOnce(&mut sqlgate::config::Settings),
+) -> Option<(crate::helpers::TestApp, Proxy)> {
+    let target: SocketAddr = {
+        let url = std::env::var("SQLGATE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        host_port(&url).parse().expect("a host:port")
+    };
+    let proxy = Proxy::start(target).await;
+    let app = spawn_app_with(Backend::Postgres, |s| {
+        s.database_url = s
+            .database_url
+            .replace(&target.to_string(), &proxy.address.to_string());
+        adjust(s);
+    })
+    .await?;
+    Some((app, proxy))
+}
+
+async fn watch_readiness(
+    app: &crate::helpers::TestApp,
+) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    let mut readiness = HealthClient::new(app.channel.clone())
+        .watch(HealthCheckRequest {
+            service: "readiness".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(next_status(&mut readiness).await, ServingStatus::Serving);
+    readiness
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_readiness_changes_only_after_its_thresholds() {
+    // Five probes in a row, 100 ms apart, decide each way.
+    let interval = Duration::from_millis(100);
+    let Some((app, proxy)) = app_behind_a_proxy(|s| {
+        s.health.probe_interval = interval;
+        s.health.probe_timeout = interval;
+        s.health.failure_threshold = 5;
+        s.health.success_threshold = 5;
+        s.pool.acquire_timeout = Duration::from_secs(2);
+    })
+    .await
+    else {
+        return;
+    };
+    let mut readiness = watch_readiness(&app).await;
+
+    // A blip that fails at most two probes: still SERVING throughout.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    proxy.restore();
+    let flipped = tokio::time::timeout(Duration::from_secs(1), readiness.next()).await;
+    assert!(
+        flipped.is_err(),
+        "readiness changed after a blip shorter than the failure threshold: {flipped:?}"
+    );
+
+    // A real outage: NOT_SERVING only after five failed probes (≥ 400 ms).
+    proxy.cut();
+    let cut = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(3), next_status(&mut readiness))
+        .await
+        .expect("NOT_SERVING within 3 s");
+    assert_eq!(status, ServingStatus::NotServing);
+    let noticed = cut.elapsed();
+    assert!(
+        noticed >= 4 * interval && noticed < 8 * interval,
+        "NOT_SERVING {noticed:?} after the cut; five failed probes take 400–600 ms"
+    );
+    assert!(!app.pool_stats().await.database_reachable);
+
+    // Back: SERVING only after five good probes.
+    proxy.restore();
+    let restored = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(3), next_status(&mut readiness))
+        .await
+        .expect("SERVING within 3 s");
+    assert_eq!(status, ServingStatus::Serving);
+    let back = restored.elapsed();
+    assert!(
+        back >= 4 * interval && back < Duration::from_secs(3),
+        "SERVING {back:?} after the restore; five good probes take at least 400 ms \
+         (plus reconnecting)"
+    );
+    assert!(app.pool_stats().await.database_reachable);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_saturated_pool_makes_sqlgate_not_ready_after_its_duration() {
+    let Some(app) = spawn_app_with(Backend::Postgres, |s| {
+        s.pool.max_connections = 1;
+        s.pool.min_connections = 1;
+        s.pool.acquire_timeout = Duration::from_secs(10);
+        s.health.probe_interval = Duration::from_millis(50);
+        s.health.probe_timeout = Duration::from_millis(50);
+        // Probes that find no free connection must not be what flips it here.
+        s.health.failure_threshold = 1000;
+        s.health.saturation_waiters = 2;
+        s.health.saturation_duration = Duration::from_millis(500);
+    })
+    .await
+    else {
+        return;
+    };
+    let app = Arc::new(app);
+    let mut readiness = watch_readiness(&app).await;
+    let call = |sql: &'static str| {
+        let app = app.clone();
+        tokio::spawn(async move { app.execute(sql, vec![]).await.map(|r| r.rows.len()) })
+    };
+    let holder = call("SELECT pg_sleep(2.5)");
+    let mut direct = app.postgres_direct().await;
+    let started = Instant::now();
+    while sqlgate_backends(
+        &mut direct,
+        &app.db.name,
+        Backends::Running("pg_sleep(2.5)"),
+    )
+    .await
+        == 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the holder never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Two callers waiting (not above the threshold of 2) for 600 ms: ready.
+    let mut waiters = vec![call("SELECT 1"), call("SELECT 1")];
+    let quiet = tokio::time::timeout(Duration::from_millis(600), readiness.next()).await;
+    assert!(
+        quiet.is_err(),
+        "readiness changed with 2 callers waiting: {quiet:?}"
+    );
+    // Two more: above the threshold. NOT_SERVING once that has lasted 500 ms.
+    waiters.push(call("SELECT 1"));
+    waiters.push(call("SELECT 1"));
+    let crowded = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(2), next_status(&mut readiness))
+        .await
+        .expect("NOT_SERVING within 2 s");
+    assert_eq!(status, ServingStatus::NotServing);
+    let after = crowded.elapsed();
+    assert!(
+        after >= Duration::from_millis(450),
+        "NOT_SERVING {after:?} after the pool became saturated; the duration is 500 ms"
+    );
+    let stats = app.pool_stats().await;
+    assert!(stats.saturated, "{stats:?}");
+    assert!(stats.waiting > 2, "{stats:?}");
+    // The holder finishes, every waiter gets its answer, ready again.
+    assert_eq!(holder.await.expect("join").expect("holder"), 1);
+    for waiter in waiters {
+        assert_eq!(waiter.await.expect("join").expect("waiter"), 1);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(2), next_status(&mut readiness))
+        .await
+        .expect("SERVING again within 2 s");
+    assert_eq!(status, ServingStatus::Serving);
+    assert!(!app.pool_stats().await.saturated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sigterm_refuses_new_sessions_and_cuts_calls_after_the_drain() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let url = app.db.url.clone();
+    let name = app.db.name.clone();
+    let mut direct = app.postgres_direct().await;
+    let _database = app.stop().await;
+    let (mut child, address) = sqlgate_process(&url, "1s").await;
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    // A call that would run for 30 s.
+    let slow = {
+        let mut client = QueryClient::new(channel.clone());
+        tokio::spawn(async move {
+            client
+                .execute(pb::ExecuteRequest {
+                    sql: "SELECT pg_sleep(30)".into(),
+                    params: vec![],
+                    max_rows: 0,
+                })
+                .await
+        })
+    };
+    let started = Instant::now();
+    while sqlgate_backends(&mut direct, &name, Backends::Running("pg_sleep(30)")).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the call never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    signal(&child, "TERM");
+    let signalled = Instant::now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A new session is refused.
+    let (requests, inbox) = tokio::sync::mpsc::channel(4);
+    requests
+        .send(pb::SessionRequest {
+            request: Some(pb::session_request::Request::Begin(
+                pb::BeginSession::default(),
+            )),
+        })
+        .await
+        .expect("begin");
+    let refused = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut answers = pb::sessions_client::SessionsClient::new(channel.clone())
+            .attach(tokio_stream::wrappers::ReceiverStream::new(inbox))
+            .await?
+            .into_inner();
+        answers.message().await
+    })
+    .await
+    .expect("answered within 2 s")
+    .expect_err("no session during shutdown");
+    // Refused by sqlgate (UNAVAILABLE) while it rolls sessions back, or by
+    // the HTTP/2 GOAWAY that follows (the client library reports the
+    // stream it may no longer open as CANCELLED): never a `began`.
+    assert!(
+        matches!(refused.code(), Code::Unavailable | Code::Cancelled),
+        "{refused:?}"
+    );
+
+    // The slow call is cut once the 1 s drain is over, and its statement
+    // stops on the database; the process exits 0.
+    let cut = tokio::time::timeout(Duration::from_secs(5), slow)
+        .await
+        .expect("the call ends after the drain")
+        .expect("join")
+        .expect_err("cut");
+    assert!(
+        matches!(
+            cut.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        ),
+        "{cut:?}"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits after the drain")
+        .expect("status");
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "exited {took:?} after SIGTERM with a 1 s drain"
+    );
+    let stopped = Instant::now();
+    loop {
+        let left = sqlgate_backends(&mut direct, &name, Backends::All).await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_millis(500),
+            "{left} sqlgate backend(s) still open after exit"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
