@@ -123,11 +123,20 @@ async fn round_trip(app: &TestApp, id: i64, values: Vec<pb::Value>) -> Vec<pb::V
         .await
         .unwrap_or_else(|status| panic!("select: {status:?}"));
     assert_eq!(back.rows.len(), 1);
-    back.rows
+    let values = back
+        .rows
         .into_iter()
         .next()
         .map(|r| r.values)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    // Callers zip these with what they sent: a short row must fail here,
+    // not shorten the comparison.
+    assert_eq!(
+        values.len(),
+        names.len(),
+        "a value for every column: {values:?}"
+    );
+    values
 }
 
 fn extremes() -> Vec<Vec<Kind>> {
