@@ -13,6 +13,8 @@ mod helpers;
 mod observe;
 mod proxy;
 mod query;
+mod session_client;
+mod session_limits;
 mod sessions;
 mod streaming;
 mod values;

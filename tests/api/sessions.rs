@@ -11,13 +11,11 @@ use std::{
 
 use futures::{StreamExt, stream};
 use sqlgate::grpc::pb::{
-    self, BeginSession, SessionExecute, SessionRequest, SessionResponse,
-    session_request::Request as R, session_response::Response as Answer,
-    sessions_client::SessionsClient, value::Kind,
+    self, BeginSession, SessionExecute, SessionRequest, session_request::Request as R,
+    session_response::Response as Answer, value::Kind,
 };
-use tokio::{io::AsyncBufReadExt, sync::mpsc};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Streaming, transport::Channel};
+use tokio::io::AsyncBufReadExt;
+use tonic::{Code, transport::Channel};
 
 use crate::{
     helpers::{
@@ -26,211 +24,11 @@ use crate::{
     observe::DatabaseView,
     on_every_backend,
     proxy::Proxy,
+    session_client::{
+        CLEANUP_BOUND, Session, begin_request, ended_with, error_status, execute_request,
+        session_holding_a_write, wait_for_end,
+    },
 };
-
-/// How long sqlgate may take to clean up after a session ends: cancel,
-/// roll back, return the connection.
-const CLEANUP_BOUND: Duration = Duration::from_secs(1);
-
-/// A client's end of one session stream.
-struct Session {
-    requests: Option<mpsc::Sender<SessionRequest>>,
-    answers: Streaming<SessionResponse>,
-    id: String,
-}
-
-fn begin_with_labels(labels: &[(&str, &str)]) -> BeginSession {
-    BeginSession {
-        labels: labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        ..BeginSession::default()
-    }
-}
-
-fn begin_request(labels: &[(&str, &str)]) -> SessionRequest {
-    SessionRequest {
-        request: Some(R::Begin(begin_with_labels(labels))),
-    }
-}
-
-fn execute_request(request_id: u64, sql: String, params: Vec<pb::Value>) -> SessionRequest {
-    SessionRequest {
-        request: Some(R::Execute(SessionExecute {
-            request_id,
-            sql,
-            params,
-            timeout: None,
-        })),
-    }
-}
-
-impl Session {
-    /// Opens a stream without sending anything.
-    async fn attach(
-        channel: Channel,
-    ) -> Result<(mpsc::Sender<SessionRequest>, Streaming<SessionResponse>), tonic::Status> {
-        let (requests, inbox) = mpsc::channel(16);
-        let answers = SessionsClient::new(channel)
-            .attach(ReceiverStream::new(inbox))
-            .await?
-            .into_inner();
-        Ok((requests, answers))
-    }
-
-    /// Begins a session; the error status if the server refuses it.
-    async fn begin(app: &TestApp, labels: &[(&str, &str)]) -> Result<Self, tonic::Status> {
-        Self::begin_on(app.channel.clone(), begin_with_labels(labels)).await
-    }
-
-    /// Begins a session with `begin` over `channel`.
-    async fn begin_on(channel: Channel, begin: BeginSession) -> Result<Self, tonic::Status> {
-        let (requests, mut answers) = Self::attach(channel).await?;
-        requests
-            .send(SessionRequest {
-                request: Some(R::Begin(begin)),
-            })
-            .await
-            .expect("send begin");
-        match answers.message().await? {
-            Some(SessionResponse {
-                response: Some(Answer::Began(began)),
-                ..
-            }) => Ok(Self {
-                requests: Some(requests),
-                answers,
-                id: began.session_id,
-            }),
-            other => panic!("expected began, got {other:?}"),
-        }
-    }
-
-    async fn send(&self, request: SessionRequest) {
-        self.requests
-            .as_ref()
-            .expect("stream open")
-            .send(request)
-            .await
-            .expect("send");
-    }
-
-    /// Runs a statement and collects its rows, or the request's error.
-    async fn execute(
-        &mut self,
-        app: &TestApp,
-        request_id: u64,
-        sql: &str,
-        params: Vec<pb::Value>,
-    ) -> Result<Vec<pb::Row>, tonic_types::pb::Status> {
-        self.send(execute_request(request_id, app.sql(sql), params))
-            .await;
-        let mut rows = Vec::new();
-        loop {
-            let answer = self
-                .answers
-                .message()
-                .await
-                .expect("stream ok")
-                .expect("an answer");
-            assert_eq!(answer.request_id, request_id, "{answer:?}");
-            match answer.response {
-                Some(Answer::Frame(frame)) => {
-                    if let Some(pb::result_frame::Frame::Rows(batch)) = frame.frame {
-                        rows.extend(batch.rows);
-                    }
-                }
-                Some(Answer::Done(_)) => return Ok(rows),
-                Some(Answer::Error(error)) => return Err(error),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-
-    async fn commit(self) {
-        self.end(R::Commit(pb::CommitSession {})).await;
-    }
-
-    async fn rollback(self) {
-        self.end(R::Rollback(pb::RollbackSession {})).await;
-    }
-
-    /// Sends commit or rollback and checks the matching answer.
-    async fn end(mut self, request: R) {
-        let committing = matches!(request, R::Commit(_));
-        self.send(SessionRequest {
-            request: Some(request),
-        })
-        .await;
-        let answer = self.answers.message().await.expect("ok").expect("answer");
-        match answer.response {
-            Some(Answer::Committed(_)) if committing => {}
-            Some(Answer::RolledBack(_)) if !committing => {}
-            other => panic!("unexpected answer {other:?}"),
-        }
-    }
-
-    /// Reads to the end of the stream and returns its final status.
-    async fn final_status(&mut self) -> Option<tonic::Status> {
-        loop {
-            match self.answers.message().await {
-                Ok(Some(_)) => {}
-                Ok(None) => return None,
-                Err(status) => return Some(status),
-            }
-        }
-    }
-}
-
-/// Begins a session and inserts `id` into `t` in it, then checks that the
-/// database sees the session's transaction open: the precondition that
-/// makes every later "cleaned up" assertion mean something.
-async fn session_holding_a_write(app: &TestApp, view: &mut DatabaseView, id: i64) -> Session {
-    let mut session = Session::begin(app, &[]).await.expect("begin");
-    session
-        .execute(app, 1, "INSERT INTO t VALUES ($1)", vec![v::int(id)])
-        .await
-        .expect("insert");
-    let seen = view.seen().await;
-    assert_eq!(
-        seen.open_transactions, 1,
-        "the database sees the session's open transaction: {seen:?}"
-    );
-    session
-}
-
-/// Reads to the end of a session's stream (within 5 s) and returns its
-/// final status, which must be an error carrying `end_reason`.
-async fn ended_with(session: &mut Session, code: Code, end_reason: &str) {
-    let status = tokio::time::timeout(Duration::from_secs(5), session.final_status())
-        .await
-        .expect("the session's stream ends within 5 s")
-        .expect("an ending status");
-    assert_eq!(status.code(), code, "{status:?}");
-    let (reason, metadata, _) = error_details(&status);
-    assert_eq!(reason, "SESSION_ENDED", "{status:?}");
-    assert_eq!(
-        metadata.get("end_reason").map(String::as_str),
-        Some(end_reason),
-        "{status:?}"
-    );
-}
-
-/// Waits until `reason` has been counted `count` times.
-async fn wait_for_end(app: &TestApp, reason: &str, count: u64, within: Duration) {
-    let started = Instant::now();
-    loop {
-        let ended = app.pool_stats().await.sessions_ended;
-        if ended.get(reason).copied().unwrap_or_default() >= count {
-            return;
-        }
-        assert!(
-            started.elapsed() < within,
-            "{reason} not counted within {within:?}: {ended:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 async fn commit_keeps_and_rollback_discards(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
@@ -326,17 +124,6 @@ async fn commit_keeps_and_rollback_discards(backend: Backend) {
     app.stop().await;
 }
 on_every_backend!(commit_keeps_and_rollback_discards);
-
-/// A session's in-stream error as the `tonic::Status` a client library
-/// would build from it, details included.
-fn error_status(error: &tonic_types::pb::Status) -> tonic::Status {
-    use prost::Message;
-    tonic::Status::with_details(
-        Code::from_i32(error.code),
-        error.message.clone(),
-        error.encode_to_vec().into(),
-    )
-}
 
 async fn a_stream_that_ends_without_commit_rolls_back(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
@@ -766,7 +553,10 @@ async fn killed_client_is_cleaned_up(mode: &str) {
         .expect("the lock is gone");
     assert_eq!(updated.rows_affected(), 1);
     wait_for_end(&app, "client_gone", 1, Duration::from_secs(1)).await;
-    app.wait_until_pool_idle().await;
+    DatabaseView::of(&app)
+        .await
+        .assert_settles_clean(&app, CLEANUP_BOUND)
+        .await;
     app.stop().await;
 }
 
