@@ -13,5 +13,6 @@ mod helpers;
 mod proxy;
 mod query;
 mod sessions;
+mod stream_cancel;
 mod streaming;
 mod values;
