@@ -4,12 +4,14 @@
 
 #![allow(unreachable_pub)]
 
+mod backend_settings;
 mod bad_input;
 mod batch;
 mod deadlines;
 mod discovery;
 mod health;
 mod helpers;
+mod mini_session;
 mod proxy;
 mod query;
 mod sessions;
