@@ -13,6 +13,7 @@ mod health;
 mod helpers;
 mod mini_session;
 mod mysql_values;
+mod postgres_values;
 mod proxy;
 mod query;
 mod session_isolation;
