@@ -15,13 +15,21 @@ use crate::{
 /// Every level a client may ask for, with each backend's own name for the
 /// level it gets (`Unspecified` is the server's default).
 const LEVELS: [(IsolationLevel, &str, &str); 5] = [
-    (IsolationLevel::Unspecified, "read committed", "REPEATABLE READ"),
+    (
+        IsolationLevel::Unspecified,
+        "read committed",
+        "REPEATABLE READ",
+    ),
     (
         IsolationLevel::ReadUncommitted,
         "read uncommitted",
         "READ UNCOMMITTED",
     ),
-    (IsolationLevel::ReadCommitted, "read committed", "READ COMMITTED"),
+    (
+        IsolationLevel::ReadCommitted,
+        "read committed",
+        "READ COMMITTED",
+    ),
     (
         IsolationLevel::RepeatableRead,
         "repeatable read",
