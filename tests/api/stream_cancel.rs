@@ -51,12 +51,15 @@ async fn mysql_dropping_a_stream_stops_the_query_on_the_server() {
     else {
         return;
     };
-    // Rows come slowly (100,000 × 5 ms); the reader takes a few and leaves.
+    // The first rows come at once, then each takes a minute: the server
+    // sends nothing while it sleeps, so only a cancel stops it (not the
+    // closed socket). The reader takes a few rows and leaves.
     let mut frames = app
         .query
         .clone()
         .execute_stream(pb::ExecuteRequest {
-            sql: "SELECT seq, REPEAT('x', 2000) AS pad, SLEEP(0.005) AS s FROM seq_1_to_100000"
+            sql: "SELECT seq, REPEAT('x', 2000) AS pad, SLEEP(IF(seq > 40, 60, 0)) AS s \
+                  FROM seq_1_to_100000"
                 .into(),
             params: vec![],
             max_rows: 0,
