@@ -167,6 +167,9 @@ impl Database {
                 options.map_sqlx_mysql_pool_opts(move |opts| {
                     with_setup(opts, setup.clone(), counter.clone())
                 });
+                // TIMESTAMP values are carried as UTC instants: a `timezone`
+                // in the URL must not shift them.
+                options.map_sqlx_mysql_opts(|opts| opts.timezone(Some("+00:00".to_owned())));
             }
             Backend::Sqlite => {
                 options.map_sqlx_sqlite_pool_opts(move |opts| {

@@ -227,9 +227,13 @@ impl TryFrom<pb::Value> for SqlValue {
 }
 
 /// Accepts plain decimal text only (`-12.3400`, `.5`): an exponent form
-/// could ask for an enormous expansion.
+/// could ask for an enormous expansion. `NaN`, `Infinity` and `-Infinity`,
+/// spelled as PostgreSQL returns them, are accepted too.
 fn parse_decimal(text: &str) -> Result<String, String> {
     const MESSAGE: &str = "decimal_value must be plain decimal text such as -12.3400";
+    if matches!(text, "NaN" | "Infinity" | "-Infinity") {
+        return Ok(text.to_owned());
+    }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
     let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
@@ -420,7 +424,8 @@ pub(crate) mod tests {
                 value(Kind::DecimalValue("1e999999999".into())),
                 "plain decimal",
             ),
-            (value(Kind::DecimalValue("NaN".into())), "plain decimal"),
+            (value(Kind::DecimalValue("nan".into())), "plain decimal"),
+            (value(Kind::DecimalValue("inf".into())), "plain decimal"),
             (value(Kind::DecimalValue("".into())), "plain decimal"),
             (value(Kind::DateValue("2023-02-29".into())), "YYYY-MM-DD"),
             (value(Kind::TimeValue("25:00:00".into())), "HH:MM:SS"),

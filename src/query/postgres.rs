@@ -253,8 +253,57 @@ fn add_array(args: &mut PgArguments, items: &[SqlValue]) -> Result<(), String> {
     added.map_err(|err| err.to_string())
 }
 
-fn parse_decimal(text: &str) -> Result<BigDecimal, String> {
-    BigDecimal::from_str(text).map_err(|_| "not a decimal".to_owned())
+fn parse_decimal(text: &str) -> Result<NumericParam, String> {
+    // The special values, as PostgreSQL spells them (and sqlgate returns them).
+    let special = match text {
+        "NaN" => Some(0xC000),
+        "Infinity" => Some(0xD000),
+        "-Infinity" => Some(0xF000),
+        _ => None,
+    };
+    match special {
+        Some(sign) => Ok(NumericParam::Special(sign)),
+        None => BigDecimal::from_str(text)
+            .map(NumericParam::Finite)
+            .map_err(|_| "not a decimal".to_owned()),
+    }
+}
+
+/// A `numeric` parameter: a finite decimal, or NaN / ±Infinity, which
+/// `BigDecimal` cannot hold (sent in numeric's binary format: no digits,
+/// the special value in the sign word).
+enum NumericParam {
+    Finite(BigDecimal),
+    Special(u16),
+}
+
+impl Type<Postgres> for NumericParam {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(1700))
+    }
+}
+
+impl PgHasArrayType for NumericParam {
+    fn array_type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(1231))
+    }
+}
+
+impl Encode<'_, Postgres> for NumericParam {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        match self {
+            Self::Finite(decimal) => {
+                <BigDecimal as Encode<'_, Postgres>>::encode_by_ref(decimal, buf)
+            }
+            Self::Special(sign) => {
+                // ndigits, weight, sign, dscale.
+                for word in [0, 0, *sign, 0] {
+                    buf.extend_from_slice(&word.to_be_bytes());
+                }
+                Ok(IsNull::No)
+            }
+        }
+    }
 }
 
 /// `numeric` read as its exact text. sqlx's `BigDecimal` decoding drops the

@@ -195,8 +195,11 @@ where
     let mut sink = FrameSink::new(sender, limits);
     // The server-side id is needed to cancel a statement whose reader left.
     let mut server_id = None;
+    // Kept to stop an in-process (SQLite) statement whose reader left: its
+    // connection cannot be closed while the statement runs.
+    let interrupt = Interrupt::new(&deadline);
     let work = async {
-        server_id = DB::arm(&mut conn, &Interrupt::new(&deadline), true)
+        server_id = DB::arm(&mut conn, &interrupt, true)
             .await
             .map_err(Failure::from_driver)?;
         let rows_affected = if transactional {
@@ -234,6 +237,7 @@ where
         }
         Ok(Err(failure)) => {
             if failure.connection_dirty {
+                interrupt.cancel();
                 tokio::spawn(abandon(
                     DB::control_pool(db),
                     conn,

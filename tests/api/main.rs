@@ -4,17 +4,22 @@
 
 #![allow(unreachable_pub)]
 
+mod backend_settings;
 mod bad_input;
 mod batch;
 mod deadlines;
 mod discovery;
 mod health;
 mod helpers;
+mod mysql_values;
 mod observe;
+mod postgres_values;
 mod proxy;
 mod query;
 mod session_client;
+mod session_isolation;
 mod session_limits;
 mod sessions;
+mod stream_cancel;
 mod streaming;
 mod values;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sqlgate::grpc::pb::{
     self, BeginSession, SessionExecute, SessionRequest, SessionResponse,
     session_request::Request as R, session_response::Response as Answer,
-    sessions_client::SessionsClient,
+    sessions_client::SessionsClient, value::Kind,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -22,11 +22,25 @@ use crate::{
 /// roll back, return the connection.
 pub const CLEANUP_BOUND: Duration = Duration::from_secs(1);
 
+/// How long any one answer may take before the test gives up on it.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// The next answer on `answers`, within [`ANSWER_WITHIN`].
+async fn next_answer(
+    answers: &mut Streaming<SessionResponse>,
+) -> Result<Option<SessionResponse>, tonic::Status> {
+    tokio::time::timeout(ANSWER_WITHIN, answers.message())
+        .await
+        .expect("an answer within 10 s")
+}
+
 /// A client's end of one session stream.
 pub struct Session {
     pub requests: Option<mpsc::Sender<SessionRequest>>,
     pub answers: Streaming<SessionResponse>,
     pub id: String,
+    /// The request id [`Session::query`] uses next.
+    next_request: u64,
 }
 
 pub fn begin_with_labels(labels: &[(&str, &str)]) -> BeginSession {
@@ -83,7 +97,7 @@ impl Session {
             })
             .await
             .expect("send begin");
-        match answers.message().await? {
+        match next_answer(&mut answers).await? {
             Some(SessionResponse {
                 response: Some(Answer::Began(began)),
                 ..
@@ -91,6 +105,7 @@ impl Session {
                 requests: Some(requests),
                 answers,
                 id: began.session_id,
+                next_request: 1_000,
             }),
             other => panic!("expected began, got {other:?}"),
         }
@@ -113,13 +128,20 @@ impl Session {
         sql: &str,
         params: Vec<pb::Value>,
     ) -> Result<Vec<pb::Row>, tonic_types::pb::Status> {
-        self.send(execute_request(request_id, app.sql(sql), params))
-            .await;
+        self.run(request_id, app.sql(sql), params).await
+    }
+
+    /// Runs `sql` exactly as given (no placeholder rewriting).
+    async fn run(
+        &mut self,
+        request_id: u64,
+        sql: String,
+        params: Vec<pb::Value>,
+    ) -> Result<Vec<pb::Row>, tonic_types::pb::Status> {
+        self.send(execute_request(request_id, sql, params)).await;
         let mut rows = Vec::new();
         loop {
-            let answer = self
-                .answers
-                .message()
+            let answer = next_answer(&mut self.answers)
                 .await
                 .expect("stream ok")
                 .expect("an answer");
@@ -152,7 +174,10 @@ impl Session {
             request: Some(request),
         })
         .await;
-        let answer = self.answers.message().await.expect("ok").expect("answer");
+        let answer = next_answer(&mut self.answers)
+            .await
+            .expect("ok")
+            .expect("answer");
         match answer.response {
             Some(Answer::Committed(_)) if committing => {}
             Some(Answer::RolledBack(_)) if !committing => {}
@@ -160,10 +185,55 @@ impl Session {
         }
     }
 
-    /// Reads to the end of the stream and returns its final status.
+    /// Begins a session at `isolation`, read-only or not; panics unless
+    /// the server answers `began`.
+    pub async fn begin_as(app: &TestApp, isolation: pb::IsolationLevel, read_only: bool) -> Self {
+        Self::begin_on(
+            app.channel.clone(),
+            BeginSession {
+                isolation: isolation.into(),
+                read_only,
+                ..BeginSession::default()
+            },
+        )
+        .await
+        .expect("began")
+    }
+
+    /// Runs `sql` (no parameters, the next request id) and returns its rows'
+    /// values, or the request's error as a `tonic::Status` with its details.
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Kind>>, tonic::Status> {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        match self.run(request_id, sql.to_owned(), vec![]).await {
+            Ok(rows) => Ok(rows
+                .into_iter()
+                .map(|row| {
+                    row.values
+                        .into_iter()
+                        .map(|value| value.kind.expect("a kind"))
+                        .collect()
+                })
+                .collect()),
+            Err(error) => Err(error_status(&error)),
+        }
+    }
+
+    /// Runs `sql` and returns its one row; panics on an error.
+    pub async fn row(&mut self, sql: &str) -> Vec<Kind> {
+        let mut rows = self
+            .query(sql)
+            .await
+            .unwrap_or_else(|status| panic!("{sql}: {status:?}"));
+        assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+        rows.remove(0)
+    }
+
+    /// Reads to the end of the stream (each answer within 10 s) and returns
+    /// its final status.
     pub async fn final_status(&mut self) -> Option<tonic::Status> {
         loop {
-            match self.answers.message().await {
+            match next_answer(&mut self.answers).await {
                 Ok(Some(_)) => {}
                 Ok(None) => return None,
                 Err(status) => return Some(status),
@@ -231,4 +301,20 @@ pub fn error_status(error: &tonic_types::pb::Status) -> tonic::Status {
         error.message.clone(),
         error.encode_to_vec().into(),
     )
+}
+
+/// The text of a value that must be text.
+pub fn text(kind: &Kind) -> &str {
+    match kind {
+        Kind::TextValue(s) => s,
+        other => panic!("expected text_value, got {other:?}"),
+    }
+}
+
+/// The integer of a value that must be an int.
+pub fn int(kind: &Kind) -> i64 {
+    match kind {
+        Kind::IntValue(n) => *n,
+        other => panic!("expected int_value, got {other:?}"),
+    }
 }
