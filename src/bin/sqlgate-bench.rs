@@ -773,8 +773,33 @@ fn execute(request_id: u64, sql: &str, params: Vec<pb::Value>) -> pb::SessionReq
     }
 }
 
-/// Opens a session and sends begin and an update of row `id`; the caller
-/// reads the answers (and keeps the sender, or the stream half-closes).
+/// What one session answer is, for [`wait_for`].
+type Answer = pb::session_response::Response;
+
+/// Reads answers until one that `wanted` accepts; an error answer, or the
+/// stream ending first, is an error.
+async fn wait_for(
+    answers: &mut tonic::Streaming<pb::SessionResponse>,
+    what: &str,
+    wanted: impl Fn(&pb::SessionResponse) -> bool,
+) -> Result<(), BoxError> {
+    while let Some(answer) = answers.message().await? {
+        if let Some(Answer::Error(error)) = &answer.response {
+            return Err(format!("waiting for {what}: {}", error.message).into());
+        }
+        if wanted(&answer) {
+            return Ok(());
+        }
+    }
+    Err(format!("session ended before {what}").into())
+}
+
+const SESSION_UPDATE: &str = "UPDATE bench_items SET amount = amount + 1 WHERE id = $1";
+
+/// Opens a session, waits for `began`, sends an update of row `id` and
+/// waits for its `done`: one round trip each, as the direct client awaits
+/// BEGIN and then the UPDATE. The caller keeps the sender (dropping it
+/// half-closes the stream, which rolls back).
 async fn begin_and_update(
     channel: Channel,
     id: i64,
@@ -786,22 +811,26 @@ async fn begin_and_update(
     BoxError,
 > {
     let (requests, inbox) = mpsc::channel(4);
-    let answers = SessionsClient::new(channel)
+    let mut answers = SessionsClient::new(channel)
         .attach(ReceiverStream::new(inbox))
         .await?
         .into_inner();
     requests.send(begin()).await?;
+    wait_for(&mut answers, "began", |a| {
+        matches!(a.response, Some(Answer::Began(_)))
+    })
+    .await?;
     requests
-        .send(execute(
-            1,
-            "UPDATE bench_items SET amount = amount + 1 WHERE id = $1",
-            vec![int(id)],
-        ))
+        .send(execute(1, SESSION_UPDATE, vec![int(id)]))
         .await?;
+    wait_for(&mut answers, "the update's done", |a| {
+        a.request_id == 1 && matches!(a.response, Some(Answer::Done(_)))
+    })
+    .await?;
     Ok((requests, answers))
 }
 
-/// One session: begin, update one row, commit.
+/// One session: begin, update one row, commit, each awaited in turn.
 async fn one_session(channel: Channel, id: i64) -> Result<(), BoxError> {
     let (requests, mut answers) = begin_and_update(channel, id).await?;
     requests
@@ -809,22 +838,17 @@ async fn one_session(channel: Channel, id: i64) -> Result<(), BoxError> {
             request: Some(R::Commit(pb::CommitSession {})),
         })
         .await?;
-    while let Some(answer) = answers.message().await? {
-        match answer.response {
-            Some(pb::session_response::Response::Committed(_)) => return Ok(()),
-            Some(pb::session_response::Response::Error(error)) => return Err(error.message.into()),
-            _ => {}
-        }
-    }
-    Err("session ended without commit".into())
+    wait_for(&mut answers, "committed", |a| {
+        matches!(a.response, Some(Answer::Committed(_)))
+    })
+    .await
 }
 
 async fn session_update(setup: &Setup) -> Result<Measurement, BoxError> {
-    const SQL: &str = "UPDATE bench_items SET amount = amount + 1 WHERE id = $1";
     let rows = setup.rows;
     let direct = move |pool: PgPool, i: u64| async move {
         let mut tx = pool.begin().await?;
-        sqlx::query(SQL)
+        sqlx::query(SESSION_UPDATE)
             .bind((i as i64 % rows) + 1)
             .execute(&mut *tx)
             .await?;
@@ -855,16 +879,8 @@ async fn session_client(address: SocketAddr) -> Result<(), BoxError> {
         .connect()
         .await?;
     // Keep the sender: dropping it would half-close the stream and roll back.
-    let (_requests, mut answers) = begin_and_update(channel, 1).await?;
-    while let Some(answer) = answers.message().await? {
-        if matches!(
-            answer.response,
-            Some(pb::session_response::Response::Done(_))
-        ) {
-            println!("READY");
-            break;
-        }
-    }
+    let (_requests, _answers) = begin_and_update(channel, 1).await?;
+    println!("READY");
     loop {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
