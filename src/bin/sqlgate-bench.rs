@@ -131,7 +131,7 @@ async fn main() -> Result<(), BoxError> {
     let mut results = Vec::new();
     if wanted("point") {
         for concurrency in [1usize, 16, 64] {
-            results.push(point_select(&setup, concurrency, None).await?);
+            results.push(point_select(&setup, concurrency).await?);
         }
     }
     if wanted("range") {
@@ -146,10 +146,6 @@ async fn main() -> Result<(), BoxError> {
     }
     if wanted("cleanup") {
         results.push(cleanup_latency(&setup, &args).await?);
-    }
-    // Before the storm, whose reconnects would still be settling.
-    if wanted("deadline") {
-        results.push(deadline_cost(&setup).await?);
     }
     if wanted("storm") {
         results.push(deadline_storm(&setup).await?);
@@ -478,11 +474,7 @@ fn decode_wide(row: &sqlx::postgres::PgRow) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-async fn point_select(
-    setup: &Setup,
-    concurrency: usize,
-    timeout: Option<&'static str>,
-) -> Result<Measurement, BoxError> {
+async fn point_select(setup: &Setup, concurrency: usize) -> Result<Measurement, BoxError> {
     let rows = setup.rows;
     let direct = move |pool: PgPool, i: u64| async move {
         let id = (i as i64 % rows) + 1;
@@ -490,8 +482,8 @@ async fn point_select(
         decode_item(&row)?;
         Ok(())
     };
-    let via = point_select_via_sqlgate(setup, timeout);
-    let (target, text) = if concurrency == 16 && timeout.is_none() {
+    let via = point_select_via_sqlgate(setup);
+    let (target, text) = if concurrency == 16 {
         (0.6, "≥ 0.6 × direct")
     } else {
         (0.0, "")
@@ -508,10 +500,9 @@ async fn point_select(
 }
 
 /// One point select through sqlgate per call, spread over the client
-/// connections; `timeout` is the `grpc-timeout` header, if any.
+/// connections.
 fn point_select_via_sqlgate(
     setup: &Setup,
-    timeout: Option<&'static str>,
 ) -> impl Fn(u64) -> futures::future::BoxFuture<'static, Result<(), BoxError>>
 + Send
 + Sync
@@ -524,7 +515,7 @@ fn point_select_via_sqlgate(
         Box::pin(async move {
             let id = (i as i64 % rows) + 1;
             let response = client
-                .execute(request(POINT, vec![int(id)], timeout))
+                .execute(request(POINT, vec![int(id)], None))
                 .await?
                 .into_inner();
             if response.rows.len() != 1 {
@@ -972,7 +963,7 @@ async fn deadline_storm(setup: &Setup) -> Result<Measurement, BoxError> {
             })
             .await;
     });
-    let stormy = point_select(setup, 12, None).await?;
+    let stormy = point_select(setup, 12).await?;
     storm.abort();
     let ratio = stormy.sqlgate / calm.sqlgate;
     eprintln!("deadline storm: healthy calls at {ratio:.2} of calm throughput");
@@ -993,53 +984,6 @@ async fn deadline_storm(setup: &Setup) -> Result<Measurement, BoxError> {
         direct_cpu: None,
         sqlgate_cpu: None,
     })
-}
-
-/// Point selects with a deadline that is enforced (5 s) against one far
-/// in the future (1 h): what deadline enforcement costs.
-async fn deadline_cost(setup: &Setup) -> Result<Measurement, BoxError> {
-    let (mut far, mut near) = (Vec::new(), Vec::new());
-    // Alternate which goes first, so that drift on a shared machine
-    // does not favour one side.
-    for round in 0..setup.rounds {
-        if round % 2 == 0 {
-            far.push(point_select_once(setup, "1H").await?);
-            near.push(point_select_once(setup, "5S").await?);
-        } else {
-            near.push(point_select_once(setup, "5S").await?);
-            far.push(point_select_once(setup, "1H").await?);
-        }
-    }
-    let (far, near) = (median(far), median(near));
-    let ratio = near / far;
-    eprintln!("deadline enforcement: {near:.0}/s vs {far:.0}/s far-future, ratio {ratio:.3}");
-    Ok(Measurement {
-        workload: "point select, concurrency 16: 5 s deadline vs 1 h deadline".into(),
-        unit: "ops/s".into(),
-        direct: Some(far),
-        sqlgate: near,
-        ratio: Some(ratio),
-        sqlgate_p50_ms: None,
-        sqlgate_p99_ms: None,
-        direct_p50_ms: None,
-        direct_p99_ms: None,
-        target: "≥ 0.95 (cost ≤ 5%)".into(),
-        met: Some(ratio >= 0.95),
-        pgbouncer: None,
-        pgbouncer_ratio: None,
-        direct_cpu: None,
-        sqlgate_cpu: None,
-    })
-}
-
-async fn point_select_once(setup: &Setup, timeout: &'static str) -> Result<f64, BoxError> {
-    let sample = closed_loop(
-        16,
-        setup.seconds,
-        point_select_via_sqlgate(setup, Some(timeout)),
-    )
-    .await?;
-    Ok(sample.rate())
 }
 
 fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), BoxError> {
