@@ -56,20 +56,29 @@ struct Args {
     /// session pooling: sqlx prepares statements.
     #[arg(long)]
     pgbouncer_url: Option<String>,
+    /// Seeds the random order of the sides in each round (printed at the
+    /// start; the same seed repeats a run's order). Default: the clock.
+    #[arg(long)]
+    seed: Option<u64>,
     /// Internal: run as a session client to be killed (cleanup latency).
     #[arg(long, hide = true)]
     session_client: Option<SocketAddr>,
 }
 
 /// One workload's result.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 struct Measurement {
     workload: String,
     unit: String,
     direct: Option<f64>,
     sqlgate: f64,
-    /// sqlgate / direct (higher is better for rates).
+    /// The median of `ratios`: sqlgate / direct (higher is better for rates).
     ratio: Option<f64>,
+    /// sqlgate / direct in each round, each from that round's own pair of
+    /// runs.
+    ratios: Vec<f64>,
+    /// The order the sides ran in, per round (random, from `--seed`).
+    orders: Vec<String>,
     sqlgate_p50_ms: Option<f64>,
     sqlgate_p99_ms: Option<f64>,
     direct_p50_ms: Option<f64>,
@@ -78,8 +87,10 @@ struct Measurement {
     met: Option<bool>,
     /// The direct client through PgBouncer, when `--pgbouncer-url` is given.
     pgbouncer: Option<f64>,
-    /// sqlgate / PgBouncer.
+    /// The median of `pgbouncer_ratios`.
     pgbouncer_ratio: Option<f64>,
+    /// sqlgate / PgBouncer in each round.
+    pgbouncer_ratios: Vec<f64>,
     /// CPU per operation of each process, direct side (median round).
     direct_cpu: Option<CpuPerOp>,
     /// CPU per operation of each process, sqlgate side (median round).
@@ -101,6 +112,71 @@ struct Setup {
     rounds: usize,
     seconds: f64,
     pool_size: u32,
+    /// Seeds `order`.
+    seed: u64,
+    /// Draws the order of the sides in each round.
+    order: std::sync::Mutex<Rng>,
+}
+
+impl Setup {
+    /// `sides` in a fresh random order, for one round: no side always runs
+    /// first (on a warmer or cooler machine) or always right after another.
+    fn shuffled<T: Copy>(&self, sides: &[T]) -> Vec<T> {
+        let mut sides = sides.to_vec();
+        self.order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .shuffle(&mut sides);
+        sides
+    }
+}
+
+/// A small seeded generator (xorshift64*) for the order of the sides; no
+/// dependency needed for a shuffle.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        // splitmix64 of the seed: every seed, 0 too, gives a non-zero state.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Self((z ^ (z >> 31)) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Fisher–Yates.
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+/// One side of an A/B(/C) round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Side {
+    Direct,
+    PgBouncer,
+    Sqlgate,
+}
+
+/// How a round's order is written in the JSON: `sqlgate, direct`.
+fn order_text<T: std::fmt::Debug>(order: &[T]) -> String {
+    order
+        .iter()
+        .map(|side| format!("{side:?}").to_lowercase())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -167,6 +243,13 @@ async fn prepare(args: &Args) -> Result<Setup, BoxError> {
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
     let seconds = args.seconds.unwrap_or(if args.quick { 0.3 } else { 3.0 });
     let pool_size = 16;
+    let seed = args.seed.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.as_secs() ^ u64::from(now.subsec_nanos()) ^ u64::from(std::process::id())
+    });
+    eprintln!("order of the sides in each round: random, seed {seed} (--seed {seed} repeats it)");
 
     let mut admin_conn = sqlx::PgConnection::connect(&args.database_url).await?;
     admin_conn
@@ -284,6 +367,8 @@ async fn prepare(args: &Args) -> Result<Setup, BoxError> {
         rounds,
         seconds,
         pool_size,
+        seed,
+        order: std::sync::Mutex::new(Rng::new(seed)),
     })
 }
 
@@ -312,7 +397,21 @@ fn percentile(latencies: &mut [Duration], p: f64) -> Option<f64> {
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or_default()
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Per-round ratios as the log shows them: `0.29 0.31 0.30`.
+fn ratios_text(ratios: &[f64]) -> String {
+    ratios
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs `op` from `concurrency` workers for `seconds`.
@@ -357,7 +456,9 @@ fn median_cpu(mut rounds: Vec<CpuPerOp>) -> Option<CpuPerOp> {
     rounds.get(rounds.len() / 2).copied()
 }
 
-/// A/B rounds of a throughput workload; the medians and the ratio.
+/// Rounds of a throughput workload, its sides (direct, sqlgate, and
+/// PgBouncer when given) in a random order in each round; the median of
+/// each side's rates, and the median of the per-round ratios.
 async fn ab<D, DF, S, SF>(
     setup: &Setup,
     name: String,
@@ -377,31 +478,64 @@ where
         move |i: u64| direct(pool.clone(), i)
     };
     let (mut direct_rates, mut via_rates, mut bouncer_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ratios, mut bouncer_ratios, mut orders) = (Vec::new(), Vec::new(), Vec::new());
     let (mut direct_lat, mut via_lat) = (Vec::new(), Vec::new());
     let (mut direct_cpu, mut via_cpu) = (Vec::new(), Vec::new());
     let sqlgate_pid = setup.child.id();
+    let mut sides = vec![Side::Direct, Side::Sqlgate];
+    if setup.bouncer.is_some() {
+        sides.push(Side::PgBouncer);
+    }
     for _ in 0..setup.rounds {
-        let before = CpuTimes::now(sqlgate_pid);
-        let d = closed_loop(concurrency, setup.seconds, through(&setup.direct)).await?;
-        direct_cpu.push(CpuTimes::now(sqlgate_pid).per_op_since(before, d.ops));
-        direct_rates.push(d.rate());
-        direct_lat.extend(d.latencies);
-        if let Some(bouncer) = &setup.bouncer {
-            let b = closed_loop(concurrency, setup.seconds, through(bouncer)).await?;
-            bouncer_rates.push(b.rate());
+        let order = setup.shuffled(&sides);
+        let (mut d, mut s, mut b) = (0.0, 0.0, None);
+        for side in &order {
+            match side {
+                Side::Direct => {
+                    let before = CpuTimes::now(sqlgate_pid);
+                    let sample =
+                        closed_loop(concurrency, setup.seconds, through(&setup.direct)).await?;
+                    direct_cpu.push(CpuTimes::now(sqlgate_pid).per_op_since(before, sample.ops));
+                    d = sample.rate();
+                    direct_lat.extend(sample.latencies);
+                }
+                Side::PgBouncer => {
+                    if let Some(bouncer) = &setup.bouncer {
+                        let sample =
+                            closed_loop(concurrency, setup.seconds, through(bouncer)).await?;
+                        b = Some(sample.rate());
+                    }
+                }
+                Side::Sqlgate => {
+                    let before = CpuTimes::now(sqlgate_pid);
+                    let sample = closed_loop(concurrency, setup.seconds, via.clone()).await?;
+                    via_cpu.push(CpuTimes::now(sqlgate_pid).per_op_since(before, sample.ops));
+                    s = sample.rate();
+                    via_lat.extend(sample.latencies);
+                }
+            }
         }
-        let before = CpuTimes::now(sqlgate_pid);
-        let s = closed_loop(concurrency, setup.seconds, via.clone()).await?;
-        via_cpu.push(CpuTimes::now(sqlgate_pid).per_op_since(before, s.ops));
-        via_rates.push(s.rate());
-        via_lat.extend(s.latencies);
+        direct_rates.push(d);
+        via_rates.push(s);
+        ratios.push(s / d);
+        if let Some(b) = b {
+            bouncer_rates.push(b);
+            bouncer_ratios.push(s / b);
+        }
+        orders.push(order_text(&order));
     }
     let (direct_rate, via_rate) = (median(direct_rates), median(via_rates));
     let bouncer_rate = (!bouncer_rates.is_empty()).then(|| median(bouncer_rates));
-    let ratio = via_rate / direct_rate;
+    let ratio = median(ratios.clone());
+    let bouncer_ratio = (!bouncer_ratios.is_empty()).then(|| median(bouncer_ratios.clone()));
     eprintln!(
-        "{name}: direct {direct_rate:.0}/s, sqlgate {via_rate:.0}/s, ratio {ratio:.2}{}",
-        bouncer_rate.map_or_else(String::new, |rate| format!(", PgBouncer {rate:.0}/s"))
+        "{name}: direct {direct_rate:.0}/s, sqlgate {via_rate:.0}/s, ratio {ratio:.2} \
+         (rounds: {}){}",
+        ratios_text(&ratios),
+        bouncer_rate.map_or_else(String::new, |rate| format!(
+            ", PgBouncer {rate:.0}/s (sqlgate / PgBouncer by round: {})",
+            ratios_text(&bouncer_ratios)
+        ))
     );
     Ok(Measurement {
         workload: name,
@@ -409,6 +543,8 @@ where
         direct: Some(direct_rate),
         sqlgate: via_rate,
         ratio: Some(ratio),
+        ratios,
+        orders,
         sqlgate_p50_ms: percentile(&mut via_lat, 0.5),
         sqlgate_p99_ms: percentile(&mut via_lat, 0.99),
         direct_p50_ms: percentile(&mut direct_lat, 0.5),
@@ -416,7 +552,8 @@ where
         target: target.1.to_owned(),
         met: (target.0 > 0.0).then_some(ratio >= target.0),
         pgbouncer: bouncer_rate,
-        pgbouncer_ratio: bouncer_rate.map(|rate| via_rate / rate),
+        pgbouncer_ratio: bouncer_ratio,
+        pgbouncer_ratios: bouncer_ratios,
         direct_cpu: median_cpu(direct_cpu),
         sqlgate_cpu: median_cpu(via_cpu),
     })
@@ -639,94 +776,120 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|kib| kib.parse().ok())
 }
 
-async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError> {
-    const SQL: &str = "SELECT id, a, b, c, d, e, f, g FROM bench_wide";
-    let pid = setup.child.id().ok_or("sqlgate exited")?;
-    let (mut direct_rates, mut via_rates) = (Vec::new(), Vec::new());
-    let (mut direct_cpu, mut via_cpu) = (Vec::new(), Vec::new());
-    let mut peak_growth_kib = 0u64;
-    for _ in 0..setup.rounds {
-        if !slow {
-            let before = CpuTimes::now(Some(pid));
-            let started = Instant::now();
-            let count = sqlx::query(SQL)
-                .fetch(&setup.direct)
-                .map_err(BoxError::from)
-                .try_fold(0u64, |n, row| async move {
-                    decode_wide(&row)?;
-                    Ok(n + 1)
-                })
-                .await?;
-            direct_rates.push(count as f64 / started.elapsed().as_secs_f64());
-            // Per 1,000 rows.
-            direct_cpu.push(CpuTimes::now(Some(pid)).per_op_since(before, count as usize / 1000));
-        }
-        let idle = rss_kib(pid).unwrap_or_default();
-        // Sample RSS while the stream runs (VmHWM would include earlier workloads).
-        let peak = Arc::new(std::sync::atomic::AtomicU64::new(idle));
-        let sampling = {
-            let peak = peak.clone();
-            tokio::spawn(async move {
-                loop {
-                    let now = rss_kib(pid).unwrap_or_default();
-                    peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-        };
-        let before = CpuTimes::now(Some(pid));
-        let started = Instant::now();
-        let mut frames = QueryClient::new(setup.channel.clone())
-            .execute_stream(request(SQL, vec![], Some("1H")))
-            .await?
-            .into_inner();
-        let mut count = 0u64;
-        while let Some(frame) = frames.next().await {
-            if let Some(pb::result_frame::Frame::Rows(batch)) = frame?.frame {
-                count += batch.rows.len() as u64;
-                if slow {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
+const WIDE: &str = "SELECT id, a, b, c, d, e, f, g FROM bench_wide";
+
+/// The whole wide table through the direct pool: rows per second, and CPU
+/// per 1,000 rows.
+async fn stream_direct(setup: &Setup, pid: u32) -> Result<(f64, CpuPerOp), BoxError> {
+    let before = CpuTimes::now(Some(pid));
+    let started = Instant::now();
+    let count = sqlx::query(WIDE)
+        .fetch(&setup.direct)
+        .map_err(BoxError::from)
+        .try_fold(0u64, |n, row| async move {
+            decode_wide(&row)?;
+            Ok(n + 1)
+        })
+        .await?;
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    Ok((
+        rate,
+        CpuTimes::now(Some(pid)).per_op_since(before, count as usize / 1000),
+    ))
+}
+
+/// The whole wide table through sqlgate: rows per second, CPU per 1,000
+/// rows, and sqlgate's peak RSS growth over its idle RSS (KiB) meanwhile.
+async fn stream_via(setup: &Setup, pid: u32, slow: bool) -> Result<(f64, CpuPerOp, u64), BoxError> {
+    let idle = rss_kib(pid).unwrap_or_default();
+    // Sample RSS while the stream runs (VmHWM would include earlier workloads).
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(idle));
+    let sampling = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = rss_kib(pid).unwrap_or_default();
+                peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let before = CpuTimes::now(Some(pid));
+    let started = Instant::now();
+    let mut frames = QueryClient::new(setup.channel.clone())
+        .execute_stream(request(WIDE, vec![], Some("1H")))
+        .await?
+        .into_inner();
+    let mut count = 0u64;
+    while let Some(frame) = frames.next().await {
+        if let Some(pb::result_frame::Frame::Rows(batch)) = frame?.frame {
+            count += batch.rows.len() as u64;
+            if slow {
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-        if count != setup.stream_rows as u64 {
-            return Err(format!("streamed {count} rows of {}", setup.stream_rows).into());
-        }
-        via_rates.push(count as f64 / started.elapsed().as_secs_f64());
-        via_cpu.push(CpuTimes::now(Some(pid)).per_op_since(before, count as usize / 1000));
-        sampling.abort();
-        let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
-        peak_growth_kib = peak_growth_kib.max(peak.saturating_sub(idle));
     }
-    let via_rate = median(via_rates);
+    if count != setup.stream_rows as u64 {
+        return Err(format!("streamed {count} rows of {}", setup.stream_rows).into());
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    let cpu = CpuTimes::now(Some(pid)).per_op_since(before, count as usize / 1000);
+    sampling.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    Ok((rate, cpu, peak.saturating_sub(idle)))
+}
+
+async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError> {
+    let pid = setup.child.id().ok_or("sqlgate exited")?;
     if slow {
+        // sqlgate alone: what it holds in memory for a reader that lags.
+        let mut peak_growth_kib = 0u64;
+        for _ in 0..setup.rounds {
+            let (_, _, growth) = stream_via(setup, pid, true).await?;
+            peak_growth_kib = peak_growth_kib.max(growth);
+        }
         let growth_mib = peak_growth_kib as f64 / 1024.0;
-        eprintln!("stream, slow reader: {via_rate:.0} rows/s, RSS growth {growth_mib:.1} MiB");
+        eprintln!("stream, slow reader: sqlgate RSS growth {growth_mib:.1} MiB");
         return Ok(Measurement {
             workload: format!(
                 "stream {} rows, slow reader: sqlgate RSS growth",
                 setup.stream_rows
             ),
             unit: "MiB".into(),
-            direct: None,
             sqlgate: growth_mib,
-            ratio: None,
-            sqlgate_p50_ms: None,
-            sqlgate_p99_ms: None,
-            direct_p50_ms: None,
-            direct_p99_ms: None,
             target: "≤ 64 MiB over idle".into(),
             met: Some(growth_mib <= 64.0),
-            pgbouncer: None,
-            pgbouncer_ratio: None,
-            direct_cpu: None,
-            sqlgate_cpu: None,
+            ..Measurement::default()
         });
     }
-    let direct_rate = median(direct_rates);
-    let ratio = via_rate / direct_rate;
+    let (mut direct_rates, mut via_rates) = (Vec::new(), Vec::new());
+    let (mut ratios, mut orders) = (Vec::new(), Vec::new());
+    let (mut direct_cpu, mut via_cpu) = (Vec::new(), Vec::new());
+    for _ in 0..setup.rounds {
+        let order = setup.shuffled(&[Side::Direct, Side::Sqlgate]);
+        let (mut d, mut s) = (0.0, 0.0);
+        for side in &order {
+            if *side == Side::Direct {
+                let (rate, cpu) = stream_direct(setup, pid).await?;
+                d = rate;
+                direct_cpu.push(cpu);
+            } else {
+                let (rate, cpu, _) = stream_via(setup, pid, false).await?;
+                s = rate;
+                via_cpu.push(cpu);
+            }
+        }
+        direct_rates.push(d);
+        via_rates.push(s);
+        ratios.push(s / d);
+        orders.push(order_text(&order));
+    }
+    let (direct_rate, via_rate) = (median(direct_rates), median(via_rates));
+    let ratio = median(ratios.clone());
     eprintln!(
-        "stream: direct {direct_rate:.0} rows/s, sqlgate {via_rate:.0} rows/s, ratio {ratio:.2}"
+        "stream: direct {direct_rate:.0} rows/s, sqlgate {via_rate:.0} rows/s, ratio {ratio:.2} \
+         (rounds: {})",
+        ratios_text(&ratios)
     );
     Ok(Measurement {
         workload: format!("stream {} rows, fast reader", setup.stream_rows),
@@ -734,16 +897,13 @@ async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError>
         direct: Some(direct_rate),
         sqlgate: via_rate,
         ratio: Some(ratio),
-        sqlgate_p50_ms: None,
-        sqlgate_p99_ms: None,
-        direct_p50_ms: None,
-        direct_p99_ms: None,
+        ratios,
+        orders,
         target: "≥ 0.7 × direct".into(),
         met: Some(ratio >= 0.7),
-        pgbouncer: None,
-        pgbouncer_ratio: None,
         direct_cpu: median_cpu(direct_cpu),
         sqlgate_cpu: median_cpu(via_cpu),
+        ..Measurement::default()
     })
 }
 
@@ -940,12 +1100,13 @@ async fn cleanup_latency(setup: &Setup, args: &Args) -> Result<Measurement, BoxE
         pgbouncer_ratio: None,
         direct_cpu: None,
         sqlgate_cpu: None,
+        ..Measurement::default()
     })
 }
 
 /// Healthy point selects while a quarter of the callers time out.
 async fn deadline_storm(setup: &Setup) -> Result<Measurement, BoxError> {
-    let calm = point_select(setup, 12, None).await?;
+    let calm = point_select(setup, 12).await?;
     let storm_client = QueryClient::new(setup.channel.clone());
     let until =
         Instant::now() + Duration::from_secs_f64(setup.seconds * setup.rounds as f64 * 2.0 + 1.0);
@@ -983,6 +1144,7 @@ async fn deadline_storm(setup: &Setup) -> Result<Measurement, BoxError> {
         pgbouncer_ratio: None,
         direct_cpu: None,
         sqlgate_cpu: None,
+        ..Measurement::default()
     })
 }
 
@@ -991,13 +1153,15 @@ fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), Box
     let mut table = String::new();
     table.push_str(&format!(
         "Machine: {} cores; PostgreSQL, client and sqlgate on one host; pool {} each side; \
-         {} round(s) of {:.1} s per side{}.\n\n",
+         {} round(s) of {:.1} s per side, the sides in a random order in each round \
+         (seed {}); ratio = the median of the per-round ratios{}.\n\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
         setup.pool_size,
         setup.rounds,
         setup.seconds,
+        setup.seed,
         if args.quick {
             " (--quick: smoke run, not a measurement)"
         } else {
@@ -1005,20 +1169,25 @@ fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), Box
         }
     ));
     let with_bouncer = setup.bouncer.is_some();
-    table.push_str("| workload | unit | direct | sqlgate | ratio | sqlgate p50 / p99 ms | direct p50 / p99 ms | target | met |");
+    table.push_str("| workload | unit | direct | sqlgate | ratio | ratio by round | sqlgate p50 / p99 ms | direct p50 / p99 ms | target | met |");
     table.push_str(if with_bouncer {
-        " direct via PgBouncer | sqlgate / PgBouncer |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        " direct via PgBouncer | sqlgate / PgBouncer |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     } else {
-        "\n|---|---|---|---|---|---|---|---|---|\n"
+        "\n|---|---|---|---|---|---|---|---|---|---|\n"
     });
     for m in results {
         table.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {} | {} / {} | {} / {} | {} | {} |",
+            "| {} | {} | {} | {:.2} | {} | {} | {} / {} | {} / {} | {} | {} |",
             m.workload,
             m.unit,
             fmt(m.direct),
             m.sqlgate,
             fmt(m.ratio),
+            if m.ratios.is_empty() {
+                "–".to_owned()
+            } else {
+                ratios_text(&m.ratios)
+            },
             fmt(m.sqlgate_p50_ms),
             fmt(m.sqlgate_p99_ms),
             fmt(m.direct_p50_ms),
@@ -1067,7 +1236,13 @@ fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), Box
     std::fs::write(args.out.join("latest.md"), &table)?;
     std::fs::write(
         args.out.join("latest.json"),
-        serde_json::to_string_pretty(results)?,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "seed": setup.seed,
+            "rounds": setup.rounds,
+            "seconds_per_side": setup.seconds,
+            "quick": args.quick,
+            "results": results,
+        }))?,
     )?;
     Ok(())
 }
