@@ -19,7 +19,7 @@ use std::{
 };
 
 use clap::Parser;
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use sqlgate::grpc::pb::{
     self, admin_client::AdminClient, query_client::QueryClient, session_request::Request as R,
@@ -56,20 +56,29 @@ struct Args {
     /// session pooling: sqlx prepares statements.
     #[arg(long)]
     pgbouncer_url: Option<String>,
+    /// Seeds the random order of the sides in each round (printed at the
+    /// start; the same seed repeats a run's order). Default: the clock.
+    #[arg(long)]
+    seed: Option<u64>,
     /// Internal: run as a session client to be killed (cleanup latency).
     #[arg(long, hide = true)]
     session_client: Option<SocketAddr>,
 }
 
 /// One workload's result.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 struct Measurement {
     workload: String,
     unit: String,
     direct: Option<f64>,
     sqlgate: f64,
-    /// sqlgate / direct (higher is better for rates).
+    /// The median of `ratios`: sqlgate / direct (higher is better for rates).
     ratio: Option<f64>,
+    /// sqlgate / direct in each round, each from that round's own pair of
+    /// runs.
+    ratios: Vec<f64>,
+    /// The order the sides ran in, per round (random, from `--seed`).
+    orders: Vec<String>,
     sqlgate_p50_ms: Option<f64>,
     sqlgate_p99_ms: Option<f64>,
     direct_p50_ms: Option<f64>,
@@ -78,8 +87,13 @@ struct Measurement {
     met: Option<bool>,
     /// The direct client through PgBouncer, when `--pgbouncer-url` is given.
     pgbouncer: Option<f64>,
-    /// sqlgate / PgBouncer.
+    /// The median of `pgbouncer_ratios`.
     pgbouncer_ratio: Option<f64>,
+    /// sqlgate / PgBouncer in each round.
+    pgbouncer_ratios: Vec<f64>,
+    /// Calls answered DEADLINE_EXCEEDED (the storm's timed-out callers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deadline_exceeded: Option<usize>,
     /// CPU per operation of each process, direct side (median round).
     direct_cpu: Option<CpuPerOp>,
     /// CPU per operation of each process, sqlgate side (median round).
@@ -101,6 +115,71 @@ struct Setup {
     rounds: usize,
     seconds: f64,
     pool_size: u32,
+    /// Seeds `order`.
+    seed: u64,
+    /// Draws the order of the sides in each round.
+    order: std::sync::Mutex<Rng>,
+}
+
+impl Setup {
+    /// `sides` in a fresh random order, for one round: no side always runs
+    /// first (on a warmer or cooler machine) or always right after another.
+    fn shuffled<T: Copy>(&self, sides: &[T]) -> Vec<T> {
+        let mut sides = sides.to_vec();
+        self.order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .shuffle(&mut sides);
+        sides
+    }
+}
+
+/// A small seeded generator (xorshift64*) for the order of the sides; no
+/// dependency needed for a shuffle.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        // splitmix64 of the seed: every seed, 0 too, gives a non-zero state.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Self((z ^ (z >> 31)) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Fisher–Yates.
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+/// One side of an A/B(/C) round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Side {
+    Direct,
+    PgBouncer,
+    Sqlgate,
+}
+
+/// How a round's order is written in the JSON: `sqlgate, direct`.
+fn order_text<T: std::fmt::Debug>(order: &[T]) -> String {
+    order
+        .iter()
+        .map(|side| format!("{side:?}").to_lowercase())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -131,7 +210,7 @@ async fn main() -> Result<(), BoxError> {
     let mut results = Vec::new();
     if wanted("point") {
         for concurrency in [1usize, 16, 64] {
-            results.push(point_select(&setup, concurrency, None).await?);
+            results.push(point_select(&setup, concurrency).await?);
         }
     }
     if wanted("range") {
@@ -147,12 +226,8 @@ async fn main() -> Result<(), BoxError> {
     if wanted("cleanup") {
         results.push(cleanup_latency(&setup, &args).await?);
     }
-    // Before the storm, whose reconnects would still be settling.
-    if wanted("deadline") {
-        results.push(deadline_cost(&setup).await?);
-    }
-    if wanted("storm") {
-        results.push(deadline_storm(&setup).await?);
+    if wanted("deadline storm") {
+        results.extend(deadline_storm(&setup).await?);
     }
     report(&args, &setup, &results)?;
     let mut child = setup.child;
@@ -171,6 +246,13 @@ async fn prepare(args: &Args) -> Result<Setup, BoxError> {
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
     let seconds = args.seconds.unwrap_or(if args.quick { 0.3 } else { 3.0 });
     let pool_size = 16;
+    let seed = args.seed.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.as_secs() ^ u64::from(now.subsec_nanos()) ^ u64::from(std::process::id())
+    });
+    eprintln!("order of the sides in each round: random, seed {seed} (--seed {seed} repeats it)");
 
     let mut admin_conn = sqlx::PgConnection::connect(&args.database_url).await?;
     admin_conn
@@ -288,6 +370,8 @@ async fn prepare(args: &Args) -> Result<Setup, BoxError> {
         rounds,
         seconds,
         pool_size,
+        seed,
+        order: std::sync::Mutex::new(Rng::new(seed)),
     })
 }
 
@@ -316,7 +400,21 @@ fn percentile(latencies: &mut [Duration], p: f64) -> Option<f64> {
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or_default()
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Per-round ratios as the log shows them: `0.29 0.31 0.30`.
+fn ratios_text(ratios: &[f64]) -> String {
+    ratios
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs `op` from `concurrency` workers for `seconds`.
@@ -361,7 +459,9 @@ fn median_cpu(mut rounds: Vec<CpuPerOp>) -> Option<CpuPerOp> {
     rounds.get(rounds.len() / 2).copied()
 }
 
-/// A/B rounds of a throughput workload; the medians and the ratio.
+/// Rounds of a throughput workload, its sides (direct, sqlgate, and
+/// PgBouncer when given) in a random order in each round; the median of
+/// each side's rates, and the median of the per-round ratios.
 async fn ab<D, DF, S, SF>(
     setup: &Setup,
     name: String,
@@ -381,31 +481,64 @@ where
         move |i: u64| direct(pool.clone(), i)
     };
     let (mut direct_rates, mut via_rates, mut bouncer_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ratios, mut bouncer_ratios, mut orders) = (Vec::new(), Vec::new(), Vec::new());
     let (mut direct_lat, mut via_lat) = (Vec::new(), Vec::new());
     let (mut direct_cpu, mut via_cpu) = (Vec::new(), Vec::new());
     let sqlgate_pid = setup.child.id();
+    let mut sides = vec![Side::Direct, Side::Sqlgate];
+    if setup.bouncer.is_some() {
+        sides.push(Side::PgBouncer);
+    }
     for _ in 0..setup.rounds {
-        let before = CpuTimes::now(sqlgate_pid);
-        let d = closed_loop(concurrency, setup.seconds, through(&setup.direct)).await?;
-        direct_cpu.push(CpuTimes::now(sqlgate_pid).per_op_since(before, d.ops));
-        direct_rates.push(d.rate());
-        direct_lat.extend(d.latencies);
-        if let Some(bouncer) = &setup.bouncer {
-            let b = closed_loop(concurrency, setup.seconds, through(bouncer)).await?;
-            bouncer_rates.push(b.rate());
+        let order = setup.shuffled(&sides);
+        let (mut d, mut s, mut b) = (0.0, 0.0, None);
+        for side in &order {
+            match side {
+                Side::Direct => {
+                    let before = CpuTimes::now(sqlgate_pid);
+                    let sample =
+                        closed_loop(concurrency, setup.seconds, through(&setup.direct)).await?;
+                    direct_cpu.push(CpuTimes::now(sqlgate_pid).per_op_since(before, sample.ops));
+                    d = sample.rate();
+                    direct_lat.extend(sample.latencies);
+                }
+                Side::PgBouncer => {
+                    if let Some(bouncer) = &setup.bouncer {
+                        let sample =
+                            closed_loop(concurrency, setup.seconds, through(bouncer)).await?;
+                        b = Some(sample.rate());
+                    }
+                }
+                Side::Sqlgate => {
+                    let before = CpuTimes::now(sqlgate_pid);
+                    let sample = closed_loop(concurrency, setup.seconds, via.clone()).await?;
+                    via_cpu.push(CpuTimes::now(sqlgate_pid).per_op_since(before, sample.ops));
+                    s = sample.rate();
+                    via_lat.extend(sample.latencies);
+                }
+            }
         }
-        let before = CpuTimes::now(sqlgate_pid);
-        let s = closed_loop(concurrency, setup.seconds, via.clone()).await?;
-        via_cpu.push(CpuTimes::now(sqlgate_pid).per_op_since(before, s.ops));
-        via_rates.push(s.rate());
-        via_lat.extend(s.latencies);
+        direct_rates.push(d);
+        via_rates.push(s);
+        ratios.push(s / d);
+        if let Some(b) = b {
+            bouncer_rates.push(b);
+            bouncer_ratios.push(s / b);
+        }
+        orders.push(order_text(&order));
     }
     let (direct_rate, via_rate) = (median(direct_rates), median(via_rates));
     let bouncer_rate = (!bouncer_rates.is_empty()).then(|| median(bouncer_rates));
-    let ratio = via_rate / direct_rate;
+    let ratio = median(ratios.clone());
+    let bouncer_ratio = (!bouncer_ratios.is_empty()).then(|| median(bouncer_ratios.clone()));
     eprintln!(
-        "{name}: direct {direct_rate:.0}/s, sqlgate {via_rate:.0}/s, ratio {ratio:.2}{}",
-        bouncer_rate.map_or_else(String::new, |rate| format!(", PgBouncer {rate:.0}/s"))
+        "{name}: direct {direct_rate:.0}/s, sqlgate {via_rate:.0}/s, ratio {ratio:.2} \
+         (rounds: {}){}",
+        ratios_text(&ratios),
+        bouncer_rate.map_or_else(String::new, |rate| format!(
+            ", PgBouncer {rate:.0}/s (sqlgate / PgBouncer by round: {})",
+            ratios_text(&bouncer_ratios)
+        ))
     );
     Ok(Measurement {
         workload: name,
@@ -413,6 +546,8 @@ where
         direct: Some(direct_rate),
         sqlgate: via_rate,
         ratio: Some(ratio),
+        ratios,
+        orders,
         sqlgate_p50_ms: percentile(&mut via_lat, 0.5),
         sqlgate_p99_ms: percentile(&mut via_lat, 0.99),
         direct_p50_ms: percentile(&mut direct_lat, 0.5),
@@ -420,7 +555,9 @@ where
         target: target.1.to_owned(),
         met: (target.0 > 0.0).then_some(ratio >= target.0),
         pgbouncer: bouncer_rate,
-        pgbouncer_ratio: bouncer_rate.map(|rate| via_rate / rate),
+        pgbouncer_ratio: bouncer_ratio,
+        pgbouncer_ratios: bouncer_ratios,
+        deadline_exceeded: None,
         direct_cpu: median_cpu(direct_cpu),
         sqlgate_cpu: median_cpu(via_cpu),
     })
@@ -478,11 +615,7 @@ fn decode_wide(row: &sqlx::postgres::PgRow) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-async fn point_select(
-    setup: &Setup,
-    concurrency: usize,
-    timeout: Option<&'static str>,
-) -> Result<Measurement, BoxError> {
+async fn point_select(setup: &Setup, concurrency: usize) -> Result<Measurement, BoxError> {
     let rows = setup.rows;
     let direct = move |pool: PgPool, i: u64| async move {
         let id = (i as i64 % rows) + 1;
@@ -490,8 +623,8 @@ async fn point_select(
         decode_item(&row)?;
         Ok(())
     };
-    let via = point_select_via_sqlgate(setup, timeout);
-    let (target, text) = if concurrency == 16 && timeout.is_none() {
+    let via = point_select_via_sqlgate(setup);
+    let (target, text) = if concurrency == 16 {
         (0.6, "≥ 0.6 × direct")
     } else {
         (0.0, "")
@@ -508,10 +641,9 @@ async fn point_select(
 }
 
 /// One point select through sqlgate per call, spread over the client
-/// connections; `timeout` is the `grpc-timeout` header, if any.
+/// connections.
 fn point_select_via_sqlgate(
     setup: &Setup,
-    timeout: Option<&'static str>,
 ) -> impl Fn(u64) -> futures::future::BoxFuture<'static, Result<(), BoxError>>
 + Send
 + Sync
@@ -524,7 +656,7 @@ fn point_select_via_sqlgate(
         Box::pin(async move {
             let id = (i as i64 % rows) + 1;
             let response = client
-                .execute(request(POINT, vec![int(id)], timeout))
+                .execute(request(POINT, vec![int(id)], None))
                 .await?
                 .into_inner();
             if response.rows.len() != 1 {
@@ -648,94 +780,120 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|kib| kib.parse().ok())
 }
 
-async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError> {
-    const SQL: &str = "SELECT id, a, b, c, d, e, f, g FROM bench_wide";
-    let pid = setup.child.id().ok_or("sqlgate exited")?;
-    let (mut direct_rates, mut via_rates) = (Vec::new(), Vec::new());
-    let (mut direct_cpu, mut via_cpu) = (Vec::new(), Vec::new());
-    let mut peak_growth_kib = 0u64;
-    for _ in 0..setup.rounds {
-        if !slow {
-            let before = CpuTimes::now(Some(pid));
-            let started = Instant::now();
-            let count = sqlx::query(SQL)
-                .fetch(&setup.direct)
-                .map_err(BoxError::from)
-                .try_fold(0u64, |n, row| async move {
-                    decode_wide(&row)?;
-                    Ok(n + 1)
-                })
-                .await?;
-            direct_rates.push(count as f64 / started.elapsed().as_secs_f64());
-            // Per 1,000 rows.
-            direct_cpu.push(CpuTimes::now(Some(pid)).per_op_since(before, count as usize / 1000));
-        }
-        let idle = rss_kib(pid).unwrap_or_default();
-        // Sample RSS while the stream runs (VmHWM would include earlier workloads).
-        let peak = Arc::new(std::sync::atomic::AtomicU64::new(idle));
-        let sampling = {
-            let peak = peak.clone();
-            tokio::spawn(async move {
-                loop {
-                    let now = rss_kib(pid).unwrap_or_default();
-                    peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-        };
-        let before = CpuTimes::now(Some(pid));
-        let started = Instant::now();
-        let mut frames = QueryClient::new(setup.channel.clone())
-            .execute_stream(request(SQL, vec![], Some("1H")))
-            .await?
-            .into_inner();
-        let mut count = 0u64;
-        while let Some(frame) = frames.next().await {
-            if let Some(pb::result_frame::Frame::Rows(batch)) = frame?.frame {
-                count += batch.rows.len() as u64;
-                if slow {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
+const WIDE: &str = "SELECT id, a, b, c, d, e, f, g FROM bench_wide";
+
+/// The whole wide table through the direct pool: rows per second, and CPU
+/// per 1,000 rows.
+async fn stream_direct(setup: &Setup, pid: u32) -> Result<(f64, CpuPerOp), BoxError> {
+    let before = CpuTimes::now(Some(pid));
+    let started = Instant::now();
+    let count = sqlx::query(WIDE)
+        .fetch(&setup.direct)
+        .map_err(BoxError::from)
+        .try_fold(0u64, |n, row| async move {
+            decode_wide(&row)?;
+            Ok(n + 1)
+        })
+        .await?;
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    Ok((
+        rate,
+        CpuTimes::now(Some(pid)).per_op_since(before, count as usize / 1000),
+    ))
+}
+
+/// The whole wide table through sqlgate: rows per second, CPU per 1,000
+/// rows, and sqlgate's peak RSS growth over its idle RSS (KiB) meanwhile.
+async fn stream_via(setup: &Setup, pid: u32, slow: bool) -> Result<(f64, CpuPerOp, u64), BoxError> {
+    let idle = rss_kib(pid).unwrap_or_default();
+    // Sample RSS while the stream runs (VmHWM would include earlier workloads).
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(idle));
+    let sampling = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = rss_kib(pid).unwrap_or_default();
+                peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let before = CpuTimes::now(Some(pid));
+    let started = Instant::now();
+    let mut frames = QueryClient::new(setup.channel.clone())
+        .execute_stream(request(WIDE, vec![], Some("1H")))
+        .await?
+        .into_inner();
+    let mut count = 0u64;
+    while let Some(frame) = frames.next().await {
+        if let Some(pb::result_frame::Frame::Rows(batch)) = frame?.frame {
+            count += batch.rows.len() as u64;
+            if slow {
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-        if count != setup.stream_rows as u64 {
-            return Err(format!("streamed {count} rows of {}", setup.stream_rows).into());
-        }
-        via_rates.push(count as f64 / started.elapsed().as_secs_f64());
-        via_cpu.push(CpuTimes::now(Some(pid)).per_op_since(before, count as usize / 1000));
-        sampling.abort();
-        let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
-        peak_growth_kib = peak_growth_kib.max(peak.saturating_sub(idle));
     }
-    let via_rate = median(via_rates);
+    if count != setup.stream_rows as u64 {
+        return Err(format!("streamed {count} rows of {}", setup.stream_rows).into());
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    let cpu = CpuTimes::now(Some(pid)).per_op_since(before, count as usize / 1000);
+    sampling.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    Ok((rate, cpu, peak.saturating_sub(idle)))
+}
+
+async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError> {
+    let pid = setup.child.id().ok_or("sqlgate exited")?;
     if slow {
+        // sqlgate alone: what it holds in memory for a reader that lags.
+        let mut peak_growth_kib = 0u64;
+        for _ in 0..setup.rounds {
+            let (_, _, growth) = stream_via(setup, pid, true).await?;
+            peak_growth_kib = peak_growth_kib.max(growth);
+        }
         let growth_mib = peak_growth_kib as f64 / 1024.0;
-        eprintln!("stream, slow reader: {via_rate:.0} rows/s, RSS growth {growth_mib:.1} MiB");
+        eprintln!("stream, slow reader: sqlgate RSS growth {growth_mib:.1} MiB");
         return Ok(Measurement {
             workload: format!(
                 "stream {} rows, slow reader: sqlgate RSS growth",
                 setup.stream_rows
             ),
             unit: "MiB".into(),
-            direct: None,
             sqlgate: growth_mib,
-            ratio: None,
-            sqlgate_p50_ms: None,
-            sqlgate_p99_ms: None,
-            direct_p50_ms: None,
-            direct_p99_ms: None,
             target: "≤ 64 MiB over idle".into(),
             met: Some(growth_mib <= 64.0),
-            pgbouncer: None,
-            pgbouncer_ratio: None,
-            direct_cpu: None,
-            sqlgate_cpu: None,
+            ..Measurement::default()
         });
     }
-    let direct_rate = median(direct_rates);
-    let ratio = via_rate / direct_rate;
+    let (mut direct_rates, mut via_rates) = (Vec::new(), Vec::new());
+    let (mut ratios, mut orders) = (Vec::new(), Vec::new());
+    let (mut direct_cpu, mut via_cpu) = (Vec::new(), Vec::new());
+    for _ in 0..setup.rounds {
+        let order = setup.shuffled(&[Side::Direct, Side::Sqlgate]);
+        let (mut d, mut s) = (0.0, 0.0);
+        for side in &order {
+            if *side == Side::Direct {
+                let (rate, cpu) = stream_direct(setup, pid).await?;
+                d = rate;
+                direct_cpu.push(cpu);
+            } else {
+                let (rate, cpu, _) = stream_via(setup, pid, false).await?;
+                s = rate;
+                via_cpu.push(cpu);
+            }
+        }
+        direct_rates.push(d);
+        via_rates.push(s);
+        ratios.push(s / d);
+        orders.push(order_text(&order));
+    }
+    let (direct_rate, via_rate) = (median(direct_rates), median(via_rates));
+    let ratio = median(ratios.clone());
     eprintln!(
-        "stream: direct {direct_rate:.0} rows/s, sqlgate {via_rate:.0} rows/s, ratio {ratio:.2}"
+        "stream: direct {direct_rate:.0} rows/s, sqlgate {via_rate:.0} rows/s, ratio {ratio:.2} \
+         (rounds: {})",
+        ratios_text(&ratios)
     );
     Ok(Measurement {
         workload: format!("stream {} rows, fast reader", setup.stream_rows),
@@ -743,16 +901,13 @@ async fn stream_rows(setup: &Setup, slow: bool) -> Result<Measurement, BoxError>
         direct: Some(direct_rate),
         sqlgate: via_rate,
         ratio: Some(ratio),
-        sqlgate_p50_ms: None,
-        sqlgate_p99_ms: None,
-        direct_p50_ms: None,
-        direct_p99_ms: None,
+        ratios,
+        orders,
         target: "≥ 0.7 × direct".into(),
         met: Some(ratio >= 0.7),
-        pgbouncer: None,
-        pgbouncer_ratio: None,
         direct_cpu: median_cpu(direct_cpu),
         sqlgate_cpu: median_cpu(via_cpu),
+        ..Measurement::default()
     })
 }
 
@@ -773,8 +928,33 @@ fn execute(request_id: u64, sql: &str, params: Vec<pb::Value>) -> pb::SessionReq
     }
 }
 
-/// Opens a session and sends begin and an update of row `id`; the caller
-/// reads the answers (and keeps the sender, or the stream half-closes).
+/// What one session answer is, for [`wait_for`].
+type Answer = pb::session_response::Response;
+
+/// Reads answers until one that `wanted` accepts; an error answer, or the
+/// stream ending first, is an error.
+async fn wait_for(
+    answers: &mut tonic::Streaming<pb::SessionResponse>,
+    what: &str,
+    wanted: impl Fn(&pb::SessionResponse) -> bool,
+) -> Result<(), BoxError> {
+    while let Some(answer) = answers.message().await? {
+        if let Some(Answer::Error(error)) = &answer.response {
+            return Err(format!("waiting for {what}: {}", error.message).into());
+        }
+        if wanted(&answer) {
+            return Ok(());
+        }
+    }
+    Err(format!("session ended before {what}").into())
+}
+
+const SESSION_UPDATE: &str = "UPDATE bench_items SET amount = amount + 1 WHERE id = $1";
+
+/// Opens a session, waits for `began`, sends an update of row `id` and
+/// waits for its `done`: one round trip each, as the direct client awaits
+/// BEGIN and then the UPDATE. The caller keeps the sender (dropping it
+/// half-closes the stream, which rolls back).
 async fn begin_and_update(
     channel: Channel,
     id: i64,
@@ -786,22 +966,26 @@ async fn begin_and_update(
     BoxError,
 > {
     let (requests, inbox) = mpsc::channel(4);
-    let answers = SessionsClient::new(channel)
+    let mut answers = SessionsClient::new(channel)
         .attach(ReceiverStream::new(inbox))
         .await?
         .into_inner();
     requests.send(begin()).await?;
+    wait_for(&mut answers, "began", |a| {
+        matches!(a.response, Some(Answer::Began(_)))
+    })
+    .await?;
     requests
-        .send(execute(
-            1,
-            "UPDATE bench_items SET amount = amount + 1 WHERE id = $1",
-            vec![int(id)],
-        ))
+        .send(execute(1, SESSION_UPDATE, vec![int(id)]))
         .await?;
+    wait_for(&mut answers, "the update's done", |a| {
+        a.request_id == 1 && matches!(a.response, Some(Answer::Done(_)))
+    })
+    .await?;
     Ok((requests, answers))
 }
 
-/// One session: begin, update one row, commit.
+/// One session: begin, update one row, commit, each awaited in turn.
 async fn one_session(channel: Channel, id: i64) -> Result<(), BoxError> {
     let (requests, mut answers) = begin_and_update(channel, id).await?;
     requests
@@ -809,22 +993,17 @@ async fn one_session(channel: Channel, id: i64) -> Result<(), BoxError> {
             request: Some(R::Commit(pb::CommitSession {})),
         })
         .await?;
-    while let Some(answer) = answers.message().await? {
-        match answer.response {
-            Some(pb::session_response::Response::Committed(_)) => return Ok(()),
-            Some(pb::session_response::Response::Error(error)) => return Err(error.message.into()),
-            _ => {}
-        }
-    }
-    Err("session ended without commit".into())
+    wait_for(&mut answers, "committed", |a| {
+        matches!(a.response, Some(Answer::Committed(_)))
+    })
+    .await
 }
 
 async fn session_update(setup: &Setup) -> Result<Measurement, BoxError> {
-    const SQL: &str = "UPDATE bench_items SET amount = amount + 1 WHERE id = $1";
     let rows = setup.rows;
     let direct = move |pool: PgPool, i: u64| async move {
         let mut tx = pool.begin().await?;
-        sqlx::query(SQL)
+        sqlx::query(SESSION_UPDATE)
             .bind((i as i64 % rows) + 1)
             .execute(&mut *tx)
             .await?;
@@ -855,16 +1034,8 @@ async fn session_client(address: SocketAddr) -> Result<(), BoxError> {
         .connect()
         .await?;
     // Keep the sender: dropping it would half-close the stream and roll back.
-    let (_requests, mut answers) = begin_and_update(channel, 1).await?;
-    while let Some(answer) = answers.message().await? {
-        if matches!(
-            answer.response,
-            Some(pb::session_response::Response::Done(_))
-        ) {
-            println!("READY");
-            break;
-        }
-    }
+    let (_requests, _answers) = begin_and_update(channel, 1).await?;
+    println!("READY");
     loop {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
@@ -916,7 +1087,10 @@ async fn cleanup_latency(setup: &Setup, args: &Args) -> Result<Measurement, BoxE
     }
     let p50 = percentile(&mut latencies, 0.5);
     let p99 = percentile(&mut latencies, 0.99).unwrap_or_default();
-    eprintln!("cleanup after SIGKILL: p50 {p50:?} ms, p99 {p99:.1} ms");
+    eprintln!(
+        "cleanup after SIGKILL: p50 {:.1} ms, p99 {p99:.1} ms",
+        p50.unwrap_or_default()
+    );
     Ok(Measurement {
         workload: format!("session cleanup after SIGKILL ({kills} kills)"),
         unit: "ms (p99)".into(),
@@ -933,97 +1107,229 @@ async fn cleanup_latency(setup: &Setup, args: &Args) -> Result<Measurement, BoxE
         pgbouncer_ratio: None,
         direct_cpu: None,
         sqlgate_cpu: None,
+        ..Measurement::default()
     })
 }
 
-/// Healthy point selects while a quarter of the callers time out.
-async fn deadline_storm(setup: &Setup) -> Result<Measurement, BoxError> {
-    let calm = point_select(setup, 12, None).await?;
-    let storm_client = QueryClient::new(setup.channel.clone());
-    let until =
-        Instant::now() + Duration::from_secs_f64(setup.seconds * setup.rounds as f64 * 2.0 + 1.0);
-    let storm = tokio::spawn(async move {
-        stream::iter(0..4)
-            .for_each_concurrent(4, |_| {
-                let mut client = storm_client.clone();
-                async move {
-                    while Instant::now() < until {
-                        let _ = client
-                            .execute(request("SELECT pg_sleep(0.2)", vec![], Some("20m")))
-                            .await;
-                    }
-                }
-            })
-            .await;
-    });
-    let stormy = point_select(setup, 12, None).await?;
-    storm.abort();
-    let ratio = stormy.sqlgate / calm.sqlgate;
-    eprintln!("deadline storm: healthy calls at {ratio:.2} of calm throughput");
-    Ok(Measurement {
-        workload: "healthy point selects (12 callers) while 4 more time out every 20 ms".into(),
-        unit: "ops/s".into(),
-        direct: Some(calm.sqlgate),
-        sqlgate: stormy.sqlgate,
-        ratio: Some(ratio),
-        sqlgate_p50_ms: stormy.sqlgate_p50_ms,
-        sqlgate_p99_ms: stormy.sqlgate_p99_ms,
-        direct_p50_ms: calm.sqlgate_p50_ms,
-        direct_p99_ms: calm.sqlgate_p99_ms,
-        target: "(\"direct\" = the same without the storm)".into(),
-        met: None,
-        pgbouncer: None,
-        pgbouncer_ratio: None,
-        direct_cpu: None,
-        sqlgate_cpu: None,
-    })
+/// The storm: callers whose statement (a 200 ms sleep) always outlives
+/// their deadline.
+const STORM_CALLERS: usize = 4;
+const STORM_DEADLINE: Duration = Duration::from_millis(20);
+const STORM_SQL: &str = "SELECT pg_sleep(0.2)";
+/// The healthy point-select callers measured with and without the storm.
+const HEALTHY_CALLERS: usize = 12;
+
+/// The two sides of a storm round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Weather {
+    Calm,
+    Storm,
 }
 
-/// Point selects with a deadline that is enforced (5 s) against one far
-/// in the future (1 h): what deadline enforcement costs.
-async fn deadline_cost(setup: &Setup) -> Result<Measurement, BoxError> {
-    let (mut far, mut near) = (Vec::new(), Vec::new());
-    // Alternate which goes first, so that drift on a shared machine
-    // does not favour one side.
-    for round in 0..setup.rounds {
-        if round % 2 == 0 {
-            far.push(point_select_once(setup, "1H").await?);
-            near.push(point_select_once(setup, "5S").await?);
-        } else {
-            near.push(point_select_once(setup, "5S").await?);
-            far.push(point_select_once(setup, "1H").await?);
-        }
-    }
-    let (far, near) = (median(far), median(near));
-    let ratio = near / far;
-    eprintln!("deadline enforcement: {near:.0}/s vs {far:.0}/s far-future, ratio {ratio:.3}");
-    Ok(Measurement {
-        workload: "point select, concurrency 16: 5 s deadline vs 1 h deadline".into(),
-        unit: "ops/s".into(),
-        direct: Some(far),
-        sqlgate: near,
-        ratio: Some(ratio),
-        sqlgate_p50_ms: None,
-        sqlgate_p99_ms: None,
-        direct_p50_ms: None,
-        direct_p99_ms: None,
-        target: "≥ 0.95 (cost ≤ 5%)".into(),
-        met: Some(ratio >= 0.95),
-        pgbouncer: None,
-        pgbouncer_ratio: None,
-        direct_cpu: None,
-        sqlgate_cpu: None,
-    })
-}
+/// HTTP/2 to sqlgate without tonic's `Channel`, for the storm's callers.
+/// A `Channel` ends a call itself when the call's `grpc-timeout` runs out
+/// (the caller sees CANCELLED "Timeout expired", made up on the client),
+/// usually before sqlgate's own answer arrives; these callers wait for
+/// sqlgate's answer, so that it is what gets measured. (hyper's HTTP/2
+/// client is compiled in already: tonic's `Channel` is built on it.)
+type PlainHttp2 = tower::util::BoxCloneService<
+    http::Request<tonic::body::Body>,
+    http::Response<hyper::body::Incoming>,
+    // A concrete error: with `BoxError` here, the generated client's
+    // futures fail the `Send` check that `tokio::spawn` makes.
+    std::io::Error,
+>;
 
-async fn point_select_once(setup: &Setup, timeout: &'static str) -> Result<f64, BoxError> {
-    let sample = closed_loop(
-        16,
-        setup.seconds,
-        point_select_via_sqlgate(setup, Some(timeout)),
+async fn query_client_without_local_deadline(
+    address: SocketAddr,
+) -> Result<QueryClient<PlainHttp2>, BoxError> {
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    tcp.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
     )
     .await?;
-    Ok(sample.rate())
+    tokio::spawn(connection);
+    let authority: http::uri::Authority = address.to_string().parse()?;
+    let service = tower::service_fn(move |mut request: http::Request<tonic::body::Body>| {
+        let mut sender = sender.clone();
+        let authority = authority.clone();
+        // tonic's client writes only the path; `Channel` adds the rest.
+        let uri = request.uri().path_and_query().cloned().map(|path| {
+            http::Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path)
+                .build()
+        });
+        async move {
+            match uri {
+                Some(Ok(uri)) => *request.uri_mut() = uri,
+                _ => return Err(std::io::Error::other("cannot make the request's URI")),
+            }
+            sender.ready().await.map_err(std::io::Error::other)?;
+            sender
+                .send_request(request)
+                .await
+                .map_err(std::io::Error::other)
+        }
+    });
+    Ok(QueryClient::new(PlainHttp2::new(service)))
+}
+
+/// How one of the storm's calls ended.
+enum Ending {
+    /// sqlgate answered DEADLINE_EXCEEDED, this long after the deadline
+    /// (counted from when the client sent the call).
+    DeadlineExceeded(Duration),
+    /// Anything else: a status code (or what happened) and its message.
+    Other(String, String),
+}
+
+/// One storm caller: calls back to back until `stop`, each waiting for
+/// sqlgate's answer; the call in flight at `stop` is finished and counted.
+async fn storm_caller(
+    mut client: QueryClient<PlainHttp2>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Ending> {
+    let mut endings = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let begun = Instant::now();
+        let call = client.execute(request(STORM_SQL, vec![], Some("20m")));
+        let ending = match tokio::time::timeout(Duration::from_secs(10), call).await {
+            Err(_) => Ending::Other("no answer".into(), "none within 10 s".into()),
+            Ok(Ok(_)) => Ending::Other(
+                "OK".into(),
+                "a 200 ms sleep finished within its 20 ms deadline".into(),
+            ),
+            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+                Ending::DeadlineExceeded(begun.elapsed().saturating_sub(STORM_DEADLINE))
+            }
+            Ok(Err(status)) => {
+                Ending::Other(format!("{:?}", status.code()), status.message().to_owned())
+            }
+        };
+        endings.push(ending);
+    }
+    endings
+}
+
+/// Healthy point selects with and without callers that time out, calm and
+/// storm in a random order in each round; and how the timed-out calls
+/// were answered. Any answer to them but DEADLINE_EXCEEDED fails the run.
+async fn deadline_storm(setup: &Setup) -> Result<Vec<Measurement>, BoxError> {
+    let healthy = point_select_via_sqlgate(setup);
+    let mut storm_clients = Vec::new();
+    for _ in 0..STORM_CALLERS {
+        storm_clients.push(query_client_without_local_deadline(setup.address).await?);
+    }
+    let (mut calm_rates, mut storm_rates) = (Vec::new(), Vec::new());
+    let (mut ratios, mut orders) = (Vec::new(), Vec::new());
+    let (mut calm_lat, mut storm_lat) = (Vec::new(), Vec::new());
+    let mut endings = Vec::new();
+    for _ in 0..setup.rounds {
+        let order = setup.shuffled(&[Weather::Calm, Weather::Storm]);
+        let (mut calm, mut stormy) = (0.0, 0.0);
+        for weather in &order {
+            if *weather == Weather::Calm {
+                let sample = closed_loop(HEALTHY_CALLERS, setup.seconds, healthy.clone()).await?;
+                calm = sample.rate();
+                calm_lat.extend(sample.latencies);
+                continue;
+            }
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let callers: Vec<_> = storm_clients
+                .iter()
+                .map(|client| tokio::spawn(storm_caller(client.clone(), stop.clone())))
+                .collect();
+            let sample = closed_loop(HEALTHY_CALLERS, setup.seconds, healthy.clone()).await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            // Wait for the last calls too: every call is counted, and none
+            // spills into the next side.
+            for caller in callers {
+                endings.extend(caller.await?);
+            }
+            let sample = sample?;
+            stormy = sample.rate();
+            storm_lat.extend(sample.latencies);
+        }
+        calm_rates.push(calm);
+        storm_rates.push(stormy);
+        ratios.push(stormy / calm);
+        orders.push(order_text(&order));
+    }
+
+    let mut after_deadline = Vec::new();
+    let mut other: std::collections::BTreeMap<String, (usize, String)> = Default::default();
+    for ending in endings {
+        match ending {
+            Ending::DeadlineExceeded(late) => after_deadline.push(late),
+            Ending::Other(code, message) => other.entry(code).or_insert((0, message)).0 += 1,
+        }
+    }
+    let calls = after_deadline.len() + other.values().map(|(n, _)| n).sum::<usize>();
+    if !other.is_empty() {
+        let others: Vec<String> = other
+            .iter()
+            .map(|(code, (n, message))| format!("{n} × {code} (first: {message:?})"))
+            .collect();
+        return Err(format!(
+            "the deadline storm's {calls} calls should all end DEADLINE_EXCEEDED; {} did, and: {}",
+            after_deadline.len(),
+            others.join("; ")
+        )
+        .into());
+    }
+    if calls == 0 {
+        return Err("the deadline storm made no calls".into());
+    }
+
+    let (calm_rate, storm_rate) = (median(calm_rates), median(storm_rates));
+    let ratio = median(ratios.clone());
+    let late_p50 = percentile(&mut after_deadline, 0.5);
+    let late_p99 = percentile(&mut after_deadline, 0.99);
+    eprintln!(
+        "deadline storm: healthy calls at {ratio:.2} of calm throughput (rounds: {}); \
+         {calls} timed-out calls, all DEADLINE_EXCEEDED, answered {:.1} / {:.1} ms \
+         (p50 / p99) after their deadline",
+        ratios_text(&ratios),
+        late_p50.unwrap_or_default(),
+        late_p99.unwrap_or_default(),
+    );
+    let healthy = Measurement {
+        workload: format!(
+            "healthy point selects ({HEALTHY_CALLERS} callers) while {STORM_CALLERS} more \
+             time out every 20 ms"
+        ),
+        unit: "ops/s".into(),
+        direct: Some(calm_rate),
+        sqlgate: storm_rate,
+        ratio: Some(ratio),
+        ratios,
+        orders,
+        sqlgate_p50_ms: percentile(&mut storm_lat, 0.5),
+        sqlgate_p99_ms: percentile(&mut storm_lat, 0.99),
+        direct_p50_ms: percentile(&mut calm_lat, 0.5),
+        direct_p99_ms: percentile(&mut calm_lat, 0.99),
+        target: "(\"direct\" = the same callers without the storm)".into(),
+        ..Measurement::default()
+    };
+    let timed_out = Measurement {
+        workload: format!(
+            "the storm's calls ({calls}, 20 ms deadline, 200 ms statement): \
+             sqlgate's answer after the deadline"
+        ),
+        unit: "ms (p99)".into(),
+        sqlgate: late_p99.unwrap_or_default(),
+        sqlgate_p50_ms: late_p50,
+        sqlgate_p99_ms: late_p99,
+        target: format!("every call DEADLINE_EXCEEDED ({calls} of {calls})"),
+        met: Some(true),
+        deadline_exceeded: Some(calls),
+        ..Measurement::default()
+    };
+    Ok(vec![healthy, timed_out])
 }
 
 fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), BoxError> {
@@ -1031,13 +1337,15 @@ fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), Box
     let mut table = String::new();
     table.push_str(&format!(
         "Machine: {} cores; PostgreSQL, client and sqlgate on one host; pool {} each side; \
-         {} round(s) of {:.1} s per side{}.\n\n",
+         {} round(s) of {:.1} s per side, the sides in a random order in each round \
+         (seed {}); ratio = the median of the per-round ratios{}.\n\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
         setup.pool_size,
         setup.rounds,
         setup.seconds,
+        setup.seed,
         if args.quick {
             " (--quick: smoke run, not a measurement)"
         } else {
@@ -1045,20 +1353,25 @@ fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), Box
         }
     ));
     let with_bouncer = setup.bouncer.is_some();
-    table.push_str("| workload | unit | direct | sqlgate | ratio | sqlgate p50 / p99 ms | direct p50 / p99 ms | target | met |");
+    table.push_str("| workload | unit | direct | sqlgate | ratio | ratio by round | sqlgate p50 / p99 ms | direct p50 / p99 ms | target | met |");
     table.push_str(if with_bouncer {
-        " direct via PgBouncer | sqlgate / PgBouncer |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        " direct via PgBouncer | sqlgate / PgBouncer |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     } else {
-        "\n|---|---|---|---|---|---|---|---|---|\n"
+        "\n|---|---|---|---|---|---|---|---|---|---|\n"
     });
     for m in results {
         table.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {} | {} / {} | {} / {} | {} | {} |",
+            "| {} | {} | {} | {:.2} | {} | {} | {} / {} | {} / {} | {} | {} |",
             m.workload,
             m.unit,
             fmt(m.direct),
             m.sqlgate,
             fmt(m.ratio),
+            if m.ratios.is_empty() {
+                "–".to_owned()
+            } else {
+                ratios_text(&m.ratios)
+            },
             fmt(m.sqlgate_p50_ms),
             fmt(m.sqlgate_p99_ms),
             fmt(m.direct_p50_ms),
@@ -1107,7 +1420,13 @@ fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), Box
     std::fs::write(args.out.join("latest.md"), &table)?;
     std::fs::write(
         args.out.join("latest.json"),
-        serde_json::to_string_pretty(results)?,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "seed": setup.seed,
+            "rounds": setup.rounds,
+            "seconds_per_side": setup.seconds,
+            "quick": args.quick,
+            "results": results,
+        }))?,
     )?;
     Ok(())
 }
