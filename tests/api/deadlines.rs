@@ -13,8 +13,8 @@ use tonic::Code;
 
 use crate::{
     helpers::{
-        Backend, Backends, TestApp, error_details, raw_query_client, spawn_app, spawn_app_with,
-        sqlgate_backends,
+        Backend, Backends, TestApp, WAIT, error_details, raw_query_client, spawn_app,
+        spawn_app_with, sqlgate_backends, within,
     },
     observe::DatabaseView,
     on_every_backend,
@@ -183,7 +183,10 @@ async fn a_slow_statement_is_stopped_on_the_server_at_its_deadline(backend: Back
         tokio::spawn(async move { client.execute(request(message, budget)).await })
     };
     wait_until_running(&mut view, backend).await;
-    let status = call.await.expect("join").expect_err("deadline");
+    let status = within(WAIT, "the call", call)
+        .await
+        .expect("join")
+        .expect_err("deadline");
     let answered = started.elapsed();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     let (_, metadata, _) = error_details(&status);
@@ -252,7 +255,10 @@ async fn time_out_once(
         tokio::spawn(async move { client.execute(request(message, budget)).await })
     };
     let pid = backend_running(direct, app, "pg_sleep(10)").await;
-    let status = call.await.expect("join").expect_err("deadline");
+    let status = within(WAIT, "the call", call)
+        .await
+        .expect("join")
+        .expect_err("deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{sql}");
     // Stopped on the server at once, whether the connection is kept or closed.
     let stopped = Instant::now();
@@ -328,7 +334,10 @@ async fn a_write_past_its_deadline_is_rolled_back(backend: Backend) {
         })
     };
     wait_until_running(&mut view, backend).await;
-    let status = call.await.expect("join").expect_err("deadline");
+    let status = within(WAIT, "the call", call)
+        .await
+        .expect("join")
+        .expect_err("deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     // Stopped on the server and rolled back: it can never commit later.
     assert_stopped_on_the_server(&app, &mut view, Duration::from_millis(200)).await;
@@ -370,7 +379,7 @@ async fn a_stream_is_bounded_as_a_whole(backend: Backend) {
         .into_inner();
     let mut rows = 0;
     let status = loop {
-        match frames.next().await {
+        match within(WAIT, "a frame", frames.next()).await {
             Some(Ok(frame)) => {
                 if let Some(Frame::Rows(batch)) = frame.frame {
                     rows += batch.rows.len();
@@ -457,7 +466,10 @@ async fn queue_time_counts_and_a_full_pool_is_not_a_deadline() {
         use tonic_types::StatusExt;
         assert!(status.get_error_details().retry_info().is_some());
     }
-    let held = held.await.expect("join").expect("the holder finishes");
+    let held = within(WAIT, "the holder", held)
+        .await
+        .expect("join")
+        .expect("the holder finishes");
     assert_eq!(held.into_inner().rows.len(), 1);
     app.stop().await;
 }
@@ -529,7 +541,7 @@ async fn postgres_no_dirty_connection_after_a_deadline_storm() {
                         Ok(response) => {
                             let mut frames = response.into_inner();
                             let mut last = Ok(());
-                            while let Some(frame) = frames.next().await {
+                            while let Some(frame) = within(WAIT, "a frame", frames.next()).await {
                                 if let Err(status) = frame {
                                     last = Err(status);
                                 }

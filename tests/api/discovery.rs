@@ -6,7 +6,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::{Backend, WAIT, spawn_app, within};
 
 #[tokio::test]
 async fn reflection_lists_services_on_v1_and_v1alpha() {
@@ -28,7 +28,10 @@ async fn reflection_lists_services_on_v1_and_v1alpha() {
             .await
             .expect("v1 reflection")
             .into_inner();
-        let response = responses.next().await.expect("answer").expect("ok");
+        let response = within(WAIT, "a reflection answer", responses.next())
+            .await
+            .expect("answer")
+            .expect("ok");
         let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
             panic!("unexpected {response:?}")
         };
@@ -61,7 +64,10 @@ async fn reflection_lists_services_on_v1_and_v1alpha() {
             .await
             .expect("v1alpha reflection")
             .into_inner();
-        let response = responses.next().await.expect("answer").expect("ok");
+        let response = within(WAIT, "a reflection answer", responses.next())
+            .await
+            .expect("answer")
+            .expect("ok");
         let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
             panic!("unexpected {response:?}")
         };

@@ -18,7 +18,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    helpers::{Backend, Backends, spawn_app, spawn_app_with, sqlgate_backends},
+    helpers::{Backend, Backends, WAIT, spawn_app, spawn_app_with, sqlgate_backends, within},
     proxy::Proxy,
 };
 
@@ -38,7 +38,11 @@ fn host_port(url: &str) -> String {
 async fn next_status(
     watch: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
 ) -> ServingStatus {
-    watch.next().await.expect("a status").expect("ok").status()
+    within(WAIT, "a health status", watch.next())
+        .await
+        .expect("a status")
+        .expect("ok")
+        .status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,7 +271,10 @@ async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
         .await
         .expect("insert");
     loop {
-        let answer = answers.message().await.expect("ok").expect("answer");
+        let answer = within(WAIT, "a session answer", answers.message())
+            .await
+            .expect("ok")
+            .expect("answer");
         if matches!(
             answer.response,
             Some(pb::session_response::Response::Done(_))
@@ -286,7 +293,10 @@ async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
         .await
         .expect("stream")
         .into_inner();
-    stream.next().await.expect("metadata").expect("ok");
+    within(WAIT, "the metadata frame", stream.next())
+        .await
+        .expect("metadata")
+        .expect("ok");
 
     // A readiness watch open before the signal: the first thing shutdown
     // does is tell it NOT_SERVING; then the watch ends, so that it does not
@@ -308,7 +318,7 @@ async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
 
     // The session is rolled back, with reason shutdown.
     let status = loop {
-        match answers.message().await {
+        match within(WAIT, "a session answer", answers.message()).await {
             Ok(Some(_)) => {}
             Ok(None) => panic!("the session stream ended without a status"),
             Err(status) => break status,
@@ -322,7 +332,7 @@ async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
     // The in-flight stream finishes within the drain.
     let mut rows = 0;
     let mut finished = false;
-    while let Some(frame) = stream.next().await {
+    while let Some(frame) = within(WAIT, "a frame", stream.next()).await {
         match frame.expect("the stream completes").frame {
             Some(Frame::Rows(batch)) => rows += batch.rows.len(),
             Some(Frame::Stats(_)) => finished = true,
@@ -441,10 +451,11 @@ async fn postgres_readiness_changes_only_after_its_thresholds() {
     };
     let mut readiness = watch_readiness(&app).await;
 
-    // A blip that fails at most two probes: still SERVING throughout.
-    proxy.cut();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    proxy.restore();
+    // A stall that fails one to three probes (each waits 100 ms): still
+    // SERVING throughout.
+    proxy.hold();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    proxy.release();
     let flipped = tokio::time::timeout(Duration::from_secs(1), readiness.next()).await;
     assert!(
         flipped.is_err(),
@@ -546,9 +557,21 @@ async fn postgres_a_saturated_pool_makes_sqlgate_not_ready_after_its_duration() 
     assert!(stats.saturated, "{stats:?}");
     assert!(stats.waiting > 2, "{stats:?}");
     // The holder finishes, every waiter gets its answer, ready again.
-    assert_eq!(holder.await.expect("join").expect("holder"), 1);
+    assert_eq!(
+        within(WAIT, "the holder", holder)
+            .await
+            .expect("join")
+            .expect("holder"),
+        1
+    );
     for waiter in waiters {
-        assert_eq!(waiter.await.expect("join").expect("waiter"), 1);
+        assert_eq!(
+            within(WAIT, "a waiter", waiter)
+                .await
+                .expect("join")
+                .expect("waiter"),
+            1
+        );
     }
     let status = tokio::time::timeout(Duration::from_secs(2), next_status(&mut readiness))
         .await

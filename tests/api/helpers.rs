@@ -488,6 +488,21 @@ pub fn error_details(
     (reason, metadata, fields)
 }
 
+/// How long any single wait in a test may take before it fails with a
+/// message (instead of hanging until the server's own deadline).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `future` for at most `limit`; fails the test naming `what`.
+pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {limit:?}"))
+}
+
+/// The longest one backend's run of a test may take: a backstop for any
+/// wait a test forgot to bound.
+pub const TEST_BOUND: Duration = Duration::from_secs(120);
+
 /// Declares one `#[tokio::test]` per backend for a test body `async fn(Backend)`.
 #[macro_export]
 macro_rules! on_every_backend {
@@ -496,17 +511,32 @@ macro_rules! on_every_backend {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                super::$name($crate::helpers::Backend::Postgres).await
+                $crate::helpers::within(
+                    $crate::helpers::TEST_BOUND,
+                    "the test",
+                    super::$name($crate::helpers::Backend::Postgres),
+                )
+                .await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn mysql() {
-                super::$name($crate::helpers::Backend::MySql).await
+                $crate::helpers::within(
+                    $crate::helpers::TEST_BOUND,
+                    "the test",
+                    super::$name($crate::helpers::Backend::MySql),
+                )
+                .await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$name($crate::helpers::Backend::Sqlite).await
+                $crate::helpers::within(
+                    $crate::helpers::TEST_BOUND,
+                    "the test",
+                    super::$name($crate::helpers::Backend::Sqlite),
+                )
+                .await
             }
         }
     };

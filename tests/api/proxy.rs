@@ -20,6 +20,7 @@ pub struct Proxy {
     pub address: SocketAddr,
     frozen: Arc<AtomicBool>,
     cut: Arc<AtomicBool>,
+    held: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -29,7 +30,8 @@ impl Proxy {
         let address = listener.local_addr().expect("proxy address");
         let frozen = Arc::new(AtomicBool::new(false));
         let cut = Arc::new(AtomicBool::new(false));
-        let (flag, cut_flag) = (frozen.clone(), cut.clone());
+        let held = Arc::new(AtomicBool::new(false));
+        let (flag, cut_flag, held_flag) = (frozen.clone(), cut.clone(), held.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if cut_flag.load(Ordering::SeqCst) {
@@ -41,25 +43,32 @@ impl Proxy {
                 };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                tokio::spawn(pump(
-                    client_read,
-                    server_write,
-                    flag.clone(),
-                    cut_flag.clone(),
-                ));
-                tokio::spawn(pump(
-                    server_read,
-                    client_write,
-                    flag.clone(),
-                    cut_flag.clone(),
-                ));
+                let flags = Flags {
+                    frozen: flag.clone(),
+                    cut: cut_flag.clone(),
+                    held: held_flag.clone(),
+                };
+                tokio::spawn(pump(client_read, server_write, flags.clone()));
+                tokio::spawn(pump(server_read, client_write, flags));
             }
         });
         Self {
             address,
             frozen,
             cut,
+            held,
         }
+    }
+
+    /// Stops forwarding without losing a byte until [`Proxy::release`]: a
+    /// network that stalls for a while and recovers.
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Forwards again what [`Proxy::hold`] held back.
+    pub fn release(&self) {
+        self.held.store(false, Ordering::SeqCst);
     }
 
     /// Closes every forwarded connection and refuses new ones.
@@ -78,16 +87,28 @@ impl Proxy {
     }
 }
 
+/// The switches the test flips, shared by every pump.
+#[derive(Clone)]
+struct Flags {
+    frozen: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
+    held: Arc<AtomicBool>,
+}
+
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    frozen: Arc<AtomicBool>,
-    cut: Arc<AtomicBool>,
+    flags: Flags,
 ) {
+    let Flags { frozen, cut, held } = flags;
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         if cut.load(Ordering::SeqCst) {
             return;
+        }
+        if held.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
         }
         if frozen.load(Ordering::SeqCst) {
             // Hold both sockets open, silently, until the test ends.

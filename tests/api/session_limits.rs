@@ -12,7 +12,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::{
-    helpers::{Backend, error_details, spawn_app_with},
+    helpers::{Backend, WAIT, error_details, spawn_app_with, within},
     observe::DatabaseView,
     on_every_backend,
     session_client::{
@@ -193,7 +193,9 @@ async fn protocol_errors_carry_their_reason(backend: Backend) {
         .send(execute_request(1, "SELECT 1".into(), vec![]))
         .await
         .expect("send");
-    let status = answers.message().await.expect_err("refused");
+    let status = within(WAIT, "the refusal", answers.message())
+        .await
+        .expect_err("refused");
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(error_details(&status).0, "SESSION_PROTOCOL", "{status:?}");
 

@@ -19,7 +19,8 @@ use tonic::{Code, transport::Channel};
 
 use crate::{
     helpers::{
-        Backend, Backends, TestApp, error_details, spawn_app, spawn_app_with, sqlgate_backends, v,
+        Backend, Backends, TestApp, WAIT, error_details, spawn_app, spawn_app_with,
+        sqlgate_backends, v, within,
     },
     observe::DatabaseView,
     on_every_backend,
@@ -159,7 +160,9 @@ async fn requests_out_of_order_get_clear_errors(backend: Backend) {
         .send(execute_request(1, "SELECT 1".into(), vec![]))
         .await
         .expect("send");
-    let status = answers.message().await.expect_err("refused");
+    let status = within(WAIT, "the refusal", answers.message())
+        .await
+        .expect_err("refused");
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("begin"), "{}", status.message());
 
@@ -530,7 +533,9 @@ async fn killed_client_is_cleaned_up(mode: &str) {
 
     child.start_kill().expect("SIGKILL");
     let killed = Instant::now();
-    child.wait().await.expect("reaped");
+    within(WAIT, "the killed client reaped", child.wait())
+        .await
+        .expect("reaped");
     loop {
         if sqlgate_backends(&mut direct, &app.db.name, Backends::Busy).await == 0 {
             break;

@@ -7,7 +7,7 @@ use sqlgate::grpc::pb::{self, result_frame::Frame, value::Kind};
 use tokio_stream::StreamExt;
 
 use crate::{
-    helpers::{Backend, Backends, spawn_app, spawn_app_with, sqlgate_backends},
+    helpers::{Backend, Backends, WAIT, spawn_app, spawn_app_with, sqlgate_backends, within},
     on_every_backend,
 };
 
@@ -48,7 +48,10 @@ async fn streams_metadata_rows_then_stats(backend: Backend) {
         .expect("stream")
         .into_inner();
 
-    let first = frames.next().await.expect("a frame").expect("ok");
+    let first = within(WAIT, "the first frame", frames.next())
+        .await
+        .expect("a frame")
+        .expect("ok");
     let Some(Frame::Metadata(metadata)) = first.frame else {
         panic!("first frame must be metadata: {first:?}")
     };
@@ -57,7 +60,7 @@ async fn streams_metadata_rows_then_stats(backend: Backend) {
     let mut next_expected = 1i64;
     let mut batches = 0;
     let mut stats = None;
-    while let Some(frame) = frames.next().await {
+    while let Some(frame) = within(WAIT, "a frame", frames.next()).await {
         match frame.expect("ok").frame {
             Some(Frame::Rows(batch)) => {
                 assert!(stats.is_none(), "rows after stats");
@@ -96,7 +99,10 @@ async fn stream_errors_arrive_as_status(backend: Backend) {
         .await
         .expect("stream opens")
         .into_inner();
-    let status = frames.next().await.expect("an item").expect_err("error");
+    let status = within(WAIT, "the error", frames.next())
+        .await
+        .expect("an item")
+        .expect_err("error");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     app.stop().await;
 }
@@ -126,7 +132,10 @@ async fn postgres_dropping_a_stream_cancels_the_query_on_the_server() {
         .expect("stream")
         .into_inner();
     for _ in 0..3 {
-        frames.next().await.expect("frame").expect("ok");
+        within(WAIT, "a frame", frames.next())
+            .await
+            .expect("frame")
+            .expect("ok");
     }
     let mut direct = app.postgres_direct().await;
     assert_eq!(
@@ -189,8 +198,14 @@ async fn postgres_a_slow_reader_holds_the_query_back() {
         .await
         .expect("stream")
         .into_inner();
-    frames.next().await.expect("metadata").expect("ok");
-    frames.next().await.expect("rows").expect("ok");
+    within(WAIT, "the metadata frame", frames.next())
+        .await
+        .expect("metadata")
+        .expect("ok");
+    within(WAIT, "a rows frame", frames.next())
+        .await
+        .expect("rows")
+        .expect("ok");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut direct = app.postgres_direct().await;
@@ -207,7 +222,7 @@ async fn postgres_a_slow_reader_holds_the_query_back() {
 
     // Reading on lets it finish.
     let mut rows = 100u64;
-    while let Some(frame) = frames.next().await {
+    while let Some(frame) = within(WAIT, "a frame", frames.next()).await {
         if let Some(Frame::Rows(batch)) = frame.expect("ok").frame {
             rows += batch.rows.len() as u64;
         }
