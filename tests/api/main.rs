@@ -20,6 +20,7 @@ mod session_client;
 mod session_isolation;
 mod session_limits;
 mod sessions;
+mod settings_applied;
 mod stream_cancel;
 mod streaming;
 mod values;

@@ -234,3 +234,63 @@ async fn spawn_app_single_connection() -> Option<crate::helpers::TestApp> {
     })
     .await
 }
+
+/// How many databases named `name` the server has (0 or 1).
+async fn database_count(direct: &mut sqlx::PgConnection, name: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_one(direct)
+        .await
+        .expect("pg_database")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_create_and_drop_database_run_outside_a_transaction() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let name = format!("sqlgate_test_{}_extra", uuid::Uuid::new_v4().simple());
+    app.run(&format!("CREATE DATABASE {name}")).await;
+    let mut direct = app.postgres_direct().await;
+    assert_eq!(
+        database_count(&mut direct, &name).await,
+        1,
+        "CREATE DATABASE ran"
+    );
+    app.run(&format!("DROP DATABASE {name}")).await;
+    assert_eq!(
+        database_count(&mut direct, &name).await,
+        0,
+        "DROP DATABASE ran"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_permission_denied_is_permission_denied_with_its_sqlstate() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    app.run("CREATE TABLE secret (id INTEGER)").await;
+    let role = format!("sqlgate_test_{}_reader", uuid::Uuid::new_v4().simple());
+    app.run(&format!("CREATE ROLE {role} NOLOGIN")).await;
+    let mut session = crate::session_client::Session::begin(&app, &[])
+        .await
+        .expect("begin");
+    session
+        .query(&format!("SET LOCAL ROLE {role}"))
+        .await
+        .expect("set role");
+    let status = session
+        .query("SELECT * FROM secret")
+        .await
+        .expect_err("no privilege on the table");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        error_details(&status).1.get("sqlstate").map(String::as_str),
+        Some("42501")
+    );
+    session.rollback().await;
+    app.run(&format!("DROP ROLE {role}")).await;
+    app.stop().await;
+}

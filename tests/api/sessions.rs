@@ -334,6 +334,7 @@ async fn idle_timeout_max_lifetime_and_terminate_roll_back(backend: Backend) {
         .await
         .expect("insert");
     assert_eq!(view.seen().await.open_transactions, 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let listed = app
         .admin
         .clone()
@@ -351,6 +352,21 @@ async fn idle_timeout_max_lifetime_and_terminate_roll_back(backend: Backend) {
     assert_eq!(info.state, "idle");
     assert_eq!(info.statements_executed, 1);
     assert!(info.peer.starts_with("127.0.0.1:"));
+    // Idle for the 100 ms slept above (and less than the 300 ms idle
+    // timeout); alive at least that long.
+    let millis = |d: &Option<prost_types::Duration>| {
+        let d = d.as_ref().expect("a duration");
+        d.seconds * 1000 + i64::from(d.nanos) / 1_000_000
+    };
+    let (idle, age) = (millis(&info.idle), millis(&info.age));
+    assert!((100..300).contains(&idle), "idle {idle} ms");
+    assert!(age >= idle, "age {age} ms, idle {idle} ms");
+    let started_at = info.started_at.as_ref().expect("started_at");
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        (now - 5..=now).contains(&started_at.seconds),
+        "started_at {started_at:?}, now {now}"
+    );
     app.admin
         .clone()
         .terminate_session(pb::TerminateSessionRequest {
