@@ -13,8 +13,8 @@ use tonic::Code;
 
 use crate::{
     helpers::{
-        Backend, Backends, TestApp, WAIT, error_details, raw_query_client, spawn_app,
-        spawn_app_with, sqlgate_backends, within,
+        Backend, Backends, TestApp, WAIT, error_details, raw_query_client, slow_pattern, slow_sql,
+        spawn_app, spawn_app_with, sqlgate_backends, within,
     },
     observe::DatabaseView,
     on_every_backend,
@@ -64,28 +64,6 @@ fn answer_slack(backend: Backend) -> Duration {
     }
 }
 
-/// A statement that takes about ten seconds on each backend.
-fn slow_sql(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Postgres => "SELECT pg_sleep(10)",
-        Backend::MySql => "SELECT SLEEP(10)",
-        Backend::Sqlite => {
-            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000) \
-             SELECT max(x) FROM c"
-        }
-    }
-}
-
-/// What a slow statement looks like in the database's list of running
-/// statements (PostgreSQL and MariaDB).
-fn running_pattern(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Postgres => "pg_sleep(",
-        Backend::MySql => "SLEEP(",
-        Backend::Sqlite => "",
-    }
-}
-
 /// Waits (up to 2 s) until the database shows the slow statement running:
 /// on PostgreSQL and MariaDB in its list of statements, on SQLite as the
 /// write lock the statement holds (so SQLite's slow statements here write).
@@ -99,7 +77,7 @@ async fn wait_until_running(view: &mut DatabaseView, backend: Backend) {
         }
         Backend::Postgres | Backend::MySql => {
             let started = Instant::now();
-            while view.running(running_pattern(backend)).await == 0 {
+            while view.running(slow_pattern(backend)).await == 0 {
                 assert!(
                     started.elapsed() < Duration::from_secs(2),
                     "the statement never showed up running"

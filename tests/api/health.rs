@@ -221,24 +221,58 @@ fn signal(child: &tokio::process::Child, name: &str) {
     assert!(status.success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
-    // The test's database, served by the real binary instead of in-process.
-    let Some(app) = spawn_app(Backend::Postgres).await else {
-        return;
-    };
-    app.run("CREATE TABLE t (id INTEGER)").await;
+/// A test database served by the real `sqlgate` binary (not in-process,
+/// so that it can be signalled), a channel to it, and a direct connection
+/// that watches the database.
+struct Served {
+    child: tokio::process::Child,
+    address: SocketAddr,
+    channel: Channel,
+    direct: sqlx::PgConnection,
+    name: String,
+    _database: crate::helpers::TestDatabase,
+}
+
+/// Creates the test's database (running `setup` in it first) and serves it
+/// with the binary, whose drain timeout is `drain`.
+async fn served_by_the_binary(drain: &str, setup: &[&str]) -> Option<Served> {
+    let app = spawn_app(Backend::Postgres).await?;
+    for sql in setup {
+        app.run(sql).await;
+    }
     let url = app.db.url.clone();
     let name = app.db.name.clone();
-    let mut direct = app.postgres_direct().await;
+    let direct = app.postgres_direct().await;
     let _database = app.stop().await;
-
-    let (mut child, address) = sqlgate_process(&url, "3s").await;
+    let (child, address) = sqlgate_process(&url, drain).await;
     let channel = Channel::from_shared(format!("http://{address}"))
         .expect("uri")
         .connect()
         .await
         .expect("connect");
+    Some(Served {
+        child,
+        address,
+        channel,
+        direct,
+        name,
+        _database,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
+    let Some(Served {
+        mut child,
+        address,
+        channel,
+        mut direct,
+        name,
+        _database,
+    }) = served_by_the_binary("3s", &["CREATE TABLE t (id INTEGER)"]).await
+    else {
+        return;
+    };
     // An idle client: connected, nothing in flight.
     let _idle = Channel::from_shared(format!("http://{address}"))
         .expect("uri")
@@ -362,17 +396,15 @@ async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_second_signal_exits_at_once() {
-    let Some(app) = spawn_app(Backend::Postgres).await else {
+    let Some(Served {
+        mut child,
+        channel,
+        _database,
+        ..
+    }) = served_by_the_binary("30s", &[]).await
+    else {
         return;
     };
-    let url = app.db.url.clone();
-    let _database = app.stop().await;
-    let (mut child, address) = sqlgate_process(&url, "30s").await;
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
     // A call that would hold the drain for 20 s.
     let mut client = QueryClient::new(channel);
     let slow = tokio::spawn(async move {
@@ -582,19 +614,17 @@ async fn postgres_a_saturated_pool_makes_sqlgate_not_ready_after_its_duration() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sigterm_refuses_new_sessions_and_cuts_calls_after_the_drain() {
-    let Some(app) = spawn_app(Backend::Postgres).await else {
+    let Some(Served {
+        mut child,
+        channel,
+        mut direct,
+        name,
+        _database,
+        ..
+    }) = served_by_the_binary("1s", &[]).await
+    else {
         return;
     };
-    let url = app.db.url.clone();
-    let name = app.db.name.clone();
-    let mut direct = app.postgres_direct().await;
-    let _database = app.stop().await;
-    let (mut child, address) = sqlgate_process(&url, "1s").await;
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
     // A call that would run for 30 s.
     let slow = {
         let mut client = QueryClient::new(channel.clone());

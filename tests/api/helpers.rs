@@ -443,6 +443,40 @@ pub fn raw_query_client(address: SocketAddr) -> RawClient {
     QueryClient::with_origin(client, origin)
 }
 
+/// A statement that runs for about ten seconds on each backend (on SQLite,
+/// a recursive count that the progress handler can interrupt).
+pub fn slow_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "SELECT pg_sleep(10)",
+        Backend::MySql => "SELECT SLEEP(10)",
+        Backend::Sqlite => {
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000) \
+             SELECT max(x) FROM c"
+        }
+    }
+}
+
+/// How [`slow_sql`] (or another sleep) shows in the database's list of
+/// running statements (PostgreSQL and MariaDB; SQLite runs in-process).
+pub fn slow_pattern(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "pg_sleep(",
+        Backend::MySql => "SLEEP(",
+        Backend::Sqlite => "",
+    }
+}
+
+/// Open sessions as `Admin/ListSessions` reports them.
+pub async fn list_sessions(app: &TestApp) -> Vec<pb::SessionInfo> {
+    app.admin
+        .clone()
+        .list_sessions(pb::ListSessionsRequest {})
+        .await
+        .expect("ListSessions")
+        .into_inner()
+        .sessions
+}
+
 /// Shorthands for building wire values.
 pub mod v {
     use super::*;

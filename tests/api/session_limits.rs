@@ -5,14 +5,14 @@
 use std::time::{Duration, Instant};
 
 use sqlgate::grpc::pb::{
-    self, BeginSession, SessionExecute, SessionRequest, session_request::Request as R,
+    BeginSession, SessionExecute, SessionRequest, session_request::Request as R,
     session_response::Response as Answer,
 };
 use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::{
-    helpers::{Backend, WAIT, error_details, spawn_app_with, within},
+    helpers::{Backend, WAIT, error_details, list_sessions, slow_sql, spawn_app_with, within},
     observe::DatabaseView,
     on_every_backend,
     session_client::{
@@ -101,18 +101,6 @@ async fn an_idle_timeout_asked_for_is_capped_by_the_maximum(backend: Backend) {
     app.stop().await;
 }
 on_every_backend!(an_idle_timeout_asked_for_is_capped_by_the_maximum);
-
-/// A statement that runs for many seconds.
-fn slow_sql(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Postgres => "SELECT pg_sleep(10)",
-        Backend::MySql => "SELECT SLEEP(10)",
-        Backend::Sqlite => {
-            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000) \
-             SELECT max(x) FROM c"
-        }
-    }
-}
 
 /// Sends a slow statement with `timeout` (or none) and returns how long its
 /// DEADLINE_EXCEEDED took.
@@ -252,15 +240,9 @@ async fn postgres_an_aborted_transaction_answers_25p02_until_rollback() {
             "{error:?}"
         );
     }
-    let listed = app
-        .admin
-        .clone()
-        .list_sessions(pb::ListSessionsRequest {})
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(listed.sessions.len(), 1);
-    assert_eq!(listed.sessions[0].state, "aborted");
+    let listed = list_sessions(&app).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, "aborted");
     session.rollback().await;
     view.assert_settles_clean(&app, CLEANUP_BOUND).await;
     assert_eq!(app.count("t").await, 0);

@@ -19,8 +19,8 @@ use tonic::{Code, transport::Channel};
 
 use crate::{
     helpers::{
-        Backend, Backends, TestApp, WAIT, error_details, spawn_app, spawn_app_with,
-        sqlgate_backends, v, within,
+        Backend, Backends, TestApp, WAIT, error_details, list_sessions, slow_pattern, slow_sql,
+        spawn_app, spawn_app_with, sqlgate_backends, v, within,
     },
     observe::DatabaseView,
     on_every_backend,
@@ -335,15 +335,9 @@ async fn idle_timeout_max_lifetime_and_terminate_roll_back(backend: Backend) {
         .expect("insert");
     assert_eq!(view.seen().await.open_transactions, 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let listed = app
-        .admin
-        .clone()
-        .list_sessions(pb::ListSessionsRequest {})
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(listed.sessions.len(), 1, "{listed:?}");
-    let info = &listed.sessions[0];
+    let listed = list_sessions(&app).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let info = &listed[0];
     assert_eq!(info.session_id, session.id);
     assert_eq!(
         info.labels.get("who").map(String::as_str),
@@ -420,28 +414,6 @@ async fn sessions_cannot_take_the_whole_pool() {
     app.stop().await;
 }
 
-/// A statement that runs for many seconds on each backend.
-fn slow_sql(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Postgres => "SELECT pg_sleep(30)",
-        Backend::MySql => "SELECT SLEEP(30)",
-        Backend::Sqlite => {
-            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000) \
-             SELECT max(x) FROM c"
-        }
-    }
-}
-
-/// What the slow statement looks like in the database's list of running
-/// statements.
-fn slow_pattern(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Postgres => "pg_sleep(30)",
-        Backend::MySql => "SLEEP(30)",
-        Backend::Sqlite => "",
-    }
-}
-
 /// Waits (up to 2 s) until the session's slow statement is seen running:
 /// listed as `executing`, and on PostgreSQL and MariaDB in the database's
 /// own view. On SQLite the session's write lock is what the view sees, and
@@ -449,19 +421,13 @@ fn slow_pattern(backend: Backend) -> &'static str {
 async fn wait_until_running(app: &TestApp, view: &mut DatabaseView, sql: &str) {
     let started = Instant::now();
     loop {
-        let listed = app
-            .admin
-            .clone()
-            .list_sessions(pb::ListSessionsRequest {})
-            .await
-            .expect("list")
-            .into_inner();
-        let executing = listed.sessions.iter().any(|s| s.state == "executing");
+        let listed = list_sessions(app).await;
+        let executing = listed.iter().any(|s| s.state == "executing");
         let on_server =
             app.backend == Backend::Sqlite || view.running(slow_pattern(app.backend)).await == 1;
         if executing && on_server {
             assert_eq!(
-                listed.sessions[0].current_statement_fingerprint,
+                listed[0].current_statement_fingerprint,
                 sqlgate::query::statement::fingerprint(sql)
             );
             return;
