@@ -6,12 +6,18 @@
 
 mod bad_input;
 mod batch;
+mod binary;
+mod config;
 mod deadlines;
 mod discovery;
+mod errors;
 mod health;
 mod helpers;
+mod limits;
+mod pool_stats;
 mod proxy;
 mod query;
+mod secrets;
 mod sessions;
 mod streaming;
 mod values;
