@@ -95,6 +95,36 @@ impl Drop for Roles {
     }
 }
 
+/// MariaDB accounts of the test's own, dropped when the test ends.
+struct Accounts {
+    admin_url: String,
+    accounts: Vec<String>,
+}
+
+impl Drop for Accounts {
+    fn drop(&mut self) {
+        let (url, accounts) = (self.admin_url.clone(), self.accounts.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                if let Ok(mut conn) = sqlx::MySqlConnection::connect(&url).await {
+                    for account in accounts {
+                        let _ = conn
+                            .execute(sqlx::AssertSqlSafe(format!(
+                                "DROP USER IF EXISTS {account}"
+                            )))
+                            .await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// Runs a few calls that succeed and fail; every status is checked clean.
 async fn calls_through(channel: Channel, secrets: &[&str]) {
     let mut query = QueryClient::new(channel.clone());
@@ -223,7 +253,11 @@ async fn mysql_a_wrong_password_never_reaches_the_logs() {
     let mut admin = sqlx::MySqlConnection::connect(&admin_url)
         .await
         .expect("admin connection");
-    for account in [format!("'{user}'@'%'"), format!("'{user}'@'localhost'")] {
+    let accounts = Accounts {
+        admin_url: admin_url.clone(),
+        accounts: vec![format!("'{user}'@'%'"), format!("'{user}'@'localhost'")],
+    };
+    for account in &accounts.accounts {
         admin
             .execute(sqlx::AssertSqlSafe(format!(
                 "CREATE USER {account} IDENTIFIED BY '{password}'"
@@ -239,7 +273,8 @@ async fn mysql_a_wrong_password_never_reaches_the_logs() {
     }
     let secrets = [password.as_str(), wrong.as_str()];
 
-    let outcome = async {
+    drop(admin);
+    {
         // The right password: it serves, and says nothing of it.
         let url = format!("mysql://{user}:{password}@{host}/{database}");
         let address = free_address();
@@ -272,18 +307,12 @@ async fn mysql_a_wrong_password_never_reaches_the_logs() {
             failed.iter().any(|line| line.contains("Access denied")),
             "{failed:?}"
         );
-        (output, failed)
-    };
-    let (output, failed) = outcome.await;
-    for account in [format!("'{user}'@'%'"), format!("'{user}'@'localhost'")] {
-        let _ = admin
-            .execute(sqlx::AssertSqlSafe(format!("DROP USER {account}")))
-            .await;
+        for secret in secrets {
+            assert_absent(secret, &output, "a password");
+            assert_absent(secret, &failed, "a password");
+        }
     }
-    for secret in secrets {
-        assert_absent(secret, &output, "a password");
-        assert_absent(secret, &failed, "a password");
-    }
+    drop(accounts);
 }
 
 /// A text no log line may carry, sent as a parameter, and one written as a
