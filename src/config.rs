@@ -337,7 +337,11 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         let settings: Settings = figment
-            .merge(Env::prefixed("SQLGATE_").split("__"))
+            .merge(
+                Env::prefixed("SQLGATE_")
+                    .filter(|key| names_a_setting(key.as_str()))
+                    .split("__"),
+            )
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|err| ConfigError(one_line(&err)))?;
@@ -449,6 +453,33 @@ impl Settings {
     }
 }
 
+/// The top-level keys of [`Settings`].
+const TOP_LEVEL_KEYS: [&str; 10] = [
+    "listen",
+    "database_url",
+    "pool",
+    "limits",
+    "transport",
+    "deadlines",
+    "sessions",
+    "health",
+    "shutdown",
+    "log_filter",
+];
+
+/// Whether a `SQLGATE_*` variable (its name without the prefix) is meant
+/// for the settings. Others are left alone: Kubernetes' service links for a
+/// Service named `sqlgate` (`SQLGATE_PORT`, `SQLGATE_SERVICE_HOST`, …) and
+/// the test suite's `SQLGATE_TEST_*` would otherwise stop start-up. A
+/// misspelt key under a known section (`SQLGATE_POOL__MAX_CONECTIONS`) is
+/// still refused.
+fn names_a_setting(key: &str) -> bool {
+    let section = key.split("__").next().unwrap_or_default();
+    TOP_LEVEL_KEYS
+        .iter()
+        .any(|known| known.eq_ignore_ascii_case(section))
+}
+
 /// figment reports every failed key; start-up wants one readable line.
 fn one_line(err: &figment::Error) -> String {
     let mut text = err.to_string().replace('\n', "; ");
@@ -503,6 +534,40 @@ mod tests {
             assert_eq!(settings.listen.port(), 7001);
             Ok(())
         });
+    }
+
+    #[test]
+    fn variables_that_name_no_setting_are_left_alone() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SQLGATE_PORT", "tcp://10.0.0.1:50051");
+            jail.set_env("SQLGATE_SERVICE_HOST", "10.0.0.1");
+            jail.set_env("SQLGATE_TEST_POSTGRES_URL", "postgres://elsewhere/postgres");
+            jail.set_env("SQLGATE_POOL__MAX_CONNECTIONS", "3");
+            let settings = Settings::load(None, &Overrides::default())
+                .map_err(|e| figment::Error::from(e.to_string()))?;
+            assert_eq!(settings.pool.max_connections, 3);
+            jail.set_env("SQLGATE_POOL__MAX_CONECTIONS", "3");
+            let err = Settings::load(None, &Overrides::default())
+                .expect_err("a misspelt key in a known section")
+                .to_string();
+            assert!(err.contains("pool.max_conections"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn top_level_keys_are_the_settings_fields() {
+        let value = serde_json::to_value(Settings::default()).expect("serializes");
+        let mut fields: Vec<_> = value
+            .as_object()
+            .expect("an object")
+            .keys()
+            .cloned()
+            .collect();
+        fields.sort();
+        let mut known = TOP_LEVEL_KEYS.map(str::to_owned).to_vec();
+        known.sort();
+        assert_eq!(fields, known);
     }
 
     #[test]

@@ -219,7 +219,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::grpc::convert::tests::arb_value;
+    use crate::{grpc::convert::tests::arb_value, query::value::row_wire_len};
 
     /// What the generated code would have sent: a `repeated Row` message.
     #[derive(Clone, PartialEq, prost::Message)]
@@ -265,6 +265,33 @@ mod tests {
                 panic!("not a row batch");
             };
             prop_assert_eq!(batch.rows, as_generated(&rows).rows);
+        }
+    }
+
+    /// Whether a temporal kind (counted at its longest text form) is in `value`.
+    fn temporal(value: &SqlValue) -> bool {
+        match value {
+            SqlValue::Timestamp(_)
+            | SqlValue::DateTime(_)
+            | SqlValue::Date(_)
+            | SqlValue::Time(_) => true,
+            SqlValue::Array(values) => values.iter().any(temporal),
+            _ => false,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn row_wire_len_counts_the_encoded_bytes(
+            rows in prop::collection::vec(prop::collection::vec(arb_value(), 0..6), 0..8)
+        ) {
+            let counted: usize = rows.iter().map(|row| row_wire_len(row)).sum();
+            let exact = RowBatch::encode_rows(rows.clone()).encoded_len();
+            if rows.iter().flatten().any(temporal) {
+                prop_assert!(counted >= exact, "{counted} < {exact}");
+            } else {
+                prop_assert_eq!(counted, exact);
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, Either, Executor, IntoArguments, Row, SqlSafeStr, Stat
 use super::{
     codec::Codec,
     statement::Statement,
-    value::{ColumnInfo, SqlValue},
+    value::{ColumnInfo, SqlValue, row_wire_len},
 };
 use crate::error::Error;
 
@@ -87,7 +87,7 @@ impl ResultBudget {
                 self.max_rows
             )));
         }
-        let size: usize = row.iter().map(SqlValue::wire_size_hint).sum();
+        let size = row_wire_len(row);
         if size > self.bytes_left {
             return Err(Error::ResultTooLarge(format!(
                 "the result is larger than the inline limit of {} bytes; use ExecuteStream",

@@ -15,7 +15,7 @@ use super::{
     engine::{raw, rollback_after},
     executor::{Failure, RowSink, run_statement},
     statement::Statement,
-    value::{ColumnInfo, SqlValue},
+    value::{ColumnInfo, SqlValue, row_wire_len, varint_len},
 };
 use crate::{
     config::LimitSettings,
@@ -47,36 +47,53 @@ pub struct StreamStats {
 
 type Sender = mpsc::Sender<Result<StreamEvent, Error>>;
 
-/// Cuts a stream of rows into frames by count and (approximate) size.
+/// Cuts a stream of rows into frames by count and encoded size.
 /// Shared by ExecuteStream and session results.
 #[derive(Debug)]
 struct FrameBatcher {
     pending: Vec<Vec<SqlValue>>,
+    /// The encoded bytes of `pending` inside a `RowBatch`.
     pending_bytes: usize,
     rows_returned: u64,
     max_rows: usize,
-    max_bytes: usize,
+    /// The bytes the rows of one frame may take: the frame's limit less the
+    /// `ResultFrame` field around them.
+    max_row_bytes: usize,
 }
 
 impl FrameBatcher {
-    /// Frames of at most `limits.stream_batch_rows` rows and about
-    /// `limits.stream_batch_bytes` bytes.
+    /// Frames of at most `limits.stream_batch_rows` rows, each a
+    /// `ResultFrame` of at most `limits.stream_batch_bytes` encoded bytes,
+    /// except that a single row larger than that travels alone.
     fn new(limits: &LimitSettings) -> Self {
+        let max_bytes = limits.stream_batch_bytes;
+        // `ResultFrame.rows` (field 2): a one-byte key and the batch's length.
+        let frame_overhead = 1 + varint_len(max_bytes as u64);
         Self {
             pending: Vec::new(),
             pending_bytes: 0,
             rows_returned: 0,
-            max_rows: limits.stream_batch_rows,
-            max_bytes: limits.stream_batch_bytes,
+            max_rows: limits.stream_batch_rows.max(1),
+            max_row_bytes: max_bytes.saturating_sub(frame_overhead),
         }
     }
 
-    /// Adds a row; returns a full frame's rows when one is ready to send.
-    fn push(&mut self, row: Vec<SqlValue>) -> Option<Vec<Vec<SqlValue>>> {
-        self.pending_bytes += row.iter().map(SqlValue::wire_size_hint).sum::<usize>();
+    /// The pending rows, when a row of `size` bytes would not fit beside them.
+    fn make_room(&mut self, size: usize) -> Option<Vec<Vec<SqlValue>>> {
+        if !self.pending.is_empty() && self.pending_bytes + size > self.max_row_bytes {
+            self.take()
+        } else {
+            None
+        }
+    }
+
+    /// Adds a row of `size` bytes (after [`FrameBatcher::make_room`]);
+    /// returns a full frame's rows when one is ready to send.
+    fn push(&mut self, row: Vec<SqlValue>, size: usize) -> Option<Vec<Vec<SqlValue>>> {
+        self.pending_bytes += size;
         self.pending.push(row);
         self.rows_returned += 1;
-        if self.pending.len() >= self.max_rows || self.pending_bytes >= self.max_bytes {
+        if self.pending.len() >= self.max_rows || self.pending_bytes >= self.max_row_bytes {
             self.take()
         } else {
             None
@@ -163,7 +180,11 @@ impl<DB: Codec, T: FrameTarget> RowSink<DB> for FrameSink<T> {
     }
 
     async fn row(&mut self, row: Vec<SqlValue>) -> Result<(), Failure> {
-        match self.batcher.push(row) {
+        let size = row_wire_len(&row);
+        if let Some(rows) = self.batcher.make_room(size) {
+            self.send(StreamEvent::Rows(rows)).await?;
+        }
+        match self.batcher.push(row, size) {
             Some(rows) => self.send(StreamEvent::Rows(rows)).await,
             None => Ok(()),
         }

@@ -109,23 +109,56 @@ impl SqlValue {
         }
     }
 
-    /// Roughly how many bytes this value takes on the wire; used to cut
-    /// results into frames and to enforce the inline result cap.
-    pub fn wire_size_hint(&self) -> usize {
-        3 + match self {
-            SqlValue::Null | SqlValue::Bool(_) => 1,
-            SqlValue::Int(_) | SqlValue::Float(_) => 9,
-            SqlValue::Text(s) | SqlValue::Json(s) => s.len(),
-            SqlValue::Bytes(b) => b.len(),
-            SqlValue::Decimal(s) => s.len(),
-            SqlValue::Timestamp(_) => 12,
-            SqlValue::DateTime(_) => 26,
-            SqlValue::Date(_) => 10,
-            SqlValue::Time(_) => 15,
-            SqlValue::Uuid(_) => 36,
-            SqlValue::Array(values) => values.iter().map(SqlValue::wire_size_hint).sum(),
+    /// The bytes this value takes as one entry of a `Row` on the wire
+    /// (`repeated Value values = 1`: key, length and the `Value` message).
+    /// Exact for every kind but the temporal ones, whose text forms are
+    /// counted at their longest. Used to cut streamed frames and to enforce
+    /// the inline result cap, so that both hold for the encoded bytes.
+    pub fn wire_len(&self) -> usize {
+        length_delimited(self.body_len())
+    }
+
+    /// The length of the encoded `sqlgate.v1.Value` message: its one
+    /// `kind` field (see `grpc::row_batch::put_value_body`).
+    fn body_len(&self) -> usize {
+        // Every field number of `kind` is below 16: a one-byte key.
+        match self {
+            SqlValue::Null | SqlValue::Bool(_) => 2,
+            SqlValue::Int(v) => 1 + varint_len(*v as u64),
+            SqlValue::Float(_) => 9,
+            SqlValue::Text(s) | SqlValue::Json(s) | SqlValue::Decimal(s) => {
+                length_delimited(s.len())
+            }
+            SqlValue::Bytes(b) => length_delimited(b.len()),
+            // A Timestamp message: seconds and nanos, at most 11 + 6 bytes.
+            SqlValue::Timestamp(_) => length_delimited(17),
+            // `[+]YYYYYY-MM-DD` and `HH:MM:SS.fffffffff` at their longest.
+            SqlValue::DateTime(_) => length_delimited(13 + 1 + 18),
+            SqlValue::Date(_) => length_delimited(13),
+            SqlValue::Time(_) => length_delimited(18),
+            SqlValue::Uuid(_) => length_delimited(36),
+            SqlValue::Array(values) => {
+                length_delimited(values.iter().map(SqlValue::wire_len).sum())
+            }
         }
     }
+}
+
+/// The bytes a row of `values` takes as one entry of a repeated `Row`
+/// field (`ExecuteResponse.rows`, `RowBatch.rows`): key, length, values.
+pub fn row_wire_len(values: &[SqlValue]) -> usize {
+    length_delimited(values.iter().map(SqlValue::wire_len).sum())
+}
+
+/// A field of `len` bytes with a one-byte key and its length as a varint.
+fn length_delimited(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// The bytes `value` takes as a protobuf varint.
+pub(crate) fn varint_len(value: u64) -> usize {
+    // 1 byte per started group of 7 bits; zero takes one byte.
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Text forms of the temporal kinds, shared by every codec and the wire so

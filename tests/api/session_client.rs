@@ -139,6 +139,24 @@ impl Session {
         params: Vec<pb::Value>,
     ) -> Result<Vec<pb::Row>, tonic_types::pb::Status> {
         self.send(execute_request(request_id, sql, params)).await;
+        self.outcome(request_id).await
+    }
+
+    /// The next answer on the stream (within 10 s); panics if the stream
+    /// failed or ended.
+    pub async fn next(&mut self) -> SessionResponse {
+        next_answer(&mut self.answers)
+            .await
+            .expect("stream ok")
+            .expect("an answer")
+    }
+
+    /// The outcome of request `request_id`, already sent: its rows, or its
+    /// error.
+    pub async fn outcome(
+        &mut self,
+        request_id: u64,
+    ) -> Result<Vec<pb::Row>, tonic_types::pb::Status> {
         let mut rows = Vec::new();
         loop {
             let answer = next_answer(&mut self.answers)

@@ -1,0 +1,427 @@
+//! "Database messages reach the caller; connection strings, passwords and
+//! parameter values never do": the real binary, its whole output captured,
+//! with passwords in its database URL and secrets in the parameters.
+
+use std::time::Duration;
+
+use sqlgate::grpc::pb::{self, admin_client::AdminClient, query_client::QueryClient};
+use sqlx::{Connection, Executor};
+use tonic::{Code, transport::Channel};
+
+use crate::{
+    binary::{Sqlgate, channel, free_address},
+    helpers::{Backend, spawn_app, v},
+};
+
+/// `host:port` and database name of a test database URL.
+fn host_and_database(url: &str) -> (String, String) {
+    let after_at = url.rsplit_once('@').map_or(url, |(_, rest)| rest);
+    let after_scheme = after_at
+        .split_once("://")
+        .map_or(after_at, |(_, rest)| rest);
+    let (host, database) = after_scheme.split_once('/').expect("a database name");
+    (
+        host.to_owned(),
+        database.split('?').next().unwrap_or_default().to_owned(),
+    )
+}
+
+fn assert_absent(secret: &str, output: &[String], what: &str) {
+    let found: Vec<_> = output.iter().filter(|line| line.contains(secret)).collect();
+    assert!(
+        found.is_empty(),
+        "{what} appears in sqlgate's output: {found:?}"
+    );
+}
+
+fn assert_status_clean(status: &tonic::Status, secrets: &[&str]) {
+    let details = String::from_utf8_lossy(status.details()).into_owned();
+    for secret in secrets {
+        assert!(
+            !status.message().contains(secret) && !details.contains(secret),
+            "a secret reached the caller: {status:?}"
+        );
+    }
+}
+
+/// PostgreSQL roles of the test's own, dropped when the test ends.
+struct Roles {
+    admin_url: String,
+    names: Vec<String>,
+}
+
+impl Roles {
+    async fn create(admin_url: &str, roles: &[(&str, &str, bool)]) -> Self {
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("admin connection");
+        for (name, password, login) in roles {
+            let login = if *login { "LOGIN" } else { "NOLOGIN" };
+            conn.execute(sqlx::AssertSqlSafe(format!(
+                "CREATE ROLE {name} {login} PASSWORD '{password}'"
+            )))
+            .await
+            .expect("create role");
+        }
+        Self {
+            admin_url: admin_url.to_owned(),
+            names: roles
+                .iter()
+                .map(|(name, _, _)| (*name).to_owned())
+                .collect(),
+        }
+    }
+}
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        let (url, names) = (self.admin_url.clone(), self.names.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                    for name in names {
+                        let _ = conn
+                            .execute(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {name}")))
+                            .await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// MariaDB accounts of the test's own, dropped when the test ends.
+struct Accounts {
+    admin_url: String,
+    accounts: Vec<String>,
+}
+
+impl Drop for Accounts {
+    fn drop(&mut self) {
+        let (url, accounts) = (self.admin_url.clone(), self.accounts.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                if let Ok(mut conn) = sqlx::MySqlConnection::connect(&url).await {
+                    for account in accounts {
+                        let _ = conn
+                            .execute(sqlx::AssertSqlSafe(format!(
+                                "DROP USER IF EXISTS {account}"
+                            )))
+                            .await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Runs a few calls that succeed and fail; every status is checked clean.
+async fn calls_through(channel: Channel, secrets: &[&str]) {
+    let mut query = QueryClient::new(channel.clone());
+    let ok = query
+        .execute(pb::ExecuteRequest {
+            sql: "SELECT 1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a call through the password-protected pool");
+    assert_eq!(ok.into_inner().rows.len(), 1);
+    for sql in ["SELEC nonsense", "SELECT * FROM no_such_table"] {
+        let status = query
+            .execute(pb::ExecuteRequest {
+                sql: sql.into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err(sql);
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_status_clean(&status, secrets);
+    }
+    let stats = AdminClient::new(channel)
+        .get_pool_stats(pb::GetPoolStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner();
+    let stats = format!("{stats:?}");
+    for secret in secrets {
+        assert!(!stats.contains(secret), "{stats}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passwords_in_the_database_url_never_reach_logs_or_callers() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let admin_url = app.db.url.clone();
+    let _database = app.stop().await;
+    let (host, database) = host_and_database(&admin_url);
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let (user, locked) = (format!("sg_user_{tag}"), format!("sg_locked_{tag}"));
+    let password = format!("PwSecret{}", &tag[..12]);
+    let locked_password = format!("PwLocked{}", &tag[..12]);
+    let _roles = Roles::create(
+        &admin_url,
+        &[(&user, &password, true), (&locked, &locked_password, false)],
+    )
+    .await;
+    let secrets = [password.as_str(), locked_password.as_str()];
+
+    // A good URL with a password: the service runs; callers and logs never see it.
+    let url = format!("postgres://{user}:{password}@{host}/{database}");
+    let address = free_address();
+    let mut sqlgate = Sqlgate::start(
+        &["--listen", &address.to_string(), "--database-url", &url],
+        &[("SQLGATE_LOG_FILTER", "debug")],
+    );
+    sqlgate.wait_listening(address).await;
+    calls_through(channel(address).await, &secrets).await;
+    let (status, output) = sqlgate.stop().await;
+    assert_eq!(status.code(), Some(0), "{output:?}");
+    assert!(
+        output.iter().any(|line| line.contains("sqlgate serving")),
+        "the output was captured: {output:?}"
+    );
+    assert!(output.iter().any(|line| line.contains("call failed")));
+    assert_absent(&password, &output, "the password");
+    assert_absent(&url, &output, "the database URL");
+
+    // URLs that cannot start the service: a role that may not log in, a
+    // port with nothing listening, a URL that does not parse.
+    let closed = free_address();
+    let failing = [
+        (
+            format!("postgres://{locked}:{locked_password}@{host}/{database}"),
+            "not permitted to log in",
+        ),
+        (
+            format!("postgres://{user}:{password}@{closed}/{database}"),
+            "cannot start",
+        ),
+        (
+            format!("postgres://{user}:{password}@{host}:notaport/{database}"),
+            "the database URL is invalid",
+        ),
+    ];
+    for (url, says) in failing {
+        let sqlgate = Sqlgate::start(
+            &[
+                "--listen",
+                &free_address().to_string(),
+                "--database-url",
+                &url,
+            ],
+            &[
+                ("SQLGATE_LOG_FILTER", "debug"),
+                ("SQLGATE_POOL__ACQUIRE_TIMEOUT", "1s"),
+            ],
+        );
+        let (status, output) = sqlgate.exited(Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(1), "{url}: {output:?}");
+        assert!(
+            output.iter().any(|line| line.contains(says)),
+            "{url}: the output says {says:?}: {output:?}"
+        );
+        for secret in secrets {
+            assert_absent(secret, &output, "a password");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_wrong_password_never_reaches_the_logs() {
+    let Some(app) = spawn_app(Backend::MySql).await else {
+        return;
+    };
+    let admin_url = app.db.url.clone();
+    let _database = app.stop().await;
+    let (host, database) = host_and_database(&admin_url);
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let user = format!("sg_{}", &tag[..12]);
+    let password = format!("PwRight{}", &tag[..12]);
+    let wrong = format!("PwWrong{}", &tag[..12]);
+    let mut admin = sqlx::MySqlConnection::connect(&admin_url)
+        .await
+        .expect("admin connection");
+    let accounts = Accounts {
+        admin_url: admin_url.clone(),
+        accounts: vec![format!("'{user}'@'%'"), format!("'{user}'@'localhost'")],
+    };
+    for account in &accounts.accounts {
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "CREATE USER {account} IDENTIFIED BY '{password}'"
+            )))
+            .await
+            .expect("create user");
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "GRANT ALL ON {database}.* TO {account}"
+            )))
+            .await
+            .expect("grant");
+    }
+    let secrets = [password.as_str(), wrong.as_str()];
+
+    drop(admin);
+    {
+        // The right password: it serves, and says nothing of it.
+        let url = format!("mysql://{user}:{password}@{host}/{database}");
+        let address = free_address();
+        let mut sqlgate = Sqlgate::start(
+            &["--listen", &address.to_string(), "--database-url", &url],
+            &[("SQLGATE_LOG_FILTER", "debug")],
+        );
+        sqlgate.wait_listening(address).await;
+        calls_through(channel(address).await, &secrets).await;
+        let (status, output) = sqlgate.stop().await;
+        assert_eq!(status.code(), Some(0), "{output:?}");
+        assert!(output.iter().any(|line| line.contains("sqlgate serving")));
+        // A wrong one: start-up fails with the database's reason, no password.
+        let url = format!("mysql://{user}:{wrong}@{host}/{database}");
+        let sqlgate = Sqlgate::start(
+            &[
+                "--listen",
+                &free_address().to_string(),
+                "--database-url",
+                &url,
+            ],
+            &[
+                ("SQLGATE_LOG_FILTER", "debug"),
+                ("SQLGATE_POOL__ACQUIRE_TIMEOUT", "1s"),
+            ],
+        );
+        let (status, failed) = sqlgate.exited(Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(1), "{failed:?}");
+        assert!(
+            failed.iter().any(|line| line.contains("Access denied")),
+            "{failed:?}"
+        );
+        for secret in secrets {
+            assert_absent(secret, &output, "a password");
+            assert_absent(secret, &failed, "a password");
+        }
+    }
+    drop(accounts);
+}
+
+/// A text no log line may carry, sent as a parameter, and one written as a
+/// literal in the statement text.
+const PARAMETER_SECRET: &str = "PATIENT-SECRET-1234";
+const LITERAL_SECRET: &str = "LITERAL-SECRET-5678";
+
+async fn parameter_values_never_reach_the_logs(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let url = app.db.url.clone();
+    let sql = |text: &str| app.sql(text);
+    let statements = (
+        sql("CREATE TABLE patients (name VARCHAR(64) PRIMARY KEY)"),
+        sql("INSERT INTO patients (name) VALUES ($1)"),
+        sql("SELECT name FROM patients WHERE name = $1"),
+        sql(&format!(
+            "INSERT INTO patients (name) VALUES ('{LITERAL_SECRET}'), ('{LITERAL_SECRET}')"
+        )),
+    );
+    let _database = app.stop().await;
+    let address = free_address();
+    let mut sqlgate = Sqlgate::start(
+        &["--listen", &address.to_string(), "--database-url", &url],
+        &[("SQLGATE_LOG_FILTER", "debug")],
+    );
+    sqlgate.wait_listening(address).await;
+    let channel = channel(address).await;
+    let mut query = QueryClient::new(channel.clone());
+    let call = |sql: &str, params: Vec<pb::Value>| pb::ExecuteRequest {
+        sql: sql.to_owned(),
+        params,
+        max_rows: 0,
+    };
+    let secret = || vec![v::text(PARAMETER_SECRET)];
+
+    query
+        .execute(call(&statements.0, vec![]))
+        .await
+        .expect("create");
+    // Succeeds, and the value comes back to the caller who sent it.
+    query
+        .execute(call(&statements.1, secret()))
+        .await
+        .expect("insert");
+    let selected = query
+        .execute(call(&statements.2, secret()))
+        .await
+        .expect("select")
+        .into_inner();
+    assert_eq!(selected.rows.len(), 1);
+    let mut stream = query
+        .execute_stream(call(&statements.2, secret()))
+        .await
+        .expect("stream")
+        .into_inner();
+    while let Some(frame) = stream.message().await.expect("frame") {
+        drop(frame);
+    }
+    // Fails: a duplicate of the secret value.
+    let duplicate = query
+        .execute(call(&statements.1, secret()))
+        .await
+        .expect_err("duplicate");
+    assert_eq!(duplicate.code(), Code::AlreadyExists, "{duplicate:?}");
+    // What the caller may see is the database's own message: MySQL quotes
+    // the duplicate value back to the caller who sent it; PostgreSQL does not.
+    assert_eq!(
+        duplicate.message().contains(PARAMETER_SECRET),
+        backend == Backend::MySql,
+        "{duplicate:?}"
+    );
+    // Fails in a batch, with the literal in the statement text too.
+    let status = query
+        .execute_batch(pb::ExecuteBatchRequest {
+            statements: vec![
+                pb::BatchStatement {
+                    sql: statements.1.clone(),
+                    params: secret(),
+                },
+                pb::BatchStatement {
+                    sql: statements.3.clone(),
+                    params: vec![],
+                },
+            ],
+            max_rows: 0,
+        })
+        .await
+        .expect_err("duplicates in a batch");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    let (status, output) = sqlgate.stop().await;
+    assert_eq!(status.code(), Some(0), "{output:?}");
+    // One line per call, at least, was written: the logs were on.
+    let calls = output
+        .iter()
+        .filter(|line| line.contains("call done") || line.contains("call failed"))
+        .count();
+    assert!(calls >= 6, "{calls} call lines in {output:?}");
+    assert_absent(PARAMETER_SECRET, &output, "a parameter value");
+    assert_absent(LITERAL_SECRET, &output, "a literal of the statement");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_parameter_values_never_reach_the_logs() {
+    parameter_values_never_reach_the_logs(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_parameter_values_never_reach_the_logs() {
+    parameter_values_never_reach_the_logs(Backend::MySql).await;
+}
