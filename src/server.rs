@@ -148,15 +148,7 @@ impl Application {
         database.cut_in_flight();
         background.cancel();
         let _ = tokio::join!(probe, pool_log);
-        if tokio::time::timeout(POOL_CLOSE_BOUND, database.close())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                bound = ?POOL_CLOSE_BOUND,
-                "connections still checked out; exiting without them"
-            );
-        }
+        database.close(POOL_CLOSE_BOUND).await;
         tracing::info!("pool closed; stopped");
         Ok(())
     }

@@ -363,12 +363,20 @@ impl Database {
             .snapshot(self.backend(), &self.settings, size, idle.min(size))
     }
 
-    /// Closes every connection; the database sees none from sqlgate after this.
-    pub async fn close(&self) {
+    /// Closes every connection; the database sees none from sqlgate after
+    /// this. Connections still checked out after `wait` (their work is being
+    /// cancelled) are left to close as they come back; the control pool is
+    /// closed in any case.
+    pub async fn close(&self, wait: Duration) {
         // The main pool first: connections still being recovered need the
         // control pool to cancel their statements.
-        if let Err(err) = self.connection.close_by_ref().await {
-            tracing::warn!(error = %err, "closing the pool failed");
+        match tokio::time::timeout(wait, self.connection.close_by_ref()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "closing the pool failed"),
+            Err(_) => tracing::warn!(
+                ?wait,
+                "connections still checked out; closing the pool without them"
+            ),
         }
         match &self.control {
             ControlPool::Postgres(pool) => pool.close().await,

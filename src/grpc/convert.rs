@@ -231,7 +231,7 @@ impl TryFrom<pb::Value> for SqlValue {
 /// spelled as PostgreSQL returns them, are accepted too.
 fn parse_decimal(text: &str) -> Result<String, String> {
     const MESSAGE: &str = "decimal_value must be plain decimal text such as -12.3400";
-    if matches!(text, "NaN" | "Infinity" | "-Infinity") {
+    if crate::query::value::is_special_decimal(text) {
         return Ok(text.to_owned());
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);

@@ -72,6 +72,9 @@ fn add_param(args: &mut MySqlArguments, value: &SqlValue) -> Result<(), String> 
         SqlValue::Bool(v) => args.add(*v),
         SqlValue::Int(v) => args.add(*v),
         SqlValue::Float(v) => args.add(*v),
+        SqlValue::Decimal(v) if super::value::is_special_decimal(v) => {
+            return Err(format!("MySQL and MariaDB DECIMAL has no {v}"));
+        }
         // MySQL converts decimal text to DECIMAL exactly.
         SqlValue::Text(v) | SqlValue::Json(v) | SqlValue::Decimal(v) => args.add(v.as_str()),
         SqlValue::Bytes(v) => args.add(v.as_slice()),

@@ -38,6 +38,9 @@ fn add_param(args: &mut SqliteArguments, value: &SqlValue) -> Result<(), String>
         SqlValue::Float(v) => args.add(*v),
         SqlValue::Text(v) | SqlValue::Json(v) => args.add(v.clone()),
         SqlValue::Bytes(v) => args.add(v.clone()),
+        SqlValue::Decimal(v) if super::value::is_special_decimal(v) => {
+            return Err(format!("SQLite stores decimals as text and has no {v}"));
+        }
         SqlValue::Decimal(v) => args.add(v.clone()),
         SqlValue::Timestamp(v) => args.add(text_form::format_instant(v)),
         SqlValue::DateTime(v) => args.add(text_form::format_datetime(v)),

@@ -144,6 +144,13 @@ impl SqlValue {
     }
 }
 
+/// Whether `decimal` is one of PostgreSQL's special numeric values
+/// (`NaN`, `Infinity`, `-Infinity`): accepted as parameters only where the
+/// backend has them, refused (naming the parameter) elsewhere.
+pub(crate) fn is_special_decimal(decimal: &str) -> bool {
+    matches!(decimal, "NaN" | "Infinity" | "-Infinity")
+}
+
 /// The bytes a row of `values` takes as one entry of a repeated `Row`
 /// field (`ExecuteResponse.rows`, `RowBatch.rows`): key, length, values.
 pub fn row_wire_len(values: &[SqlValue]) -> usize {
