@@ -42,8 +42,17 @@ impl Sqlgate {
     /// Starts `sqlgate serve ARGS` with `envs` and no other `SQLGATE_*`
     /// variable of this process.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_in(None, args, envs)
+    }
+
+    /// [`Sqlgate::start`] in working directory `dir` (the test's own by
+    /// default).
+    pub fn start_in(dir: Option<&std::path::Path>, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sqlgate"));
         command.arg("serve").args(args);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         for (key, _) in std::env::vars() {
             if key.starts_with("SQLGATE_") {
                 command.env_remove(key);

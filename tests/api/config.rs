@@ -280,3 +280,51 @@ async fn sqlite_variables_that_name_no_setting_do_not_stop_start_up() {
         "{output:?}"
     );
 }
+
+/// Runs `sql` on the sqlgate at `address`.
+async fn run_on(address: SocketAddr, sql: &str) -> pb::ExecuteResponse {
+    QueryClient::new(channel(address).await)
+        .execute(pb::ExecuteRequest {
+            sql: sql.to_owned(),
+            params: vec![],
+            max_rows: 0,
+        })
+        .await
+        .unwrap_or_else(|status| panic!("{sql}: {status:?}"))
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_serve_with_no_database_setting_keeps_its_data_in_the_working_directory() {
+    // The README's first command: no database URL, no setup. (Only the
+    // listen address is given: the default port may be taken here.)
+    let dir = tempfile::tempdir().expect("temp dir");
+    let address = free_address();
+    let listen = address.to_string();
+    let mut sqlgate = Sqlgate::start_in(Some(dir.path()), &["--listen", &listen], &[]);
+    sqlgate.wait_listening(address).await;
+    run_on(
+        address,
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+    )
+    .await;
+    run_on(address, "INSERT INTO notes (id, body) VALUES (1, 'hello')").await;
+    let (status, output) = sqlgate.stop().await;
+    assert!(status.success(), "{status}: {output:?}");
+    assert!(
+        dir.path().join("sqlgate.db").is_file(),
+        "./sqlgate.db created"
+    );
+
+    // Started again in the same place, the data is still there.
+    let mut sqlgate = Sqlgate::start_in(Some(dir.path()), &["--listen", &listen], &[]);
+    sqlgate.wait_listening(address).await;
+    let rows = run_on(address, "SELECT body FROM notes").await.rows;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].values[0].kind,
+        Some(pb::value::Kind::TextValue("hello".into()))
+    );
+    let (status, output) = sqlgate.stop().await;
+    assert!(status.success(), "{status}: {output:?}");
+}

@@ -521,7 +521,15 @@ async fn postgres_readiness_changes_only_after_its_thresholds() {
         "SERVING {back:?} after the restore; five good probes take at least 400 ms \
          (plus reconnecting)"
     );
-    assert!(app.pool_stats().await.database_reachable);
+    let stats = app.pool_stats().await;
+    assert!(stats.database_reachable);
+    // The last probe's latency is reported: a real round trip, well under
+    // the probe's 100 ms budget.
+    let latency = stats.last_probe_latency.expect("last_probe_latency");
+    assert!(
+        latency.seconds == 0 && latency.nanos > 0 && latency.nanos < 100_000_000,
+        "{latency:?}"
+    );
     app.stop().await;
 }
 

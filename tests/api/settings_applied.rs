@@ -235,3 +235,68 @@ async fn postgres_each_method_has_its_default_deadline_and_caps_the_clients() {
     }
     app.stop().await;
 }
+
+/// `statement_timeout` as PostgreSQL shows it (`1998ms`, `2s`, `1h`), in ms.
+fn timeout_millis(shown: &str) -> u64 {
+    let (number, unit) = shown.split_at(
+        shown
+            .find(|c: char| c.is_alphabetic())
+            .unwrap_or(shown.len()),
+    );
+    let number: u64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("a number in {shown:?}"));
+    match unit {
+        "ms" | "" => number,
+        "s" => number * 1000,
+        "min" => number * 60_000,
+        "h" => number * 3_600_000,
+        other => panic!("unit {other:?} in {shown:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_transaction_is_bounded_in_the_database_by_what_is_left_of_its_deadline() {
+    let Some(app) = spawn_app_with(Backend::Postgres, |_| {}).await else {
+        return;
+    };
+    app.run("CREATE TABLE seen (setting TEXT)").await;
+    let mut client = raw_query_client(app.address);
+    // A write runs in a transaction whose SET LOCAL statement_timeout is
+    // the call's remaining budget: the database itself stops it in time.
+    within(
+        WAIT,
+        "the insert",
+        client.execute(request(
+            pb::ExecuteRequest {
+                sql: "INSERT INTO seen SELECT current_setting('statement_timeout')".into(),
+                params: vec![],
+                max_rows: 0,
+            },
+            Some(Duration::from_secs(2)),
+        )),
+    )
+    .await
+    .expect("insert");
+    let rows = app.run("SELECT setting FROM seen").await.rows;
+    assert_eq!(rows.len(), 1);
+    let Some(pb::value::Kind::TextValue(shown)) = &rows[0].values[0].kind else {
+        panic!("{rows:?}")
+    };
+    let millis = timeout_millis(shown);
+    assert!(
+        (1000..=2000).contains(&millis),
+        "statement_timeout {shown} inside a call with a 2 s deadline"
+    );
+    // Outside any transaction the connection's backstop (the longest method
+    // maximum, 1 h) is back: the SET LOCAL ended with the transaction.
+    let rows = app
+        .run("SELECT current_setting('statement_timeout')")
+        .await
+        .rows;
+    let Some(pb::value::Kind::TextValue(shown)) = &rows[0].values[0].kind else {
+        panic!("{rows:?}")
+    };
+    assert_eq!(timeout_millis(shown), 3_600_000, "{shown}");
+    app.stop().await;
+}
