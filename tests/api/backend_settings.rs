@@ -264,7 +264,6 @@ async fn sqlite_a_write_waits_for_another_writer_instead_of_failing() {
         .await
         .expect("insert");
 
-    let started = Instant::now();
     let query = app.query.clone();
     let write = tokio::spawn(async move {
         query
@@ -276,8 +275,19 @@ async fn sqlite_a_write_waits_for_another_writer_instead_of_failing() {
             })
             .await
     });
+    // The write has its connection and waits on SQLite's lock, not on
+    // anything of sqlgate's.
+    let waiting = Instant::now();
+    while app.pool_in_use().await == 0 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(2),
+            "the write never took a connection"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!write.is_finished(), "the write waits for the lock");
+    assert_eq!(app.pool_in_use().await, 1, "still waiting on the lock");
     other.execute("COMMIT").await.expect("commit");
     let answer = tokio::time::timeout(Duration::from_secs(5), write)
         .await
@@ -285,7 +295,6 @@ async fn sqlite_a_write_waits_for_another_writer_instead_of_failing() {
         .expect("task");
     let response = answer.expect("the write succeeds, not SQLITE_BUSY");
     assert_eq!(response.into_inner().rows_affected, 1);
-    assert!(started.elapsed() >= Duration::from_millis(900));
     assert_eq!(app.count("t").await, 2);
     other.close().await.expect("close");
     app.stop().await;

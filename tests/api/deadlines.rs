@@ -14,7 +14,7 @@ use tonic::Code;
 use crate::{
     helpers::{
         Backend, Backends, TestApp, WAIT, error_details, raw_query_client, slow_pattern, slow_sql,
-        spawn_app, spawn_app_with, sqlgate_backends, within,
+        spawn_app, spawn_app_with, sqlgate_backends, wait_for_backends, within,
     },
     observe::DatabaseView,
     on_every_backend,
@@ -44,13 +44,16 @@ fn execute_request(app: &TestApp, sql: &str) -> pb::ExecuteRequest {
 /// calls measure sqlgate rather than a TCP and HTTP/2 handshake.
 async fn warm_client(app: &TestApp) -> crate::helpers::RawClient {
     let mut client = raw_query_client(app.address);
-    client
-        .execute(request(
+    within(
+        WAIT,
+        "the warm-up call",
+        client.execute(request(
             execute_request(app, "SELECT 1"),
             Duration::from_secs(5),
-        ))
-        .await
-        .expect("warm-up call");
+        )),
+    )
+    .await
+    .expect("warm-up call");
     client
 }
 
@@ -147,7 +150,7 @@ async fn a_slow_statement_is_stopped_on_the_server_at_its_deadline(backend: Back
     let sql = match backend {
         Backend::Sqlite => {
             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000) \
-             INSERT INTO sink SELECT max(x) FROM c"
+             INSERT INTO sink SELECT x FROM c"
         }
         _ => slow_sql(backend),
     };
@@ -271,7 +274,9 @@ async fn postgres_a_statement_that_times_out_again_is_cancelled_and_its_connecti
     // A write of the same kind inside a transaction is rolled back and its
     // connection kept as well.
     app.run("CREATE TABLE kept (id BIGINT)").await;
-    let insert = "INSERT INTO kept SELECT 1 FROM pg_sleep(10)";
+    // Row 1 is written before row 2 waits ten seconds.
+    let insert = "INSERT INTO kept SELECT CASE WHEN g = 2 THEN (SELECT 2 FROM pg_sleep(10)) \
+                  ELSE g END FROM generate_series(1, 2) AS g";
     for _ in 0..2 {
         ran_on.push(time_out_once(&app, &client, &mut direct, insert).await);
     }
@@ -294,11 +299,17 @@ async fn a_write_past_its_deadline_is_rolled_back(backend: Backend) {
     };
     app.run("CREATE TABLE t (id INTEGER)").await;
     let sql = match backend {
-        Backend::Postgres => "INSERT INTO t SELECT 1 FROM pg_sleep(5)",
-        Backend::MySql => "INSERT INTO t SELECT SLEEP(5)",
+        // Each writes a row first, then stalls on the next one.
+        Backend::Postgres => {
+            "INSERT INTO t SELECT CASE WHEN g = 2 THEN (SELECT 2 FROM pg_sleep(5)) ELSE g END \
+             FROM generate_series(1, 2) AS g"
+        }
+        Backend::MySql => {
+            "INSERT INTO t SELECT seq FROM seq_1_to_2 WHERE SLEEP(IF(seq = 2, 5, 0)) = 0"
+        }
         Backend::Sqlite => {
             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
-             WHERE x < 10000000000) INSERT INTO t SELECT max(x) FROM c"
+             WHERE x < 10000000000) INSERT INTO t SELECT x FROM c"
         }
     };
     let mut view = DatabaseView::of(&app).await;
@@ -312,6 +323,13 @@ async fn a_write_past_its_deadline_is_rolled_back(backend: Backend) {
         })
     };
     wait_until_running(&mut view, backend).await;
+    // It has written (uncommitted) before its deadline.
+    view.wait_until(
+        Duration::from_secs(2),
+        "the statement has written",
+        |seen| seen.writes == 1,
+    )
+    .await;
     let status = within(WAIT, "the call", call)
         .await
         .expect("join")
@@ -408,17 +426,28 @@ async fn queue_time_counts_and_a_full_pool_is_not_a_deadline() {
     let hold = execute_request(&app, "SELECT pg_sleep(2)");
     let held =
         tokio::spawn(async move { holder.execute(request(hold, Duration::from_secs(10))).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut direct = app.postgres_direct().await;
+    wait_for_backends(
+        &mut direct,
+        &app.db.name,
+        Backends::Running("pg_sleep(2)"),
+        1,
+        "the holder has the only connection",
+    )
+    .await;
 
     // The caller's budget runs out in the queue: DEADLINE_EXCEEDED, phase queue.
     let started = Instant::now();
-    let status = waiter
-        .execute(request(
+    let status = within(
+        WAIT,
+        "the queued call",
+        waiter.execute(request(
             execute_request(&app, "SELECT 1"),
             Duration::from_millis(200),
-        ))
-        .await
-        .expect_err("queued past the deadline");
+        )),
+    )
+    .await
+    .expect_err("queued past the deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded);
     assert_eq!(
         error_details(&status).1.get("phase").map(String::as_str),
@@ -431,13 +460,16 @@ async fn queue_time_counts_and_a_full_pool_is_not_a_deadline() {
     );
 
     // The pool's own acquire timeout runs out first: RESOURCE_EXHAUSTED with RetryInfo.
-    let status = raw_query_client(app.address)
-        .execute(request(
+    let status = within(
+        WAIT,
+        "the call that finds the pool full",
+        raw_query_client(app.address).execute(request(
             execute_request(&app, "SELECT 1"),
             Duration::from_secs(5),
-        ))
-        .await
-        .expect_err("pool full");
+        )),
+    )
+    .await
+    .expect_err("pool full");
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(error_details(&status).0, "POOL_EXHAUSTED");
     {
@@ -471,7 +503,7 @@ async fn postgres_no_dirty_connection_after_a_deadline_storm() {
     let outcomes = stream::iter(0..1000u64)
         .map(|i| {
             let app = app.clone();
-            async move {
+            within(WAIT, "a storm call", async move {
                 let budget = Duration::from_millis(1 + (i * 7919) % 60);
                 let mut client = raw_query_client(app.address);
                 let insert = format!(
@@ -530,7 +562,7 @@ async fn postgres_no_dirty_connection_after_a_deadline_storm() {
                     },
                 };
                 result.err().map(|status| status.code())
-            }
+            })
         })
         .buffer_unordered(32)
         .collect::<Vec<_>>()
@@ -580,13 +612,16 @@ async fn postgres_no_dirty_connection_after_a_deadline_storm() {
                         nanos: sent.timestamp_subsec_micros() as i32 * 1000,
                     })),
                 };
-                let response = app
-                    .execute(
+                let response = within(
+                    WAIT,
+                    "a statement after the storm",
+                    app.execute(
                         "SELECT txid_current_if_assigned() IS NULL AND now() >= $1",
                         vec![at],
-                    )
-                    .await
-                    .expect("clean statement");
+                    ),
+                )
+                .await
+                .expect("clean statement");
                 response.rows[0].values[0].kind == Some(Kind::BoolValue(true))
             }
         })
@@ -595,5 +630,5 @@ async fn postgres_no_dirty_connection_after_a_deadline_storm() {
         .count()
         .await;
     assert_eq!(clean, 0, "statements ran inside a leftover transaction");
-    assert_eq!(app.pool_in_use().await, 0);
+    app.wait_until_pool_idle().await;
 }

@@ -242,8 +242,9 @@ async fn deadlock_is_aborted_with_retry_info(backend: Backend) {
             outcome = outcome_of(&mut b, 2), if b_outcome.is_none() => b_outcome = Some(outcome),
         }
         // The victim rolls back at once, which frees the survivor.
-        for (index, (session, outcome)) in
-            [(&a, &a_outcome), (&b, &b_outcome)].into_iter().enumerate()
+        for (index, (session, outcome)) in [(&mut a, &a_outcome), (&mut b, &b_outcome)]
+            .into_iter()
+            .enumerate()
         {
             if matches!(outcome, Some(Err(_))) && !rollback_sent[index] {
                 session.send(rollback.clone()).await;

@@ -431,6 +431,29 @@ pub async fn sqlgate_backends(
     .expect("pg_stat_activity")
 }
 
+/// Waits (up to 2 s) until [`sqlgate_backends`] counts exactly `count`;
+/// fails naming `what` otherwise.
+pub async fn wait_for_backends(
+    direct: &mut sqlx::PgConnection,
+    database: &str,
+    which: Backends<'_>,
+    count: i64,
+    what: &str,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        let now = sqlgate_backends(direct, database, which).await;
+        if now == count {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{what}: {now} sqlgate backend(s) ({which:?}), expected {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 pub fn raw_query_client(address: SocketAddr) -> RawClient {
     // TCP_NODELAY, as tonic's own channel sets: without it Nagle's
     // algorithm can hold a request back ~40 ms and skew every timing.

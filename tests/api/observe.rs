@@ -30,15 +30,20 @@ pub enum DatabaseView {
 /// What the view saw at one moment.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Seen {
-    /// sqlgate connections inside a transaction (PostgreSQL: `idle in
-    /// transaction` or running inside one; MariaDB: an InnoDB transaction;
-    /// SQLite: the write lock is held).
+    /// sqlgate connections idle inside a transaction (PostgreSQL: `idle in
+    /// transaction`; MariaDB: any active InnoDB transaction, idle or not;
+    /// SQLite: the write lock is held). A PostgreSQL statement running
+    /// inside a transaction counts under `running`.
     pub open_transactions: i64,
     /// sqlgate connections running a statement now (PostgreSQL and MariaDB).
     pub running: i64,
     /// Locks held by sqlgate connections (PostgreSQL `pg_locks`, advisory
     /// locks included; MariaDB: rows locked by its transactions).
     pub locks: i64,
+    /// sqlgate transactions that have written something not yet committed
+    /// (PostgreSQL: a transaction id assigned; MariaDB: undo log entries;
+    /// SQLite: the write lock held).
+    pub writes: i64,
 }
 
 impl Seen {
@@ -89,10 +94,19 @@ impl DatabaseView {
                 .fetch_one(&mut *conn)
                 .await
                 .expect("pg_locks");
+                let writes = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                     AND application_name = 'sqlgate' AND backend_xid IS NOT NULL",
+                )
+                .bind(&*database)
+                .fetch_one(&mut *conn)
+                .await
+                .expect("pg_stat_activity");
                 Seen {
                     open_transactions: open,
                     running,
                     locks,
+                    writes,
                 }
             }
             DatabaseView::MySql { conn, database } => {
@@ -109,13 +123,23 @@ impl DatabaseView {
                     open_transactions: i64::try_from(transactions.len()).expect("count"),
                     running,
                     locks: transactions.iter().map(|t| t.row_locks).sum(),
+                    writes: transactions
+                        .iter()
+                        .filter(|t| t.undo_entries > 0)
+                        .count()
+                        .try_into()
+                        .expect("count"),
                 }
             }
-            DatabaseView::Sqlite { path } => Seen {
-                open_transactions: i64::from(!sqlite_write_lock_is_free(path).await),
-                running: 0,
-                locks: 0,
-            },
+            DatabaseView::Sqlite { path } => {
+                let held = i64::from(!sqlite_write_lock_is_free(path).await);
+                Seen {
+                    open_transactions: held,
+                    running: 0,
+                    locks: 0,
+                    writes: held,
+                }
+            }
         }
     }
 
@@ -298,6 +322,7 @@ pub struct InnodbTransaction {
     #[allow(dead_code)]
     pub thread_id: i64,
     pub row_locks: i64,
+    pub undo_entries: i64,
 }
 
 /// The active InnoDB transactions of sqlgate's connections to `database`,
@@ -323,16 +348,20 @@ async fn innodb_transactions(
     // Each transaction: "---TRANSACTION 598, ACTIVE 0 sec", an optional
     // "1 lock struct(s), heap size 1128, 0 row lock(s), …", then
     // "MariaDB thread id 272, …" (or "MySQL thread id …").
-    let (mut active, mut row_locks) = (false, 0);
+    let (mut active, mut row_locks, mut undo_entries) = (false, 0, 0);
     for line in status.lines() {
         if let Some(header) = line.strip_prefix("---TRANSACTION ") {
             active = header.contains("ACTIVE");
-            row_locks = 0;
-        } else if let Some((before, _)) = line.split_once(" row lock(s)") {
+            (row_locks, undo_entries) = (0, 0);
+        } else if let Some((before, after)) = line.split_once(" row lock(s)") {
             row_locks = before
                 .rsplit(' ')
                 .next()
                 .and_then(|n| n.parse().ok())
+                .expect("a row lock count");
+            undo_entries = after
+                .split_once("undo log entries ")
+                .and_then(|(_, n)| n.trim().parse().ok())
                 .unwrap_or_default();
         } else if let Some((_, rest)) = line.split_once(" thread id ") {
             let thread_id: i64 = rest
@@ -344,6 +373,7 @@ async fn innodb_transactions(
                 found.push(InnodbTransaction {
                     thread_id,
                     row_locks,
+                    undo_entries,
                 });
             }
             active = false;

@@ -273,7 +273,8 @@ async fn postgres_permission_denied_is_permission_denied_with_its_sqlstate() {
     };
     app.run("CREATE TABLE secret (id INTEGER)").await;
     let role = format!("sqlgate_test_{}_reader", uuid::Uuid::new_v4().simple());
-    app.run(&format!("CREATE ROLE {role} NOLOGIN")).await;
+    // Dropped when the test ends, however it ends (roles are cluster-wide).
+    let _role = crate::secrets::Roles::create(&app.db.url, &[(&role, "unused", false)]).await;
     let mut session = crate::session_client::Session::begin(&app, &[])
         .await
         .expect("begin");
@@ -291,6 +292,5 @@ async fn postgres_permission_denied_is_permission_denied_with_its_sqlstate() {
         Some("42501")
     );
     session.rollback().await;
-    app.run(&format!("DROP ROLE {role}")).await;
     app.stop().await;
 }

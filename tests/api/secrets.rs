@@ -45,13 +45,14 @@ fn assert_status_clean(status: &tonic::Status, secrets: &[&str]) {
 }
 
 /// PostgreSQL roles of the test's own, dropped when the test ends.
-struct Roles {
+pub struct Roles {
     admin_url: String,
     names: Vec<String>,
 }
 
 impl Roles {
-    async fn create(admin_url: &str, roles: &[(&str, &str, bool)]) -> Self {
+    /// Creates `(name, password, can log in)` roles through `admin_url`.
+    pub async fn create(admin_url: &str, roles: &[(&str, &str, bool)]) -> Self {
         let mut conn = sqlx::PgConnection::connect(admin_url)
             .await
             .expect("admin connection");
@@ -424,4 +425,74 @@ async fn postgres_parameter_values_never_reach_the_logs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_parameter_values_never_reach_the_logs() {
     parameter_values_never_reach_the_logs(Backend::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_each_query_call_logs_one_line_with_method_caller_fingerprint_rows_and_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("logs.db").display());
+    let address = free_address();
+    let mut sqlgate = Sqlgate::start(
+        &["--listen", &address.to_string(), "--database-url", &url],
+        &[("SQLGATE_LOG_FILTER", "info")],
+    );
+    sqlgate.wait_listening(address).await;
+    let mut query = QueryClient::new(channel(address).await);
+    let run = |sql: &str, params: Vec<pb::Value>| pb::ExecuteRequest {
+        sql: sql.to_owned(),
+        params,
+        max_rows: 0,
+    };
+    query
+        .execute(run("CREATE TABLE t (id INTEGER, note TEXT)", vec![]))
+        .await
+        .expect("create");
+    query
+        .execute(run(
+            "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+            vec![],
+        ))
+        .await
+        .expect("insert");
+    let select = "SELECT id FROM t WHERE id >= $1";
+    query
+        .execute(run(select, vec![v::int(1)]))
+        .await
+        .expect("select");
+    let failing = "SELECT * FROM missing WHERE id = $1";
+    query
+        .execute(run(failing, vec![v::int(1)]))
+        .await
+        .expect_err("no such table");
+    let (status, output) = sqlgate.stop().await;
+    assert!(status.success(), "{output:?}");
+
+    let lines_for = |fingerprint: &str| -> Vec<String> {
+        output
+            .iter()
+            .filter(|line| line.contains(&format!("fingerprint=\"{fingerprint}\"")))
+            .cloned()
+            .collect()
+    };
+    let done = lines_for(&sqlgate::query::statement::fingerprint(select));
+    assert_eq!(done.len(), 1, "one line for the select: {output:?}");
+    let line = &done[0];
+    for part in [
+        "call done",
+        "method=\"Execute\"",
+        "peer=127.0.0.1:",
+        "rows=3",
+        "elapsed_ms=",
+    ] {
+        assert!(line.contains(part), "{part:?} missing from {line}");
+    }
+    let failed = lines_for(&sqlgate::query::statement::fingerprint(failing));
+    assert_eq!(failed.len(), 1, "one line for the failed call: {output:?}");
+    for part in ["call failed", "code=InvalidArgument", "peer=127.0.0.1:"] {
+        assert!(
+            failed[0].contains(part),
+            "{part:?} missing from {}",
+            failed[0]
+        );
+    }
 }

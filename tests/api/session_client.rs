@@ -41,6 +41,9 @@ pub struct Session {
     pub id: String,
     /// The request id [`Session::query`] uses next.
     next_request: u64,
+    /// When the last request was sent: the server's idle clock starts
+    /// after it.
+    pub last_sent: Option<Instant>,
 }
 
 pub fn begin_with_labels(labels: &[(&str, &str)]) -> BeginSession {
@@ -106,12 +109,14 @@ impl Session {
                 answers,
                 id: began.session_id,
                 next_request: 1_000,
+                last_sent: None,
             }),
             other => panic!("expected began, got {other:?}"),
         }
     }
 
-    pub async fn send(&self, request: SessionRequest) {
+    pub async fn send(&mut self, request: SessionRequest) {
+        self.last_sent = Some(Instant::now());
         self.requests
             .as_ref()
             .expect("stream open")
@@ -201,6 +206,17 @@ impl Session {
             Some(Answer::RolledBack(_)) if !committing => {}
             other => panic!("unexpected answer {other:?}"),
         }
+    }
+
+    /// The client vanishes as a cancelled call does: the response stream
+    /// is dropped (the call is reset) before the request side could send a
+    /// clean half-close.
+    pub fn vanish(self) {
+        let Session {
+            requests, answers, ..
+        } = self;
+        drop(answers);
+        drop(requests);
     }
 
     /// Begins a session at `isolation`, read-only or not; panics unless
