@@ -127,38 +127,42 @@ impl Drop for TestDatabase {
         if backend == Backend::Sqlite {
             return;
         }
-        // Async work cannot run in Drop; a thread with its own runtime can.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                match backend {
-                    Backend::Postgres => {
-                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                            let _ = conn
-                                .execute(sqlx::AssertSqlSafe(format!(
-                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                                )))
-                                .await;
-                        }
-                    }
-                    Backend::MySql => {
-                        if let Ok(mut conn) = sqlx::MySqlConnection::connect(&admin_url).await {
-                            let _ = conn
-                                .execute(sqlx::AssertSqlSafe(format!(
-                                    "DROP DATABASE IF EXISTS {name}"
-                                )))
-                                .await;
-                        }
-                    }
-                    Backend::Sqlite => {}
-                }
-            });
-        })
-        .join();
+        match backend {
+            Backend::Postgres => drop_in_background::<sqlx::PgConnection>(
+                admin_url,
+                vec![format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")],
+            ),
+            Backend::MySql => drop_in_background::<sqlx::MySqlConnection>(
+                admin_url,
+                vec![format!("DROP DATABASE IF EXISTS {name}")],
+            ),
+            Backend::Sqlite => {}
+        }
     }
+}
+
+/// Runs `statements` (best effort: cleanup) through a fresh connection to
+/// `admin_url`, from `Drop`, where async work cannot run: on a thread with
+/// a runtime of its own, waited for.
+pub fn drop_in_background<C>(admin_url: String, statements: Vec<String>)
+where
+    C: sqlx::Connection + 'static,
+    for<'c> &'c mut C: sqlx::Executor<'c>,
+{
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            if let Ok(mut conn) = C::connect(&admin_url).await {
+                for sql in statements {
+                    let _ = conn.execute(sqlx::AssertSqlSafe(sql)).await;
+                }
+            }
+        });
+    })
+    .join();
 }
 
 /// Whether this run is CI's: `CI` set to anything but empty, `0`, `false`,

@@ -10,7 +10,7 @@ use tonic::{Code, transport::Channel};
 
 use crate::{
     binary::{Sqlgate, channel, free_address},
-    helpers::{Backend, spawn_app, v},
+    helpers::{Backend, drop_in_background, spawn_app, v},
 };
 
 /// `host:port` and database name of a test database URL.
@@ -76,23 +76,13 @@ impl Roles {
 
 impl Drop for Roles {
     fn drop(&mut self) {
-        let (url, names) = (self.admin_url.clone(), self.names.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
-                    for name in names {
-                        let _ = conn
-                            .execute(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {name}")))
-                            .await;
-                    }
-                }
-            });
-        })
-        .join();
+        drop_in_background::<sqlx::PgConnection>(
+            self.admin_url.clone(),
+            self.names
+                .iter()
+                .map(|name| format!("DROP ROLE IF EXISTS {name}"))
+                .collect(),
+        );
     }
 }
 
@@ -104,25 +94,13 @@ struct Accounts {
 
 impl Drop for Accounts {
     fn drop(&mut self) {
-        let (url, accounts) = (self.admin_url.clone(), self.accounts.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                if let Ok(mut conn) = sqlx::MySqlConnection::connect(&url).await {
-                    for account in accounts {
-                        let _ = conn
-                            .execute(sqlx::AssertSqlSafe(format!(
-                                "DROP USER IF EXISTS {account}"
-                            )))
-                            .await;
-                    }
-                }
-            });
-        })
-        .join();
+        drop_in_background::<sqlx::MySqlConnection>(
+            self.admin_url.clone(),
+            self.accounts
+                .iter()
+                .map(|account| format!("DROP USER IF EXISTS {account}"))
+                .collect(),
+        );
     }
 }
 
