@@ -27,7 +27,8 @@ pub enum Backend {
     Sqlite,
 }
 
-fn postgres_admin_url() -> String {
+/// The PostgreSQL URL the suite administers from (its `postgres` database).
+pub fn postgres_admin_url() -> String {
     std::env::var("SQLGATE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }

@@ -274,7 +274,11 @@ async fn postgres_permission_denied_is_permission_denied_with_its_sqlstate() {
     app.run("CREATE TABLE secret (id INTEGER)").await;
     let role = format!("sqlgate_test_{}_reader", uuid::Uuid::new_v4().simple());
     // Dropped when the test ends, however it ends (roles are cluster-wide).
-    let _role = crate::secrets::Roles::create(&app.db.url, &[(&role, "unused", false)]).await;
+    let _role = crate::secrets::Roles::create(
+        &crate::helpers::postgres_admin_url(),
+        &[(&role, "unused", false)],
+    )
+    .await;
     let mut session = crate::session_client::Session::begin(&app, &[])
         .await
         .expect("begin");
