@@ -474,3 +474,84 @@ async fn sqlite_each_query_call_logs_one_line_with_method_caller_fingerprint_row
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_refused_privilege_is_permission_denied() {
+    let Some(app) = spawn_app(Backend::MySql).await else {
+        return;
+    };
+    let admin_url = app.db.url.clone();
+    let _database = app.stop().await;
+    let (host, database) = host_and_database(&admin_url);
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let (user, password) = (format!("sg_ro_{}", &tag[..12]), format!("Pw{}", &tag[..12]));
+    let mut admin = sqlx::MySqlConnection::connect(&admin_url)
+        .await
+        .expect("admin connection");
+    admin
+        .execute("CREATE TABLE t (id INTEGER)")
+        .await
+        .expect("create");
+    admin
+        .execute("INSERT INTO t VALUES (1)")
+        .await
+        .expect("insert");
+    // An account that may read the test's database and nothing more.
+    let accounts = Accounts {
+        admin_url: admin_url.clone(),
+        accounts: vec![format!("'{user}'@'%'"), format!("'{user}'@'localhost'")],
+    };
+    for account in &accounts.accounts {
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "CREATE USER {account} IDENTIFIED BY '{password}'"
+            )))
+            .await
+            .expect("create user");
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "GRANT SELECT ON {database}.* TO {account}"
+            )))
+            .await
+            .expect("grant");
+    }
+    let url = format!("mysql://{user}:{password}@{host}/{database}");
+    let address = free_address();
+    let mut sqlgate = Sqlgate::start(
+        &["--listen", &address.to_string(), "--database-url", &url],
+        &[],
+    );
+    sqlgate.wait_listening(address).await;
+    let mut query = QueryClient::new(channel(address).await);
+    let read = query
+        .execute(pb::ExecuteRequest {
+            sql: "SELECT id FROM t".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("reading is granted");
+    assert_eq!(read.into_inner().rows.len(), 1);
+    let status = query
+        .execute(pb::ExecuteRequest {
+            sql: "INSERT INTO t VALUES (2)".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("writing is not granted");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        crate::helpers::error_details(&status)
+            .1
+            .get("sqlstate")
+            .map(String::as_str),
+        Some("42000"),
+        "{status:?}"
+    );
+    let (stopped, output) = sqlgate.stop().await;
+    assert!(stopped.success(), "{output:?}");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+        .fetch_one(&mut admin)
+        .await
+        .expect("count");
+    assert_eq!(count, 1, "nothing was written");
+}
