@@ -404,6 +404,35 @@ async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
     wait_for_backends(&mut direct, &name, Backends::All, 0, "after exit").await;
 }
 
+/// Starts `SELECT <sleep>` through `channel` and waits until the database
+/// shows it running; the call's task.
+async fn slow_call_running(
+    channel: &Channel,
+    direct: &mut sqlx::PgConnection,
+    database: &str,
+    sleep: &'static str,
+) -> tokio::task::JoinHandle<Result<tonic::Response<pb::ExecuteResponse>, tonic::Status>> {
+    let mut client = QueryClient::new(channel.clone());
+    let call = tokio::spawn(async move {
+        client
+            .execute(pb::ExecuteRequest {
+                sql: format!("SELECT {sleep}"),
+                params: vec![],
+                max_rows: 0,
+            })
+            .await
+    });
+    wait_for_backends(
+        direct,
+        database,
+        Backends::Running(sleep),
+        1,
+        "the slow call runs",
+    )
+    .await;
+    call
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_second_signal_exits_at_once() {
     let Some(Served {
@@ -418,24 +447,7 @@ async fn postgres_a_second_signal_exits_at_once() {
         return;
     };
     // A call that would hold the drain for 20 s.
-    let mut client = QueryClient::new(channel.clone());
-    let slow = tokio::spawn(async move {
-        client
-            .execute(pb::ExecuteRequest {
-                sql: "SELECT pg_sleep(20)".into(),
-                params: vec![],
-                max_rows: 0,
-            })
-            .await
-    });
-    wait_for_backends(
-        &mut direct,
-        &name,
-        Backends::Running("pg_sleep(20)"),
-        1,
-        "the slow call runs",
-    )
-    .await;
+    let slow = slow_call_running(&channel, &mut direct, &name, "pg_sleep(20)").await;
     signal(&child, "TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -653,26 +665,7 @@ async fn postgres_sigterm_refuses_new_sessions_and_cuts_calls_after_the_drain() 
         return;
     };
     // A call that would run for 30 s.
-    let slow = {
-        let mut client = QueryClient::new(channel.clone());
-        tokio::spawn(async move {
-            client
-                .execute(pb::ExecuteRequest {
-                    sql: "SELECT pg_sleep(30)".into(),
-                    params: vec![],
-                    max_rows: 0,
-                })
-                .await
-        })
-    };
-    let started = Instant::now();
-    while sqlgate_backends(&mut direct, &name, Backends::Running("pg_sleep(30)")).await == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "the call never ran"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let slow = slow_call_running(&channel, &mut direct, &name, "pg_sleep(30)").await;
     signal(&child, "TERM");
     let signalled = Instant::now();
     tokio::time::sleep(Duration::from_millis(100)).await;

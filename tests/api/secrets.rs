@@ -92,6 +92,38 @@ struct Accounts {
     accounts: Vec<String>,
 }
 
+impl Accounts {
+    /// Creates `user` (from any host and from localhost) with `password`,
+    /// granted `grant` on `database`, through the admin connection.
+    async fn create(
+        admin: &mut sqlx::MySqlConnection,
+        admin_url: &str,
+        (user, password): (&str, &str),
+        grant: &str,
+        database: &str,
+    ) -> Self {
+        let accounts = Accounts {
+            admin_url: admin_url.to_owned(),
+            accounts: vec![format!("'{user}'@'%'"), format!("'{user}'@'localhost'")],
+        };
+        for account in &accounts.accounts {
+            admin
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "CREATE USER {account} IDENTIFIED BY '{password}'"
+                )))
+                .await
+                .expect("create user");
+            admin
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "GRANT {grant} ON {database}.* TO {account}"
+                )))
+                .await
+                .expect("grant");
+        }
+        accounts
+    }
+}
+
 impl Drop for Accounts {
     fn drop(&mut self) {
         drop_in_background::<sqlx::MySqlConnection>(
@@ -232,24 +264,8 @@ async fn mysql_a_wrong_password_never_reaches_the_logs() {
     let mut admin = sqlx::MySqlConnection::connect(&admin_url)
         .await
         .expect("admin connection");
-    let accounts = Accounts {
-        admin_url: admin_url.clone(),
-        accounts: vec![format!("'{user}'@'%'"), format!("'{user}'@'localhost'")],
-    };
-    for account in &accounts.accounts {
-        admin
-            .execute(sqlx::AssertSqlSafe(format!(
-                "CREATE USER {account} IDENTIFIED BY '{password}'"
-            )))
-            .await
-            .expect("create user");
-        admin
-            .execute(sqlx::AssertSqlSafe(format!(
-                "GRANT ALL ON {database}.* TO {account}"
-            )))
-            .await
-            .expect("grant");
-    }
+    let accounts =
+        Accounts::create(&mut admin, &admin_url, (&user, &password), "ALL", &database).await;
     let secrets = [password.as_str(), wrong.as_str()];
 
     drop(admin);
@@ -497,24 +513,14 @@ async fn mysql_a_refused_privilege_is_permission_denied() {
         .await
         .expect("insert");
     // An account that may read the test's database and nothing more.
-    let accounts = Accounts {
-        admin_url: admin_url.clone(),
-        accounts: vec![format!("'{user}'@'%'"), format!("'{user}'@'localhost'")],
-    };
-    for account in &accounts.accounts {
-        admin
-            .execute(sqlx::AssertSqlSafe(format!(
-                "CREATE USER {account} IDENTIFIED BY '{password}'"
-            )))
-            .await
-            .expect("create user");
-        admin
-            .execute(sqlx::AssertSqlSafe(format!(
-                "GRANT SELECT ON {database}.* TO {account}"
-            )))
-            .await
-            .expect("grant");
-    }
+    let _accounts = Accounts::create(
+        &mut admin,
+        &admin_url,
+        (&user, &password),
+        "SELECT",
+        &database,
+    )
+    .await;
     let url = format!("mysql://{user}:{password}@{host}/{database}");
     let address = free_address();
     let mut sqlgate = Sqlgate::start(
