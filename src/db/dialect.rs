@@ -90,18 +90,22 @@ pub(crate) trait Dialect: sqlx::Database {
     }
 }
 
-/// Stops what `conn` is running. With the server id, the statement is
-/// cancelled and the connection, once [`Dialect::recover`]ed, goes back to
-/// the pool; otherwise (or if recovery fails) it is closed, since its state
-/// is unknown. `in_transaction` says whether sqlgate opened a transaction
-/// on it. Runs detached when a deadline has passed, so the caller is
-/// answered first.
+/// Stops what `conn` is running. Its `interrupt` is cancelled first (an
+/// in-process SQLite statement stops at its next progress check, whatever
+/// cut it short: its reader leaving, its deadline or shutdown). With the
+/// server id, the statement is cancelled and the connection, once
+/// [`Dialect::recover`]ed, goes back to the pool; otherwise (or if
+/// recovery fails) it is closed, since its state is unknown.
+/// `in_transaction` says whether sqlgate opened a transaction on it. Runs
+/// detached when a deadline has passed, so the caller is answered first.
 pub(crate) async fn abandon<DB: Dialect>(
     control: Option<Pool<DB>>,
     mut conn: PoolConnection<DB>,
+    interrupt: Arc<Interrupt>,
     server_id: Option<i64>,
     in_transaction: bool,
 ) {
+    interrupt.cancel();
     if let (Some(control), Some(id)) = (control, server_id)
         && DB::cancel_statement(&control, id).await
         && DB::recover(&mut conn, in_transaction).await

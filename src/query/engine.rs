@@ -215,19 +215,20 @@ where
     let want_server_id = statements
         .iter()
         .any(|statement| db.timed_out().has_timed_out(&statement.fingerprint));
+    let interrupt = Interrupt::new(&deadline);
     let armed = tokio::time::timeout_at(deadline.instant(), async {
-        let server_id = DB::arm(&mut conn, &Interrupt::new(&deadline), want_server_id).await?;
+        let server_id = DB::arm(&mut conn, &interrupt, want_server_id).await?;
         Ok::<_, sqlx::Error>(server_id)
     })
     .await;
     let server_id = match armed {
         Ok(Ok(id)) => id,
         Ok(Err(err)) => {
-            tokio::spawn(abandon(DB::control_pool(db), conn, None, false));
+            tokio::spawn(abandon(DB::control_pool(db), conn, interrupt, None, false));
             return Err(err.into());
         }
         Err(_) => {
-            tokio::spawn(abandon(DB::control_pool(db), conn, None, false));
+            tokio::spawn(abandon(DB::control_pool(db), conn, interrupt, None, false));
             return Err(Error::DeadlineExceeded(DeadlinePhase::Database));
         }
     };
@@ -258,7 +259,13 @@ where
                 remember_timeout(db, statements);
             }
             if failure.connection_dirty {
-                tokio::spawn(abandon(DB::control_pool(db), conn, server_id, !only_reads));
+                tokio::spawn(abandon(
+                    DB::control_pool(db),
+                    conn,
+                    interrupt,
+                    server_id,
+                    !only_reads,
+                ));
             } else {
                 DB::disarm(&mut conn).await;
             }
@@ -269,7 +276,13 @@ where
             if cut == Cut::Deadline {
                 remember_timeout(db, statements);
             }
-            tokio::spawn(abandon(DB::control_pool(db), conn, server_id, !only_reads));
+            tokio::spawn(abandon(
+                DB::control_pool(db),
+                conn,
+                interrupt,
+                server_id,
+                !only_reads,
+            ));
             Err(cut.error())
         }
     }

@@ -216,8 +216,8 @@ where
     let mut sink = FrameSink::new(sender, limits);
     // The server-side id is needed to cancel a statement whose reader left.
     let mut server_id = None;
-    // Kept to stop an in-process (SQLite) statement whose reader left: its
-    // connection cannot be closed while the statement runs.
+    // Kept for `abandon`, which stops an in-process (SQLite) statement
+    // through it: its connection cannot be closed while the statement runs.
     let interrupt = Interrupt::new(&deadline);
     let work = async {
         server_id = DB::arm(&mut conn, &interrupt, true)
@@ -258,10 +258,10 @@ where
         }
         Ok(Err(failure)) => {
             if failure.connection_dirty {
-                interrupt.cancel();
                 tokio::spawn(abandon(
                     DB::control_pool(db),
                     conn,
+                    interrupt,
                     server_id,
                     transactional,
                 ));
@@ -279,6 +279,7 @@ where
             tokio::spawn(abandon(
                 DB::control_pool(db),
                 conn,
+                interrupt,
                 server_id,
                 transactional,
             ));

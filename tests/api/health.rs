@@ -730,3 +730,51 @@ async fn postgres_sigterm_refuses_new_sessions_and_cuts_calls_after_the_drain() 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_statement_still_running_after_the_drain_is_stopped_in_process() {
+    let Some(app) = spawn_app_with(Backend::Sqlite, |s| {
+        s.shutdown.drain_timeout = Duration::from_millis(300);
+    })
+    .await
+    else {
+        return;
+    };
+    app.run("CREATE TABLE t (x BIGINT)").await;
+    let mut view = crate::observe::DatabaseView::of(&app).await;
+    // A write that would run until its 30 s deadline, holding the lock.
+    let mut query = app.query.clone();
+    let call = tokio::spawn(async move {
+        query
+            .execute(pb::ExecuteRequest {
+                sql: "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+                      WHERE x < 10000000000) INSERT INTO t SELECT x FROM c"
+                    .into(),
+                params: vec![],
+                max_rows: 0,
+            })
+            .await
+    });
+    view.wait_until(Duration::from_secs(2), "the write holds the lock", |seen| {
+        seen.writes == 1
+    })
+    .await;
+    // The drain ends at 300 ms: the statement is interrupted, its
+    // transaction rolled back, the pool closed without waiting it out.
+    let stopping = Instant::now();
+    let _database = app.stop().await;
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_millis(1500), "shutdown took {took:?}");
+    let status = within(WAIT, "the cut call", call)
+        .await
+        .expect("join")
+        .expect_err("cut");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // The interrupted connection is closed behind the answer: the lock goes
+    // a moment later (the statement alone would hold it for 30 s).
+    view.wait_until(Duration::from_secs(1), "the lock is free", |seen| {
+        seen.is_clean()
+    })
+    .await;
+    assert_eq!(view.count_rows("t").await, 0);
+}
