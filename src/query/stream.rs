@@ -15,7 +15,7 @@ use super::{
     engine::{raw, rollback_after},
     executor::{Failure, RowSink, run_statement},
     statement::Statement,
-    value::{ColumnInfo, SqlValue, row_wire_len, varint_len},
+    value::{ColumnInfo, SqlValue, row_wire_len},
 };
 use crate::{
     config::LimitSettings,
@@ -68,7 +68,7 @@ impl FrameBatcher {
     fn new(limits: &LimitSettings) -> Self {
         let max_bytes = limits.stream_batch_bytes;
         // `ResultFrame.rows` (field 2): a one-byte key and the batch's length.
-        let frame_overhead = 1 + varint_len(max_bytes as u64);
+        let frame_overhead = 1 + prost::encoding::encoded_len_varint(max_bytes as u64);
         Self {
             pending: Vec::new(),
             pending_bytes: 0,

@@ -3,6 +3,7 @@
 //! these and the drivers' types; `grpc::convert` translates to the wire.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+use prost::encoding::encoded_len_varint;
 use uuid::Uuid;
 
 /// One SQL value, carried without loss.
@@ -124,7 +125,7 @@ impl SqlValue {
         // Every field number of `kind` is below 16: a one-byte key.
         match self {
             SqlValue::Null | SqlValue::Bool(_) => 2,
-            SqlValue::Int(v) => 1 + varint_len(*v as u64),
+            SqlValue::Int(v) => 1 + encoded_len_varint(*v as u64),
             SqlValue::Float(_) => 9,
             SqlValue::Text(s) | SqlValue::Json(s) | SqlValue::Decimal(s) => {
                 length_delimited(s.len())
@@ -159,13 +160,7 @@ pub fn row_wire_len(values: &[SqlValue]) -> usize {
 
 /// A field of `len` bytes with a one-byte key and its length as a varint.
 fn length_delimited(len: usize) -> usize {
-    1 + varint_len(len as u64) + len
-}
-
-/// The bytes `value` takes as a protobuf varint.
-pub(crate) fn varint_len(value: u64) -> usize {
-    // 1 byte per started group of 7 bits; zero takes one byte.
-    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+    1 + encoded_len_varint(len as u64) + len
 }
 
 /// Text forms of the temporal kinds, shared by every codec and the wire so
