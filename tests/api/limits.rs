@@ -13,8 +13,12 @@ use tokio_stream::StreamExt;
 use tonic::{Code, transport::Channel};
 
 use crate::{
-    helpers::{Backend, Backends, TestApp, error_details, spawn_app_with, sqlgate_backends, v},
+    helpers::{
+        Backend, Backends, TestApp, WAIT, error_details, spawn_app_with, sqlgate_backends, v,
+        within,
+    },
     on_every_backend,
+    session_client::Session,
 };
 
 fn batch_statement(app: &TestApp, sql: &str, params: Vec<pb::Value>) -> pb::BatchStatement {
@@ -563,6 +567,30 @@ async fn connect(app: &TestApp) -> Channel {
         .expect("connect")
 }
 
+/// Runs `sql` once per channel given, all at once; every call must succeed.
+async fn call_all(channels: impl Iterator<Item = Channel>, sql: &str) {
+    let calls: Vec<_> = channels
+        .map(|channel| {
+            let mut client = pb::query_client::QueryClient::new(channel);
+            let sql = sql.to_owned();
+            tokio::spawn(async move {
+                client
+                    .execute(pb::ExecuteRequest {
+                        sql,
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        within(WAIT, "a call", call)
+            .await
+            .expect("task")
+            .expect("every call is served");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_one_connection_has_at_most_max_concurrent_streams_calls_open() {
     const STREAMS: u32 = 4;
@@ -594,25 +622,8 @@ async fn postgres_one_connection_has_at_most_max_concurrent_streams_calls_open()
     let running = Arc::new(AtomicBool::new(true));
     let watch = watch_concurrency(&app, running.clone()).await;
     let started = Instant::now();
-    let calls: Vec<_> = (0..CALLS)
-        .map(|_| {
-            let mut client = pb::query_client::QueryClient::new(channels[0].clone());
-            let sql = sql.clone();
-            tokio::spawn(async move {
-                client
-                    .execute(pb::ExecuteRequest {
-                        sql,
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| ())
-            })
-        })
-        .collect();
-    for call in calls {
-        // The calls above the limit wait on the client's side: none fails.
-        call.await.expect("task").expect("every call is served");
-    }
+    // The calls above the limit wait on the client's side: none fails.
+    call_all((0..CALLS).map(|_| channels[0].clone()), &sql).await;
     let took = started.elapsed();
     running.store(false, Ordering::SeqCst);
     let most = watch.await.expect("watch");
@@ -627,67 +638,26 @@ async fn postgres_one_connection_has_at_most_max_concurrent_streams_calls_open()
     // The limit is per connection: two connections run twice as many.
     let running = Arc::new(AtomicBool::new(true));
     let watch = watch_concurrency(&app, running.clone()).await;
-    let calls: Vec<_> = (0..2 * STREAMS as usize)
-        .map(|i| {
-            let mut client = pb::query_client::QueryClient::new(channels[i % 2].clone());
-            let sql = sql.clone();
-            tokio::spawn(async move {
-                client
-                    .execute(pb::ExecuteRequest {
-                        sql,
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| ())
-            })
-        })
-        .collect();
-    for call in calls {
-        call.await.expect("task").expect("served");
-    }
+    call_all(
+        (0..2 * STREAMS as usize).map(|i| channels[i % 2].clone()),
+        &sql,
+    )
+    .await;
     running.store(false, Ordering::SeqCst);
     assert_eq!(watch.await.expect("watch"), 2 * i64::from(STREAMS));
 
     // Every open session is one stream: a fifth session on the same
     // connection waits until one of four ends.
-    use pb::{session_request::Request as R, session_response::Response as Answer};
+    let begin = || Session::begin_on(channels[0].clone(), pb::BeginSession::default());
     let mut sessions = Vec::new();
     for _ in 0..STREAMS {
-        let (requests, inbox) = tokio::sync::mpsc::channel(4);
-        requests
-            .send(pb::SessionRequest {
-                request: Some(R::Begin(pb::BeginSession::default())),
-            })
-            .await
-            .expect("begin");
-        let mut answers = pb::sessions_client::SessionsClient::new(channels[0].clone())
-            .attach(tokio_stream::wrappers::ReceiverStream::new(inbox))
-            .await
-            .expect("attach")
-            .into_inner();
-        let began = answers.message().await.expect("ok").expect("began");
-        assert!(
-            matches!(began.response, Some(Answer::Began(_))),
-            "{began:?}"
+        sessions.push(
+            within(WAIT, "a session begins", begin())
+                .await
+                .expect("began"),
         );
-        sessions.push((requests, answers));
     }
-    let (fifth_requests, inbox) = tokio::sync::mpsc::channel(4);
-    fifth_requests
-        .send(pb::SessionRequest {
-            request: Some(R::Begin(pb::BeginSession::default())),
-        })
-        .await
-        .expect("begin");
-    let mut sessions_client = pb::sessions_client::SessionsClient::new(channels[0].clone());
-    let mut fifth = tokio::spawn(async move {
-        let mut answers = sessions_client
-            .attach(tokio_stream::wrappers::ReceiverStream::new(inbox))
-            .await
-            .expect("attach")
-            .into_inner();
-        answers.message().await.expect("ok").expect("began")
-    });
+    let mut fifth = tokio::spawn(begin());
     assert!(
         tokio::time::timeout(Duration::from_millis(500), &mut fifth)
             .await
@@ -696,26 +666,15 @@ async fn postgres_one_connection_has_at_most_max_concurrent_streams_calls_open()
     );
     assert_eq!(app.pool_stats().await.open_sessions, STREAMS);
     // One session commits and its stream ends: the fifth begins.
-    let (requests, mut answers) = sessions.pop().expect("a session");
-    requests
-        .send(pb::SessionRequest {
-            request: Some(R::Commit(pb::CommitSession {})),
-        })
-        .await
-        .expect("commit");
-    let committed = answers.message().await.expect("ok").expect("committed");
-    assert!(matches!(committed.response, Some(Answer::Committed(_))));
-    drop(requests);
-    while answers.message().await.expect("clean end").is_some() {}
-    let began = tokio::time::timeout(Duration::from_secs(5), fifth)
-        .await
-        .expect("the fifth session begins once a stream is free")
-        .expect("task");
-    assert!(
-        matches!(began.response, Some(Answer::Began(_))),
-        "{began:?}"
-    );
+    sessions.pop().expect("a session").commit().await;
+    within(
+        Duration::from_secs(5),
+        "the fifth session begins once a stream is free",
+        fifth,
+    )
+    .await
+    .expect("task")
+    .expect("began");
     drop(sessions);
-    drop(fifth_requests);
     app.stop().await;
 }

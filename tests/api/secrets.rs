@@ -44,6 +44,25 @@ fn assert_status_clean(status: &tonic::Status, secrets: &[&str]) {
     }
 }
 
+/// Starts the binary on `url` (debug logs, a 1 s acquire timeout) and waits
+/// (up to 20 s) for it to exit by itself: its status and every line.
+async fn start_failing(url: &str) -> (std::process::ExitStatus, Vec<String>) {
+    Sqlgate::start(
+        &[
+            "--listen",
+            &free_address().to_string(),
+            "--database-url",
+            url,
+        ],
+        &[
+            ("SQLGATE_LOG_FILTER", "debug"),
+            ("SQLGATE_POOL__ACQUIRE_TIMEOUT", "1s"),
+        ],
+    )
+    .exited(Duration::from_secs(20))
+    .await
+}
+
 /// PostgreSQL roles of the test's own, dropped when the test ends.
 pub struct Roles {
     admin_url: String,
@@ -225,19 +244,7 @@ async fn postgres_passwords_in_the_database_url_never_reach_logs_or_callers() {
         ),
     ];
     for (url, says) in failing {
-        let sqlgate = Sqlgate::start(
-            &[
-                "--listen",
-                &free_address().to_string(),
-                "--database-url",
-                &url,
-            ],
-            &[
-                ("SQLGATE_LOG_FILTER", "debug"),
-                ("SQLGATE_POOL__ACQUIRE_TIMEOUT", "1s"),
-            ],
-        );
-        let (status, output) = sqlgate.exited(Duration::from_secs(20)).await;
+        let (status, output) = start_failing(&url).await;
         assert_eq!(status.code(), Some(1), "{url}: {output:?}");
         assert!(
             output.iter().any(|line| line.contains(says)),
@@ -284,19 +291,7 @@ async fn mysql_a_wrong_password_never_reaches_the_logs() {
         assert!(output.iter().any(|line| line.contains("sqlgate serving")));
         // A wrong one: start-up fails with the database's reason, no password.
         let url = format!("mysql://{user}:{wrong}@{host}/{database}");
-        let sqlgate = Sqlgate::start(
-            &[
-                "--listen",
-                &free_address().to_string(),
-                "--database-url",
-                &url,
-            ],
-            &[
-                ("SQLGATE_LOG_FILTER", "debug"),
-                ("SQLGATE_POOL__ACQUIRE_TIMEOUT", "1s"),
-            ],
-        );
-        let (status, failed) = sqlgate.exited(Duration::from_secs(20)).await;
+        let (status, failed) = start_failing(&url).await;
         assert_eq!(status.code(), Some(1), "{failed:?}");
         assert!(
             failed.iter().any(|line| line.contains("Access denied")),
