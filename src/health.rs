@@ -30,7 +30,7 @@ use tonic_health::pb::{
     health_server::Health,
 };
 
-use crate::{config::HealthSettings, db::Database};
+use crate::{config::HealthSettings, db::PoolHandle};
 
 /// Follows the process only.
 pub const LIVENESS: &str = "liveness";
@@ -52,7 +52,7 @@ pub struct HealthState {
 }
 
 /// What the last probe found, for GetPoolStats. (Whether the database is
-/// reachable is the pool's own flag, `Database::is_reachable`.)
+/// reachable is the pool's own flag, `PoolHandle::is_reachable`.)
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProbeReport {
     /// How long the last probe took.
@@ -114,7 +114,7 @@ impl HealthState {
 
 /// Runs the probe every `settings.probe_interval` until `stop` is cancelled.
 pub fn spawn_probe(
-    db: Arc<Database>,
+    db: Arc<dyn PoolHandle>,
     state: Arc<HealthState>,
     settings: HealthSettings,
     stop: CancellationToken,
@@ -170,7 +170,10 @@ pub fn spawn_probe(
 }
 
 /// Logs the pool's figures once a minute at debug level.
-pub fn spawn_pool_log(db: Arc<Database>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub fn spawn_pool_log(
+    db: Arc<dyn PoolHandle>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_secs(60));
         loop {

@@ -1,17 +1,23 @@
-//! [`Application`]: binds the listener (port 0 picks a free one), connects
-//! the pool, and serves until the shutdown future resolves; then readiness
-//! goes NOT_SERVING, the server stops and the pool is closed.
+//! [`Application`]: everything is chosen and wired in [`Application::build`]
+//! — the backend (read once from the URL; from then on a type parameter),
+//! the pool, the engine, the sessions, the five services, the health probe
+//! — and the listener bound (port 0 picks a free one).
+//! [`Application::run_until_stopped`] only serves and drains: when the
+//! shutdown future resolves, readiness goes NOT_SERVING, open sessions roll
+//! back, calls get the drain timeout to finish, what still runs is cut, and
+//! the pool is closed.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::net::TcpListener;
+use sqlx::{MySql, Postgres, Sqlite};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::pb::health_server::HealthServer;
 
 use crate::{
     config::Settings,
-    db::Database,
+    db::{Backend, Database, Driver, PoolHandle},
     error::Error,
     grpc::{AdminService, QueryService, SessionService, pb, transport},
     health::{self, HealthService, HealthState},
@@ -21,38 +27,47 @@ use crate::{
 
 /// How long closing the pool may wait, after the drain, for connections
 /// whose cut statements are still being cancelled.
-const POOL_CLOSE_BOUND: std::time::Duration = std::time::Duration::from_secs(3);
+const POOL_CLOSE_BOUND: Duration = Duration::from_secs(3);
 
-/// A bound, connected, not yet serving sqlgate.
+/// A wired, bound, not yet serving sqlgate.
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
-    database: Arc<Database>,
+    routes: Routes,
+    pool: Arc<dyn PoolHandle>,
+    health: Arc<HealthState>,
+    sessions: Arc<SessionRegistry>,
+    background: Background,
     settings: Settings,
 }
 
 impl Application {
-    /// Connects the pool and binds the listener.
+    /// Connects the pool of the backend the URL names, wires every service
+    /// over it, starts the health probe, and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, Error> {
-        let database = Arc::new(
-            Database::connect(
-                &settings.database_url,
-                &settings.pool,
-                settings.deadlines.longest(),
-            )
-            .await?,
-        );
+        let backend = Backend::from_url(&settings.database_url)
+            .ok_or_else(|| Error::Unavailable("unsupported database URL scheme".to_owned()))?;
+        let wired = match backend {
+            Backend::Postgres => wire::<Postgres>(&settings).await?,
+            Backend::MySql => wire::<MySql>(&settings).await?,
+            Backend::Sqlite => wire::<Sqlite>(&settings).await?,
+        };
         let listener = TcpListener::bind(settings.listen).await.map_err(|err| {
             Error::Internal(format!("cannot listen on {}: {err}", settings.listen))
         })?;
         let address = listener
             .local_addr()
             .map_err(|err| Error::Internal(format!("no local address: {err}")))?;
+        let background = Background::start(&wired.pool, &wired.health, &settings);
         Ok(Self {
             listener,
             address,
-            database,
+            routes: wired.routes,
+            pool: wired.pool,
+            health: wired.health,
+            sessions: wired.sessions,
+            background,
             settings,
         })
     }
@@ -62,7 +77,7 @@ impl Application {
         self.address
     }
 
-    /// Serves until `shutdown` resolves, then closes the pool.
+    /// Serves until `shutdown` resolves, then drains and closes the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -70,86 +85,143 @@ impl Application {
         let Self {
             listener,
             address,
-            database,
+            routes,
+            pool,
+            health,
+            sessions,
+            background,
             settings,
         } = self;
-        let health = HealthState::new();
-        let background = CancellationToken::new();
-        let probe = health::spawn_probe(
-            database.clone(),
-            health.clone(),
-            settings.health.clone(),
-            background.clone(),
-        );
-        let pool_log = health::spawn_pool_log(database.clone(), background.clone());
-        let health_service = HealthServer::new(HealthService::new(health.clone()));
-        let engine = QueryEngine::new(database.clone(), settings.limits.clone());
-        let max_request = settings.transport.max_request_bytes;
-        let query = pb::query_server::QueryServer::new(QueryService::new(
-            engine,
-            settings.deadlines.clone(),
-        ))
-        .max_decoding_message_size(max_request);
-        let sessions =
-            SessionRegistry::new(settings.sessions.clone(), settings.pool.max_connections);
-        let session_service =
-            pb::sessions_server::SessionsServer::new(SessionService::new(SessionManager::new(
-                database.clone(),
-                sessions.clone(),
-                settings.deadlines.session_execute,
-                settings.limits.clone(),
-            )))
-            .max_decoding_message_size(max_request);
-        let admin = pb::admin_server::AdminServer::new(AdminService::new(
-            database.clone(),
-            sessions.clone(),
-            health.clone(),
-        ));
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|err| Error::Internal(format!("reflection: {err}")))?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .map_err(|err| Error::Internal(format!("reflection: {err}")))?;
-
         tracing::info!(
             %address,
-            backend = database.backend().name(),
+            backend = pool.backend().name(),
             max_connections = settings.pool.max_connections,
             "sqlgate serving"
         );
-        let routes = Routes::new(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(query)
-            .add_service(session_service)
-            .add_service(admin);
-        let health_on_stop = health.clone();
-        let sessions_on_stop = sessions.clone();
         let drain = settings.shutdown.drain_timeout;
         transport::serve(listener, routes, &settings.transport, drain, async move {
             shutdown.await;
             // Readiness first, so that no new traffic is sent here.
-            health_on_stop.set_stopping();
+            health.set_stopping();
             tracing::info!("shutting down: not ready, draining");
             // Open sessions would hold the drain open: roll them back first
             // (new ones are refused from now on).
-            sessions_on_stop.shut_down(drain).await;
+            sessions.shut_down(drain).await;
         })
         .await;
         // The drain is over: whatever still runs is cut and cancelled on
         // the server, so that closing the pool does not wait for it.
-        database.cut_in_flight();
-        background.cancel();
-        let _ = tokio::join!(probe, pool_log);
-        database.close(POOL_CLOSE_BOUND).await;
+        pool.cut_in_flight();
+        background.stop().await;
+        pool.close(POOL_CLOSE_BOUND).await;
         tracing::info!("pool closed; stopped");
         Ok(())
+    }
+}
+
+/// What [`wire`] builds for one backend; nothing in it names the backend.
+struct Wired {
+    routes: Routes,
+    pool: Arc<dyn PoolHandle>,
+    health: Arc<HealthState>,
+    sessions: Arc<SessionRegistry>,
+}
+
+/// Connects the pool of backend `DB` and builds every service over it.
+async fn wire<DB: Driver>(settings: &Settings) -> Result<Wired, Error> {
+    let database = Arc::new(
+        Database::<DB>::connect(
+            &settings.database_url,
+            &settings.pool,
+            settings.deadlines.longest(),
+        )
+        .await?,
+    );
+    let pool: Arc<dyn PoolHandle> = database.clone();
+    let health = HealthState::new();
+    let sessions = SessionRegistry::new(settings.sessions.clone(), settings.pool.max_connections);
+    let max_request = settings.transport.max_request_bytes;
+
+    let engine = QueryEngine::new(database.clone(), settings.limits.clone());
+    let query =
+        pb::query_server::QueryServer::new(QueryService::new(engine, settings.deadlines.clone()))
+            .max_decoding_message_size(max_request);
+    let manager = SessionManager::new(
+        database,
+        sessions.clone(),
+        settings.deadlines.session_execute,
+        settings.limits.clone(),
+    );
+    let session_service = pb::sessions_server::SessionsServer::new(SessionService::new(manager))
+        .max_decoding_message_size(max_request);
+    let admin = pb::admin_server::AdminServer::new(AdminService::new(
+        pool.clone(),
+        sessions.clone(),
+        health.clone(),
+    ));
+    let routes = Routes::new(HealthServer::new(HealthService::new(health.clone())))
+        .add_service(reflection().build_v1().map_err(reflection_error)?)
+        .add_service(reflection().build_v1alpha().map_err(reflection_error)?)
+        .add_service(query)
+        .add_service(session_service)
+        .add_service(admin);
+    Ok(Wired {
+        routes,
+        pool,
+        health,
+        sessions,
+    })
+}
+
+/// Reflection over sqlgate's protos and the ones they import, so that
+/// grpcurl and similar tools need no proto files.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Reflection is built from descriptors compiled in; failing is a build defect.
+fn reflection_error(err: tonic_reflection::server::Error) -> Error {
+    Error::Internal(format!("reflection: {err}"))
+}
+
+/// The health probe and the periodic pool log: started when the
+/// application is built, stopped after the drain (or when an application
+/// that never served is dropped).
+#[derive(Debug)]
+struct Background {
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(pool: &Arc<dyn PoolHandle>, health: &Arc<HealthState>, settings: &Settings) -> Self {
+        let stop = CancellationToken::new();
+        let tasks = vec![
+            health::spawn_probe(
+                pool.clone(),
+                health.clone(),
+                settings.health.clone(),
+                stop.clone(),
+            ),
+            health::spawn_pool_log(pool.clone(), stop.clone()),
+        ];
+        Self { stop, tasks }
+    }
+
+    /// Stops the tasks and waits for them.
+    async fn stop(mut self) {
+        self.stop.cancel();
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::pool::Backend;
+use super::Backend;
 use crate::config::PoolSettings;
 
 /// How many recent acquire waits the percentiles are computed over.

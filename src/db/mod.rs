@@ -1,18 +1,26 @@
-//! The database side: one sea-orm-managed pool, which backend it talks to,
-//! how sqlgate acquires from it (counting waiters, which sqlx does not), and
-//! what differs between backends outside of values (cancelling a statement).
+//! The database side: which backend (chosen once, then a type parameter),
+//! the pool and how sqlgate acquires from it (counting waiters, which sqlx
+//! does not), the one way a connection is held for work and given back
+//! ([`transaction`]), and what differs between backends outside of values.
 
+mod backend;
 mod deadline;
 mod dialect;
+mod driver;
+mod handle;
 mod interrupt;
 mod metrics;
 mod pool;
 mod timeouts;
+pub(crate) mod transaction;
 
+pub use backend::Backend;
 pub use deadline::Deadline;
 pub(crate) use deadline::{Cut, within};
+pub(crate) use dialect::Dialect;
 pub use dialect::Isolation;
-pub(crate) use dialect::{Dialect, abandon};
+pub(crate) use driver::Driver;
+pub use handle::PoolHandle;
 pub(crate) use interrupt::Interrupt;
 pub use metrics::PoolSnapshot;
-pub use pool::{Backend, Database, DbPool};
+pub(crate) use pool::Database;

@@ -8,23 +8,23 @@ use super::{
     convert::duration,
     pb::{self, admin_server::Admin},
 };
-use crate::{db::Database, error::Error, health::HealthState, session::SessionRegistry};
+use crate::{db::PoolHandle, error::Error, health::HealthState, session::SessionRegistry};
 
 /// How long TerminateSession waits for the session to have rolled back.
 const TERMINATE_WAIT: Duration = Duration::from_secs(5);
 
 /// The Admin service.
 #[derive(Debug, Clone)]
-pub struct AdminService {
-    db: Arc<Database>,
+pub(crate) struct AdminService {
+    db: Arc<dyn PoolHandle>,
     sessions: Arc<SessionRegistry>,
     health: Arc<HealthState>,
 }
 
 impl AdminService {
     /// Reports on `db`, `sessions` and the health probe.
-    pub fn new(
-        db: Arc<Database>,
+    pub(crate) fn new(
+        db: Arc<dyn PoolHandle>,
         sessions: Arc<SessionRegistry>,
         health: Arc<HealthState>,
     ) -> Self {

@@ -11,9 +11,9 @@ mod row_batch;
 mod session_service;
 pub(crate) mod transport;
 
-pub use admin_service::AdminService;
-pub use query_service::QueryService;
-pub use session_service::SessionService;
+pub(crate) use admin_service::AdminService;
+pub(crate) use query_service::QueryService;
+pub(crate) use session_service::SessionService;
 
 /// Code generated from `proto/sqlgate/v1/*.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

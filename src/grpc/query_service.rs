@@ -13,18 +13,18 @@ use super::{
     deadline::call_deadline,
     pb::{self, query_server::Query},
 };
-use crate::{config::DeadlineSettings, error::DeadlinePhase, query::QueryEngine};
+use crate::{config::DeadlineSettings, db::Driver, error::DeadlinePhase, query::QueryEngine};
 
 /// The Query service over one engine.
-#[derive(Debug, Clone)]
-pub struct QueryService {
-    engine: QueryEngine,
+#[derive(Debug)]
+pub(crate) struct QueryService<DB: Driver> {
+    engine: QueryEngine<DB>,
     deadlines: DeadlineSettings,
 }
 
-impl QueryService {
+impl<DB: Driver> QueryService<DB> {
     /// Serves Query calls with `engine`, each bounded per `deadlines`.
-    pub fn new(engine: QueryEngine, deadlines: DeadlineSettings) -> Self {
+    pub(crate) fn new(engine: QueryEngine<DB>, deadlines: DeadlineSettings) -> Self {
         Self { engine, deadlines }
     }
 }
@@ -32,7 +32,7 @@ impl QueryService {
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ResultFrame, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Query for QueryService {
+impl<DB: Driver> Query for QueryService<DB> {
     async fn execute(
         &self,
         request: Request<pb::ExecuteRequest>,

@@ -15,20 +15,23 @@ use super::{
     convert,
     pb::{self, sessions_server::Sessions},
 };
-use crate::session::{Inbound, SessionManager};
+use crate::{
+    db::Driver,
+    session::{Inbound, SessionManager},
+};
 
 /// Requests read ahead of the session (the client may pipeline).
 const INBOX: usize = 16;
 
 /// The Sessions service.
-#[derive(Debug, Clone)]
-pub struct SessionService {
-    manager: SessionManager,
+#[derive(Debug)]
+pub(crate) struct SessionService<DB: Driver> {
+    manager: SessionManager<DB>,
 }
 
-impl SessionService {
+impl<DB: Driver> SessionService<DB> {
     /// Serves sessions with `manager`.
-    pub fn new(manager: SessionManager) -> Self {
+    pub(crate) fn new(manager: SessionManager<DB>) -> Self {
         Self { manager }
     }
 }
@@ -36,7 +39,7 @@ impl SessionService {
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SessionResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Sessions for SessionService {
+impl<DB: Driver> Sessions for SessionService<DB> {
     type AttachStream = ResponseStream;
 
     async fn attach(

@@ -1,4 +1,4 @@
-//! [`QueryEngine`]: the three Query operations over the configured pool.
+//! [`QueryEngine`]: the three Query operations over the pool.
 //!
 //! Each unit of database work runs in a task of its own, so a caller that
 //! goes away mid-call cannot cut it in half (a dropped sqlx future can leave
@@ -13,38 +13,46 @@
 
 use std::sync::Arc;
 
-use sqlx::{
-    AssertSqlSafe, Executor, IntoArguments, MySql, Pool, Postgres, Sqlite, pool::PoolConnection,
-};
 use tokio::sync::mpsc;
 
 use super::{
-    codec::Codec,
-    executor::{Failure, QueryOutput, ResultBudget, collect},
+    executor::{QueryOutput, ResultBudget, collect},
     statement::Statement,
     stream::{StreamEvent, run_stream},
 };
 use crate::{
     config::LimitSettings,
-    db::{self, Backend, Cut, Database, DbPool, Deadline, Dialect, Interrupt, abandon},
+    db::{
+        self, Cut, Database, Deadline, Driver,
+        transaction::{Begin, Checkout, Failure},
+    },
     error::{DeadlinePhase, Error},
 };
 
 /// Runs statements for the Query service.
-#[derive(Debug, Clone)]
-pub struct QueryEngine {
-    db: Arc<Database>,
+#[derive(Debug)]
+pub(crate) struct QueryEngine<DB: Driver> {
+    db: Arc<Database<DB>>,
     limits: LimitSettings,
 }
 
-impl QueryEngine {
+impl<DB: Driver> Clone for QueryEngine<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+impl<DB: Driver> QueryEngine<DB> {
     /// An engine over `db`, capped by `limits`.
-    pub fn new(db: Arc<Database>, limits: LimitSettings) -> Self {
+    pub(crate) fn new(db: Arc<Database<DB>>, limits: LimitSettings) -> Self {
         Self { db, limits }
     }
 
     /// The caps in force, for request validation.
-    pub fn limits(&self) -> &LimitSettings {
+    pub(crate) fn limits(&self) -> &LimitSettings {
         &self.limits
     }
 
@@ -69,7 +77,7 @@ impl QueryEngine {
     }
 
     /// Runs one statement and returns its whole result.
-    pub async fn execute(
+    pub(crate) async fn execute(
         &self,
         statement: Statement,
         max_rows: u32,
@@ -82,7 +90,7 @@ impl QueryEngine {
     }
 
     /// Runs several statements in one transaction: all commit or none do.
-    pub async fn execute_batch(
+    pub(crate) async fn execute_batch(
         &self,
         statements: Vec<Statement>,
         max_rows: u32,
@@ -115,23 +123,9 @@ impl QueryEngine {
         deadline.check(DeadlinePhase::BeforeStart)?;
         let db = self.db.clone();
         self.db.count_call();
-        spawn_unit(async move {
-            let (db, statements) = (&db, &statements);
-            match db.pool().clone() {
-                DbPool::Postgres(pool) => {
-                    Box::pin(run_unit::<Postgres>(
-                        db, &pool, statements, budget, deadline,
-                    ))
-                    .await
-                }
-                DbPool::MySql(pool) => {
-                    Box::pin(run_unit::<MySql>(db, &pool, statements, budget, deadline)).await
-                }
-                DbPool::Sqlite(pool) => {
-                    Box::pin(run_unit::<Sqlite>(db, &pool, statements, budget, deadline)).await
-                }
-            }
-        })
+        spawn_unit(Box::pin(async move {
+            run_unit(&db, &statements, budget, deadline).await
+        }))
         .await
     }
 
@@ -140,7 +134,7 @@ impl QueryEngine {
     /// The channel is bounded, so a slow reader slows the query; dropping the
     /// receiver, or the deadline passing, cancels the statement on the
     /// server and closes its connection.
-    pub fn execute_stream(
+    pub(crate) fn execute_stream(
         &self,
         statement: Statement,
         deadline: Deadline,
@@ -149,32 +143,13 @@ impl QueryEngine {
         let db = self.db.clone();
         let limits = self.limits.clone();
         self.db.count_call();
-        tokio::spawn(async move {
-            let outcome = match db.pool().clone() {
-                DbPool::Postgres(pool) => {
-                    Box::pin(run_stream::<Postgres>(
-                        &db, &pool, &statement, &limits, deadline, &sender,
-                    ))
-                    .await
-                }
-                DbPool::MySql(pool) => {
-                    Box::pin(run_stream::<MySql>(
-                        &db, &pool, &statement, &limits, deadline, &sender,
-                    ))
-                    .await
-                }
-                DbPool::Sqlite(pool) => {
-                    Box::pin(run_stream::<Sqlite>(
-                        &db, &pool, &statement, &limits, deadline, &sender,
-                    ))
-                    .await
-                }
-            };
+        tokio::spawn(Box::pin(async move {
+            let outcome = run_stream(&db, &statement, &limits, deadline, &sender).await;
             if let Err(error) = outcome {
                 // The receiver may be gone already; nothing else to tell.
                 let _ = sender.send(Err(error)).await;
             }
-        });
+        }));
         receiver
     }
 }
@@ -194,102 +169,66 @@ async fn spawn_unit<T: Send + 'static>(
 /// One unit of work on one connection within `deadline`: a plain read as
 /// it is, anything else in a transaction. On success or a clean failure
 /// the connection goes back to the pool; otherwise it is abandoned.
-async fn run_unit<DB>(
-    db: &Database,
-    pool: &Pool<DB>,
+async fn run_unit<DB: Driver>(
+    db: &Database<DB>,
     statements: &[Statement],
     budget: ResultBudget,
     deadline: Deadline,
-) -> Result<Vec<QueryOutput>, Error>
-where
-    DB: Codec + Dialect,
-    DB::Arguments: IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    let mut conn = db.acquire_within(pool, &deadline).await?;
-    let only_reads =
-        statements.iter().all(Statement::is_plain_read) && db.backend() != Backend::Sqlite;
+) -> Result<Vec<QueryOutput>, Error> {
     // The server id costs a round trip; fetch it only for shapes that ran
     // out their deadline before, so that a repeat can be cancelled and the
     // connection kept (see `TimeoutMemory`).
     let want_server_id = statements
         .iter()
         .any(|statement| db.timed_out().has_timed_out(&statement.fingerprint));
-    let interrupt = Interrupt::new(&deadline);
-    let armed = tokio::time::timeout_at(deadline.instant(), async {
-        let server_id = DB::arm(&mut conn, &interrupt, want_server_id).await?;
-        Ok::<_, sqlx::Error>(server_id)
-    })
-    .await;
-    let server_id = match armed {
-        Ok(Ok(id)) => id,
-        Ok(Err(err)) => {
-            tokio::spawn(abandon(DB::control_pool(db), conn, interrupt, None, false));
-            return Err(err.into());
-        }
-        Err(_) => {
-            tokio::spawn(abandon(DB::control_pool(db), conn, interrupt, None, false));
-            return Err(Error::DeadlineExceeded(DeadlinePhase::Database));
-        }
-    };
+    let mut checkout = Checkout::take(db, &deadline, want_server_id).await?;
+    let only_reads =
+        DB::PLAIN_READS_OUTSIDE_TRANSACTION && statements.iter().all(Statement::is_plain_read);
 
     let work = async {
         if only_reads {
             let mut budget = budget;
             let mut outputs = Vec::with_capacity(statements.len());
             for statement in statements {
-                outputs.push(collect::<DB>(&mut conn, statement, &mut budget).await?);
+                outputs.push(collect::<DB>(checkout.connection(), statement, &mut budget).await?);
             }
             Ok(outputs)
         } else {
-            run_in_transaction::<DB>(&mut conn, statements, budget, &deadline).await
+            run_in_transaction(&mut checkout, statements, budget, &deadline).await
         }
     };
     match db::within(&deadline, db.drained(), work).await {
         Ok(Ok(outputs)) => {
-            DB::disarm(&mut conn).await;
+            checkout.release().await;
             Ok(outputs)
         }
         Ok(Err(failure)) => {
-            let error = failure.error.after_deadline(deadline.expired());
             if deadline.expired() {
                 // Stopped by the database's own limit (SET LOCAL
                 // statement_timeout) or cut off mid-result: either way it
                 // ran out its deadline, and next time sqlgate may be first.
                 remember_timeout(db, statements);
             }
-            if failure.connection_dirty {
-                tokio::spawn(abandon(
-                    DB::control_pool(db),
-                    conn,
-                    interrupt,
-                    server_id,
-                    !only_reads,
-                ));
+            if failure.leaves_connection_dirty() {
+                checkout.abandon();
             } else {
-                DB::disarm(&mut conn).await;
+                checkout.release().await;
             }
-            Err(error)
+            Err(failure.into_answer().after_deadline(deadline.expired()))
         }
         Err(cut) => {
             // Answer now; stop the statement and recover or close the connection behind.
             if cut == Cut::Deadline {
                 remember_timeout(db, statements);
             }
-            tokio::spawn(abandon(
-                DB::control_pool(db),
-                conn,
-                interrupt,
-                server_id,
-                !only_reads,
-            ));
+            checkout.abandon();
             Err(cut.error())
         }
     }
 }
 
 /// Notes the shapes of a unit that ran out its deadline on the database.
-fn remember_timeout(db: &Database, statements: &[Statement]) {
+fn remember_timeout<DB: Driver>(db: &Database<DB>, statements: &[Statement]) {
     for statement in statements {
         db.timed_out().remember(&statement.fingerprint);
     }
@@ -299,59 +238,38 @@ fn remember_timeout(db: &Database, statements: &[Statement]) {
 /// COMMIT; ROLLBACK on the first failure. A failure that left rows in
 /// flight is returned dirty instead, for the caller to close the connection
 /// (which ends the transaction on the server).
-async fn run_in_transaction<DB>(
-    conn: &mut PoolConnection<DB>,
+async fn run_in_transaction<DB: Driver>(
+    checkout: &mut Checkout<DB>,
     statements: &[Statement],
     mut budget: ResultBudget,
     deadline: &Deadline,
-) -> Result<Vec<QueryOutput>, Failure>
-where
-    DB: Codec + Dialect,
-    DB::Arguments: IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    raw(conn, DB::begin_sql(deadline)).await?;
+) -> Result<Vec<QueryOutput>, Failure> {
+    checkout.begin(Begin::Bounded(deadline)).await?;
     let mut outputs = Vec::with_capacity(statements.len());
     for (index, statement) in statements.iter().enumerate() {
-        match collect::<DB>(conn, statement, &mut budget).await {
-            Ok(output) => outputs.push(output),
-            Err(failure) if failure.connection_dirty => {
-                return Err(in_batch(statements.len(), index, failure));
+        let failure = match collect::<DB>(checkout.connection(), statement, &mut budget).await {
+            Ok(output) => {
+                outputs.push(output);
+                continue;
             }
-            Err(failure) => {
-                let failure = rollback_after(conn, failure).await;
-                if failure.connection_dirty {
-                    return Err(in_batch(statements.len(), index, failure));
-                }
-                if statements.len() == 1 && failure.error.is_forbidden_in_transaction() {
-                    // VACUUM, CREATE DATABASE, …: refused inside a
-                    // transaction, did nothing, atomic on their own.
-                    return Ok(vec![collect::<DB>(conn, statement, &mut budget).await?]);
-                }
-                return Err(in_batch(statements.len(), index, failure));
-            }
+            Err(failure) if failure.leaves_connection_dirty() => failure,
+            Err(failure) => checkout.rollback_after(failure).await,
+        };
+        let forbidden_in_transaction = matches!(
+            &failure,
+            Failure::Clean(error) if error.is_forbidden_in_transaction()
+        );
+        if statements.len() == 1 && forbidden_in_transaction {
+            // VACUUM, CREATE DATABASE, …: refused inside a transaction,
+            // did nothing, atomic on their own.
+            return Ok(vec![
+                collect::<DB>(checkout.connection(), statement, &mut budget).await?,
+            ]);
         }
+        return Err(in_batch(statements.len(), index, failure));
     }
-    raw(conn, "COMMIT".to_owned()).await?;
+    checkout.commit().await?;
     Ok(outputs)
-}
-
-/// Rolls back after `failure`. If the rollback itself fails (SQLite may
-/// have rolled back already when a statement was interrupted; the
-/// connection may be gone), the connection's state is unknown: the original
-/// error stands and the connection is marked for closing.
-pub(crate) async fn rollback_after<DB>(conn: &mut PoolConnection<DB>, failure: Failure) -> Failure
-where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    match raw(conn, "ROLLBACK".to_owned()).await {
-        Ok(()) => failure,
-        Err(_) => Failure {
-            error: failure.error,
-            connection_dirty: true,
-        },
-    }
 }
 
 /// Names the failed statement when there is more than one.
@@ -359,23 +277,8 @@ fn in_batch(count: usize, index: usize, failure: Failure) -> Failure {
     if count <= 1 {
         return failure;
     }
-    Failure {
-        error: Error::InBatch {
-            index,
-            source: Box::new(failure.error),
-        },
-        connection_dirty: failure.connection_dirty,
-    }
-}
-
-/// Runs transaction control text (BEGIN/COMMIT/ROLLBACK).
-pub(crate) async fn raw<DB>(conn: &mut PoolConnection<DB>, sql: String) -> Result<(), Failure>
-where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    conn.execute(sqlx::raw_sql(AssertSqlSafe(sql)))
-        .await
-        .map(|_| ())
-        .map_err(Failure::from_driver)
+    failure.map_error(|error| Error::InBatch {
+        index,
+        source: Box::new(error),
+    })
 }

@@ -7,14 +7,17 @@
 //! must be cancelled and closed, never returned to the pool.
 
 use futures::TryStreamExt;
-use sqlx::{AssertSqlSafe, Either, Executor, IntoArguments, Row, SqlSafeStr, Statement as _};
+use sqlx::{Either, Row, Statement as _};
 
 use super::{
     codec::Codec,
     statement::Statement,
     value::{ColumnInfo, SqlValue, row_wire_len},
 };
-use crate::error::Error;
+use crate::{
+    db::{Driver, transaction::Failure},
+    error::Error,
+};
 
 /// The whole result of one statement.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -25,40 +28,6 @@ pub struct QueryOutput {
     pub rows: Vec<Vec<SqlValue>>,
     /// Rows inserted, updated or deleted.
     pub rows_affected: u64,
-}
-
-/// An error, and whether it left the connection mid-result.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    pub(crate) error: Error,
-    /// True when rows may still be in flight: cancel and close the connection.
-    pub(crate) connection_dirty: bool,
-}
-
-impl Failure {
-    pub(crate) fn clean(error: Error) -> Self {
-        Self {
-            error,
-            connection_dirty: false,
-        }
-    }
-
-    pub(crate) fn dirty(error: Error) -> Self {
-        Self {
-            error,
-            connection_dirty: true,
-        }
-    }
-
-    /// A driver error: the protocol stays in sync only when the database
-    /// itself reported the error.
-    pub(crate) fn from_driver(err: sqlx::Error) -> Self {
-        let in_sync = matches!(err, sqlx::Error::Database(_));
-        Self {
-            error: err.into(),
-            connection_dirty: !in_sync,
-        }
-    }
 }
 
 /// How many rows and bytes a unary result may still take.
@@ -149,15 +118,13 @@ pub(crate) async fn run_statement<DB, S>(
     sink: &mut S,
 ) -> Result<u64, Failure>
 where
-    DB: Codec,
+    DB: Driver,
     S: RowSink<DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
     if let Some(expected) = DB::expected_parameters(&statement.sql)
         && expected != statement.params.len()
     {
-        return Err(Failure::clean(Error::invalid_request(
+        return Err(Failure::Clean(Error::invalid_request(
             "params",
             format!(
                 "the statement takes {expected} parameters; {} were given",
@@ -165,19 +132,16 @@ where
             ),
         )));
     }
-    let args = DB::encode_params(&statement.params).map_err(Failure::clean)?;
+    let args = DB::encode_params(&statement.params).map_err(Failure::Clean)?;
     let text = DB::statement_text(&statement.sql, &statement.params);
     let mut plan: Option<RowPlan<DB>> = None;
     let mut rows_affected = 0;
     {
-        let query = sqlx::query_with(AssertSqlSafe(text.clone()), args);
-        let mut results = conn.fetch_many(query);
+        let mut results = DB::fetch_many(conn, text.clone(), args);
         loop {
             let next = tokio::select! {
                 next = results.try_next() => next.map_err(Failure::from_driver)?,
-                () = sink.consumer_gone() => {
-                    return Err(Failure::dirty(Error::Internal("consumer gone".to_owned())));
-                }
+                () = sink.consumer_gone() => return Err(Failure::ReaderGone),
             };
             let Some(item) = next else { break };
             match item {
@@ -185,12 +149,12 @@ where
                 Either::Right(row) => {
                     if plan.is_none() {
                         let new_plan =
-                            RowPlan::<DB>::from_columns(row.columns()).map_err(Failure::dirty)?;
+                            RowPlan::<DB>::from_columns(row.columns()).map_err(Failure::Dirty)?;
                         sink.columns(&new_plan.columns).await?;
                         plan = Some(new_plan);
                     }
                     if let Some(plan) = &plan {
-                        let values = plan.decode_row(&row).map_err(Failure::dirty)?;
+                        let values = plan.decode_row(&row).map_err(Failure::Dirty)?;
                         sink.row(values).await?;
                     }
                 }
@@ -200,11 +164,10 @@ where
     if plan.is_none() {
         // No rows: describe the statement for its columns. sqlx caches
         // prepared statements by text, so this is usually free.
-        let described = conn
-            .prepare_with(AssertSqlSafe(text).into_sql_str(), &[])
+        let described = DB::prepare(conn, text)
             .await
             .map_err(Failure::from_driver)?;
-        let plan = RowPlan::<DB>::from_columns(described.columns()).map_err(Failure::clean)?;
+        let plan = RowPlan::<DB>::from_columns(described.columns()).map_err(Failure::Clean)?;
         sink.columns(&plan.columns).await?;
     }
     // Drivers report a SELECT's row count (PostgreSQL) or the previous
@@ -229,7 +192,7 @@ impl<DB: Codec> RowSink<DB> for Collector<'_> {
     }
 
     async fn row(&mut self, row: Vec<SqlValue>) -> Result<(), Failure> {
-        self.budget.take(&row).map_err(Failure::dirty)?;
+        self.budget.take(&row).map_err(Failure::Dirty)?;
         self.output.rows.push(row);
         Ok(())
     }
@@ -247,9 +210,7 @@ pub(crate) async fn collect<DB>(
     budget: &mut ResultBudget,
 ) -> Result<QueryOutput, Failure>
 where
-    DB: Codec,
-    DB::Arguments: IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB: Driver,
 {
     let mut collector = Collector {
         output: QueryOutput::default(),

@@ -5,6 +5,7 @@
 pub(crate) mod codec;
 mod engine;
 pub(crate) mod executor;
+pub(crate) mod frames;
 mod mysql;
 mod placeholders;
 mod postgres;
@@ -13,7 +14,7 @@ pub mod statement;
 pub(crate) mod stream;
 pub mod value;
 
-pub use engine::QueryEngine;
+pub(crate) use engine::QueryEngine;
 pub use executor::QueryOutput;
 pub use statement::Statement;
 pub use stream::{StreamEvent, StreamStats};

@@ -7,19 +7,20 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{Executor, IntoArguments, Pool};
 use tokio::sync::mpsc;
 
 use super::{
-    codec::Codec,
-    engine::{raw, rollback_after},
-    executor::{Failure, RowSink, run_statement},
+    executor::run_statement,
+    frames::FrameSink,
     statement::Statement,
-    value::{ColumnInfo, SqlValue, row_wire_len},
+    value::{ColumnInfo, SqlValue},
 };
 use crate::{
     config::LimitSettings,
-    db::{self, Backend, Database, Deadline, Dialect, Interrupt, abandon},
+    db::{
+        self, Database, Deadline, Driver,
+        transaction::{Begin, Checkout, Failure},
+    },
     error::Error,
 };
 
@@ -47,206 +48,42 @@ pub struct StreamStats {
 
 type Sender = mpsc::Sender<Result<StreamEvent, Error>>;
 
-/// Cuts a stream of rows into frames by count and encoded size.
-/// Shared by ExecuteStream and session results.
-#[derive(Debug)]
-struct FrameBatcher {
-    pending: Vec<Vec<SqlValue>>,
-    /// The encoded bytes of `pending` inside a `RowBatch`.
-    pending_bytes: usize,
-    rows_returned: u64,
-    max_rows: usize,
-    /// The bytes the rows of one frame may take: the frame's limit less the
-    /// `ResultFrame` field around them.
-    max_row_bytes: usize,
-}
-
-impl FrameBatcher {
-    /// Frames of at most `limits.stream_batch_rows` rows, each a
-    /// `ResultFrame` of at most `limits.stream_batch_bytes` encoded bytes,
-    /// except that a single row larger than that travels alone.
-    fn new(limits: &LimitSettings) -> Self {
-        let max_bytes = limits.stream_batch_bytes;
-        // `ResultFrame.rows` (field 2): a one-byte key and the batch's length.
-        let frame_overhead = 1 + prost::encoding::encoded_len_varint(max_bytes as u64);
-        Self {
-            pending: Vec::new(),
-            pending_bytes: 0,
-            rows_returned: 0,
-            max_rows: limits.stream_batch_rows.max(1),
-            max_row_bytes: max_bytes.saturating_sub(frame_overhead),
-        }
-    }
-
-    /// The pending rows, when a row of `size` bytes would not fit beside them.
-    fn make_room(&mut self, size: usize) -> Option<Vec<Vec<SqlValue>>> {
-        if !self.pending.is_empty() && self.pending_bytes + size > self.max_row_bytes {
-            self.take()
-        } else {
-            None
-        }
-    }
-
-    /// Adds a row of `size` bytes (after [`FrameBatcher::make_room`]);
-    /// returns a full frame's rows when one is ready to send.
-    fn push(&mut self, row: Vec<SqlValue>, size: usize) -> Option<Vec<Vec<SqlValue>>> {
-        self.pending_bytes += size;
-        self.pending.push(row);
-        self.rows_returned += 1;
-        if self.pending.len() >= self.max_rows || self.pending_bytes >= self.max_row_bytes {
-            self.take()
-        } else {
-            None
-        }
-    }
-
-    /// The rows not sent yet, if any.
-    fn take(&mut self) -> Option<Vec<Vec<SqlValue>>> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        self.pending_bytes = 0;
-        // The next frame will likely be as long as this one.
-        let next = Vec::with_capacity(self.pending.len());
-        Some(std::mem::replace(&mut self.pending, next))
-    }
-
-    /// Rows seen so far.
-    fn rows_returned(&self) -> u64 {
-        self.rows_returned
-    }
-}
-
-/// Where a [`FrameSink`]'s frames go: ExecuteStream's channel, or a
-/// session's stream (with the request id).
-pub(crate) trait FrameTarget {
-    /// Sends one event; false when the reader is gone.
-    async fn deliver(&self, event: StreamEvent) -> bool;
-    /// Resolves when the reader is gone and the statement should stop.
-    async fn gone(&self);
-}
-
-impl FrameTarget for &Sender {
-    async fn deliver(&self, event: StreamEvent) -> bool {
-        self.send(Ok(event)).await.is_ok()
-    }
-
-    async fn gone(&self) {
-        self.closed().await;
-    }
-}
-
-/// Cuts a statement's rows into frames and sends them to a [`FrameTarget`].
-pub(crate) struct FrameSink<T> {
-    target: T,
-    batcher: FrameBatcher,
-    client_gone: bool,
-}
-
-impl<T: FrameTarget> FrameSink<T> {
-    pub(crate) fn new(target: T, limits: &LimitSettings) -> Self {
-        Self {
-            target,
-            batcher: FrameBatcher::new(limits),
-            client_gone: false,
-        }
-    }
-
-    /// Rows sent (or pending) so far.
-    pub(crate) fn rows_returned(&self) -> u64 {
-        self.batcher.rows_returned()
-    }
-
-    async fn send(&mut self, event: StreamEvent) -> Result<(), Failure> {
-        if !self.target.deliver(event).await {
-            self.client_gone = true;
-            return Err(Failure::dirty(Error::Internal("client gone".to_owned())));
-        }
-        Ok(())
-    }
-
-    /// Sends the rows not sent yet.
-    pub(crate) async fn flush(&mut self) -> Result<(), Failure> {
-        match self.batcher.take() {
-            Some(rows) => self.send(StreamEvent::Rows(rows)).await,
-            None => Ok(()),
-        }
-    }
-}
-
-impl<DB: Codec, T: FrameTarget> RowSink<DB> for FrameSink<T> {
-    async fn columns(&mut self, columns: &[ColumnInfo]) -> Result<(), Failure> {
-        self.send(StreamEvent::Columns(columns.to_vec())).await
-    }
-
-    async fn row(&mut self, row: Vec<SqlValue>) -> Result<(), Failure> {
-        let size = row_wire_len(&row);
-        if let Some(rows) = self.batcher.make_room(size) {
-            self.send(StreamEvent::Rows(rows)).await?;
-        }
-        match self.batcher.push(row, size) {
-            Some(rows) => self.send(StreamEvent::Rows(rows)).await,
-            None => Ok(()),
-        }
-    }
-
-    async fn consumer_gone(&self) {
-        self.target.gone().await;
-    }
-}
-
 /// Runs `statement` and streams it into `sender`, all within `deadline`.
 /// Errors are returned for the caller to send.
-pub(crate) async fn run_stream<DB>(
-    db: &Database,
-    pool: &Pool<DB>,
+pub(crate) async fn run_stream<DB: Driver>(
+    db: &Database<DB>,
     statement: &Statement,
     limits: &LimitSettings,
     deadline: Deadline,
     sender: &Sender,
-) -> Result<(), Error>
-where
-    DB: Codec + Dialect,
-    DB::Arguments: IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
+) -> Result<(), Error> {
     let started = Instant::now();
-    let mut conn = db.acquire_within(pool, &deadline).await?;
-    let transactional = !statement.is_plain_read() || db.backend() == Backend::Sqlite;
-    let mut sink = FrameSink::new(sender, limits);
     // The server-side id is needed to cancel a statement whose reader left.
-    let mut server_id = None;
-    // Kept for `abandon`, which stops an in-process (SQLite) statement
-    // through it: its connection cannot be closed while the statement runs.
-    let interrupt = Interrupt::new(&deadline);
+    let mut checkout = Checkout::take(db, &deadline, true).await?;
+    let transactional = !statement.is_plain_read() || !DB::PLAIN_READS_OUTSIDE_TRANSACTION;
+    let mut sink = FrameSink::new(sender, limits);
     let work = async {
-        server_id = DB::arm(&mut conn, &interrupt, true)
-            .await
-            .map_err(Failure::from_driver)?;
-        let rows_affected = if transactional {
-            raw(&mut conn, DB::begin_sql(&deadline)).await?;
-            match run_statement::<DB, _>(&mut conn, statement, &mut sink).await {
-                Ok(rows_affected) => {
-                    // Every row reached the channel before the commit.
-                    sink.flush().await?;
-                    raw(&mut conn, "COMMIT".to_owned()).await?;
-                    rows_affected
-                }
-                Err(failure) if failure.connection_dirty => return Err(failure),
-                Err(failure) => return Err(rollback_after(&mut conn, failure).await),
-            }
-        } else {
-            let rows_affected = run_statement::<DB, _>(&mut conn, statement, &mut sink).await?;
+        if !transactional {
+            let rows_affected =
+                run_statement::<DB, _>(checkout.connection(), statement, &mut sink).await?;
             sink.flush().await?;
-            rows_affected
-        };
-        Ok::<_, Failure>(rows_affected)
+            return Ok::<_, Failure>(rows_affected);
+        }
+        checkout.begin(Begin::Bounded(&deadline)).await?;
+        match run_statement::<DB, _>(checkout.connection(), statement, &mut sink).await {
+            Ok(rows_affected) => {
+                // Every row reached the channel before the commit.
+                sink.flush().await?;
+                checkout.commit().await?;
+                Ok(rows_affected)
+            }
+            Err(failure) if failure.leaves_connection_dirty() => Err(failure),
+            Err(failure) => Err(checkout.rollback_after(failure).await),
+        }
     };
-    let outcome = db::within(&deadline, db.drained(), work).await;
-    match outcome {
+    match db::within(&deadline, db.drained(), work).await {
         Ok(Ok(rows_affected)) => {
-            DB::disarm(&mut conn).await;
-            drop(conn);
+            checkout.release().await;
             let stats = StreamStats {
                 rows_affected,
                 rows_returned: sink.rows_returned(),
@@ -257,32 +94,23 @@ where
             Ok(())
         }
         Ok(Err(failure)) => {
-            if failure.connection_dirty {
-                tokio::spawn(abandon(
-                    DB::control_pool(db),
-                    conn,
-                    interrupt,
-                    server_id,
-                    transactional,
-                ));
+            if failure.leaves_connection_dirty() {
+                checkout.abandon();
             } else {
-                DB::disarm(&mut conn).await;
+                checkout.release().await;
             }
-            if sink.client_gone || sender.is_closed() {
-                tracing::debug!(fingerprint = %statement.fingerprint, "stream reader gone; statement cancelled");
-                Ok(())
-            } else {
-                Err(failure.error.after_deadline(deadline.expired()))
+            match failure.into_error() {
+                Some(error) if !sink.reader_gone() && !sender.is_closed() => {
+                    Err(error.after_deadline(deadline.expired()))
+                }
+                _ => {
+                    tracing::debug!(fingerprint = %statement.fingerprint, "stream reader gone; statement cancelled");
+                    Ok(())
+                }
             }
         }
         Err(cut) => {
-            tokio::spawn(abandon(
-                DB::control_pool(db),
-                conn,
-                interrupt,
-                server_id,
-                transactional,
-            ));
+            checkout.abandon();
             Err(cut.error())
         }
     }

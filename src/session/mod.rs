@@ -4,19 +4,19 @@
 //! running statement, roll back, return (or close) the connection, count
 //! the reason — however the session ends. Nothing relies on `Drop` alone.
 
+mod open;
 mod registry;
 mod runner;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use sqlx::{MySql, Postgres, Sqlite};
 use tokio::sync::mpsc;
 
 pub use registry::{EndReason, SessionRegistry, SessionState, SessionSummary};
 
 use crate::{
     config::{LimitSettings, MethodBudget},
-    db::{Database, DbPool, Isolation},
+    db::{Database, Driver, Isolation},
     error::Error,
     query::{Statement, StreamEvent},
 };
@@ -106,19 +106,30 @@ pub enum SessionEvent {
 }
 
 /// Starts sessions over the pool.
-#[derive(Debug, Clone)]
-pub struct SessionManager {
-    db: Arc<Database>,
+#[derive(Debug)]
+pub(crate) struct SessionManager<DB: Driver> {
+    db: Arc<Database<DB>>,
     registry: Arc<SessionRegistry>,
     statement_budget: MethodBudget,
     limits: LimitSettings,
 }
 
-impl SessionManager {
+impl<DB: Driver> Clone for SessionManager<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            registry: self.registry.clone(),
+            statement_budget: self.statement_budget,
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+impl<DB: Driver> SessionManager<DB> {
     /// Sessions over `db`, registered in `registry`; each statement is
     /// bounded by `statement_budget`.
-    pub fn new(
-        db: Arc<Database>,
+    pub(crate) fn new(
+        db: Arc<Database<DB>>,
         registry: Arc<SessionRegistry>,
         statement_budget: MethodBudget,
         limits: LimitSettings,
@@ -132,38 +143,22 @@ impl SessionManager {
     }
 
     /// The request caps, for decoding.
-    pub fn limits(&self) -> &LimitSettings {
+    pub(crate) fn limits(&self) -> &LimitSettings {
         &self.limits
     }
 
     /// Runs a session fed by `inbound` and answering on `outbound`, in a
-    /// task of its own. The session ends when `inbound` closes without a
-    /// commit, when `outbound`'s receiver is dropped (client gone), or for
-    /// any of the reasons in [`EndReason`].
-    pub fn attach(
+    /// task of its own that shutdown waits for. The session ends when
+    /// `inbound` closes without a commit, when `outbound`'s receiver is
+    /// dropped (client gone), or for any of the reasons in [`EndReason`].
+    pub(crate) fn attach(
         &self,
         peer: String,
         inbound: mpsc::Receiver<Inbound>,
         outbound: mpsc::Sender<SessionEvent>,
     ) {
         let manager = self.clone();
-        tokio::spawn(async move {
-            let context = runner::Context {
-                db: manager.db.clone(),
-                registry: manager.registry.clone(),
-                statement_budget: manager.statement_budget,
-                limits: manager.limits.clone(),
-                peer,
-            };
-            match manager.db.pool().clone() {
-                DbPool::Postgres(pool) => {
-                    runner::run::<Postgres>(context, pool, inbound, outbound).await;
-                }
-                DbPool::MySql(pool) => runner::run::<MySql>(context, pool, inbound, outbound).await,
-                DbPool::Sqlite(pool) => {
-                    runner::run::<Sqlite>(context, pool, inbound, outbound).await
-                }
-            }
-        });
+        self.registry
+            .spawn(Box::pin(runner::run(manager, peer, inbound, outbound)));
     }
 }

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{config::SessionSettings, error::Error};
 
@@ -89,12 +89,20 @@ pub(crate) struct SessionEntry {
     /// Wall-clock start, for display.
     pub(crate) started_at: SystemTime,
     started: Instant,
-    last_activity: Mutex<Instant>,
-    state: Mutex<SessionState>,
-    current_fingerprint: Mutex<Option<String>>,
+    /// What changes while the session runs, under one lock.
+    activity: Mutex<Activity>,
     statements: AtomicU64,
     terminate: CancellationToken,
     ended: CancellationToken,
+}
+
+/// What a session is doing, and since when.
+#[derive(Debug)]
+struct Activity {
+    last: Instant,
+    state: SessionState,
+    /// The statement running now (fingerprint only).
+    fingerprint: Option<String>,
 }
 
 /// A snapshot of one session for ListSessions.
@@ -126,52 +134,70 @@ impl SessionEntry {
         self.terminate.cancelled().await;
     }
 
-    pub(crate) fn touch(&self) {
-        if let Ok(mut last) = self.last_activity.lock() {
-            *last = Instant::now();
-        }
-    }
-
-    pub(crate) fn last_activity(&self) -> Instant {
-        self.last_activity
+    /// Runs `change` on the session's activity. A poisoned lock (a panic
+    /// elsewhere) leaves the activity as it was: it is only reported.
+    fn with_activity<T>(&self, change: impl FnOnce(&mut Activity) -> T) -> Option<T> {
+        self.activity
             .lock()
-            .map(|last| *last)
-            .unwrap_or_else(|_| Instant::now())
+            .ok()
+            .map(|mut activity| change(&mut activity))
     }
 
-    pub(crate) fn set_state(&self, state: SessionState) {
-        if let Ok(mut current) = self.state.lock() {
-            *current = state;
-        }
+    /// The client sent a request now (the idle timeout starts again).
+    pub(crate) fn touch(&self) {
+        self.with_activity(|activity| activity.last = Instant::now());
     }
 
-    pub(crate) fn state(&self) -> SessionState {
-        self.state.lock().map(|s| *s).unwrap_or(SessionState::Idle)
+    /// When the client last sent a request.
+    pub(crate) fn last_activity(&self) -> Instant {
+        self.with_activity(|activity| activity.last)
+            .unwrap_or_else(Instant::now)
     }
 
-    pub(crate) fn set_running(&self, fingerprint: Option<String>) {
-        if fingerprint.is_some() {
-            self.statements.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Ok(mut current) = self.current_fingerprint.lock() {
-            *current = fingerprint;
-        }
+    /// The database gave up on the transaction; only rollback helps.
+    pub(crate) fn mark_aborted(&self) {
+        self.with_activity(|activity| activity.state = SessionState::Aborted);
     }
 
+    /// A statement starts running (an aborted session stays aborted).
+    pub(crate) fn statement_started(&self, fingerprint: String) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.with_activity(|activity| {
+            activity.fingerprint = Some(fingerprint);
+            if activity.state != SessionState::Aborted {
+                activity.state = SessionState::Executing;
+            }
+        });
+    }
+
+    /// The running statement ended, however it ended.
+    pub(crate) fn statement_finished(&self) {
+        self.with_activity(|activity| {
+            activity.fingerprint = None;
+            if activity.state == SessionState::Executing {
+                activity.state = SessionState::Idle;
+            }
+        });
+    }
+
+    /// Statements run so far.
     pub(crate) fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
     }
 
     fn summary(&self) -> SessionSummary {
+        let (state, last, current_fingerprint) = self
+            .with_activity(|activity| (activity.state, activity.last, activity.fingerprint.clone()))
+            .unwrap_or((SessionState::Idle, Instant::now(), None));
         SessionSummary {
             id: self.id.clone(),
             peer: self.peer.clone(),
             labels: self.labels.clone(),
-            state: self.state(),
+            state,
             started_at: self.started_at,
             age: self.started.elapsed(),
-            idle: self.last_activity().elapsed(),
-            current_fingerprint: self.current_fingerprint.lock().ok().and_then(|f| f.clone()),
+            idle: last.elapsed(),
+            current_fingerprint,
             statements: self.statements(),
         }
     }
@@ -187,6 +213,8 @@ pub struct SessionRegistry {
     max_open: usize,
     accepting: AtomicBool,
     shutdown: CancellationToken,
+    /// Every session's task, so that shutdown can wait for them to end.
+    tasks: TaskTracker,
 }
 
 impl SessionRegistry {
@@ -202,6 +230,7 @@ impl SessionRegistry {
             max_open,
             accepting: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         })
     }
 
@@ -236,9 +265,11 @@ impl SessionRegistry {
             labels,
             started_at: SystemTime::now(),
             started: Instant::now(),
-            last_activity: Mutex::new(Instant::now()),
-            state: Mutex::new(SessionState::Idle),
-            current_fingerprint: Mutex::new(None),
+            activity: Mutex::new(Activity {
+                last: Instant::now(),
+                state: SessionState::Idle,
+                fingerprint: None,
+            }),
             statements: AtomicU64::new(0),
             terminate: CancellationToken::new(),
             ended: CancellationToken::new(),
@@ -289,14 +320,22 @@ impl SessionRegistry {
             .unwrap_or_default()
     }
 
+    /// Runs a session's task, tracked so that shutdown can wait for it.
+    pub(crate) fn spawn(&self, session: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(session);
+    }
+
     /// Stops taking sessions and ends the open ones (reason `shutdown`);
-    /// waits up to `wait` for them to roll back.
+    /// waits up to `wait` for their tasks to have rolled back and ended.
     pub async fn shut_down(&self, wait: Duration) {
         self.accepting.store(false, Ordering::Relaxed);
         self.shutdown.cancel();
-        let deadline = tokio::time::Instant::now() + wait;
-        while self.open_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        self.tasks.close();
+        if tokio::time::timeout(wait, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                open = self.open_count(),
+                "sessions still ending after the drain timeout"
+            );
         }
     }
 

@@ -1,0 +1,82 @@
+//! MySQL and MariaDB: a server-side statement limit per connection, and
+//! `KILL QUERY` over the control pool (MySQL never notices a closed client
+//! mid-statement).
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use sea_orm::{ConnectOptions, DatabaseConnection};
+use sqlx::{MySql, Pool, mysql::MySqlConnectOptions};
+
+use super::{Dialect, Isolation, PoolHook, control_options, invalid_url, run_cancel};
+use crate::{
+    db::{Backend, Deadline, Interrupt},
+    error::Error,
+};
+
+impl Dialect for MySql {
+    const BACKEND: Backend = Backend::MySql;
+
+    fn configure(options: &mut ConnectOptions, hook: PoolHook<Self>, _single_connection: bool) {
+        options.map_sqlx_mysql_pool_opts(hook);
+        // TIMESTAMP values are carried as UTC instants: a `timezone` in the
+        // URL must not shift them.
+        options.map_sqlx_mysql_opts(|opts| opts.timezone(Some("+00:00".to_owned())));
+    }
+
+    fn typed_pool(connection: &DatabaseConnection) -> Pool<MySql> {
+        connection.get_mysql_connection_pool().clone()
+    }
+
+    fn connection_setup(longest: Duration) -> Vec<String> {
+        vec![
+            // MariaDB (seconds) and MySQL (milliseconds, SELECT only); each
+            // server knows one of them.
+            format!("SET SESSION max_statement_time = {}", longest.as_secs_f64()),
+            format!("SET SESSION max_execution_time = {}", longest.as_millis()),
+        ]
+    }
+
+    fn begin_sql(_deadline: &Deadline) -> String {
+        "START TRANSACTION".to_owned()
+    }
+
+    async fn arm(
+        conn: &mut sqlx::MySqlConnection,
+        _interrupt: &Arc<Interrupt>,
+        _want_server_id: bool,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        // MySQL never notices a closed client mid-statement: KILL QUERY needs the id.
+        let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
+            .fetch_one(conn)
+            .await?;
+        Ok(i64::try_from(id).ok())
+    }
+
+    fn session_begin(isolation: Isolation, read_only: bool) -> Vec<String> {
+        let mut statements = Vec::new();
+        if let Some(level) = isolation.sql() {
+            // Applies to the next transaction only.
+            statements.push(format!("SET TRANSACTION ISOLATION LEVEL {level}"));
+        }
+        statements.push(if read_only {
+            "START TRANSACTION READ ONLY".to_owned()
+        } else {
+            "START TRANSACTION".to_owned()
+        });
+        statements
+    }
+
+    async fn disarm(_conn: &mut sqlx::MySqlConnection) {}
+
+    fn control_pool(url: &str) -> Result<Option<Pool<MySql>>, Error> {
+        let options = MySqlConnectOptions::from_str(url).map_err(|_| invalid_url())?;
+        Ok(Some(control_options().connect_lazy_with(options)))
+    }
+
+    async fn cancel_statement(pool: &Pool<MySql>, id: i64) -> bool {
+        // KILL takes no placeholder; `id` is an integer sqlgate read itself.
+        run_cancel(pool, format!("KILL QUERY {id}"), "KILL QUERY").await
+    }
+    // No `recover`: a KILL QUERY that arrives after the statement finished
+    // may stop the next statement on that connection, so it is closed.
+}

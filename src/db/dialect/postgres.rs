@@ -1,0 +1,128 @@
+//! PostgreSQL: `SET LOCAL statement_timeout` bounds a call on the server,
+//! `pg_cancel_backend` over the control pool cancels, and a closed
+//! connection stops its statement (`client_connection_check_interval`).
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use sea_orm::{ConnectOptions, DatabaseConnection};
+use sqlx::{Executor, Pool, Postgres, postgres::PgConnectOptions};
+
+use super::{
+    Dialect, Isolation, PoolHook, RECOVERY_TIMEOUT, control_options, invalid_url, run_cancel,
+};
+use crate::{
+    db::{Backend, Deadline, Interrupt},
+    error::Error,
+};
+
+/// How often PostgreSQL checks, while a statement runs, whether sqlgate
+/// closed the connection (PostgreSQL 14+); a closed connection stops the
+/// statement within this interval.
+const CLIENT_CHECK_INTERVAL_MS: u64 = 25;
+
+impl Dialect for Postgres {
+    const BACKEND: Backend = Backend::Postgres;
+
+    fn configure(options: &mut ConnectOptions, hook: PoolHook<Self>, _single_connection: bool) {
+        options.map_sqlx_postgres_pool_opts(hook);
+    }
+
+    fn typed_pool(connection: &DatabaseConnection) -> Pool<Postgres> {
+        connection.get_postgres_connection_pool().clone()
+    }
+
+    fn connection_setup(longest: Duration) -> Vec<String> {
+        vec![
+            format!("SET statement_timeout = {}", longest.as_millis().max(1)),
+            // Unknown before PostgreSQL 14; a failure here is only logged.
+            format!("SET client_connection_check_interval = {CLIENT_CHECK_INTERVAL_MS}"),
+        ]
+    }
+
+    fn begin_sql(deadline: &Deadline) -> String {
+        format!(
+            "BEGIN; SET LOCAL statement_timeout = {}",
+            deadline.remaining_millis()
+        )
+    }
+
+    async fn arm(
+        conn: &mut sqlx::PgConnection,
+        _interrupt: &Arc<Interrupt>,
+        want_server_id: bool,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        if !want_server_id {
+            // Closing the connection stops the statement (client check
+            // interval); no round trip needed on the hot path.
+            return Ok(None);
+        }
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(conn)
+            .await?;
+        Ok(Some(pid.into()))
+    }
+
+    fn errors_abort_transaction() -> bool {
+        true
+    }
+
+    fn session_begin(isolation: Isolation, read_only: bool) -> Vec<String> {
+        let mut begin = "BEGIN".to_owned();
+        if let Some(level) = isolation.sql() {
+            begin.push_str(" ISOLATION LEVEL ");
+            begin.push_str(level);
+        }
+        if read_only {
+            begin.push_str(" READ ONLY");
+        }
+        vec![begin]
+    }
+
+    async fn disarm(_conn: &mut sqlx::PgConnection) {}
+
+    fn control_pool(url: &str) -> Result<Option<Pool<Postgres>>, Error> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|_| invalid_url())?
+            .application_name("sqlgate");
+        Ok(Some(control_options().connect_lazy_with(options)))
+    }
+
+    async fn cancel_statement(pool: &Pool<Postgres>, id: i64) -> bool {
+        run_cancel(
+            pool,
+            format!("SELECT pg_cancel_backend({id})"),
+            "pg_cancel_backend",
+        )
+        .await
+    }
+
+    async fn recover(conn: &mut sqlx::PgConnection, in_transaction: bool) -> bool {
+        // A cancel that lands after the statement finished is ignored by an
+        // idle backend, so it cannot hit the next call on this connection.
+        // sqlx reads the cancelled statement's leftovers off the wire
+        // before it sends anything new.
+        let clean = async {
+            // The first read gives the cancelled statement's error (57014);
+            // the next ones reach the point where the backend waits for a
+            // new command.
+            let mut idle = false;
+            for _ in 0..3 {
+                match sqlx::Connection::ping(&mut *conn).await {
+                    Ok(()) => {
+                        idle = true;
+                        break;
+                    }
+                    Err(sqlx::Error::Database(_)) => continue,
+                    Err(_) => return false,
+                }
+            }
+            if idle && in_transaction {
+                idle = conn.execute("ROLLBACK").await.is_ok();
+            }
+            idle
+        };
+        tokio::time::timeout(RECOVERY_TIMEOUT, clean)
+            .await
+            .unwrap_or(false)
+    }
+}

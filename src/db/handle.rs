@@ -1,0 +1,39 @@
+//! [`PoolHandle`]: the pool as the rest of sqlgate sees it when the backend
+//! does not matter (health, Admin, shutdown). The backend is a type
+//! parameter of [`super::Database`]; this object-safe view lets those parts
+//! hold one `Arc<dyn PoolHandle>` chosen at start-up.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::{Backend, PoolSnapshot};
+
+/// What health, Admin and shutdown ask of the pool.
+pub trait PoolHandle: Send + Sync + std::fmt::Debug {
+    /// The backend behind the pool.
+    fn backend(&self) -> Backend;
+
+    /// Takes a connection through the pool and runs `SELECT 1`, within
+    /// `timeout`; true when the database answered.
+    fn probe(&self, timeout: Duration) -> BoxFuture<'_, bool>;
+
+    /// Records what the health probe concluded: while unreachable, calls
+    /// fail fast with UNAVAILABLE instead of waiting out their deadlines.
+    fn set_reachable(&self, reachable: bool);
+
+    /// What the health probe last concluded (after its thresholds).
+    fn is_reachable(&self) -> bool;
+
+    /// The pool's figures now.
+    fn snapshot(&self) -> PoolSnapshot;
+
+    /// Ends the drain: every call still running is cut, as at its deadline.
+    fn cut_in_flight(&self);
+
+    /// Closes every connection; the database sees none from sqlgate after
+    /// this. Connections still checked out after `wait` (their work is
+    /// being cancelled) are left to close as they come back; the control
+    /// pool is closed in any case.
+    fn close(&self, wait: Duration) -> BoxFuture<'_, ()>;
+}

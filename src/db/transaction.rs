@@ -1,0 +1,313 @@
+//! The one way sqlgate holds a connection for work: [`Checkout`]. Unary
+//! calls, batches, streams and sessions all take one, open and end their
+//! transactions through it, and give it back through it — released clean
+//! to the pool, or abandoned (the statement cancelled on the server, the
+//! connection recovered or closed), never returned in an unknown state.
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::{Pool, pool::PoolConnection};
+
+use super::{Database, Deadline, Driver, Interrupt, Isolation};
+use crate::error::{DeadlinePhase, Error};
+
+/// How long a rollback, or a cancelled statement's return, may take before
+/// the connection is closed instead.
+pub(crate) const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why database work did not finish, and what it left the connection in.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The database refused, or the request was wrong: the connection is
+    /// in a known state and may go back to the pool.
+    Clean(Error),
+    /// The connection's state is unknown (rows still in flight, protocol
+    /// out of step): it must be cancelled, then recovered or closed.
+    Dirty(Error),
+    /// The reader of the result went away mid-result: the statement must
+    /// be stopped, and there is nobody left to tell.
+    ReaderGone,
+}
+
+impl Failure {
+    /// A driver error: the protocol stays in step only when the database
+    /// itself reported the error.
+    pub(crate) fn from_driver(err: sqlx::Error) -> Self {
+        if matches!(err, sqlx::Error::Database(_)) {
+            Self::Clean(err.into())
+        } else {
+            Self::Dirty(err.into())
+        }
+    }
+
+    /// True unless the connection is known to be clean.
+    pub(crate) fn leaves_connection_dirty(&self) -> bool {
+        !matches!(self, Self::Clean(_))
+    }
+
+    /// The error to answer with; `None` when the reader is gone.
+    pub(crate) fn into_error(self) -> Option<Error> {
+        match self {
+            Self::Clean(error) | Self::Dirty(error) => Some(error),
+            Self::ReaderGone => None,
+        }
+    }
+
+    /// The error to answer with, where no reader can have left (a unary
+    /// call's result is collected by a task that outlives its caller;
+    /// transaction control has no reader at all).
+    pub(crate) fn into_answer(self) -> Error {
+        self.into_error()
+            .unwrap_or_else(|| Error::Internal("a result without a reader lost it".to_owned()))
+    }
+
+    /// The same failure with its error rewritten (e.g. naming the batch
+    /// statement that failed).
+    pub(crate) fn map_error(self, rewrite: impl FnOnce(Error) -> Error) -> Self {
+        match self {
+            Self::Clean(error) => Self::Clean(rewrite(error)),
+            Self::Dirty(error) => Self::Dirty(rewrite(error)),
+            Self::ReaderGone => Self::ReaderGone,
+        }
+    }
+
+    /// The same failure, now known to leave the connection dirty.
+    fn dirty(self) -> Self {
+        match self {
+            Self::Clean(error) => Self::Dirty(error),
+            other => other,
+        }
+    }
+}
+
+/// How a transaction is opened.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Begin<'a> {
+    /// A call's transaction: its statements stop on the server when the
+    /// deadline passes.
+    Bounded(&'a Deadline),
+    /// A session's transaction, as the client asked for it.
+    Session {
+        /// The isolation level.
+        isolation: Isolation,
+        /// Whether it may write.
+        read_only: bool,
+    },
+}
+
+/// Stops a connection's running statement from outside: cancels its
+/// in-process interrupt (SQLite) and, with the server id, asks the server
+/// over the control pool. Cloned out of a [`Checkout`] so that it can be
+/// used while the statement holds the connection.
+#[derive(Debug)]
+pub(crate) struct Canceller<DB: Driver> {
+    control: Option<Pool<DB>>,
+    server_id: Option<i64>,
+    interrupt: Arc<Interrupt>,
+}
+
+impl<DB: Driver> Clone for Canceller<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            control: self.control.clone(),
+            server_id: self.server_id,
+            interrupt: self.interrupt.clone(),
+        }
+    }
+}
+
+impl<DB: Driver> Canceller<DB> {
+    /// Asks the server to cancel the statement; `stop_in_process` also
+    /// stops an in-process statement and anything after it on this
+    /// connection. True if a cancel reached the server.
+    pub(crate) async fn cancel(&self, stop_in_process: bool) -> bool {
+        if stop_in_process {
+            self.interrupt.cancel();
+        }
+        match (&self.control, self.server_id) {
+            (Some(control), Some(id)) => DB::cancel_statement(control, id).await,
+            _ => false,
+        }
+    }
+}
+
+/// A pooled connection checked out for one unit of work (a call or a
+/// session), armed for cancelling, and what is needed to give it back.
+#[derive(Debug)]
+pub(crate) struct Checkout<DB: Driver> {
+    conn: PoolConnection<DB>,
+    canceller: Canceller<DB>,
+    /// sqlgate opened a transaction that has not ended yet.
+    in_transaction: bool,
+    /// The session asked for a read-only transaction (undone on release).
+    read_only: bool,
+}
+
+impl<DB: Driver> Checkout<DB> {
+    /// Takes a connection within `deadline` and arms it for cancelling.
+    /// `want_server_id` fetches the server-side id where that costs a round
+    /// trip (see `TimeoutMemory`).
+    pub(crate) async fn take(
+        db: &Database<DB>,
+        deadline: &Deadline,
+        want_server_id: bool,
+    ) -> Result<Self, Error> {
+        let mut conn = db.acquire_within(deadline).await?;
+        let interrupt = Interrupt::new(deadline);
+        let armed = tokio::time::timeout_at(
+            deadline.instant(),
+            DB::arm(&mut conn, &interrupt, want_server_id),
+        )
+        .await;
+        let canceller = Canceller {
+            control: db.control().cloned(),
+            server_id: None,
+            interrupt,
+        };
+        let mut checkout = Self {
+            conn,
+            canceller,
+            in_transaction: false,
+            read_only: false,
+        };
+        match armed {
+            Ok(Ok(server_id)) => {
+                checkout.canceller.server_id = server_id;
+                Ok(checkout)
+            }
+            Ok(Err(err)) => {
+                checkout.abandon();
+                Err(err.into())
+            }
+            Err(_) => {
+                checkout.abandon();
+                Err(Error::DeadlineExceeded(DeadlinePhase::Database))
+            }
+        }
+    }
+
+    /// The connection, to run statements on.
+    pub(crate) fn connection(&mut self) -> &mut DB::Connection {
+        &mut self.conn
+    }
+
+    /// What stops this connection's statements from outside.
+    pub(crate) fn canceller(&self) -> Canceller<DB> {
+        self.canceller.clone()
+    }
+
+    /// Moves the in-process deadline (each statement of a session has its own).
+    pub(crate) fn set_deadline(&self, deadline: &Deadline) {
+        self.canceller.interrupt.set_deadline(deadline);
+    }
+
+    /// Opens a transaction.
+    pub(crate) async fn begin(&mut self, how: Begin<'_>) -> Result<(), Failure> {
+        // Counted as open from the first byte sent: a BEGIN cut short may
+        // have reached the server.
+        self.in_transaction = true;
+        let statements = match how {
+            Begin::Bounded(deadline) => vec![DB::begin_sql(deadline)],
+            Begin::Session {
+                isolation,
+                read_only,
+            } => {
+                self.read_only = read_only;
+                DB::session_begin(isolation, read_only)
+            }
+        };
+        for sql in statements {
+            self.raw(sql).await?;
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction.
+    pub(crate) async fn commit(&mut self) -> Result<(), Failure> {
+        self.raw("COMMIT".to_owned()).await?;
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    /// Rolls the open transaction back, within [`CLEANUP_TIMEOUT`]. A
+    /// rollback that fails or hangs leaves the connection dirty.
+    pub(crate) async fn rollback(&mut self) -> Result<(), Failure> {
+        match tokio::time::timeout(CLEANUP_TIMEOUT, self.raw("ROLLBACK".to_owned())).await {
+            Ok(Ok(())) => {
+                self.in_transaction = false;
+                Ok(())
+            }
+            Ok(Err(failure)) => Err(failure.dirty()),
+            Err(_) => Err(Failure::Dirty(Error::Internal(
+                "the rollback did not finish in time".to_owned(),
+            ))),
+        }
+    }
+
+    /// Rolls back after `failure`. If the rollback itself fails (SQLite may
+    /// have rolled back already when a statement was interrupted; the
+    /// connection may be gone), the connection's state is unknown: the
+    /// original error stands and the connection is marked dirty.
+    pub(crate) async fn rollback_after(&mut self, failure: Failure) -> Failure {
+        match self.rollback().await {
+            Ok(()) => failure,
+            Err(_) => failure.dirty(),
+        }
+    }
+
+    /// Runs transaction control or setting text.
+    async fn raw(&mut self, sql: String) -> Result<(), Failure> {
+        DB::raw(&mut self.conn, sql)
+            .await
+            .map_err(Failure::from_driver)
+    }
+
+    /// Gives a clean connection (outside any transaction) back to the
+    /// pool, undoing what the session set; closes it if that fails.
+    pub(crate) async fn release(mut self) {
+        for sql in DB::session_end(self.read_only) {
+            if self.raw(sql).await.is_err() {
+                self.close();
+                return;
+            }
+        }
+        DB::disarm(&mut self.conn).await;
+    }
+
+    /// Gives back a connection whose state is unknown: the statement is
+    /// stopped (interrupt, then a cancel on the server), and the connection
+    /// goes back to the pool once [`super::Dialect::recover`]ed, or is
+    /// closed. Runs detached, so that the caller is answered first.
+    pub(crate) fn abandon(self) {
+        tokio::spawn(async move {
+            let Self {
+                mut conn,
+                canceller,
+                in_transaction,
+                ..
+            } = self;
+            if canceller.cancel(true).await && DB::recover(&mut conn, in_transaction).await {
+                return;
+            }
+            // Dropping the socket closes it at once; a graceful close would
+            // first wait for the statement's pending output. The server
+            // notices and rolls back (PostgreSQL also stops the statement:
+            // client_connection_check_interval).
+            drop(conn.detach());
+        });
+    }
+
+    /// Closes the connection at once: the server rolls back whatever it
+    /// still holds.
+    pub(crate) fn close(self) {
+        drop(self.conn.detach());
+    }
+
+    /// Cancels whatever still runs on the server, then closes the
+    /// connection: for a session whose cancelled statement did not come
+    /// back in time.
+    pub(crate) async fn discard(self) {
+        self.canceller.cancel(false).await;
+        self.close();
+    }
+}

@@ -1,0 +1,168 @@
+//! Cutting a statement's rows into frames, for ExecuteStream and session
+//! results: by row count and by encoded size, so that no frame passes the
+//! configured limit (a single larger row travels alone).
+
+use tokio::sync::mpsc;
+
+use super::{
+    codec::Codec,
+    executor::RowSink,
+    stream::StreamEvent,
+    value::{ColumnInfo, SqlValue, row_wire_len},
+};
+use crate::{config::LimitSettings, db::transaction::Failure, error::Error};
+
+/// Cuts a stream of rows into frames by count and encoded size.
+/// Shared by ExecuteStream and session results.
+#[derive(Debug)]
+struct FrameBatcher {
+    pending: Vec<Vec<SqlValue>>,
+    /// The encoded bytes of `pending` inside a `RowBatch`.
+    pending_bytes: usize,
+    rows_returned: u64,
+    max_rows: usize,
+    /// The bytes the rows of one frame may take: the frame's limit less the
+    /// `ResultFrame` field around them.
+    max_row_bytes: usize,
+}
+
+impl FrameBatcher {
+    /// Frames of at most `limits.stream_batch_rows` rows, each a
+    /// `ResultFrame` of at most `limits.stream_batch_bytes` encoded bytes,
+    /// except that a single row larger than that travels alone.
+    fn new(limits: &LimitSettings) -> Self {
+        let max_bytes = limits.stream_batch_bytes;
+        // `ResultFrame.rows` (field 2): a one-byte key and the batch's length.
+        let frame_overhead = 1 + prost::encoding::encoded_len_varint(max_bytes as u64);
+        Self {
+            pending: Vec::new(),
+            pending_bytes: 0,
+            rows_returned: 0,
+            max_rows: limits.stream_batch_rows.max(1),
+            max_row_bytes: max_bytes.saturating_sub(frame_overhead),
+        }
+    }
+
+    /// The pending rows, when a row of `size` bytes would not fit beside them.
+    fn make_room(&mut self, size: usize) -> Option<Vec<Vec<SqlValue>>> {
+        if !self.pending.is_empty() && self.pending_bytes + size > self.max_row_bytes {
+            self.take()
+        } else {
+            None
+        }
+    }
+
+    /// Adds a row of `size` bytes (after [`FrameBatcher::make_room`]);
+    /// returns a full frame's rows when one is ready to send.
+    fn push(&mut self, row: Vec<SqlValue>, size: usize) -> Option<Vec<Vec<SqlValue>>> {
+        self.pending_bytes += size;
+        self.pending.push(row);
+        self.rows_returned += 1;
+        if self.pending.len() >= self.max_rows || self.pending_bytes >= self.max_row_bytes {
+            self.take()
+        } else {
+            None
+        }
+    }
+
+    /// The rows not sent yet, if any.
+    fn take(&mut self) -> Option<Vec<Vec<SqlValue>>> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        self.pending_bytes = 0;
+        // The next frame will likely be as long as this one.
+        let next = Vec::with_capacity(self.pending.len());
+        Some(std::mem::replace(&mut self.pending, next))
+    }
+
+    /// Rows seen so far.
+    fn rows_returned(&self) -> u64 {
+        self.rows_returned
+    }
+}
+
+/// Where a [`FrameSink`]'s frames go: ExecuteStream's channel, or a
+/// session's stream (with the request id).
+pub(crate) trait FrameTarget {
+    /// Sends one event; false when the reader is gone.
+    async fn deliver(&self, event: StreamEvent) -> bool;
+    /// Resolves when the reader is gone and the statement should stop.
+    async fn gone(&self);
+}
+
+impl FrameTarget for &mpsc::Sender<Result<StreamEvent, Error>> {
+    async fn deliver(&self, event: StreamEvent) -> bool {
+        self.send(Ok(event)).await.is_ok()
+    }
+
+    async fn gone(&self) {
+        self.closed().await;
+    }
+}
+
+/// Cuts a statement's rows into frames and sends them to a [`FrameTarget`].
+pub(crate) struct FrameSink<T> {
+    target: T,
+    batcher: FrameBatcher,
+    /// The target refused a frame: its reader is gone.
+    reader_gone: bool,
+}
+
+impl<T: FrameTarget> FrameSink<T> {
+    /// A sink cutting frames per `limits`.
+    pub(crate) fn new(target: T, limits: &LimitSettings) -> Self {
+        Self {
+            target,
+            batcher: FrameBatcher::new(limits),
+            reader_gone: false,
+        }
+    }
+
+    /// True once the target refused a frame.
+    pub(crate) fn reader_gone(&self) -> bool {
+        self.reader_gone
+    }
+
+    /// Rows sent (or pending) so far.
+    pub(crate) fn rows_returned(&self) -> u64 {
+        self.batcher.rows_returned()
+    }
+
+    async fn send(&mut self, event: StreamEvent) -> Result<(), Failure> {
+        if !self.target.deliver(event).await {
+            self.reader_gone = true;
+            return Err(Failure::ReaderGone);
+        }
+        Ok(())
+    }
+
+    /// Sends the rows not sent yet.
+    pub(crate) async fn flush(&mut self) -> Result<(), Failure> {
+        match self.batcher.take() {
+            Some(rows) => self.send(StreamEvent::Rows(rows)).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl<DB: Codec, T: FrameTarget> RowSink<DB> for FrameSink<T> {
+    async fn columns(&mut self, columns: &[ColumnInfo]) -> Result<(), Failure> {
+        self.send(StreamEvent::Columns(columns.to_vec())).await
+    }
+
+    async fn row(&mut self, row: Vec<SqlValue>) -> Result<(), Failure> {
+        let size = row_wire_len(&row);
+        if let Some(rows) = self.batcher.make_room(size) {
+            self.send(StreamEvent::Rows(rows)).await?;
+        }
+        match self.batcher.push(row, size) {
+            Some(rows) => self.send(StreamEvent::Rows(rows)).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn consumer_gone(&self) {
+        self.target.gone().await;
+    }
+}

@@ -1,0 +1,339 @@
+//! [`Session`]: one open session — its connection (a [`Checkout`] inside
+//! the session's transaction), its place in the registry, and where it
+//! answers. It runs statements one at a time and ends through one
+//! [`Session::end`], whatever the reason: cancel what runs, commit or roll
+//! back, give the connection back clean or close it, count the reason, and
+//! tell the client.
+
+use std::{sync::Arc, time::Instant};
+
+use tokio::sync::mpsc;
+
+use super::{
+    BeginOptions, SessionEvent, SessionManager,
+    registry::{EndReason, SessionEntry, SessionGuard},
+};
+use crate::{
+    db::{
+        Deadline, Driver,
+        transaction::{Begin, CLEANUP_TIMEOUT, Checkout, Failure},
+    },
+    error::{DeadlinePhase, Error},
+    query::{
+        Statement, StreamEvent, StreamStats,
+        executor::run_statement,
+        frames::{FrameSink, FrameTarget},
+    },
+};
+
+type Outbound = mpsc::Sender<SessionEvent>;
+
+/// An open session.
+pub(super) struct Session<DB: Driver> {
+    manager: SessionManager<DB>,
+    checkout: Checkout<DB>,
+    guard: SessionGuard,
+    entry: Arc<SessionEntry>,
+    outbound: Outbound,
+    /// When the session must end, whatever it is doing.
+    lifetime_end: tokio::time::Instant,
+    /// A statement was cut off and the connection's state is unknown.
+    dirty: bool,
+}
+
+/// What cut a statement short.
+#[derive(Debug, Clone, Copy)]
+enum Interruption {
+    Deadline,
+    End(EndReason),
+}
+
+/// How a statement's run ended.
+enum Ran {
+    /// It finished by itself: rows affected, or why it failed.
+    Finished(Result<u64, Failure>),
+    /// Something cut it short; it was cancelled and waited for. `dirty`
+    /// when it did not come back clean in time.
+    Interrupted { by: Interruption, dirty: bool },
+}
+
+impl<DB: Driver> Session<DB> {
+    /// Acquires the session's connection and opens its transaction. On
+    /// failure the session is over: its place is given up (reason
+    /// `failed`) and the client is told why.
+    pub(super) async fn begin(
+        manager: &SessionManager<DB>,
+        options: &BeginOptions,
+        guard: SessionGuard,
+        outbound: Outbound,
+    ) -> Option<Self> {
+        let deadline = Deadline::after(manager.statement_budget.default);
+        let opened = async {
+            let mut checkout = Checkout::take(&manager.db, &deadline, true).await?;
+            let begin = Begin::Session {
+                isolation: options.isolation,
+                read_only: options.read_only,
+            };
+            match tokio::time::timeout_at(deadline.instant(), checkout.begin(begin)).await {
+                Ok(Ok(())) => Ok(checkout),
+                Ok(Err(failure)) => {
+                    checkout.close();
+                    Err(failure.into_answer())
+                }
+                Err(_) => {
+                    checkout.close();
+                    Err(Error::DeadlineExceeded(DeadlinePhase::Database))
+                }
+            }
+        };
+        match opened.await {
+            Ok(checkout) => Some(Self {
+                lifetime_end: tokio::time::Instant::now()
+                    + manager.registry.settings().max_lifetime,
+                manager: manager.clone(),
+                checkout,
+                entry: guard.entry().clone(),
+                guard,
+                outbound,
+                dirty: false,
+            }),
+            Err(error) => {
+                guard.end(EndReason::Failed);
+                let _ = outbound.send(SessionEvent::Ended(error)).await;
+                None
+            }
+        }
+    }
+
+    /// The session's registry entry (activity, terminate signal).
+    pub(super) fn entry(&self) -> &SessionEntry {
+        &self.entry
+    }
+
+    /// When the session's maximum lifetime runs out.
+    pub(super) fn lifetime_end(&self) -> tokio::time::Instant {
+        self.lifetime_end
+    }
+
+    /// Tells the client the transaction is open; false if it is gone.
+    pub(super) async fn announce(&mut self) -> bool {
+        let began = SessionEvent::Began {
+            session_id: self.entry.id.clone(),
+        };
+        self.outbound.send(began).await.is_ok()
+    }
+
+    /// Runs one statement and answers for `request_id` (frames, then done
+    /// or error). Whatever interrupts it (its deadline, the client leaving,
+    /// a terminate, shutdown, the session's lifetime) cancels it on the
+    /// server first, then waits for it to stop so that the connection stays
+    /// in a known state. Returns why the session must end, if it must.
+    pub(super) async fn execute(
+        &mut self,
+        request_id: u64,
+        statement: &Statement,
+        deadline: Deadline,
+    ) -> Option<EndReason> {
+        self.checkout.set_deadline(&deadline);
+        self.entry.statement_started(statement.fingerprint.clone());
+        let started = Instant::now();
+        let target = SessionFrames {
+            outbound: self.outbound.clone(),
+            request_id,
+        };
+        let mut sink = FrameSink::new(target, &self.manager.limits);
+        let ran = self.run_interruptible(statement, &mut sink, deadline).await;
+        self.entry.statement_finished();
+
+        match ran {
+            Ran::Finished(Ok(rows_affected)) => {
+                if let Err(failure) = sink.flush().await {
+                    self.dirty = failure.leaves_connection_dirty();
+                    return Some(EndReason::ClientGone);
+                }
+                let stats = StreamStats {
+                    rows_affected,
+                    rows_returned: sink.rows_returned(),
+                    elapsed: started.elapsed(),
+                };
+                let finished = SessionEvent::Frame {
+                    request_id,
+                    event: StreamEvent::Finished(stats),
+                };
+                if self.outbound.send(finished).await.is_err() {
+                    return Some(EndReason::ClientGone);
+                }
+                let _ = self.outbound.send(SessionEvent::Done { request_id }).await;
+                None
+            }
+            Ran::Finished(Err(failure)) => {
+                self.dirty = failure.leaves_connection_dirty();
+                match failure.into_error() {
+                    Some(error) if !self.outbound.is_closed() => {
+                        let error = error.after_deadline(deadline.expired());
+                        self.failed(request_id, error).await
+                    }
+                    _ => Some(EndReason::ClientGone),
+                }
+            }
+            Ran::Interrupted {
+                by: Interruption::Deadline,
+                dirty,
+            } => {
+                self.dirty = dirty;
+                let error = Error::DeadlineExceeded(DeadlinePhase::Database);
+                self.failed(request_id, error).await
+            }
+            Ran::Interrupted {
+                by: Interruption::End(reason),
+                dirty,
+            } => {
+                self.dirty = dirty;
+                Some(reason)
+            }
+        }
+    }
+
+    /// Runs `statement` until it finishes or something ends it early; see
+    /// [`Session::execute`].
+    async fn run_interruptible(
+        &mut self,
+        statement: &Statement,
+        sink: &mut FrameSink<SessionFrames>,
+        deadline: Deadline,
+    ) -> Ran {
+        let canceller = self.checkout.canceller();
+        let running = run_statement::<DB, _>(self.checkout.connection(), statement, sink);
+        tokio::pin!(running);
+        let interruption = tokio::select! {
+            biased;
+            result = &mut running => return Ran::Finished(result),
+            () = tokio::time::sleep_until(deadline.instant()) => Interruption::Deadline,
+            () = self.entry.terminated() => Interruption::End(EndReason::Terminated),
+            () = self.manager.registry.shutting_down() => Interruption::End(EndReason::Shutdown),
+            () = self.outbound.closed() => Interruption::End(EndReason::ClientGone),
+            () = tokio::time::sleep_until(self.lifetime_end) => {
+                Interruption::End(EndReason::MaxLifetime)
+            }
+        };
+        // Cancel on the server, then let the statement return its error, so
+        // that the connection stays in a known state.
+        canceller
+            .cancel(matches!(interruption, Interruption::End(_)))
+            .await;
+        let settled = tokio::time::timeout(CLEANUP_TIMEOUT, &mut running).await;
+        let dirty = !matches!(settled, Ok(Ok(_) | Err(Failure::Clean(_))));
+        Ran::Interrupted {
+            by: interruption,
+            dirty,
+        }
+    }
+
+    /// Answers a failed request; the session goes on unless the connection
+    /// is in an unknown state, or the backend's transaction did not survive
+    /// the interrupt.
+    async fn failed(&mut self, request_id: u64, error: Error) -> Option<EndReason> {
+        if aborts_transaction::<DB>(&error) {
+            self.entry.mark_aborted();
+        }
+        let ends = self.dirty
+            || (matches!(error, Error::DeadlineExceeded(_))
+                && !DB::transaction_survives_interrupt());
+        let _ = self
+            .outbound
+            .send(SessionEvent::Error { request_id, error })
+            .await;
+        ends.then_some(EndReason::Failed)
+    }
+
+    /// Ends the session. `Commit` commits (a failed commit ends it as
+    /// `failed`, rolled back); anything else rolls back. The connection
+    /// goes back to the pool clean, or is closed when its state is unknown
+    /// (closing makes the server roll back). The reason is counted, and the
+    /// client told if it is still there.
+    pub(super) async fn end(mut self, reason: EndReason) {
+        let outbound = self.outbound.clone();
+        match reason {
+            EndReason::Commit => match self.checkout.commit().await {
+                Ok(()) => {
+                    self.give_back(EndReason::Commit).await;
+                    let _ = outbound.send(SessionEvent::Committed).await;
+                }
+                Err(failure) => {
+                    self.roll_back(EndReason::Failed).await;
+                    let _ = outbound
+                        .send(SessionEvent::Ended(failure.into_answer()))
+                        .await;
+                }
+            },
+            EndReason::Rollback => {
+                self.roll_back(EndReason::Rollback).await;
+                let _ = outbound.send(SessionEvent::RolledBack).await;
+            }
+            reason => {
+                self.roll_back(reason).await;
+                if !outbound.is_closed() {
+                    let _ = outbound.send(SessionEvent::RolledBack).await;
+                    let _ = outbound
+                        .send(SessionEvent::Ended(Error::SessionEnded(reason.name())))
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Rolls back and gives the connection back, or closes it (after a
+    /// cancel) when it is dirty or the rollback fails; counts `reason`.
+    async fn roll_back(mut self, reason: EndReason) {
+        if self.dirty {
+            self.checkout.discard().await;
+            self.guard.end(reason);
+            return;
+        }
+        match self.checkout.rollback().await {
+            Ok(()) => self.give_back(reason).await,
+            Err(_) => {
+                self.checkout.close();
+                self.guard.end(reason);
+            }
+        }
+    }
+
+    /// Returns the clean connection to the pool and counts `reason`.
+    async fn give_back(self, reason: EndReason) {
+        self.checkout.release().await;
+        self.guard.end(reason);
+    }
+}
+
+/// Whether the database has given up on the transaction after `error`.
+fn aborts_transaction<DB: Driver>(error: &Error) -> bool {
+    error.sqlstate() == Some("25P02")
+        || (DB::errors_abort_transaction()
+            && matches!(error, Error::Database(_) | Error::DeadlineExceeded(_)))
+}
+
+/// Where a session statement's frames go: the session's stream, tagged
+/// with the request they answer.
+struct SessionFrames {
+    outbound: Outbound,
+    request_id: u64,
+}
+
+impl FrameTarget for SessionFrames {
+    async fn deliver(&self, event: StreamEvent) -> bool {
+        self.outbound
+            .send(SessionEvent::Frame {
+                request_id: self.request_id,
+                event,
+            })
+            .await
+            .is_ok()
+    }
+
+    async fn gone(&self) {
+        // The session watches for the client leaving itself, so that it
+        // can cancel on the server before the statement is dropped.
+        std::future::pending::<()>().await
+    }
+}
