@@ -208,10 +208,7 @@ pub(super) async fn run<DB>(
                         .await;
                     continue;
                 }
-                let deadline =
-                    Deadline::after(timeout.map_or(context.statement_budget.default, |t| {
-                        t.min(context.statement_budget.max)
-                    }));
+                let deadline = context.statement_budget.deadline(timeout);
                 let request = StatementRequest {
                     request_id,
                     statement: &statement,
