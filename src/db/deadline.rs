@@ -9,7 +9,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{DeadlinePhase, Error};
+use crate::{
+    config::MethodBudget,
+    error::{DeadlinePhase, Error},
+};
 
 /// When a call must be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,16 @@ impl Deadline {
     }
 }
 
+impl MethodBudget {
+    /// The one rule for a call's or a statement's deadline: what the client
+    /// asked for, capped at the maximum, or the default when it asked for
+    /// nothing. Kept here rather than in `config`, which must not depend on
+    /// the database side.
+    pub fn deadline(&self, asked: Option<Duration>) -> Deadline {
+        Deadline::after(asked.map_or(self.default, |asked| asked.min(self.max)))
+    }
+}
+
 /// Why database work was cut short before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cut {
@@ -92,5 +105,26 @@ pub(crate) async fn within<T>(
             finished.map_err(|_| Cut::Deadline)
         }
         () = shutdown.cancelled() => Err(Cut::Shutdown),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_cannot_exceed_the_maximum() {
+        let budget = MethodBudget {
+            default: Duration::from_secs(30),
+            max: Duration::from_secs(60),
+        };
+        let none = budget.deadline(None).remaining();
+        assert!(none > Duration::from_secs(29) && none <= Duration::from_secs(30));
+        let long = budget.deadline(Some(Duration::from_secs(3600))).remaining();
+        assert!(long > Duration::from_secs(59) && long <= Duration::from_secs(60));
+        let short = budget
+            .deadline(Some(Duration::from_millis(100)))
+            .remaining();
+        assert!(short <= Duration::from_millis(100));
     }
 }

@@ -1,7 +1,8 @@
-//! The call's budget from its `grpc-timeout` header: min(what the client
-//! asks, the method's maximum), or the method's default when the client
-//! sets none. tonic's own timeout is not used: it answers CANCELLED and does
-//! not bound a streaming body.
+//! The call's budget from its `grpc-timeout` header, resolved by the one
+//! rule in [`MethodBudget::deadline`]: min(what the client asks, the
+//! method's maximum), or the method's default when the client sets none.
+//! tonic's own timeout is not used: it answers CANCELLED and does not bound
+//! a streaming body.
 
 use std::time::Duration;
 
@@ -15,10 +16,7 @@ pub(crate) fn call_deadline(metadata: &MetadataMap, budget: &MethodBudget) -> De
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())
         .and_then(parse_grpc_timeout);
-    Deadline::after(match asked {
-        Some(asked) => asked.min(budget.max),
-        None => budget.default,
-    })
+    budget.deadline(asked)
 }
 
 /// Parses the gRPC wire form: up to 8 digits and a unit (H, M, S, m, u, n).
@@ -59,7 +57,7 @@ mod tests {
     }
 
     #[test]
-    fn the_client_cannot_exceed_the_maximum() {
+    fn the_header_is_capped_by_the_method_budget() {
         let budget = MethodBudget {
             default: Duration::from_secs(30),
             max: Duration::from_secs(60),

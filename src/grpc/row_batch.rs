@@ -219,7 +219,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::{grpc::convert::tests::arb_value, query::value::row_wire_len};
+    use crate::{grpc::convert::value::tests::arb_value, query::value::row_wire_len};
 
     /// What the generated code would have sent: a `repeated Row` message.
     #[derive(Clone, PartialEq, prost::Message)]

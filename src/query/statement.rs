@@ -45,16 +45,7 @@ impl Statement {
             first,
             "select" | "values" | "table" | "show" | "describe" | "desc"
         ) && !words.any(|word| word == "into");
-        if params.len() > limits.max_params {
-            return Err(Error::invalid_request(
-                "params",
-                format!(
-                    "{} parameters; the limit is {}",
-                    params.len(),
-                    limits.max_params
-                ),
-            ));
-        }
+        Self::check_param_count(params.len(), limits)?;
         let fingerprint = hash(&normalized);
         Ok(Self {
             sql: sql.into(),
@@ -62,6 +53,19 @@ impl Statement {
             fingerprint,
             plain_read,
         })
+    }
+
+    /// Refuses more than `limits.max_params` parameters. [`Statement::new`]
+    /// applies it; it is public so that a decoder can refuse an oversized
+    /// parameter list by its length, before decoding any of it.
+    pub fn check_param_count(count: usize, limits: &LimitSettings) -> Result<(), Error> {
+        if count > limits.max_params {
+            return Err(Error::invalid_request(
+                "params",
+                format!("{count} parameters; the limit is {}", limits.max_params),
+            ));
+        }
+        Ok(())
     }
 
     /// True for statements that only read (`SELECT`, `VALUES`, `SHOW`, …):
@@ -251,6 +255,22 @@ mod tests {
                 .expect("ok")
                 .is_plain_read()
         );
+    }
+
+    #[test]
+    fn too_many_parameters_are_refused() {
+        let limits = LimitSettings {
+            max_params: 2,
+            ..LimitSettings::default()
+        };
+        let err = Statement::new("SELECT 1".into(), vec![SqlValue::Null; 3], &limits)
+            .expect_err("too many");
+        assert!(
+            matches!(err, Error::InvalidRequest { ref field, ref message }
+                if field == "params" && message == "3 parameters; the limit is 2"),
+            "{err:?}"
+        );
+        assert!(Statement::new("SELECT 1".into(), vec![SqlValue::Null; 2], &limits).is_ok());
     }
 
     #[test]

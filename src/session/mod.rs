@@ -4,6 +4,7 @@
 //! running statement, roll back, return (or close) the connection, count
 //! the reason — however the session ends. Nothing relies on `Drop` alone.
 
+mod labels;
 mod open;
 mod registry;
 mod runner;
@@ -12,6 +13,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 
+pub use labels::Labels;
 pub use registry::{EndReason, SessionRegistry, SessionState, SessionSummary};
 
 use crate::{

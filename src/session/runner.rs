@@ -103,10 +103,7 @@ pub(super) async fn run<DB: Driver>(
                     refuse(&outbound, request_id, error).await;
                     continue;
                 }
-                let budget = manager.statement_budget;
-                let deadline = crate::db::Deadline::after(
-                    timeout.map_or(budget.default, |t| t.min(budget.max)),
-                );
+                let deadline = manager.statement_budget.deadline(timeout);
                 if let Some(reason) = session.execute(request_id, &statement, deadline).await {
                     break reason;
                 }

@@ -1,171 +1,18 @@
-//! Wire ↔ domain conversions. Decoding checks everything a caller can get
-//! wrong (a value with no kind, a malformed date, UUID, decimal or JSON) and
-//! answers with the parameter's index; encoding cannot fail.
+//! Values on the wire ↔ [`SqlValue`], and the kinds and columns that
+//! describe them. A value is the one place a caller's data crosses into the
+//! domain, so decoding checks everything that can be wrong with it (no kind
+//! set, a malformed date, UUID, decimal or JSON, an out-of-range timestamp)
+//! and says what, without the value itself; the request decoder adds the
+//! parameter's index. Encoding cannot fail: every [`SqlValue`] has a wire
+//! form, and the round trip is lossless (see the property tests).
 
 use chrono::DateTime;
-use prost_types::{Duration as PbDuration, Timestamp};
+use prost_types::Timestamp;
 
-use super::pb::{self, value::Kind};
 use crate::{
-    config::LimitSettings,
-    db::{Isolation, PoolSnapshot},
-    error::Error,
-    query::{
-        ColumnInfo, QueryOutput, SqlValue, Statement, StreamEvent, ValueKind, value::text_form,
-    },
-    session::{BeginOptions, SessionCommand, SessionEvent, SessionSummary},
+    grpc::pb::{self, value::Kind},
+    query::{ColumnInfo, SqlValue, ValueKind, value::text_form},
 };
-
-/// Builds a validated statement from a request's fields.
-pub fn statement(
-    sql: String,
-    params: Vec<pb::Value>,
-    limits: &LimitSettings,
-) -> Result<Statement, Error> {
-    if params.len() > limits.max_params {
-        return Err(Error::invalid_request(
-            "params",
-            format!(
-                "{} parameters; the limit is {}",
-                params.len(),
-                limits.max_params
-            ),
-        ));
-    }
-    let params = params
-        .into_iter()
-        .enumerate()
-        .map(|(index, value)| {
-            SqlValue::try_from(value).map_err(|message| Error::invalid_parameter(index, message))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Statement::new(sql, params, limits)
-}
-
-/// Most labels a session may carry, and their longest key and value.
-const MAX_LABELS: usize = 32;
-const MAX_LABEL_BYTES: usize = 256;
-
-/// Decodes one session request; what cannot be decoded becomes
-/// [`SessionCommand::Invalid`], answered for that request only.
-pub fn session_command(request: pb::SessionRequest, limits: &LimitSettings) -> SessionCommand {
-    use pb::session_request::Request as R;
-    match request.request {
-        None => SessionCommand::Invalid {
-            request_id: 0,
-            error: Error::invalid_request("request", "empty session request"),
-        },
-        Some(R::Begin(begin)) => match begin_options(begin) {
-            Ok(options) => SessionCommand::Begin(options),
-            Err(error) => SessionCommand::Invalid {
-                request_id: 0,
-                error,
-            },
-        },
-        Some(R::Execute(execute)) => {
-            let request_id = execute.request_id;
-            let timeout = match execute
-                .timeout
-                .map(std::time::Duration::try_from)
-                .transpose()
-            {
-                Ok(timeout) => timeout,
-                Err(_) => {
-                    return SessionCommand::Invalid {
-                        request_id,
-                        error: Error::invalid_request("timeout", "must not be negative"),
-                    };
-                }
-            };
-            match statement(execute.sql, execute.params, limits) {
-                Ok(statement) => SessionCommand::Execute {
-                    request_id,
-                    statement,
-                    timeout,
-                },
-                Err(error) => SessionCommand::Invalid { request_id, error },
-            }
-        }
-        Some(R::Commit(_)) => SessionCommand::Commit,
-        Some(R::Rollback(_)) => SessionCommand::Rollback,
-    }
-}
-
-fn begin_options(begin: pb::BeginSession) -> Result<BeginOptions, Error> {
-    let isolation = match pb::IsolationLevel::try_from(begin.isolation) {
-        Ok(pb::IsolationLevel::Unspecified) => Isolation::Default,
-        Ok(pb::IsolationLevel::ReadUncommitted) => Isolation::ReadUncommitted,
-        Ok(pb::IsolationLevel::ReadCommitted) => Isolation::ReadCommitted,
-        Ok(pb::IsolationLevel::RepeatableRead) => Isolation::RepeatableRead,
-        Ok(pb::IsolationLevel::Serializable) => Isolation::Serializable,
-        Err(_) => {
-            return Err(Error::invalid_request(
-                "begin.isolation",
-                "unknown isolation level",
-            ));
-        }
-    };
-    if begin.labels.len() > MAX_LABELS
-        || begin
-            .labels
-            .iter()
-            .any(|(k, v)| k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES)
-    {
-        return Err(Error::invalid_request(
-            "begin.labels",
-            format!("at most {MAX_LABELS} labels of at most {MAX_LABEL_BYTES} bytes each"),
-        ));
-    }
-    let idle_timeout = match begin
-        .idle_timeout
-        .map(std::time::Duration::try_from)
-        .transpose()
-    {
-        Ok(Some(timeout)) if timeout.is_zero() => None,
-        Ok(timeout) => timeout,
-        Err(_) => {
-            return Err(Error::invalid_request(
-                "begin.idle_timeout",
-                "must not be negative",
-            ));
-        }
-    };
-    Ok(BeginOptions {
-        isolation,
-        read_only: begin.read_only,
-        labels: begin.labels.into_iter().collect(),
-        idle_timeout,
-    })
-}
-
-/// Encodes a session event; [`SessionEvent::Ended`] closes the stream with its status.
-pub fn session_response(event: SessionEvent) -> Result<pb::SessionResponse, tonic::Status> {
-    use pb::session_response::Response as R;
-    let (request_id, response) = match event {
-        SessionEvent::Began { session_id } => (0, R::Began(pb::SessionBegan { session_id })),
-        SessionEvent::Frame { request_id, event } => (request_id, R::Frame(event.into())),
-        SessionEvent::Done { request_id } => (request_id, R::Done(pb::RequestDone {})),
-        SessionEvent::Error { request_id, error } => (request_id, R::Error(rpc_status(error))),
-        SessionEvent::Committed => (0, R::Committed(pb::SessionCommitted {})),
-        SessionEvent::RolledBack => (0, R::RolledBack(pb::SessionRolledBack {})),
-        SessionEvent::Ended(error) => return Err(error.into()),
-    };
-    Ok(pb::SessionResponse {
-        request_id,
-        response: Some(response),
-    })
-}
-
-/// An error as a `google.rpc.Status` message, details included.
-fn rpc_status(error: Error) -> tonic_types::pb::Status {
-    use prost::Message;
-    let status: tonic::Status = error.into();
-    tonic_types::pb::Status::decode(status.details()).unwrap_or_else(|_| tonic_types::pb::Status {
-        code: status.code() as i32,
-        message: status.message().to_owned(),
-        details: Vec::new(),
-    })
-}
 
 impl TryFrom<pb::Value> for SqlValue {
     /// What is wrong, without the value itself.
@@ -311,100 +158,13 @@ impl From<ColumnInfo> for pb::Column {
     }
 }
 
-fn rows(rows: Vec<Vec<SqlValue>>) -> Vec<pb::Row> {
+/// Rows of values as wire rows, for the unary answer.
+pub(super) fn rows(rows: Vec<Vec<SqlValue>>) -> Vec<pb::Row> {
     rows.into_iter()
         .map(|values| pb::Row {
             values: values.into_iter().map(pb::Value::from).collect(),
         })
         .collect()
-}
-
-impl From<QueryOutput> for pb::ExecuteResponse {
-    fn from(output: QueryOutput) -> Self {
-        pb::ExecuteResponse {
-            columns: output.columns.into_iter().map(pb::Column::from).collect(),
-            rows: rows(output.rows),
-            rows_affected: output.rows_affected,
-        }
-    }
-}
-
-impl From<StreamEvent> for pb::ResultFrame {
-    fn from(event: StreamEvent) -> Self {
-        use pb::result_frame::Frame;
-        let frame = match event {
-            StreamEvent::Columns(columns) => Frame::Metadata(pb::ResultMetadata {
-                columns: columns.into_iter().map(pb::Column::from).collect(),
-            }),
-            StreamEvent::Rows(batch) => Frame::Rows(pb::RowBatch::encode_rows(batch)),
-            StreamEvent::Finished(stats) => Frame::Stats(pb::ResultStats {
-                rows_affected: stats.rows_affected,
-                rows_returned: stats.rows_returned,
-                elapsed: Some(duration(stats.elapsed)),
-            }),
-        };
-        pb::ResultFrame { frame: Some(frame) }
-    }
-}
-
-/// A std duration on the wire (saturating; never fails).
-pub fn duration(value: std::time::Duration) -> PbDuration {
-    PbDuration {
-        seconds: i64::try_from(value.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(value.subsec_nanos()).unwrap_or_default(),
-    }
-}
-
-/// A wall-clock time on the wire (saturating; before 1970 reads as 1970).
-fn timestamp(value: std::time::SystemTime) -> Timestamp {
-    let since_epoch = duration(
-        value
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default(),
-    );
-    Timestamp {
-        seconds: since_epoch.seconds,
-        nanos: since_epoch.nanos,
-    }
-}
-
-impl From<SessionSummary> for pb::SessionInfo {
-    fn from(summary: SessionSummary) -> Self {
-        pb::SessionInfo {
-            session_id: summary.id,
-            peer: summary.peer,
-            labels: summary.labels.into_iter().collect(),
-            state: summary.state.name().to_owned(),
-            started_at: Some(timestamp(summary.started_at)),
-            age: Some(duration(summary.age)),
-            idle: Some(duration(summary.idle)),
-            current_statement_fingerprint: summary.current_fingerprint.unwrap_or_default(),
-            statements_executed: summary.statements,
-        }
-    }
-}
-
-impl From<PoolSnapshot> for pb::PoolStats {
-    /// The pool's own figures; Admin adds the session and probe figures.
-    fn from(snapshot: PoolSnapshot) -> Self {
-        pb::PoolStats {
-            backend: snapshot.backend.name().to_owned(),
-            max_connections: snapshot.max_connections,
-            min_connections: snapshot.min_connections,
-            open_connections: snapshot.open_connections,
-            idle_connections: snapshot.idle_connections,
-            in_use_connections: snapshot.in_use_connections,
-            waiting: snapshot.waiting,
-            acquire_timeouts: snapshot.acquire_timeouts,
-            acquire_wait_p50: Some(duration(snapshot.acquire_wait_p50)),
-            acquire_wait_p99: Some(duration(snapshot.acquire_wait_p99)),
-            acquire_wait_max: Some(duration(snapshot.acquire_wait_max)),
-            calls_total: snapshot.calls_total,
-            connections_opened: snapshot.connections_opened,
-            connections_closed: snapshot.connections_closed,
-            ..pb::PoolStats::default()
-        }
-    }
 }
 
 #[cfg(test)]
