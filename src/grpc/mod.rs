@@ -4,6 +4,7 @@
 
 mod admin_service;
 mod call_log;
+mod client;
 pub mod convert;
 mod deadline;
 mod query_service;

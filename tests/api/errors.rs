@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use sqlgate::grpc::pb::{
-    self, IsolationLevel, SessionRequest, session_request::Request as R,
-    session_response::Response as Answer, value::Kind,
+    self, IsolationLevel, SessionRequest, session_response::Response as Answer, value::Kind,
 };
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -14,7 +13,7 @@ use tonic_types::StatusExt;
 use crate::{
     helpers::{Backend, TestApp, error_details, spawn_app, v},
     on_every_backend,
-    session_client::{Session, error_status, execute_request},
+    session_client::{Session, error_status},
 };
 
 /// Runs `sql` as request `request_id` of `session`; its rows, or its error
@@ -24,7 +23,9 @@ async fn run(
     request_id: u64,
     sql: String,
 ) -> Result<Vec<pb::Row>, tonic::Status> {
-    session.send(execute_request(request_id, sql, vec![])).await;
+    session
+        .send(SessionRequest::execute(request_id, sql, vec![]))
+        .await;
     outcome_of(session, request_id).await
 }
 
@@ -224,17 +225,15 @@ async fn deadlock_is_aborted_with_retry_info(backend: Backend) {
     let mut b = Session::begin_as(&app, IsolationLevel::Unspecified, false).await;
     run(&mut a, 1, update(1)).await.expect("a locks row 1");
     run(&mut b, 1, update(2)).await.expect("b locks row 2");
-    a.send(execute_request(2, update(2), vec![])).await;
+    a.send(SessionRequest::execute(2, update(2), vec![])).await;
     // Let a block on row 2 before b closes the cycle.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    b.send(execute_request(2, update(1), vec![])).await;
+    b.send(SessionRequest::execute(2, update(1), vec![])).await;
 
     // One of the two is refused; the other finishes once the victim's
     // transaction has rolled back (PostgreSQL holds its locks until then).
     let (mut a_outcome, mut b_outcome) = (None, None);
-    let rollback = SessionRequest {
-        request: Some(R::Rollback(pb::RollbackSession {})),
-    };
+    let rollback = SessionRequest::rollback();
     let mut rollback_sent = [false; 2];
     while a_outcome.is_none() || b_outcome.is_none() {
         tokio::select! {

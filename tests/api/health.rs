@@ -296,21 +296,16 @@ async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
         .await
         .expect("attach")
         .into_inner();
-    use pb::session_request::Request as R;
     requests
-        .send(pb::SessionRequest {
-            request: Some(R::Begin(pb::BeginSession::default())),
-        })
+        .send(pb::SessionRequest::begin(pb::BeginSession::default()))
         .await
         .expect("begin");
     requests
-        .send(pb::SessionRequest {
-            request: Some(R::Execute(pb::SessionExecute {
-                request_id: 1,
-                sql: "INSERT INTO t VALUES (1)".into(),
-                ..pb::SessionExecute::default()
-            })),
-        })
+        .send(pb::SessionRequest::execute(
+            1,
+            "INSERT INTO t VALUES (1)",
+            vec![],
+        ))
         .await
         .expect("insert");
     loop {
@@ -673,11 +668,7 @@ async fn postgres_sigterm_refuses_new_sessions_and_cuts_calls_after_the_drain() 
     // A new session is refused.
     let (requests, inbox) = tokio::sync::mpsc::channel(4);
     requests
-        .send(pb::SessionRequest {
-            request: Some(pb::session_request::Request::Begin(
-                pb::BeginSession::default(),
-            )),
-        })
+        .send(pb::SessionRequest::begin(pb::BeginSession::default()))
         .await
         .expect("begin");
     let refused = tokio::time::timeout(Duration::from_secs(2), async {

@@ -505,27 +505,22 @@ pub async fn list_sessions(app: &TestApp) -> Vec<pb::SessionInfo> {
         .sessions
 }
 
-/// Shorthands for building wire values.
+/// Short names for the library's value constructors (`pb::Value::int` …),
+/// for the rows of parameters the tests spell out.
 pub mod v {
     use super::*;
 
     pub fn null() -> pb::Value {
-        pb::Value {
-            kind: Some(Kind::NullValue(0)),
-        }
+        pb::Value::null()
     }
     pub fn int(n: i64) -> pb::Value {
-        pb::Value {
-            kind: Some(Kind::IntValue(n)),
-        }
+        pb::Value::int(n)
     }
     pub fn text(s: &str) -> pb::Value {
-        pb::Value {
-            kind: Some(Kind::TextValue(s.to_owned())),
-        }
+        pb::Value::text(s)
     }
     pub fn of(kind: Kind) -> pb::Value {
-        pb::Value { kind: Some(kind) }
+        kind.into()
     }
 }
 

@@ -12,6 +12,7 @@ mod config;
 mod deadlines;
 mod discovery;
 mod errors;
+mod fixtures;
 mod health;
 mod helpers;
 mod limits;

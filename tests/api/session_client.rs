@@ -5,9 +5,8 @@
 use std::time::{Duration, Instant};
 
 use sqlgate::grpc::pb::{
-    self, BeginSession, SessionExecute, SessionRequest, SessionResponse,
-    session_request::Request as R, session_response::Response as Answer,
-    sessions_client::SessionsClient, value::Kind,
+    self, BeginSession, SessionRequest, SessionResponse, session_request::Request as R,
+    session_response::Response as Answer, sessions_client::SessionsClient, value::Kind,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -46,33 +45,6 @@ pub struct Session {
     pub last_sent: Option<Instant>,
 }
 
-pub fn begin_with_labels(labels: &[(&str, &str)]) -> BeginSession {
-    BeginSession {
-        labels: labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        ..BeginSession::default()
-    }
-}
-
-pub fn begin_request(labels: &[(&str, &str)]) -> SessionRequest {
-    SessionRequest {
-        request: Some(R::Begin(begin_with_labels(labels))),
-    }
-}
-
-pub fn execute_request(request_id: u64, sql: String, params: Vec<pb::Value>) -> SessionRequest {
-    SessionRequest {
-        request: Some(R::Execute(SessionExecute {
-            request_id,
-            sql,
-            params,
-            timeout: None,
-        })),
-    }
-}
-
 impl Session {
     /// Opens a stream without sending anything.
     pub async fn attach(
@@ -88,16 +60,18 @@ impl Session {
 
     /// Begins a session; the error status if the server refuses it.
     pub async fn begin(app: &TestApp, labels: &[(&str, &str)]) -> Result<Self, tonic::Status> {
-        Self::begin_on(app.channel.clone(), begin_with_labels(labels)).await
+        Self::begin_on(
+            app.channel.clone(),
+            BeginSession::labelled(labels.iter().copied()),
+        )
+        .await
     }
 
     /// Begins a session with `begin` over `channel`.
     pub async fn begin_on(channel: Channel, begin: BeginSession) -> Result<Self, tonic::Status> {
         let (requests, mut answers) = Self::attach(channel).await?;
         requests
-            .send(SessionRequest {
-                request: Some(R::Begin(begin)),
-            })
+            .send(SessionRequest::begin(begin))
             .await
             .expect("send begin");
         match next_answer(&mut answers).await? {
@@ -143,7 +117,8 @@ impl Session {
         sql: String,
         params: Vec<pb::Value>,
     ) -> Result<Vec<pb::Row>, tonic_types::pb::Status> {
-        self.send(execute_request(request_id, sql, params)).await;
+        self.send(SessionRequest::execute(request_id, sql, params))
+            .await;
         self.outcome(request_id).await
     }
 
@@ -183,20 +158,17 @@ impl Session {
     }
 
     pub async fn commit(self) {
-        self.end(R::Commit(pb::CommitSession {})).await;
+        self.end(SessionRequest::commit()).await;
     }
 
     pub async fn rollback(self) {
-        self.end(R::Rollback(pb::RollbackSession {})).await;
+        self.end(SessionRequest::rollback()).await;
     }
 
     /// Sends commit or rollback and checks the matching answer.
-    pub async fn end(mut self, request: R) {
-        let committing = matches!(request, R::Commit(_));
-        self.send(SessionRequest {
-            request: Some(request),
-        })
-        .await;
+    pub async fn end(mut self, request: SessionRequest) {
+        let committing = matches!(request.request, Some(R::Commit(_)));
+        self.send(request).await;
         let answer = next_answer(&mut self.answers)
             .await
             .expect("ok")

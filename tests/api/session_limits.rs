@@ -4,10 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlgate::grpc::pb::{
-    BeginSession, SessionExecute, SessionRequest, session_request::Request as R,
-    session_response::Response as Answer,
-};
+use sqlgate::grpc::pb::{BeginSession, SessionRequest, session_response::Response as Answer};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -15,10 +12,7 @@ use crate::{
     helpers::{Backend, WAIT, error_details, list_sessions, slow_sql, spawn_app_with, within},
     observe::DatabaseView,
     on_every_backend,
-    session_client::{
-        CLEANUP_BOUND, Session, begin_request, ended_with, error_status, execute_request,
-        session_holding_a_write,
-    },
+    session_client::{CLEANUP_BOUND, Session, ended_with, error_status, session_holding_a_write},
 };
 
 async fn the_session_limit_is_resource_exhausted_with_its_reason(backend: Backend) {
@@ -107,16 +101,9 @@ on_every_backend!(an_idle_timeout_asked_for_is_capped_by_the_maximum);
 async fn time_out(session: &mut Session, backend: Backend, timeout: Option<Duration>) -> Duration {
     let started = Instant::now();
     session
-        .send(SessionRequest {
-            request: Some(R::Execute(SessionExecute {
-                request_id: 7,
-                sql: slow_sql(backend).to_owned(),
-                params: vec![],
-                timeout: timeout.map(|t| prost_types::Duration {
-                    seconds: i64::try_from(t.as_secs()).expect("seconds"),
-                    nanos: i32::try_from(t.subsec_nanos()).expect("nanos"),
-                }),
-            })),
+        .send(match timeout {
+            Some(timeout) => SessionRequest::execute_within(7, slow_sql(backend), vec![], timeout),
+            None => SessionRequest::execute(7, slow_sql(backend), vec![]),
         })
         .await;
     loop {
@@ -178,7 +165,7 @@ async fn protocol_errors_carry_their_reason(backend: Backend) {
     // Execute before begin ends the stream: FAILED_PRECONDITION, SESSION_PROTOCOL.
     let (requests, mut answers) = Session::attach(app.channel.clone()).await.expect("attach");
     requests
-        .send(execute_request(1, "SELECT 1".into(), vec![]))
+        .send(SessionRequest::execute(1, "SELECT 1", vec![]))
         .await
         .expect("send");
     let status = within(WAIT, "the refusal", answers.message())
@@ -189,7 +176,9 @@ async fn protocol_errors_carry_their_reason(backend: Backend) {
 
     // A second begin: the same reason, in the stream, and the session goes on.
     let mut session = Session::begin(&app, &[]).await.expect("begin");
-    session.send(begin_request(&[])).await;
+    session
+        .send(SessionRequest::begin(BeginSession::default()))
+        .await;
     let answer = session
         .answers
         .message()

@@ -11,13 +11,13 @@ use std::{
 
 use futures::{StreamExt, stream};
 use sqlgate::grpc::pb::{
-    self, BeginSession, SessionExecute, SessionRequest, session_request::Request as R,
-    session_response::Response as Answer, value::Kind,
+    self, BeginSession, SessionRequest, session_response::Response as Answer, value::Kind,
 };
 use tokio::io::AsyncBufReadExt;
 use tonic::{Code, transport::Channel};
 
 use crate::{
+    fixtures,
     helpers::{
         Backend, Backends, TestApp, WAIT, error_details, list_sessions, slow_pattern, slow_sql,
         spawn_app, spawn_app_with, sqlgate_backends, v, within,
@@ -26,8 +26,7 @@ use crate::{
     on_every_backend,
     proxy::Proxy,
     session_client::{
-        CLEANUP_BOUND, Session, begin_request, begin_with_labels, ended_with, error_status,
-        execute_request, session_holding_a_write, wait_for_end,
+        CLEANUP_BOUND, Session, ended_with, error_status, session_holding_a_write, wait_for_end,
     },
 };
 
@@ -157,7 +156,7 @@ async fn requests_out_of_order_get_clear_errors(backend: Backend) {
     // Execute before begin: the stream ends with FAILED_PRECONDITION.
     let (requests, mut answers) = Session::attach(app.channel.clone()).await.expect("attach");
     requests
-        .send(execute_request(1, "SELECT 1".into(), vec![]))
+        .send(SessionRequest::execute(1, "SELECT 1", vec![]))
         .await
         .expect("send");
     let status = within(WAIT, "the refusal", answers.message())
@@ -168,7 +167,9 @@ async fn requests_out_of_order_get_clear_errors(backend: Backend) {
 
     // A second begin is refused; the session goes on.
     let mut session = Session::begin(&app, &[]).await.expect("begin");
-    session.send(begin_request(&[])).await;
+    session
+        .send(SessionRequest::begin(BeginSession::default()))
+        .await;
     let answer = session.next().await;
     assert!(
         matches!(answer.response, Some(Answer::Error(ref e)) if e.code == Code::FailedPrecondition as i32),
@@ -191,15 +192,11 @@ async fn requests_out_of_order_get_clear_errors(backend: Backend) {
         .expect("goes on");
     assert_eq!(rows.len(), 1);
     // Anything after commit gets an error saying the session has ended.
-    session
-        .send(SessionRequest {
-            request: Some(R::Commit(pb::CommitSession {})),
-        })
-        .await;
+    session.send(SessionRequest::commit()).await;
     let answer = session.next().await;
     assert!(matches!(answer.response, Some(Answer::Committed(_))));
     session
-        .send(execute_request(11, "SELECT 1".into(), vec![]))
+        .send(SessionRequest::execute(11, "SELECT 1", vec![]))
         .await;
     let answer = session.next().await;
     assert_eq!(answer.request_id, 11);
@@ -255,7 +252,7 @@ async fn idle_timeout_max_lifetime_and_terminate_roll_back(backend: Backend) {
             .requests
             .as_ref()
             .expect("open")
-            .send(execute_request(request_id, "SELECT 1".into(), vec![]))
+            .send(SessionRequest::execute(request_id, "SELECT 1", vec![]))
             .await;
         if sent.is_err() {
             let status = tokio::time::timeout(Duration::from_secs(2), session.final_status())
@@ -319,7 +316,7 @@ async fn idle_timeout_max_lifetime_and_terminate_roll_back(backend: Backend) {
                 seconds: 5,
                 nanos: 0,
             }),
-            ..begin_with_labels(&[("who", "operator-test")])
+            ..BeginSession::labelled([("who", "operator-test")])
         },
     )
     .await
@@ -444,7 +441,7 @@ async fn terminate_cancels_the_running_statement(backend: Backend) {
     let mut session = session_holding_a_write(&app, &mut view, 1).await;
     let sql = slow_sql(backend);
     session
-        .send(execute_request(2, sql.to_owned(), vec![]))
+        .send(SessionRequest::execute(2, sql.to_owned(), vec![]))
         .await;
     wait_until_running(&app, &mut view, sql).await;
     let started = Instant::now();
@@ -467,29 +464,30 @@ async fn terminate_cancels_the_running_statement(backend: Backend) {
 }
 on_every_backend!(terminate_cancels_the_running_statement);
 
-/// Starts the session client as a process of its own and waits for READY.
+/// Starts the session client ([`fixtures::killable_session_client`]) as a
+/// process of its own and waits for its READY line.
 async fn spawn_client(app: &TestApp, mode: &str) -> (tokio::process::Child, String) {
-    let exe = std::env::current_exe().expect("test binary");
-    let examples = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("examples");
-    let mut child = tokio::process::Command::new(examples.join("session_client"))
-        .arg(app.address.to_string())
-        .arg(mode)
+    let mut child = fixtures::command("killable_session_client")
+        .env(fixtures::SESSION_CLIENT, format!("{},{mode}", app.address))
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("session_client (built by `cargo test` from examples/)");
+        .expect("the session client (this test binary again)");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .expect("client ready in time")
-        .expect("read")
-        .expect("a line");
-    let id = line.strip_prefix("READY ").expect("READY line").to_owned();
+    let id = tokio::time::timeout(Duration::from_secs(10), async {
+        // The test harness prints lines of its own first.
+        let mut before = Vec::new();
+        while let Some(line) = lines.next_line().await.expect("read") {
+            if let Some(id) = line.strip_prefix("READY ") {
+                return id.to_owned();
+            }
+            before.push(line);
+        }
+        panic!("the session client ended without a READY line; it printed {before:?}")
+    })
+    .await
+    .expect("client ready in time");
     (child, id)
 }
 
@@ -810,17 +808,12 @@ async fn a_session_statement_past_its_timeout_is_cancelled(backend: Backend) {
     let mut session = session_holding_a_write(&app, &mut view, 1).await;
     let sql = slow_sql(backend);
     session
-        .send(SessionRequest {
-            request: Some(R::Execute(SessionExecute {
-                request_id: 2,
-                sql: sql.into(),
-                params: vec![],
-                timeout: Some(prost_types::Duration {
-                    seconds: 0,
-                    nanos: 300_000_000,
-                }),
-            })),
-        })
+        .send(SessionRequest::execute_within(
+            2,
+            sql,
+            vec![],
+            Duration::from_millis(300),
+        ))
         .await;
     let started = Instant::now();
     wait_until_running(&app, &mut view, sql).await;

@@ -1,0 +1,111 @@
+//! sqlgate beside a direct database client, in one run.
+//!
+//! Sets up its own data in PostgreSQL, starts the `sqlgate` binary (built
+//! into the same target directory as this one) as a child process, and
+//! runs each workload through a direct sqlx pool of the same size and
+//! through sqlgate over loopback gRPC, alternating A/B over several rounds.
+//! Prints a markdown table and writes it, with a JSON file, to
+//! `bench-results/`.
+//!
+//! `cargo build --release --workspace --bins && ./target/release/sqlgate-bench`
+//! for the full run; `--quick` for a smoke run of a few seconds (CI).
+//!
+//! - [`setup`]: the data, the sqlgate child process, the connections.
+//! - [`measure`]: closed-loop runs, A/B rounds, medians and percentiles.
+//! - [`cpu`]: CPU time and memory of each process, from `/proc`.
+//! - [`workloads`]: what is measured.
+//! - [`report`]: the table and the JSON file.
+
+mod cpu;
+mod measure;
+mod report;
+mod setup;
+mod workloads;
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Parser;
+
+use crate::{
+    report::report,
+    setup::prepare,
+    workloads::{
+        cleanup_latency, deadline_storm, point_select, range_select, session_client,
+        session_update, stream_rows,
+    },
+};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks sqlgate against a direct PostgreSQL client in the same run")]
+pub(crate) struct Args {
+    /// A PostgreSQL URL with rights to create the `sqlgate_bench` database.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub(crate) database_url: String,
+    /// A few seconds in all: small data, short rounds (for CI).
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// A/B rounds per workload.
+    #[arg(long)]
+    pub(crate) rounds: Option<usize>,
+    /// Seconds per side per round for the throughput workloads.
+    #[arg(long)]
+    pub(crate) seconds: Option<f64>,
+    /// Where the table and JSON go.
+    #[arg(long, default_value = "bench-results")]
+    pub(crate) out: PathBuf,
+    /// Run only the workloads whose name contains this (e.g. `point`).
+    #[arg(long)]
+    pub(crate) only: Option<String>,
+    /// A PgBouncer URL that reaches the benchmark's `sqlgate_bench`
+    /// database; the direct client's workloads also run through it. Use
+    /// session pooling: sqlx prepares statements.
+    #[arg(long)]
+    pub(crate) pgbouncer_url: Option<String>,
+    /// Seeds the random order of the sides in each round (printed at the
+    /// start; the same seed repeats a run's order). Default: the clock.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Internal: run as a session client to be killed (cleanup latency).
+    #[arg(long, hide = true)]
+    pub(crate) session_client: Option<SocketAddr>,
+}
+
+/// The error every step of the benchmark returns: it only reports and stops.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    if let Some(address) = args.session_client {
+        return session_client(address).await;
+    }
+    let setup = prepare(&args).await?;
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|only| name.contains(only));
+    let mut results = Vec::new();
+    if wanted("point") {
+        for concurrency in [1usize, 16, 64] {
+            results.push(point_select(&setup, concurrency).await?);
+        }
+    }
+    if wanted("range") {
+        results.push(range_select(&setup).await?);
+    }
+    if wanted("stream") {
+        results.push(stream_rows(&setup, false).await?);
+        results.push(stream_rows(&setup, true).await?);
+    }
+    if wanted("session") {
+        results.push(session_update(&setup).await?);
+    }
+    if wanted("cleanup") {
+        results.push(cleanup_latency(&setup, &args).await?);
+    }
+    if wanted("deadline storm") {
+        results.extend(deadline_storm(&setup).await?);
+    }
+    report(&args, &setup, &results)?;
+    let mut child = setup.child;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    Ok(())
+}

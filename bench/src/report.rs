@@ -1,0 +1,141 @@
+//! The results: one [`Measurement`] per workload, printed as a markdown
+//! table and written, with a JSON file, to `--out`.
+
+use serde::Serialize;
+
+use crate::{Args, BoxError, cpu::CpuPerOp, measure::ratios_text, setup::Setup};
+
+/// One workload's result.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Measurement {
+    pub(crate) workload: String,
+    pub(crate) unit: String,
+    pub(crate) direct: Option<f64>,
+    pub(crate) sqlgate: f64,
+    /// The median of `ratios`: sqlgate / direct (higher is better for rates).
+    pub(crate) ratio: Option<f64>,
+    /// sqlgate / direct in each round, each from that round's own pair of
+    /// runs.
+    pub(crate) ratios: Vec<f64>,
+    /// The order the sides ran in, per round (random, from `--seed`).
+    pub(crate) orders: Vec<String>,
+    pub(crate) sqlgate_p50_ms: Option<f64>,
+    pub(crate) sqlgate_p99_ms: Option<f64>,
+    pub(crate) direct_p50_ms: Option<f64>,
+    pub(crate) direct_p99_ms: Option<f64>,
+    pub(crate) target: String,
+    pub(crate) met: Option<bool>,
+    /// The direct client through PgBouncer, when `--pgbouncer-url` is given.
+    pub(crate) pgbouncer: Option<f64>,
+    /// The median of `pgbouncer_ratios`.
+    pub(crate) pgbouncer_ratio: Option<f64>,
+    /// sqlgate / PgBouncer in each round.
+    pub(crate) pgbouncer_ratios: Vec<f64>,
+    /// Calls answered DEADLINE_EXCEEDED (the storm's timed-out callers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) deadline_exceeded: Option<usize>,
+    /// CPU per operation of each process, direct side (median round).
+    pub(crate) direct_cpu: Option<CpuPerOp>,
+    /// CPU per operation of each process, sqlgate side (median round).
+    pub(crate) sqlgate_cpu: Option<CpuPerOp>,
+}
+
+/// Prints the table and writes `latest.md` and `latest.json` to `--out`.
+pub(crate) fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), BoxError> {
+    let fmt = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"));
+    let mut table = String::new();
+    table.push_str(&format!(
+        "Machine: {} cores; PostgreSQL, client and sqlgate on one host; pool {} each side; \
+         {} round(s) of {:.1} s per side, the sides in a random order in each round \
+         (seed {}); ratio = the median of the per-round ratios{}.\n\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        setup.pool_size,
+        setup.rounds,
+        setup.seconds,
+        setup.seed,
+        if args.quick {
+            " (--quick: smoke run, not a measurement)"
+        } else {
+            ""
+        }
+    ));
+    let with_bouncer = setup.bouncer.is_some();
+    table.push_str("| workload | unit | direct | sqlgate | ratio | ratio by round | sqlgate p50 / p99 ms | direct p50 / p99 ms | target | met |");
+    table.push_str(if with_bouncer {
+        " direct via PgBouncer | sqlgate / PgBouncer |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    } else {
+        "\n|---|---|---|---|---|---|---|---|---|---|\n"
+    });
+    for m in results {
+        table.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {} | {} | {} / {} | {} / {} | {} | {} |",
+            m.workload,
+            m.unit,
+            fmt(m.direct),
+            m.sqlgate,
+            fmt(m.ratio),
+            if m.ratios.is_empty() {
+                "–".to_owned()
+            } else {
+                ratios_text(&m.ratios)
+            },
+            fmt(m.sqlgate_p50_ms),
+            fmt(m.sqlgate_p99_ms),
+            fmt(m.direct_p50_ms),
+            fmt(m.direct_p99_ms),
+            m.target,
+            m.met.map_or("–", |met| if met { "yes" } else { "no" }),
+        ));
+        if with_bouncer {
+            table.push_str(&format!(
+                " {} | {} |",
+                fmt(m.pgbouncer),
+                fmt(m.pgbouncer_ratio)
+            ));
+        }
+        table.push('\n');
+    }
+    let with_cpu: Vec<_> = results
+        .iter()
+        .filter_map(|m| Some((m, m.direct_cpu?, m.sqlgate_cpu?)))
+        .collect();
+    if !with_cpu.is_empty() {
+        table.push_str(
+            "\nCPU time per operation, µs, by process (all share the same cores):\n\n\
+             | workload | per | direct: client | direct: PostgreSQL | sqlgate: client | sqlgate: sqlgate | sqlgate: PostgreSQL |\n\
+             |---|---|---|---|---|---|---|\n",
+        );
+        for (m, direct, via) in with_cpu {
+            table.push_str(&format!(
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+                m.workload,
+                if m.unit == "rows/s" {
+                    "1,000 rows"
+                } else {
+                    "call"
+                },
+                direct.client,
+                direct.postgres,
+                via.client,
+                via.sqlgate,
+                via.postgres
+            ));
+        }
+    }
+    println!("{table}");
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("latest.md"), &table)?;
+    std::fs::write(
+        args.out.join("latest.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "seed": setup.seed,
+            "rounds": setup.rounds,
+            "seconds_per_side": setup.seconds,
+            "quick": args.quick,
+            "results": results,
+        }))?,
+    )?;
+    Ok(())
+}
