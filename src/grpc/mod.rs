@@ -3,9 +3,9 @@
 //! conversions between wire and domain types.
 
 mod admin_service;
-mod call_log;
 pub mod convert;
 mod deadline;
+mod observe;
 mod query_service;
 mod row_batch;
 mod session_service;

@@ -11,11 +11,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    call_log::Peer,
     convert,
+    observe::{CallNote, Caller},
     pb::{self, sessions_server::Sessions},
 };
-use crate::session::{Inbound, SessionManager};
+use crate::{
+    query::StreamEvent,
+    session::{Inbound, SessionEvent, SessionManager},
+};
 
 /// Requests read ahead of the session (the client may pipeline).
 const INBOX: usize = 16;
@@ -43,7 +46,8 @@ impl Sessions for SessionService {
         &self,
         request: Request<Streaming<pb::SessionRequest>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let peer = Peer(request.remote_addr()).to_string();
+        let note = CallNote::of(&request);
+        let peer = Caller::of(&request).to_string();
         let mut requests = request.into_inner();
         let (inbox, inbound) = mpsc::channel(INBOX);
         let (outbound, events) = mpsc::channel(self.manager.limits().stream_buffer_frames);
@@ -70,7 +74,24 @@ impl Sessions for SessionService {
             }
         });
         self.manager.attach(peer, inbound, outbound);
-        let responses = ReceiverStream::new(events).map(convert::session_response);
+        let responses = ReceiverStream::new(events).map(move |event| {
+            note_event(&note, &event);
+            convert::session_response(event)
+        });
         Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+/// What an Attach call's line says: the session it opened and the rows
+/// sent over it (its statements are many; each has its own fingerprint,
+/// which the line does not list).
+fn note_event(note: &CallNote, event: &SessionEvent) {
+    match event {
+        SessionEvent::Began { session_id } => note.session(session_id),
+        SessionEvent::Frame {
+            event: StreamEvent::Rows(rows),
+            ..
+        } => note.rows(rows.len()),
+        _ => {}
     }
 }
