@@ -3,10 +3,10 @@
 //! conversions between wire and domain types.
 
 mod admin_service;
-mod call_log;
 mod client;
 pub mod convert;
 mod deadline;
+mod observe;
 mod query_service;
 mod row_batch;
 mod session_service;

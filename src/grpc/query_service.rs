@@ -8,12 +8,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{
-    call_log::CallLog,
     convert,
     deadline::call_deadline,
+    observe::CallNote,
     pb::{self, query_server::Query},
 };
-use crate::{config::DeadlineSettings, db::Driver, error::DeadlinePhase, query::QueryEngine};
+use crate::{
+    config::DeadlineSettings,
+    db::Driver,
+    error::DeadlinePhase,
+    query::{QueryEngine, StreamEvent},
+};
 
 /// The Query service over one engine.
 #[derive(Debug)]
@@ -37,34 +42,17 @@ impl<DB: Driver> Query for QueryService<DB> {
         &self,
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
-        let log = CallLog::start("Execute", &request);
+        let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute);
         let request = request.into_inner();
-        let statement = match convert::statement(request.sql, request.params, self.engine.limits())
-        {
-            Ok(statement) => statement,
-            Err(err) => {
-                let status = Status::from(err);
-                log.finish("-", 0, Err(&status));
-                return Err(status);
-            }
-        };
-        let fingerprint = statement.fingerprint.clone();
-        match self
+        let statement = convert::statement(request.sql, request.params, self.engine.limits())?;
+        note.fingerprint(&statement.fingerprint);
+        let output = self
             .engine
             .execute(statement, request.max_rows, deadline)
-            .await
-        {
-            Ok(output) => {
-                log.finish(&fingerprint, output.rows.len(), Ok(()));
-                Ok(Response::new(output.into()))
-            }
-            Err(err) => {
-                let status = Status::from(err);
-                log.finish(&fingerprint, 0, Err(&status));
-                Err(status)
-            }
-        }
+            .await?;
+        note.rows(output.rows.len());
+        Ok(Response::new(output.into()))
     }
 
     type ExecuteStreamStream = FrameStream;
@@ -73,24 +61,21 @@ impl<DB: Driver> Query for QueryService<DB> {
         &self,
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
-        let log = CallLog::start("ExecuteStream", &request);
+        let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute_stream);
         let request = request.into_inner();
-        let statement = convert::statement(request.sql, request.params, self.engine.limits())
-            .map_err(|err| {
-                let status = Status::from(err);
-                log.finish("-", 0, Err(&status));
-                status
-            })?;
-        if let Err(err) = deadline.check(DeadlinePhase::BeforeStart) {
-            let status = Status::from(err);
-            log.finish(&statement.fingerprint, 0, Err(&status));
-            return Err(status);
-        }
-        log.finish(&statement.fingerprint, 0, Ok(()));
+        let statement = convert::statement(request.sql, request.params, self.engine.limits())?;
+        note.fingerprint(&statement.fingerprint);
+        deadline.check(DeadlinePhase::BeforeStart)?;
         let events = self.engine.execute_stream(statement, deadline);
-        let frames = ReceiverStream::new(events)
-            .map(|event| event.map(pb::ResultFrame::from).map_err(Status::from));
+        let frames = ReceiverStream::new(events).map(move |event| {
+            // Counted as each batch goes out: the call's line, written
+            // when the stream ends, says how many rows were sent.
+            if let Ok(StreamEvent::Rows(rows)) = &event {
+                note.rows(rows.len());
+            }
+            event.map(pb::ResultFrame::from).map_err(Status::from)
+        });
         Ok(Response::new(Box::pin(frames)))
     }
 
@@ -98,7 +83,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         &self,
         request: Request<pb::ExecuteBatchRequest>,
     ) -> Result<Response<pb::ExecuteBatchResponse>, Status> {
-        let log = CallLog::start("ExecuteBatch", &request);
+        let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute_batch);
         let request = request.into_inner();
         let limits = self.engine.limits();
@@ -115,37 +100,15 @@ impl<DB: Driver> Query for QueryService<DB> {
                 })
             })
             .collect::<Result<Vec<_>, _>>();
-        let statements = match statements {
-            Ok(statements) => statements,
-            Err(err) => {
-                let status = Status::from(err);
-                log.finish("-", 0, Err(&status));
-                return Err(status);
-            }
-        };
-        let fingerprints = statements
-            .iter()
-            .map(|s| s.fingerprint.as_str())
-            .take(8)
-            .collect::<Vec<_>>()
-            .join(",");
-        match self
+        let statements = statements?;
+        note.fingerprints(statements.iter().map(|s| s.fingerprint.as_str()));
+        let outputs = self
             .engine
             .execute_batch(statements, request.max_rows, deadline)
-            .await
-        {
-            Ok(outputs) => {
-                let rows = outputs.iter().map(|o| o.rows.len()).sum();
-                log.finish(&fingerprints, rows, Ok(()));
-                Ok(Response::new(pb::ExecuteBatchResponse {
-                    results: outputs.into_iter().map(pb::ExecuteResponse::from).collect(),
-                }))
-            }
-            Err(err) => {
-                let status = Status::from(err);
-                log.finish(&fingerprints, 0, Err(&status));
-                Err(status)
-            }
-        }
+            .await?;
+        note.rows(outputs.iter().map(|o| o.rows.len()).sum());
+        Ok(Response::new(pb::ExecuteBatchResponse {
+            results: outputs.into_iter().map(pb::ExecuteResponse::from).collect(),
+        }))
     }
 }

@@ -11,13 +11,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    call_log::Peer,
     convert,
+    observe::{CallNote, Caller},
     pb::{self, sessions_server::Sessions},
 };
 use crate::{
     db::Driver,
-    session::{Inbound, SessionManager},
+    query::StreamEvent,
+    session::{Inbound, SessionEvent, SessionManager},
 };
 
 /// Requests read ahead of the session (the client may pipeline).
@@ -46,7 +47,8 @@ impl<DB: Driver> Sessions for SessionService<DB> {
         &self,
         request: Request<Streaming<pb::SessionRequest>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let peer = Peer(request.remote_addr()).to_string();
+        let note = CallNote::of(&request);
+        let peer = Caller::of(&request).to_string();
         let mut requests = request.into_inner();
         let (inbox, inbound) = mpsc::channel(INBOX);
         let (outbound, events) = mpsc::channel(self.manager.limits().stream_buffer_frames);
@@ -73,7 +75,24 @@ impl<DB: Driver> Sessions for SessionService<DB> {
             }
         });
         self.manager.attach(peer, inbound, outbound);
-        let responses = ReceiverStream::new(events).map(convert::session_response);
+        let responses = ReceiverStream::new(events).map(move |event| {
+            note_event(&note, &event);
+            convert::session_response(event)
+        });
         Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+/// What an Attach call's line says: the session it opened and the rows
+/// sent over it (its statements are many; each has its own fingerprint,
+/// which the line does not list).
+fn note_event(note: &CallNote, event: &SessionEvent) {
+    match event {
+        SessionEvent::Began { session_id } => note.session(session_id),
+        SessionEvent::Frame {
+            event: StreamEvent::Rows(rows),
+            ..
+        } => note.rows(rows.len()),
+        _ => {}
     }
 }

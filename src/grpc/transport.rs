@@ -4,6 +4,9 @@
 //! deadline handling; serving the routes here leaves deadlines wholly to
 //! sqlgate (DEADLINE_EXCEEDED, and cleanup on the database). It also gives
 //! shutdown a bound: connections still open after the drain are dropped.
+//!
+//! Every route is served under [`call_layers`], here and nowhere else, so
+//! that no service can be served without them.
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
@@ -15,8 +18,9 @@ use hyper_util::{
 };
 use tokio::net::TcpListener;
 use tonic::{service::Routes, transport::server::TcpConnectInfo};
-use tower::Service;
+use tower::{Layer, Service};
 
+use super::observe::{Observe, ObserveLayer, ObservedBody};
 use crate::config::TransportSettings;
 
 /// Accepts connections until `shutdown` resolves, then lets in-flight
@@ -35,7 +39,7 @@ pub(crate) async fn serve(
         .keep_alive_timeout(settings.keepalive_timeout)
         .max_concurrent_streams(settings.max_concurrent_streams);
     let graceful = GracefulShutdown::new();
-    let routes = routes.prepare();
+    let routes = call_layers(routes.prepare());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -74,17 +78,27 @@ pub(crate) async fn serve(
     }
 }
 
-/// Adds the peer's address to every request, where `Request::remote_addr`
-/// looks for it (call logs name the caller).
+/// The layers every call passes through, outermost first: today the one
+/// that observes it (the call log); tracing, metrics, audit and
+/// authentication attach to that same layer.
+fn call_layers(routes: Routes) -> Observe<Routes> {
+    ObserveLayer.layer(routes)
+}
+
+/// The response of a served call.
+type Answer = http::Response<ObservedBody<tonic::body::Body>>;
+
+/// Adds the peer's address to every request, where the call layers and
+/// `Request::remote_addr` look for it (call logs name the caller).
 fn with_peer(
-    routes: Routes,
+    routes: Observe<Routes>,
     local: Option<SocketAddr>,
     remote: SocketAddr,
 ) -> impl Service<
     http::Request<hyper::body::Incoming>,
-    Response = http::Response<tonic::body::Body>,
+    Response = Answer,
     Error = Infallible,
-    Future = impl Future<Output = Result<http::Response<tonic::body::Body>, Infallible>> + Send,
+    Future = impl Future<Output = Result<Answer, Infallible>> + Send,
 > + Clone {
     tower::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(TcpConnectInfo {

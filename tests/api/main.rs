@@ -8,6 +8,7 @@ mod backend_settings;
 mod bad_input;
 mod batch;
 mod binary;
+mod call_log;
 mod config;
 mod deadlines;
 mod discovery;

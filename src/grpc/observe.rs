@@ -1,0 +1,243 @@
+//! The one layer every RPC passes through, whatever its service (Query,
+//! Sessions, Admin, health, reflection): it resolves the caller, starts the
+//! clock, hands the handler a [`CallNote`], and writes the call's line when
+//! the response ends — when a stream ends, not when it starts — with the
+//! gRPC status code, or CANCELLED when the client went away first.
+//!
+//! This is the seam where the cross-cutting concerns attach: tracing spans
+//! and metrics read the same call record (method, caller, clock, note,
+//! code), audit the same outcome, and authentication resolves the
+//! [`Caller`] here before the handler runs.
+//!
+//! Lines: `call done` (code OK) or `call failed`, with `service`, `method`,
+//! `peer`, `fingerprint` (`-` when none), `session` (Attach only), `rows`,
+//! `code` and `elapsed_ms`; sqlgate's own services at `info`, health and
+//! reflection at `debug`. Never parameter values or row contents.
+
+mod note;
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Instant,
+};
+
+use hyper::body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tonic::Code;
+use tower::{Layer, Service};
+use tracing::Level;
+
+pub(crate) use note::{CallNote, Caller};
+
+/// Calls of sqlgate's own services are logged at `info`; the rest (health
+/// probes every few seconds, reflection) at `debug`.
+const OWN_SERVICES: &str = "/sqlgate.";
+
+/// Wraps a service (the gRPC routes) in [`Observe`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ObserveLayer;
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe { inner }
+    }
+}
+
+/// Observes each call to `inner`; see the module.
+#[derive(Debug, Clone)]
+pub(crate) struct Observe<S> {
+    inner: S,
+}
+
+impl<S, B, ResBody> Service<http::Request<B>> for Observe<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+{
+    type Response = http::Response<ObservedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ObservedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let caller = Caller::from_connection(request.extensions().get());
+        let note = CallNote::default();
+        let call = Call {
+            path: request.uri().path_and_query().cloned(),
+            caller: caller.clone(),
+            note: note.clone(),
+            started: Instant::now(),
+            code: None,
+        };
+        request.extensions_mut().insert(caller);
+        request.extensions_mut().insert(note);
+        ObservedFuture {
+            inner: self.inner.call(request),
+            call: Some(call),
+        }
+    }
+}
+
+pin_project! {
+    /// The handler's answer (the response headers), then the call goes on
+    /// in the [`ObservedBody`]. Dropped before it resolves (the client
+    /// reset the call), it writes the line as CANCELLED.
+    pub(crate) struct ObservedFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<Call>,
+    }
+}
+
+impl<F, ResBody, E> Future for ObservedFuture<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+{
+    type Output = Result<http::Response<ObservedBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let mut call = this.call.take();
+        Poll::Ready(match result {
+            Ok(response) => {
+                if let Some(call) = call.as_mut() {
+                    // A trailers-only answer (most errors) ends here.
+                    call.code = grpc_status(response.headers());
+                }
+                Ok(response.map(|inner| ObservedBody { inner, call }))
+            }
+            Err(err) => {
+                if let Some(call) = call.as_mut() {
+                    call.code = Some(Code::Internal);
+                }
+                Err(err)
+            }
+        })
+    }
+}
+
+pin_project! {
+    /// A response body that writes its call's line when it ends: at the
+    /// trailers (the status of a stream), at its last frame, or when it
+    /// is dropped unfinished (the client went away: CANCELLED).
+    pub(crate) struct ObservedBody<B> {
+        #[pin]
+        inner: B,
+        call: Option<Call>,
+    }
+}
+
+impl<B: Body> Body for ObservedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        let ended = match &frame {
+            Some(Ok(frame)) => frame.trailers_ref().map(grpc_status),
+            Some(Err(_)) => Some(Some(Code::Internal)),
+            None => Some(None),
+        };
+        if let Some(code) = ended
+            && let Some(mut call) = this.call.take()
+        {
+            // A body that ends with no status at all was not a gRPC answer.
+            call.code = code.or(call.code).or(Some(Code::Unknown));
+            drop(call);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One call in flight; its line is written when it is dropped.
+#[derive(Debug)]
+struct Call {
+    /// `/package.Service/Method`; split only if the line is written.
+    path: Option<http::uri::PathAndQuery>,
+    caller: Caller,
+    note: CallNote,
+    started: Instant,
+    /// The status, once the response carried one; none means the client
+    /// left before it did.
+    code: Option<Code>,
+}
+
+/// One call line, at a level fixed per call site.
+macro_rules! call_line {
+    ($level:expr, $call:expr, $service:expr, $method:expr, $code:expr) => {{
+        let text = $call.note.take_text();
+        let outcome = if $code == Code::Ok {
+            "call done"
+        } else {
+            "call failed"
+        };
+        tracing::event!(
+            $level,
+            service = $service,
+            method = $method,
+            peer = %$call.caller,
+            fingerprint = text.fingerprint.as_deref().unwrap_or("-"),
+            session = text.session.as_deref(),
+            rows = $call.note.rows_sent(),
+            code = ?$code,
+            elapsed_ms = $call.started.elapsed().as_secs_f64() * 1000.0,
+            "{outcome}"
+        );
+    }};
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let path = self.path.as_ref().map_or("", |path| path.path());
+        let code = self.code.unwrap_or(Code::Cancelled);
+        // Nothing is split, locked or formatted unless the line is wanted.
+        if path.starts_with(OWN_SERVICES) {
+            if tracing::enabled!(Level::INFO) {
+                let (service, method) = split_path(path);
+                call_line!(Level::INFO, self, service, method, code);
+            }
+        } else if tracing::enabled!(Level::DEBUG) {
+            let (service, method) = split_path(path);
+            call_line!(Level::DEBUG, self, service, method, code);
+        }
+    }
+}
+
+/// `/sqlgate.v1.Query/Execute` → (`sqlgate.v1.Query`, `Execute`); a path
+/// of another shape gives `-` for what it lacks.
+fn split_path(path: &str) -> (&str, &str) {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let (service, method) = path.rsplit_once('/').unwrap_or(("", path));
+    (
+        if service.is_empty() { "-" } else { service },
+        if method.is_empty() { "-" } else { method },
+    )
+}
+
+/// The `grpc-status` of response headers or trailers, if they carry one.
+fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .map(|status| Code::from_bytes(status.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,164 @@
+//! What a call's handler tells the observation layer, and who the caller
+//! is: the two values the layer puts into every request's extensions.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use tonic::transport::server::TcpConnectInfo;
+
+/// Batches name at most this many statements in their log line.
+const FINGERPRINTS_LOGGED: usize = 8;
+
+/// Who made a call. Today the peer's address; authentication will resolve
+/// an identity (mTLS subject, token name) into this same value, so that
+/// logs, `ListSessions` and audit all name the caller one way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// The TCP peer, when the transport knows it.
+    peer: Option<SocketAddr>,
+}
+
+impl Caller {
+    /// The caller as the transport saw it.
+    pub(super) fn from_connection(info: Option<&TcpConnectInfo>) -> Self {
+        Self {
+            peer: info.and_then(TcpConnectInfo::remote_addr),
+        }
+    }
+
+    /// The caller the layer resolved for `request` (or, outside the served
+    /// stack, as its connection info says).
+    pub(crate) fn of<T>(request: &tonic::Request<T>) -> Self {
+        let extensions = request.extensions();
+        extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_else(|| Self::from_connection(extensions.get::<TcpConnectInfo>()))
+    }
+}
+
+/// `127.0.0.1:4321`, or `unknown`.
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.peer {
+            Some(address) => address.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+/// What only the handler knows about its call (statement fingerprints,
+/// rows sent, the session id), shared with the layer that writes the
+/// call's line when the response ends. Cheap to clone and to update from
+/// a response stream as each frame goes out. Never parameter values or
+/// row contents: the methods take nothing that could carry them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallNote(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    rows: AtomicU64,
+    text: Mutex<NoteText>,
+}
+
+/// The note's text fields, taken once when the line is written.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct NoteText {
+    /// Statement fingerprint(s), comma-separated.
+    pub(super) fingerprint: Option<String>,
+    /// The session a `Sessions/Attach` call opened.
+    pub(super) session: Option<String>,
+}
+
+impl CallNote {
+    /// The note of `request`'s call; a detached one (recorded, never
+    /// written) when the request did not come through the layer, as in
+    /// unit tests.
+    pub(crate) fn of<T>(request: &tonic::Request<T>) -> Self {
+        request
+            .extensions()
+            .get::<CallNote>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The call runs the statement with this fingerprint.
+    pub(crate) fn fingerprint(&self, fingerprint: &str) {
+        self.text().fingerprint = Some(fingerprint.to_owned());
+    }
+
+    /// The call runs these statements: the first few are named.
+    pub(crate) fn fingerprints<'a>(&self, fingerprints: impl IntoIterator<Item = &'a str>) {
+        let joined = fingerprints
+            .into_iter()
+            .take(FINGERPRINTS_LOGGED)
+            .collect::<Vec<_>>()
+            .join(",");
+        self.text().fingerprint = Some(joined);
+    }
+
+    /// The call opened this session.
+    pub(crate) fn session(&self, session_id: &str) {
+        self.text().session = Some(session_id.to_owned());
+    }
+
+    /// `rows` more rows went (or are going) to the caller.
+    pub(crate) fn rows(&self, rows: usize) {
+        let rows = u64::try_from(rows).unwrap_or(u64::MAX);
+        self.0.rows.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// Rows counted so far.
+    pub(super) fn rows_sent(&self) -> u64 {
+        self.0.rows.load(Ordering::Relaxed)
+    }
+
+    /// The text fields, emptied: the call is over.
+    pub(super) fn take_text(&self) -> NoteText {
+        std::mem::take(&mut *self.text())
+    }
+
+    fn text(&self) -> std::sync::MutexGuard<'_, NoteText> {
+        // A panic elsewhere cannot make a log line wrong: keep going.
+        self.0.text.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_sums_rows_and_names_at_most_eight_statements() {
+        let note = CallNote::default();
+        let handler_side = note.clone();
+        handler_side.rows(3);
+        handler_side.rows(4);
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+        handler_side.fingerprints(names);
+        assert_eq!(note.rows_sent(), 7);
+        let text = note.take_text();
+        assert_eq!(text.fingerprint.as_deref(), Some("a,b,c,d,e,f,g,h"));
+        assert_eq!(text.session, None);
+        assert_eq!(note.take_text(), NoteText::default());
+    }
+
+    #[test]
+    fn a_request_outside_the_layer_gets_a_detached_note_and_its_peer() {
+        let mut request = tonic::Request::new(());
+        CallNote::of(&request).rows(1);
+        assert_eq!(Caller::of(&request).to_string(), "unknown");
+        let peer: SocketAddr = ([127, 0, 0, 1], 4321).into();
+        request.extensions_mut().insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(peer),
+        });
+        assert_eq!(Caller::of(&request).to_string(), "127.0.0.1:4321");
+    }
+}
