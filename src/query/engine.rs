@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 
 use super::{
     executor::{QueryOutput, ResultBudget, collect},
+    frames::StreamEvent,
     statement::Statement,
-    stream::{StreamEvent, run_stream},
+    stream::run_stream,
 };
 use crate::{
     config::LimitSettings,

@@ -1,16 +1,40 @@
-//! Cutting a statement's rows into frames, for ExecuteStream and session
-//! results: by row count and by encoded size, so that no frame passes the
-//! configured limit (a single larger row travels alone).
+//! A streamed result's events, and cutting a statement's rows into them,
+//! for ExecuteStream and session results: by row count and by encoded
+//! size, so that no frame passes the configured limit (a single larger row
+//! travels alone).
+
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::{
     codec::Codec,
     executor::RowSink,
-    stream::StreamEvent,
     value::{ColumnInfo, SqlValue, row_wire_len},
 };
 use crate::{config::LimitSettings, db::transaction::Failure, error::Error};
+
+/// One event of a streamed result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// The result's columns; always first.
+    Columns(Vec<ColumnInfo>),
+    /// A batch of rows.
+    Rows(Vec<Vec<SqlValue>>),
+    /// The statement finished; always last.
+    Finished(StreamStats),
+}
+
+/// What a streamed statement did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamStats {
+    /// Rows inserted, updated or deleted.
+    pub rows_affected: u64,
+    /// Rows sent.
+    pub rows_returned: u64,
+    /// From the call's start to the last row.
+    pub elapsed: Duration,
+}
 
 /// Cuts a stream of rows into frames by count and encoded size.
 /// Shared by ExecuteStream and session results.

@@ -16,6 +16,6 @@ pub mod value;
 
 pub(crate) use engine::QueryEngine;
 pub use executor::QueryOutput;
+pub use frames::{StreamEvent, StreamStats};
 pub use statement::Statement;
-pub use stream::{StreamEvent, StreamStats};
 pub use value::{ColumnInfo, SqlValue, ValueKind};

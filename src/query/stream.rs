@@ -5,15 +5,14 @@
 //! connection is recovered where the backend allows it (see
 //! `Dialect::recover`) or closed, never returned dirty.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use super::{
     executor::run_statement,
-    frames::FrameSink,
+    frames::{FrameSink, StreamEvent, StreamStats},
     statement::Statement,
-    value::{ColumnInfo, SqlValue},
 };
 use crate::{
     config::LimitSettings,
@@ -23,28 +22,6 @@ use crate::{
     },
     error::Error,
 };
-
-/// One event of a streamed result.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StreamEvent {
-    /// The result's columns; always first.
-    Columns(Vec<ColumnInfo>),
-    /// A batch of rows.
-    Rows(Vec<Vec<SqlValue>>),
-    /// The statement finished; always last.
-    Finished(StreamStats),
-}
-
-/// What a streamed statement did.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StreamStats {
-    /// Rows inserted, updated or deleted.
-    pub rows_affected: u64,
-    /// Rows sent.
-    pub rows_returned: u64,
-    /// From the call's start to the last row.
-    pub elapsed: Duration,
-}
 
 type Sender = mpsc::Sender<Result<StreamEvent, Error>>;
 
