@@ -4,14 +4,22 @@
 //!
 //! # Layout
 //!
+//! The backend is read once, from the database URL, in
+//! [`server::Application::build`]; from there on it is a type parameter
+//! (`DB: db::Driver`) of the pool, the engine, the sessions and the services.
+//!
 //! - [`config`]: typed settings (defaults < file < `SQLGATE_*` env < flags).
 //! - [`error`]: the crate's error enum and its one mapping to `tonic::Status`.
-//! - [`db`]: pool construction, backend differences, pool figures.
-//! - [`query`]: statement execution, and value and row conversion.
-//! - [`grpc`]: generated code, service impls (decode → domain → encode).
-//! - [`session`]: server-side sessions bound to a stream, and their cleanup.
-//! - [`health`]: the `grpc.health.v1` reporter.
-//! - [`server`]: [`server::Application`] binds and serves until shut down.
+//! - [`db`]: the backend and its driver trait, the pool, the one way a
+//!   connection is held for work (`db::transaction::Checkout`), cancels.
+//! - [`query`]: statement execution (unary, batch, stream), frames, and
+//!   value and row conversion per backend.
+//! - [`session`]: server-side sessions bound to a stream: one `Session`
+//!   type, ended through one `end(reason)`; the registry shutdown waits on.
+//! - [`grpc`]: generated code, the services (decode → domain → encode),
+//!   wire conversions, and the one tower layer every call passes.
+//! - [`health`]: the `grpc.health.v1` reporter and the readiness probe.
+//! - [`server`]: [`server::Application`] wires everything, serves, drains.
 //! - [`telemetry`]: logging setup.
 
 #![forbid(unsafe_code)]

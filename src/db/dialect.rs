@@ -13,11 +13,8 @@ use std::{sync::Arc, time::Duration};
 use sea_orm::{ConnectOptions, DatabaseConnection};
 use sqlx::{AssertSqlSafe, Executor, Pool, pool::PoolOptions};
 
-use super::{Backend, Deadline, Interrupt};
+use super::{Backend, CLEANUP_TIMEOUT, Deadline, Interrupt};
 use crate::error::Error;
-
-/// How long sqlgate tries to reach the database to cancel a statement.
-const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a cancelled connection may take to come back idle before it is
 /// closed instead; a backend answers a cancel within milliseconds.
@@ -131,11 +128,11 @@ fn invalid_url() -> Error {
     Error::Unavailable("the database URL is invalid".to_owned())
 }
 
-/// Runs a cancel statement within [`CANCEL_TIMEOUT`]; failures are
+/// Runs a cancel statement within [`CLEANUP_TIMEOUT`]; failures are
 /// logged, and the result says whether it succeeded.
 async fn run_cancel<'c, E: Executor<'c>>(executor: E, sql: String, what: &str) -> bool {
     let run = executor.execute(sqlx::raw_sql(AssertSqlSafe(sql)));
-    match tokio::time::timeout(CANCEL_TIMEOUT, run).await {
+    match tokio::time::timeout(CLEANUP_TIMEOUT, run).await {
         Ok(Ok(_)) => true,
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "{what} failed");

@@ -14,6 +14,8 @@ mod pool;
 mod timeouts;
 pub(crate) mod transaction;
 
+use std::time::Duration;
+
 pub use backend::Backend;
 pub use deadline::Deadline;
 pub(crate) use deadline::{Cut, within};
@@ -24,3 +26,8 @@ pub use handle::PoolHandle;
 pub(crate) use interrupt::Interrupt;
 pub use metrics::PoolSnapshot;
 pub(crate) use pool::Database;
+
+/// How long any cleanup step may take — a cancel reaching the server, a
+/// rollback, a cancelled statement coming back — before sqlgate gives up on
+/// the connection and closes it (which makes the server roll back).
+pub(crate) const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);

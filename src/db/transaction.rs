@@ -4,16 +4,12 @@
 //! to the pool, or abandoned (the statement cancelled on the server, the
 //! connection recovered or closed), never returned in an unknown state.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use sqlx::{Pool, pool::PoolConnection};
 
-use super::{Database, Deadline, Driver, Interrupt, Isolation};
+use super::{CLEANUP_TIMEOUT, Database, Deadline, Driver, Interrupt, Isolation};
 use crate::error::{DeadlinePhase, Error};
-
-/// How long a rollback, or a cancelled statement's return, may take before
-/// the connection is closed instead.
-pub(crate) const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why database work did not finish, and what it left the connection in.
 #[derive(Debug)]

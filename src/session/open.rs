@@ -15,8 +15,8 @@ use super::{
 };
 use crate::{
     db::{
-        Deadline, Driver,
-        transaction::{Begin, CLEANUP_TIMEOUT, Checkout, Failure},
+        CLEANUP_TIMEOUT, Deadline, Driver,
+        transaction::{Begin, Checkout, Failure},
     },
     error::{DeadlinePhase, Error},
     query::{
