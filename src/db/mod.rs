@@ -1,7 +1,7 @@
 //! The database side: which backend (chosen once, then a type parameter),
 //! the pool and how sqlgate acquires from it (counting waiters, which sqlx
 //! does not), the one way a connection is held for work and given back
-//! ([`transaction`]), and what differs between backends outside of values.
+//! (`transaction`), and what differs between backends outside of values.
 
 mod backend;
 mod deadline;

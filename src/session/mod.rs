@@ -1,5 +1,5 @@
 //! Server-side sessions: a transaction that lives exactly as long as the
-//! bidi stream that owns it. [`SessionManager::attach`] starts one task per
+//! bidi stream that owns it. `SessionManager::attach` starts one task per
 //! session; the task owns the session's connection and ends it — cancel the
 //! running statement, roll back, return (or close) the connection, count
 //! the reason — however the session ends. Nothing relies on `Drop` alone.

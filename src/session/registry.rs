@@ -108,11 +108,11 @@ struct Activity {
 /// A snapshot of one session for ListSessions.
 #[derive(Debug, Clone)]
 pub struct SessionSummary {
-    /// See [`SessionEntry::id`].
+    /// See `SessionEntry::id`.
     pub id: String,
-    /// See [`SessionEntry::peer`].
+    /// See `SessionEntry::peer`.
     pub peer: String,
-    /// See [`SessionEntry::labels`].
+    /// See `SessionEntry::labels`.
     pub labels: BTreeMap<String, String>,
     /// The state now.
     pub state: SessionState,
