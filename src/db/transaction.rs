@@ -218,6 +218,23 @@ impl<DB: Driver> Checkout<DB> {
         Ok(())
     }
 
+    /// Opens a transaction within `deadline`, for work that has nothing to
+    /// do until it is open (a session). On failure the connection is closed
+    /// — a BEGIN cut short leaves its state unknown — and the error returned.
+    pub(crate) async fn begin_within(
+        mut self,
+        deadline: &Deadline,
+        how: Begin<'_>,
+    ) -> Result<Self, Error> {
+        let failure = match tokio::time::timeout_at(deadline.instant(), self.begin(how)).await {
+            Ok(Ok(())) => return Ok(self),
+            Ok(Err(failure)) => failure.into_answer(),
+            Err(_) => Error::DeadlineExceeded(DeadlinePhase::Database),
+        };
+        self.close();
+        Err(failure)
+    }
+
     /// Commits the open transaction.
     pub(crate) async fn commit(&mut self) -> Result<(), Failure> {
         self.raw("COMMIT".to_owned()).await?;

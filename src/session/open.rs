@@ -68,23 +68,15 @@ impl<DB: Driver> Session<DB> {
         outbound: Outbound,
     ) -> Option<Self> {
         let deadline = Deadline::after(manager.statement_budget.default);
+        let begin = Begin::Session {
+            isolation: options.isolation,
+            read_only: options.read_only,
+        };
         let opened = async {
-            let mut checkout = Checkout::take(&manager.db, &deadline, true).await?;
-            let begin = Begin::Session {
-                isolation: options.isolation,
-                read_only: options.read_only,
-            };
-            match tokio::time::timeout_at(deadline.instant(), checkout.begin(begin)).await {
-                Ok(Ok(())) => Ok(checkout),
-                Ok(Err(failure)) => {
-                    checkout.close();
-                    Err(failure.into_answer())
-                }
-                Err(_) => {
-                    checkout.close();
-                    Err(Error::DeadlineExceeded(DeadlinePhase::Database))
-                }
-            }
+            Checkout::take(&manager.db, &deadline, true)
+                .await?
+                .begin_within(&deadline, begin)
+                .await
         };
         match opened.await {
             Ok(checkout) => Some(Self {
