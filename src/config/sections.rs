@@ -1,0 +1,255 @@
+//! The settings' sections, one type each with its defaults: the pool,
+//! request and result limits, the HTTP/2 transport, the readiness probe,
+//! shutdown, sessions, and per-method deadlines ([`MethodBudget`]). Kept
+//! apart from [`super::Settings`]' loading so that each section's fields,
+//! docs and defaults read together.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Pool sizing and connection lifetimes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolSettings {
+    /// Most connections open at once.
+    pub max_connections: u32,
+    /// Connections kept open even when idle.
+    pub min_connections: u32,
+    /// Longest a call waits for a free connection before RESOURCE_EXHAUSTED.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// An idle connection above `min_connections` is closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A connection is replaced after this long, whatever its use.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+}
+
+/// Request and result caps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Longest statement text accepted, in bytes.
+    pub max_statement_bytes: usize,
+    /// Most parameters on one statement.
+    pub max_params: usize,
+    /// Rows `Execute` returns when the request's `max_rows` is 0.
+    pub default_max_rows: u32,
+    /// The largest `max_rows` a caller may ask of `Execute`/`ExecuteBatch`.
+    pub max_rows_limit: u32,
+    /// Largest inline result (`Execute`, `ExecuteBatch`), in bytes; kept
+    /// under gRPC's common 4 MiB message limit.
+    pub max_response_bytes: usize,
+    /// Most statements in one `ExecuteBatch`.
+    pub max_batch_statements: usize,
+    /// Most rows in one streamed frame.
+    pub stream_batch_rows: usize,
+    /// Most bytes in one streamed frame (approximate).
+    pub stream_batch_bytes: usize,
+    /// Frames buffered per stream before the query waits for the client.
+    pub stream_buffer_frames: usize,
+}
+
+/// HTTP/2 settings that let the server notice dead peers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportSettings {
+    /// How often to ping an idle connection.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long to wait for a ping's answer before dropping the connection.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Largest request message accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Calls (streams) one HTTP/2 connection may have open at once. Every
+    /// open session is one, so this must stay above `sessions.max_open`;
+    /// hyper's own default (200) would refuse a busy client's streams.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            min_connections: 1,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(1800),
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_statement_bytes: 1024 * 1024,
+            max_params: 65_535,
+            default_max_rows: 1_000,
+            max_rows_limit: 100_000,
+            max_response_bytes: 3 * 1024 * 1024 + 512 * 1024,
+            max_batch_statements: 10_000,
+            stream_batch_rows: 1_000,
+            stream_batch_bytes: 256 * 1024,
+            stream_buffer_frames: 4,
+        }
+    }
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            max_request_bytes: 16 * 1024 * 1024,
+            max_concurrent_streams: 1024,
+        }
+    }
+}
+
+/// The readiness probe and what makes sqlgate not ready.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSettings {
+    /// How often the probe runs.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// The probe's own budget (acquire + `SELECT 1`).
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    /// Consecutive failed probes before readiness goes NOT_SERVING.
+    pub failure_threshold: u32,
+    /// Consecutive good probes before it comes back.
+    pub success_threshold: u32,
+    /// Callers waiting for a connection above this count…
+    pub saturation_waiters: u32,
+    /// …for this long make sqlgate not ready.
+    #[serde(with = "humantime_serde")]
+    pub saturation_duration: Duration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(2),
+            failure_threshold: 2,
+            success_threshold: 2,
+            saturation_waiters: 32,
+            saturation_duration: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How sqlgate stops.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// How long in-flight calls may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Limits on server-side sessions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Most sessions open at once.
+    pub max_open: u32,
+    /// Most of the pool that sessions may hold, as a fraction of
+    /// `pool.max_connections`, so that sessions cannot starve Query calls.
+    pub max_pool_share: f64,
+    /// Most statements one session may run.
+    pub max_statements: u64,
+    /// A session is rolled back after this long, whatever it is doing.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// Idle time before a session is rolled back, when `begin` sets none.
+    #[serde(with = "humantime_serde")]
+    pub default_idle_timeout: Duration,
+    /// The longest idle timeout a client may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_idle_timeout: Duration,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            max_open: 64,
+            max_pool_share: 0.75,
+            max_statements: 100_000,
+            max_lifetime: Duration::from_secs(3600),
+            default_idle_timeout: Duration::from_secs(60),
+            max_idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A call's budget when the client sends no `grpc-timeout`, and the most
+/// it may have when the client asks for more.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MethodBudget {
+    /// Used when the client sets no deadline.
+    #[serde(with = "humantime_serde")]
+    pub default: Duration,
+    /// The most a client may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+/// Per-method deadlines. Every call's budget is min(client's
+/// `grpc-timeout`, `max`), or `default` when the client sends none.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadlineSettings {
+    /// `Query.Execute`.
+    pub execute: MethodBudget,
+    /// `Query.ExecuteStream` (the whole stream).
+    pub execute_stream: MethodBudget,
+    /// `Query.ExecuteBatch`.
+    pub execute_batch: MethodBudget,
+    /// One `execute` inside a session (its `timeout` field).
+    pub session_execute: MethodBudget,
+}
+
+impl Default for DeadlineSettings {
+    fn default() -> Self {
+        let budget = |default, max| MethodBudget {
+            default: Duration::from_secs(default),
+            max: Duration::from_secs(max),
+        };
+        Self {
+            execute: budget(30, 300),
+            execute_stream: budget(300, 3600),
+            execute_batch: budget(60, 600),
+            session_execute: budget(30, 300),
+        }
+    }
+}
+
+impl DeadlineSettings {
+    /// The longest any single statement may run: the database-side safety
+    /// net set on every connection.
+    pub fn longest(&self) -> Duration {
+        [
+            self.execute.max,
+            self.execute_stream.max,
+            self.execute_batch.max,
+            self.session_execute.max,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or_default()
+    }
+}

@@ -1,0 +1,90 @@
+//! Settings on their own: defaults, validation messages, and the layering
+//! of file, environment and flags (in figment's `Jail`, so that the tests'
+//! environment variables stay their own).
+
+use std::{path::Path, time::Duration};
+
+use super::*;
+
+#[test]
+fn defaults_are_valid_and_use_sqlite() {
+    let settings = Settings::default();
+    settings.validate().expect("defaults validate");
+    assert!(settings.database_url.starts_with("sqlite:"));
+}
+
+#[test]
+fn min_above_max_names_the_setting() {
+    let mut settings = Settings::default();
+    settings.pool.min_connections = 50;
+    let err = settings.validate().expect_err("must fail").to_string();
+    assert!(err.contains("pool.min_connections"), "{err}");
+}
+
+#[test]
+fn file_env_and_flags_layer_in_order() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "sqlgate.toml",
+            "listen = \"127.0.0.1:7000\"\n[pool]\nmax_connections = 3\nacquire_timeout = \"2s\"\n",
+        )?;
+        jail.set_env("SQLGATE_POOL__MAX_CONNECTIONS", "7");
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:7001".parse().expect("addr")),
+            ..Overrides::default()
+        };
+        let settings = Settings::load(Some(Path::new("sqlgate.toml")), &overrides)
+            .map_err(|e| figment::Error::from(e.to_string()))?;
+        assert_eq!(settings.pool.max_connections, 7);
+        assert_eq!(settings.pool.acquire_timeout, Duration::from_secs(2));
+        assert_eq!(settings.listen.port(), 7001);
+        Ok(())
+    });
+}
+
+#[test]
+fn variables_that_name_no_setting_are_left_alone() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SQLGATE_PORT", "tcp://10.0.0.1:50051");
+        jail.set_env("SQLGATE_SERVICE_HOST", "10.0.0.1");
+        jail.set_env("SQLGATE_TEST_POSTGRES_URL", "postgres://elsewhere/postgres");
+        jail.set_env("SQLGATE_POOL__MAX_CONNECTIONS", "3");
+        let settings = Settings::load(None, &Overrides::default())
+            .map_err(|e| figment::Error::from(e.to_string()))?;
+        assert_eq!(settings.pool.max_connections, 3);
+        jail.set_env("SQLGATE_POOL__MAX_CONECTIONS", "3");
+        let err = Settings::load(None, &Overrides::default())
+            .expect_err("a misspelt key in a known section")
+            .to_string();
+        assert!(err.contains("pool.max_conections"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn top_level_keys_are_the_settings_fields() {
+    let value = serde_json::to_value(Settings::default()).expect("serializes");
+    let mut fields: Vec<_> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    fields.sort();
+    let mut known = TOP_LEVEL_KEYS.map(str::to_owned).to_vec();
+    known.sort();
+    assert_eq!(fields, known);
+}
+
+#[test]
+fn malformed_env_value_names_the_key() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SQLGATE_POOL__MAX_CONNECTIONS", "many");
+        let err = Settings::load(None, &Overrides::default())
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.contains("pool.max_connections"), "{err}");
+        assert!(!err.contains('\n'));
+        Ok(())
+    });
+}

@@ -1,0 +1,110 @@
+//! The checks on values that parse but make no sense, alone or together
+//! (a pool of zero, a default deadline above its maximum, …). Each failure
+//! is one line naming the setting, so that start-up says what to fix.
+
+use super::{ConfigError, Settings};
+
+impl Settings {
+    /// Checks values that parse but make no sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("`{key}`: {why}")));
+        let scheme = self.database_url.split(':').next().unwrap_or_default();
+        if !matches!(
+            scheme,
+            "postgres" | "postgresql" | "mysql" | "mariadb" | "sqlite"
+        ) {
+            return fail(
+                "database_url",
+                "must start with postgres://, mysql://, mariadb:// or sqlite:",
+            );
+        }
+        let pool = &self.pool;
+        if pool.max_connections == 0 {
+            return fail("pool.max_connections", "must be at least 1");
+        }
+        if pool.min_connections > pool.max_connections {
+            return fail(
+                "pool.min_connections",
+                "must not exceed pool.max_connections",
+            );
+        }
+        if pool.acquire_timeout.is_zero() {
+            return fail("pool.acquire_timeout", "must be more than zero");
+        }
+        let limits = &self.limits;
+        for (key, value) in [
+            ("limits.max_statement_bytes", limits.max_statement_bytes),
+            ("limits.max_response_bytes", limits.max_response_bytes),
+            ("limits.max_batch_statements", limits.max_batch_statements),
+            ("limits.stream_batch_rows", limits.stream_batch_rows),
+            ("limits.stream_batch_bytes", limits.stream_batch_bytes),
+            ("limits.stream_buffer_frames", limits.stream_buffer_frames),
+            ("limits.default_max_rows", limits.default_max_rows as usize),
+        ] {
+            if value == 0 {
+                return fail(key, "must be more than zero");
+            }
+        }
+        if limits.default_max_rows > limits.max_rows_limit {
+            return fail(
+                "limits.default_max_rows",
+                "must not exceed limits.max_rows_limit",
+            );
+        }
+        if limits.max_statement_bytes >= self.transport.max_request_bytes {
+            return fail(
+                "limits.max_statement_bytes",
+                "must be below transport.max_request_bytes",
+            );
+        }
+        for (key, budget) in [
+            ("deadlines.execute", self.deadlines.execute),
+            ("deadlines.execute_stream", self.deadlines.execute_stream),
+            ("deadlines.execute_batch", self.deadlines.execute_batch),
+            ("deadlines.session_execute", self.deadlines.session_execute),
+        ] {
+            if budget.default.is_zero() || budget.default > budget.max {
+                return fail(key, "default must be more than zero and at most max");
+            }
+        }
+        let sessions = &self.sessions;
+        if !(sessions.max_pool_share > 0.0 && sessions.max_pool_share <= 1.0) {
+            return fail("sessions.max_pool_share", "must be above 0 and at most 1");
+        }
+        if sessions.max_open == 0 || sessions.max_statements == 0 {
+            return fail(
+                "sessions",
+                "max_open and max_statements must be more than zero",
+            );
+        }
+        if sessions.default_idle_timeout.is_zero()
+            || sessions.default_idle_timeout > sessions.max_idle_timeout
+        {
+            return fail(
+                "sessions.default_idle_timeout",
+                "must be more than zero and at most sessions.max_idle_timeout",
+            );
+        }
+        let health = &self.health;
+        if health.probe_interval.is_zero()
+            || health.probe_timeout.is_zero()
+            || health.failure_threshold == 0
+            || health.success_threshold == 0
+        {
+            return fail(
+                "health",
+                "probe_interval, probe_timeout and the thresholds must be more than zero",
+            );
+        }
+        if self.transport.keepalive_timeout.is_zero() {
+            return fail("transport.keepalive_timeout", "must be more than zero");
+        }
+        if self.transport.max_concurrent_streams == 0 {
+            return fail("transport.max_concurrent_streams", "must be more than zero");
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
+            return fail("log_filter", &err.to_string());
+        }
+        Ok(())
+    }
+}
