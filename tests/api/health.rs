@@ -5,7 +5,6 @@
 
 use std::{
     net::SocketAddr,
-    process::Stdio,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -18,6 +17,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
+    binary::{Sqlgate, channel, free_address},
     helpers::{
         Backend, Backends, WAIT, spawn_app, spawn_app_with, sqlgate_backends, wait_for_backends,
         within,
@@ -184,57 +184,11 @@ async fn postgres_outage_readiness_fails_fast_and_recovers() {
     assert!(stats.connections_opened >= 2, "reconnected: {stats:?}");
 }
 
-/// A free port on the loopback interface.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
-}
-
-async fn sqlgate_process(database_url: &str, drain: &str) -> (tokio::process::Child, SocketAddr) {
-    let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sqlgate"))
-        .arg("serve")
-        .arg("--listen")
-        .arg(address.to_string())
-        .arg("--database-url")
-        .arg(database_url)
-        .env("SQLGATE_SHUTDOWN__DRAIN_TIMEOUT", drain)
-        .env("SQLGATE_LOG_FILTER", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sqlgate binary");
-    let started = Instant::now();
-    loop {
-        if tokio::net::TcpStream::connect(address).await.is_ok() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "sqlgate did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (child, address)
-}
-
-fn signal(child: &tokio::process::Child, name: &str) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid)
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 /// A test database served by the real `sqlgate` binary (not in-process,
 /// so that it can be signalled), a channel to it, and a direct connection
 /// that watches the database.
 struct Served {
-    child: tokio::process::Child,
+    sqlgate: Sqlgate,
     address: SocketAddr,
     channel: Channel,
     direct: sqlx::PgConnection,
@@ -253,14 +207,18 @@ async fn served_by_the_binary(drain: &str, setup: &[&str]) -> Option<Served> {
     let name = app.db.name.clone();
     let direct = app.postgres_direct().await;
     let _database = app.stop().await;
-    let (child, address) = sqlgate_process(&url, drain).await;
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let address = free_address();
+    let mut sqlgate = Sqlgate::start(
+        &["--listen", &address.to_string(), "--database-url", &url],
+        &[
+            ("SQLGATE_SHUTDOWN__DRAIN_TIMEOUT", drain),
+            ("SQLGATE_LOG_FILTER", "warn"),
+        ],
+    );
+    sqlgate.wait_listening(address).await;
+    let channel = channel(address).await;
     Some(Served {
-        child,
+        sqlgate,
         address,
         channel,
         direct,
@@ -272,7 +230,7 @@ async fn served_by_the_binary(drain: &str, setup: &[&str]) -> Option<Served> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
     let Some(Served {
-        mut child,
+        sqlgate,
         address,
         channel,
         mut direct,
@@ -347,7 +305,7 @@ async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
         .expect("watch")
         .into_inner();
     assert_eq!(next_status(&mut readiness).await, ServingStatus::Serving);
-    signal(&child, "TERM");
+    sqlgate.signal("TERM");
     let signalled = Instant::now();
     let not_serving = tokio::time::timeout(Duration::from_secs(1), next_status(&mut readiness))
         .await
@@ -379,10 +337,7 @@ async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
     }
     assert!(finished && rows == 100, "stream cut short: {rows} rows");
 
-    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exits within the drain")
-        .expect("status");
+    let (exit, _) = sqlgate.exited(Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0), "{exit:?}");
     // The stream took about a second: well under the 3 s drain timeout.
     assert!(
@@ -431,7 +386,7 @@ async fn slow_call_running(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_second_signal_exits_at_once() {
     let Some(Served {
-        mut child,
+        mut sqlgate,
         channel,
         mut direct,
         name,
@@ -443,17 +398,14 @@ async fn postgres_a_second_signal_exits_at_once() {
     };
     // A call that would hold the drain for 20 s.
     let slow = slow_call_running(&channel, &mut direct, &name, "pg_sleep(20)").await;
-    signal(&child, "TERM");
+    sqlgate.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        child.try_wait().expect("wait").is_none(),
+        sqlgate.try_wait().is_none(),
         "still draining after the first signal"
     );
-    signal(&child, "TERM");
-    let exit = tokio::time::timeout(Duration::from_secs(2), child.wait())
-        .await
-        .expect("exits at once")
-        .expect("status");
+    sqlgate.signal("TERM");
+    let (exit, _) = sqlgate.exited(Duration::from_secs(2)).await;
     assert_eq!(exit.code(), Some(1));
     slow.abort();
 }
@@ -649,7 +601,7 @@ async fn postgres_a_saturated_pool_makes_sqlgate_not_ready_after_its_duration() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sigterm_refuses_new_sessions_and_cuts_calls_after_the_drain() {
     let Some(Served {
-        mut child,
+        sqlgate,
         channel,
         mut direct,
         name,
@@ -661,7 +613,7 @@ async fn postgres_sigterm_refuses_new_sessions_and_cuts_calls_after_the_drain() 
     };
     // A call that would run for 30 s.
     let slow = slow_call_running(&channel, &mut direct, &name, "pg_sleep(30)").await;
-    signal(&child, "TERM");
+    sqlgate.signal("TERM");
     let signalled = Instant::now();
     tokio::time::sleep(Duration::from_millis(100)).await;
 
@@ -698,10 +650,7 @@ async fn postgres_sigterm_refuses_new_sessions_and_cuts_calls_after_the_drain() 
         .expect_err("cut");
     // sqlgate answers the cut call itself: UNAVAILABLE, shutting down.
     assert_eq!(cut.code(), Code::Unavailable, "{cut:?}");
-    let exit = tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .expect("exits after the drain")
-        .expect("status");
+    let (exit, _) = sqlgate.exited(Duration::from_secs(5)).await;
     assert_eq!(exit.code(), Some(0), "{exit:?}");
     let took = signalled.elapsed();
     assert!(
