@@ -15,6 +15,7 @@ mod discovery;
 mod errors;
 mod fixtures;
 mod health;
+mod health_shutdown;
 mod helpers;
 mod limits;
 mod mysql_values;
