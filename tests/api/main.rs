@@ -26,6 +26,8 @@ mod proxy;
 mod query;
 mod secrets;
 mod session_client;
+mod session_client_gone;
+mod session_end;
 mod session_isolation;
 mod session_limits;
 mod sessions;
