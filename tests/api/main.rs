@@ -33,5 +33,6 @@ mod session_limits;
 mod sessions;
 mod settings_applied;
 mod stream_cancel;
+mod stream_limits;
 mod streaming;
 mod values;
