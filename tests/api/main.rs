@@ -33,6 +33,7 @@ mod session_limits;
 mod sessions;
 mod settings_applied;
 mod stream_cancel;
+mod stream_deadlines;
 mod stream_limits;
 mod streaming;
 mod values;
