@@ -10,11 +10,12 @@ use tonic::Code;
 
 use crate::{
     helpers::{
-        Backend, Backends, TestApp, WAIT, error_details, raw_query_client, slow_pattern, slow_sql,
-        spawn_app, spawn_app_with, wait_for_backends, within,
+        Backend, TestApp, WAIT, error_details, raw_query_client, slow_pattern, slow_sql, spawn_app,
+        spawn_app_with, within,
     },
     observe::DatabaseView,
     on_every_backend,
+    pg_activity::{Backends, wait_for_backends},
 };
 
 /// A request whose `grpc-timeout` header asks for `timeout`. Set by hand:

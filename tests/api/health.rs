@@ -15,22 +15,11 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    helpers::{Backend, Backends, WAIT, spawn_app, spawn_app_with, sqlgate_backends, within},
+    helpers::{Backend, WAIT, spawn_app, spawn_app_with, within},
+    pg_activity::{Backends, sqlgate_backends},
     proxy::Proxy,
+    test_database::{host_and_database, postgres_admin_url},
 };
-
-/// `host:port` of a database URL.
-fn host_port(url: &str) -> String {
-    let after_at = url.rsplit_once('@').map_or(url, |(_, rest)| rest);
-    let after_scheme = after_at
-        .split_once("://")
-        .map_or(after_at, |(_, rest)| rest);
-    after_scheme
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
 
 /// The next status a health watch sends (within [`WAIT`]).
 pub async fn next_status(
@@ -174,11 +163,10 @@ async fn postgres_outage_readiness_fails_fast_and_recovers() {
 async fn app_behind_a_proxy(
     adjust: impl FnOnce(&mut sqlgate::config::Settings),
 ) -> Option<(crate::helpers::TestApp, Proxy)> {
-    let target: SocketAddr = {
-        let url = std::env::var("SQLGATE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        host_port(&url).parse().expect("a host:port")
-    };
+    let target: SocketAddr = host_and_database(&postgres_admin_url())
+        .0
+        .parse()
+        .expect("a host:port");
     let proxy = Proxy::start(target).await;
     let app = spawn_app_with(Backend::Postgres, |s| {
         s.database_url = s

@@ -17,10 +17,8 @@ use tonic_health::pb::{
 use crate::{
     binary::{Sqlgate, channel, free_address},
     health::next_status,
-    helpers::{
-        Backend, Backends, WAIT, spawn_app, spawn_app_with, sqlgate_backends, wait_for_backends,
-        within,
-    },
+    helpers::{Backend, WAIT, spawn_app, spawn_app_with, within},
+    pg_activity::{Backends, sqlgate_backends, wait_for_backends},
 };
 
 /// A test database served by the real `sqlgate` binary (not in-process,
@@ -32,7 +30,7 @@ struct Served {
     channel: Channel,
     direct: sqlx::PgConnection,
     name: String,
-    _database: crate::helpers::TestDatabase,
+    _database: crate::test_database::TestDatabase,
 }
 
 /// Creates the test's database (running `setup` in it first) and serves it

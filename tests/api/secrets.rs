@@ -10,21 +10,9 @@ use tonic::{Code, transport::Channel};
 
 use crate::{
     binary::{Sqlgate, channel, free_address},
-    helpers::{Backend, drop_in_background, spawn_app, v},
+    helpers::{Backend, spawn_app, v},
+    test_database::{drop_in_background, host_and_database},
 };
-
-/// `host:port` and database name of a test database URL.
-fn host_and_database(url: &str) -> (String, String) {
-    let after_at = url.rsplit_once('@').map_or(url, |(_, rest)| rest);
-    let after_scheme = after_at
-        .split_once("://")
-        .map_or(after_at, |(_, rest)| rest);
-    let (host, database) = after_scheme.split_once('/').expect("a database name");
-    (
-        host.to_owned(),
-        database.split('?').next().unwrap_or_default().to_owned(),
-    )
-}
 
 fn assert_absent(secret: &str, output: &[String], what: &str) {
     let found: Vec<_> = output.iter().filter(|line| line.contains(secret)).collect();

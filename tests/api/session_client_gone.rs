@@ -14,11 +14,10 @@ use tonic::{Code, transport::Channel};
 
 use crate::{
     fixtures,
-    helpers::{
-        Backend, Backends, TestApp, WAIT, spawn_app, spawn_app_with, sqlgate_backends, within,
-    },
+    helpers::{Backend, TestApp, WAIT, spawn_app, spawn_app_with, within},
     observe::DatabaseView,
     on_every_backend,
+    pg_activity::{Backends, sqlgate_backends},
     proxy::Proxy,
     session_client::{CLEANUP_BOUND, Session, ended_with, session_holding_a_write, wait_for_end},
 };

@@ -17,12 +17,10 @@ use sqlgate::grpc::pb::{
 use tonic::Code;
 
 use crate::{
-    helpers::{
-        Backend, Backends, WAIT, error_details, spawn_app, spawn_app_with, sqlgate_backends, v,
-        within,
-    },
+    helpers::{Backend, WAIT, error_details, spawn_app, spawn_app_with, v, within},
     observe::DatabaseView,
     on_every_backend,
+    pg_activity::{Backends, sqlgate_backends},
     session_client::{CLEANUP_BOUND, Session, error_status},
 };
 

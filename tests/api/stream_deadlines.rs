@@ -15,11 +15,10 @@ use crate::{
     deadlines::{
         answer_slack, assert_stopped_on_the_server, execute_request, request, warm_client,
     },
-    helpers::{
-        Backend, Backends, WAIT, raw_query_client, spawn_app_with, sqlgate_backends, within,
-    },
+    helpers::{Backend, WAIT, raw_query_client, spawn_app_with, within},
     observe::DatabaseView,
     on_every_backend,
+    pg_activity::{Backends, sqlgate_backends},
 };
 
 async fn a_stream_is_bounded_as_a_whole(backend: Backend) {

@@ -15,9 +15,10 @@ use tokio_stream::StreamExt;
 use tonic::{Code, transport::Channel};
 
 use crate::{
-    helpers::{Backend, Backends, TestApp, WAIT, spawn_app_with, sqlgate_backends, v, within},
+    helpers::{Backend, TestApp, WAIT, spawn_app_with, v, within},
     limits::{pad_of, table_with_pads},
     on_every_backend,
+    pg_activity::{Backends, sqlgate_backends},
     session_client::Session,
 };
 
