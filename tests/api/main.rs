@@ -18,6 +18,7 @@ mod health;
 mod health_shutdown;
 mod helpers;
 mod limits;
+mod log_privacy;
 mod mysql_values;
 mod observe;
 mod pg_activity;
