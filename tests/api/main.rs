@@ -39,4 +39,5 @@ mod stream_deadlines;
 mod stream_limits;
 mod streaming;
 mod test_database;
+mod value_refusals;
 mod values;
