@@ -68,36 +68,10 @@ impl TestDatabase {
         let name = format!("sqlgate_test_{}", uuid::Uuid::new_v4().simple());
         match backend {
             Backend::Postgres => {
-                let admin_url = postgres_admin_url();
-                let mut conn =
-                    unreachable_skips(backend, sqlx::PgConnection::connect(&admin_url).await)?;
-                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .await
-                    .expect("create test database");
-                Some(Self {
-                    backend,
-                    url: with_database(&admin_url, &name),
-                    name,
-                    admin_url,
-                    sqlite_path: None,
-                    _dir: None,
-                })
+                Self::on_server::<sqlx::PgConnection>(backend, postgres_admin_url(), name).await
             }
             Backend::MySql => {
-                let admin_url = mysql_admin_url();
-                let mut conn =
-                    unreachable_skips(backend, sqlx::MySqlConnection::connect(&admin_url).await)?;
-                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .await
-                    .expect("create test database");
-                Some(Self {
-                    backend,
-                    url: with_database(&admin_url, &name),
-                    name,
-                    admin_url,
-                    sqlite_path: None,
-                    _dir: None,
-                })
+                Self::on_server::<sqlx::MySqlConnection>(backend, mysql_admin_url(), name).await
             }
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -116,6 +90,27 @@ impl TestDatabase {
 }
 
 impl TestDatabase {
+    /// Creates database `name` on the server `admin_url` points to
+    /// (PostgreSQL or MariaDB, through connection type `C`).
+    async fn on_server<C>(backend: Backend, admin_url: String, name: String) -> Option<Self>
+    where
+        C: Connection,
+        for<'c> &'c mut C: Executor<'c>,
+    {
+        let mut conn = unreachable_skips(backend, C::connect(&admin_url).await)?;
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("create test database");
+        Some(Self {
+            backend,
+            url: with_database(&admin_url, &name),
+            name,
+            admin_url,
+            sqlite_path: None,
+            _dir: None,
+        })
+    }
+
     /// A stand-in that owns nothing and drops nothing: what a stopped
     /// `TestApp` keeps once it has handed its database to the test.
     pub fn placeholder() -> Self {
