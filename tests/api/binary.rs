@@ -93,7 +93,7 @@ impl Sqlgate {
             if tokio::net::TcpStream::connect(address).await.is_ok() {
                 return;
             }
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.try_wait() {
                 panic!(
                     "sqlgate exited ({status}) instead of listening on {address}:\n{}",
                     self.output().join("\n")
@@ -130,14 +130,24 @@ impl Sqlgate {
         (status, output)
     }
 
-    /// SIGTERM, then [`Sqlgate::exited`].
-    pub async fn stop(self) -> (ExitStatus, Vec<String>) {
+    /// Sends signal `name` (`TERM`, `INT`…) and returns at once.
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().expect("running").to_string();
         let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .expect("kill");
         assert!(sent.success());
+    }
+
+    /// The exit status if the process has exited by now, without waiting.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// SIGTERM, then [`Sqlgate::exited`].
+    pub async fn stop(self) -> (ExitStatus, Vec<String>) {
+        self.signal("TERM");
         self.exited(Duration::from_secs(15)).await
     }
 }

@@ -1,12 +1,8 @@
 //! Test support in the style of zero-to-production's `spawn_app()`: every
 //! test gets its own database (PostgreSQL and MariaDB: a fresh database;
-//! SQLite: a fresh file) and its own sqlgate server on an ephemeral port,
-//! and talks to it through the generated tonic clients over a real socket.
-//!
-//! Backends come from `SQLGATE_TEST_POSTGRES_URL` and `SQLGATE_TEST_MYSQL_URL`
-//! (defaults: the local servers on their standard ports). An unreachable
-//! backend skips the test with a loud message, except under `CI=true`,
-//! where it fails.
+//! SQLite: a fresh file; see `test_database`) and its own sqlgate server on
+//! an ephemeral port, and talks to it through the generated tonic clients
+//! over a real socket.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -15,9 +11,11 @@ use sqlgate::{
     grpc::pb::{self, admin_client::AdminClient, query_client::QueryClient, value::Kind},
     server::Application,
 };
-use sqlx::{Connection, Executor};
+use sqlx::Connection;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
+
+use crate::test_database::{TestDatabase, mysql_admin_url, postgres_admin_url, with_database};
 
 /// The backends the suite runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,177 +23,6 @@ pub enum Backend {
     Postgres,
     MySql,
     Sqlite,
-}
-
-/// The PostgreSQL URL the suite administers from (its `postgres` database).
-pub fn postgres_admin_url() -> String {
-    std::env::var("SQLGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn mysql_admin_url() -> String {
-    std::env::var("SQLGATE_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".to_owned())
-}
-
-/// Replaces the database name at the end of a URL.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(head, _)| head);
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-/// A database of the test's own, dropped when the test ends.
-pub struct TestDatabase {
-    pub backend: Backend,
-    /// The URL sqlgate connects with.
-    pub url: String,
-    /// The database's name (PostgreSQL/MariaDB).
-    pub name: String,
-    /// The database file (SQLite).
-    sqlite_path: Option<std::path::PathBuf>,
-    admin_url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl TestDatabase {
-    async fn create(backend: Backend) -> Option<Self> {
-        let name = format!("sqlgate_test_{}", uuid::Uuid::new_v4().simple());
-        match backend {
-            Backend::Postgres => {
-                let admin_url = postgres_admin_url();
-                let mut conn =
-                    unreachable_skips(backend, sqlx::PgConnection::connect(&admin_url).await)?;
-                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .await
-                    .expect("create test database");
-                Some(Self {
-                    backend,
-                    url: with_database(&admin_url, &name),
-                    name,
-                    admin_url,
-                    sqlite_path: None,
-                    _dir: None,
-                })
-            }
-            Backend::MySql => {
-                let admin_url = mysql_admin_url();
-                let mut conn =
-                    unreachable_skips(backend, sqlx::MySqlConnection::connect(&admin_url).await)?;
-                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .await
-                    .expect("create test database");
-                Some(Self {
-                    backend,
-                    url: with_database(&admin_url, &name),
-                    name,
-                    admin_url,
-                    sqlite_path: None,
-                    _dir: None,
-                })
-            }
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let path = dir.path().join("test.db");
-                Some(Self {
-                    backend,
-                    url: format!("sqlite://{}?mode=rwc", path.display()),
-                    name,
-                    admin_url: String::new(),
-                    sqlite_path: Some(path),
-                    _dir: Some(dir),
-                })
-            }
-        }
-    }
-}
-
-impl TestDatabase {
-    /// The SQLite database file, for a direct connection beside sqlgate's.
-    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
-        self.sqlite_path.clone()
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let (backend, admin_url, name) = (self.backend, self.admin_url.clone(), self.name.clone());
-        if backend == Backend::Sqlite {
-            return;
-        }
-        match backend {
-            Backend::Postgres => drop_in_background::<sqlx::PgConnection>(
-                admin_url,
-                vec![format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")],
-            ),
-            Backend::MySql => drop_in_background::<sqlx::MySqlConnection>(
-                admin_url,
-                vec![format!("DROP DATABASE IF EXISTS {name}")],
-            ),
-            Backend::Sqlite => {}
-        }
-    }
-}
-
-/// Runs `statements` (best effort: cleanup) through a fresh connection to
-/// `admin_url`, from `Drop`, where async work cannot run: on a thread with
-/// a runtime of its own, waited for.
-pub fn drop_in_background<C>(admin_url: String, statements: Vec<String>)
-where
-    C: sqlx::Connection + 'static,
-    for<'c> &'c mut C: sqlx::Executor<'c>,
-{
-    let _ = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            if let Ok(mut conn) = C::connect(&admin_url).await {
-                for sql in statements {
-                    let _ = conn.execute(sqlx::AssertSqlSafe(sql)).await;
-                }
-            }
-        });
-    })
-    .join();
-}
-
-/// Whether this run is CI's: `CI` set to anything but empty, `0`, `false`,
-/// `no` or `off` (CI systems spell it `true`, `1`, `yes`…).
-pub fn running_in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| {
-        !matches!(
-            value.trim().to_ascii_lowercase().as_str(),
-            "" | "0" | "false" | "no" | "off"
-        )
-    })
-}
-
-/// Skips a test whose backend is unreachable — loudly, and never in CI.
-/// The message is written straight to the process's stderr: the test
-/// harness captures `eprintln!` of passing tests, which would make a
-/// skipped backend look like `ok`.
-fn unreachable_skips<T, E: std::fmt::Display>(backend: Backend, result: Result<T, E>) -> Option<T> {
-    match result {
-        Ok(value) => Some(value),
-        Err(err) => {
-            if running_in_ci() {
-                panic!("{backend:?} is unreachable in CI (CI is set): {err}");
-            }
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "\n!!!!! SKIPPING: {backend:?} is unreachable ({err}). Start it or set SQLGATE_TEST_*_URL. !!!!!\n"
-            );
-            None
-        }
-    }
 }
 
 /// A running sqlgate with clients connected to it.
@@ -369,15 +196,7 @@ impl TestApp {
                 .expect("sqlgate shut down within 10 s")
                 .expect("sqlgate's server task ended without a panic or an error");
         }
-        let placeholder = TestDatabase {
-            backend: Backend::Sqlite,
-            url: String::new(),
-            name: String::new(),
-            admin_url: String::new(),
-            sqlite_path: None,
-            _dir: None,
-        };
-        std::mem::replace(&mut self.db, placeholder)
+        std::mem::replace(&mut self.db, TestDatabase::placeholder())
     }
 }
 
@@ -398,66 +217,6 @@ pub type RawClient = QueryClient<
         tonic::body::Body,
     >,
 >;
-
-/// Which of sqlgate's PostgreSQL backends [`sqlgate_backends`] counts.
-#[derive(Debug, Clone, Copy)]
-pub enum Backends<'a> {
-    /// Every connection sqlgate holds open.
-    All,
-    /// Running a statement or holding a transaction open.
-    Busy,
-    /// Running a statement whose text contains this.
-    Running(&'a str),
-}
-
-/// How many of sqlgate's backends (`application_name = 'sqlgate'`) on
-/// `database` are in the state asked for, as PostgreSQL sees them.
-pub async fn sqlgate_backends(
-    direct: &mut sqlx::PgConnection,
-    database: &str,
-    which: Backends<'_>,
-) -> i64 {
-    let (state, pattern) = match which {
-        Backends::All => ("TRUE", String::new()),
-        Backends::Busy => (
-            "(state LIKE 'idle in transaction%' OR state = 'active')",
-            String::new(),
-        ),
-        Backends::Running(text) => ("state = 'active'", text.to_owned()),
-    };
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
-         AND application_name = 'sqlgate' AND {state} AND query LIKE $2"
-    )))
-    .bind(database)
-    .bind(format!("%{pattern}%"))
-    .fetch_one(direct)
-    .await
-    .expect("pg_stat_activity")
-}
-
-/// Waits (up to 2 s) until [`sqlgate_backends`] counts exactly `count`;
-/// fails naming `what` otherwise.
-pub async fn wait_for_backends(
-    direct: &mut sqlx::PgConnection,
-    database: &str,
-    which: Backends<'_>,
-    count: i64,
-    what: &str,
-) {
-    let started = std::time::Instant::now();
-    loop {
-        let now = sqlgate_backends(direct, database, which).await;
-        if now == count {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{what}: {now} sqlgate backend(s) ({which:?}), expected {count}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 pub fn raw_query_client(address: SocketAddr) -> RawClient {
     // TCP_NODELAY, as tonic's own channel sets: without it Nagle's

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use sqlx::{ConnectOptions, Connection};
 
-use crate::helpers::{Backend, Backends, TestApp, sqlgate_backends};
+use crate::{
+    helpers::{Backend, TestApp},
+    pg_activity::{Backends, sqlgate_backends},
+};
 
 /// A direct connection (not through sqlgate) that watches sqlgate's own.
 pub enum DatabaseView {

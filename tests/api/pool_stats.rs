@@ -10,7 +10,10 @@ use sqlgate::grpc::pb;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{Backend, Backends, TestApp, error_details, spawn_app_with, sqlgate_backends};
+use crate::{
+    helpers::{Backend, TestApp, error_details, spawn_app_with},
+    pg_activity::{Backends, sqlgate_backends},
+};
 
 fn std_duration(duration: Option<prost_types::Duration>) -> Duration {
     Duration::try_from(duration.expect("a duration")).expect("not negative")

@@ -1,7 +1,9 @@
 //! PostgreSQL values at the edges of the Values table: numeric NaN and
-//! infinities, empty and all-NULL arrays (sent as `text[]`), and `json`
-//! (not `jsonb`) text kept exactly as stored.
+//! infinities, empty and all-NULL arrays (sent as `text[]`), `json` (not
+//! `jsonb`) text kept exactly as stored, arrays with NULL elements, and the
+//! native type names reported for columns.
 
+use prost_types::Timestamp;
 use sqlgate::grpc::pb::{self, ValueList, ValueType, value::Kind};
 use tonic::Code;
 
@@ -230,6 +232,76 @@ async fn postgres_json_columns_keep_their_text_exactly() {
     assert_eq!(
         kinds(&response.rows[1]),
         vec![Kind::JsonValue(r#"{"a": [1, 2], "b": 2}"#.into())]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_arrays_keep_null_elements_and_types() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    app.run("CREATE TABLE arr (id INT PRIMARY KEY, ints BIGINT[], texts TEXT[], nums NUMERIC[], stamps TIMESTAMPTZ[])")
+        .await;
+    let list = |values: Vec<pb::Value>| v::of(Kind::ArrayValue(ValueList { values }));
+    let ints = list(vec![v::int(i64::MIN), v::null(), v::int(7)]);
+    let texts = list(vec![v::text("a,b"), v::null(), v::text("{\"quoted\"}")]);
+    let nums = list(vec![v::of(Kind::DecimalValue("1.50".into())), v::null()]);
+    let stamps = list(vec![v::of(Kind::TimestampValue(Timestamp {
+        seconds: 86_400,
+        nanos: 5_000,
+    }))]);
+    app.execute(
+        "INSERT INTO arr VALUES (1, $1, $2, $3, $4)",
+        vec![ints.clone(), texts.clone(), nums.clone(), stamps.clone()],
+    )
+    .await
+    .expect("insert arrays");
+    let back = app.run("SELECT ints, texts, nums, stamps FROM arr").await;
+    assert_eq!(back.columns[0].r#type(), ValueType::Array);
+    assert_eq!(back.columns[0].element_type(), ValueType::Int);
+    assert_eq!(back.columns[0].db_type, "int8[]");
+    assert_eq!(back.rows[0].values, vec![ints, texts, nums, stamps]);
+
+    // An array parameter used with ANY().
+    let found = app
+        .execute(
+            "SELECT count(*) FROM arr WHERE 7 = ANY($1)",
+            vec![list(vec![v::int(7), v::int(8)])],
+        )
+        .await
+        .expect("any");
+    assert_eq!(found.rows[0].values[0].kind, Some(Kind::IntValue(1)));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_reports_native_type_names() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let back = app
+        .run("SELECT 1::int2 AS a, 2::int4 AS b, 3::int8 AS c, 1.5::numeric(10,2) AS d, 'x'::varchar AS e, now() AS f")
+        .await;
+    let types: Vec<_> = back
+        .columns
+        .iter()
+        .map(|c| (c.db_type.as_str(), c.r#type()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("int2", ValueType::Int),
+            ("int4", ValueType::Int),
+            ("int8", ValueType::Int),
+            ("numeric", ValueType::Decimal),
+            ("varchar", ValueType::Text),
+            ("timestamptz", ValueType::Timestamp),
+        ]
+    );
+    assert_eq!(
+        back.rows[0].values[3].kind,
+        Some(Kind::DecimalValue("1.50".into()))
     );
     app.stop().await;
 }

@@ -4,8 +4,9 @@ use sqlgate::grpc::pb::{ValueType, value::Kind};
 use tonic::Code;
 
 use crate::{
-    helpers::{Backend, Backends, error_details, spawn_app, sqlgate_backends, v},
+    helpers::{Backend, error_details, spawn_app, v},
     on_every_backend,
+    pg_activity::{Backends, sqlgate_backends},
 };
 
 async fn select_returns_rows_columns_and_counts(backend: Backend) {
@@ -275,7 +276,7 @@ async fn postgres_permission_denied_is_permission_denied_with_its_sqlstate() {
     let role = format!("sqlgate_test_{}_reader", uuid::Uuid::new_v4().simple());
     // Dropped when the test ends, however it ends (roles are cluster-wide).
     let _role = crate::secrets::Roles::create(
-        &crate::helpers::postgres_admin_url(),
+        &crate::test_database::postgres_admin_url(),
         &[(&role, "unused", false)],
     )
     .await;

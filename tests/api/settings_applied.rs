@@ -8,8 +8,9 @@ use futures::StreamExt;
 use sqlgate::grpc::pb;
 use tonic::Code;
 
-use crate::helpers::{
-    Backend, Backends, RawClient, WAIT, raw_query_client, spawn_app_with, sqlgate_backends, within,
+use crate::{
+    helpers::{Backend, RawClient, WAIT, raw_query_client, spawn_app_with, within},
+    pg_activity::{Backends, sqlgate_backends},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,9 @@ use sqlgate::grpc::pb::{self, result_frame::Frame, value::Kind};
 use tokio_stream::StreamExt;
 
 use crate::{
-    helpers::{Backend, Backends, WAIT, spawn_app, spawn_app_with, sqlgate_backends, within},
+    helpers::{Backend, WAIT, spawn_app, spawn_app_with, within},
     on_every_backend,
+    pg_activity::{Backends, sqlgate_backends},
 };
 
 fn series_sql(backend: Backend, rows: u32) -> String {

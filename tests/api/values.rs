@@ -1,16 +1,16 @@
 //! Values survive the round trip — parameter in, column out — unchanged, on
 //! every backend: fixed extremes first, then random values (proptest).
+//! Values a backend cannot take: `value_refusals`.
 
 use std::str::FromStr;
 
 use bigdecimal::BigDecimal;
 use proptest::{prelude::*, test_runner::TestRunner};
 use prost_types::Timestamp;
-use sqlgate::grpc::pb::{self, ValueList, ValueType, value::Kind};
-use tonic::Code;
+use sqlgate::grpc::pb::{self, value::Kind};
 
 use crate::{
-    helpers::{Backend, TestApp, error_details, spawn_app, v},
+    helpers::{Backend, TestApp, spawn_app, v},
     on_every_backend,
 };
 
@@ -200,76 +200,6 @@ async fn extreme_values_round_trip_unchanged(backend: Backend) {
 }
 on_every_backend!(extreme_values_round_trip_unchanged);
 
-#[tokio::test]
-async fn postgres_arrays_keep_null_elements_and_types() {
-    let Some(app) = spawn_app(Backend::Postgres).await else {
-        return;
-    };
-    app.run("CREATE TABLE arr (id INT PRIMARY KEY, ints BIGINT[], texts TEXT[], nums NUMERIC[], stamps TIMESTAMPTZ[])")
-        .await;
-    let list = |values: Vec<pb::Value>| v::of(Kind::ArrayValue(ValueList { values }));
-    let ints = list(vec![v::int(i64::MIN), v::null(), v::int(7)]);
-    let texts = list(vec![v::text("a,b"), v::null(), v::text("{\"quoted\"}")]);
-    let nums = list(vec![v::of(Kind::DecimalValue("1.50".into())), v::null()]);
-    let stamps = list(vec![v::of(Kind::TimestampValue(Timestamp {
-        seconds: 86_400,
-        nanos: 5_000,
-    }))]);
-    app.execute(
-        "INSERT INTO arr VALUES (1, $1, $2, $3, $4)",
-        vec![ints.clone(), texts.clone(), nums.clone(), stamps.clone()],
-    )
-    .await
-    .expect("insert arrays");
-    let back = app.run("SELECT ints, texts, nums, stamps FROM arr").await;
-    assert_eq!(back.columns[0].r#type(), ValueType::Array);
-    assert_eq!(back.columns[0].element_type(), ValueType::Int);
-    assert_eq!(back.columns[0].db_type, "int8[]");
-    assert_eq!(back.rows[0].values, vec![ints, texts, nums, stamps]);
-
-    // An array parameter used with ANY().
-    let found = app
-        .execute(
-            "SELECT count(*) FROM arr WHERE 7 = ANY($1)",
-            vec![list(vec![v::int(7), v::int(8)])],
-        )
-        .await
-        .expect("any");
-    assert_eq!(found.rows[0].values[0].kind, Some(Kind::IntValue(1)));
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn postgres_reports_native_type_names() {
-    let Some(app) = spawn_app(Backend::Postgres).await else {
-        return;
-    };
-    let back = app
-        .run("SELECT 1::int2 AS a, 2::int4 AS b, 3::int8 AS c, 1.5::numeric(10,2) AS d, 'x'::varchar AS e, now() AS f")
-        .await;
-    let types: Vec<_> = back
-        .columns
-        .iter()
-        .map(|c| (c.db_type.as_str(), c.r#type()))
-        .collect();
-    assert_eq!(
-        types,
-        [
-            ("int2", ValueType::Int),
-            ("int4", ValueType::Int),
-            ("int8", ValueType::Int),
-            ("numeric", ValueType::Decimal),
-            ("varchar", ValueType::Text),
-            ("timestamptz", ValueType::Timestamp),
-        ]
-    );
-    assert_eq!(
-        back.rows[0].values[3].kind,
-        Some(Kind::DecimalValue("1.50".into()))
-    );
-    app.stop().await;
-}
-
 /// Random values of every kind, each column nullable.
 fn arb_row(backend: Backend) -> impl Strategy<Value = Vec<Kind>> {
     let micros = 0u32..1_000_000;
@@ -403,73 +333,3 @@ fn random_values_round_trip_mysql() {
 fn random_values_round_trip_sqlite() {
     random_values_round_trip(Backend::Sqlite);
 }
-
-async fn kinds_the_backend_lacks_are_refused_naming_the_parameter(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
-    app.run("CREATE TABLE t (id INTEGER)").await;
-    let array = v::of(Kind::ArrayValue(ValueList {
-        values: vec![v::int(1)],
-    }));
-    let result = app
-        .execute("INSERT INTO t (id) VALUES ($1)", vec![array])
-        .await;
-    match backend {
-        Backend::Postgres => {
-            // PostgreSQL has arrays, but not in an integer column.
-            let status = result.expect_err("int8[] into integer");
-            assert_eq!(status.code(), Code::InvalidArgument);
-        }
-        Backend::MySql | Backend::Sqlite => {
-            let status = result.expect_err("no arrays");
-            assert_eq!(status.code(), Code::InvalidArgument);
-            let (reason, _, fields) = error_details(&status);
-            assert_eq!(reason, "INVALID_PARAMETER");
-            assert_eq!(fields, ["params[0]"]);
-            assert!(
-                status.message().contains("no array type"),
-                "{}",
-                status.message()
-            );
-        }
-    }
-    // Nested arrays are refused before reaching any backend.
-    let nested = v::of(Kind::ArrayValue(ValueList {
-        values: vec![v::of(Kind::ArrayValue(ValueList { values: vec![] }))],
-    }));
-    let status = app
-        .execute(
-            "SELECT $1",
-            vec![v::int(1), nested].into_iter().skip(1).collect(),
-        )
-        .await
-        .expect_err("nested arrays");
-    assert_eq!(status.code(), Code::InvalidArgument);
-    // PostgreSQL's special numerics exist only there: elsewhere they are
-    // refused, naming the parameter, never stored as 0 or as text.
-    if backend != Backend::Postgres {
-        app.run("CREATE TABLE d (x DECIMAL(10, 2))").await;
-        for special in ["NaN", "Infinity", "-Infinity"] {
-            let status = app
-                .execute(
-                    "INSERT INTO d (x) VALUES ($1)",
-                    vec![v::of(Kind::DecimalValue(special.into()))],
-                )
-                .await
-                .expect_err(special);
-            assert_eq!(
-                status.code(),
-                Code::InvalidArgument,
-                "{special}: {status:?}"
-            );
-            let (reason, _, fields) = error_details(&status);
-            assert_eq!(reason, "INVALID_PARAMETER");
-            assert_eq!(fields, ["params[0]"]);
-        }
-        assert_eq!(app.count("d").await, 0);
-    }
-    assert_eq!(app.count("t").await, 0);
-    app.stop().await;
-}
-on_every_backend!(kinds_the_backend_lacks_are_refused_naming_the_parameter);
