@@ -99,7 +99,7 @@ impl Application {
             "sqlgate serving"
         );
         let drain = settings.shutdown.drain_timeout;
-        transport::serve(listener, routes, &settings.transport, drain, async move {
+        let stopping = async move {
             shutdown.await;
             // Readiness first, so that no new traffic is sent here.
             health.set_stopping();
@@ -107,10 +107,12 @@ impl Application {
             // Open sessions would hold the drain open: roll them back first
             // (new ones are refused from now on).
             sessions.shut_down(drain).await;
-        })
-        .await;
-        // The drain is over: whatever still runs is cut and cancelled on
-        // the server, so that closing the pool does not wait for it.
+        };
+        // At the drain's end whatever still runs is cut, answered and
+        // cancelled on the server, so that closing the pool does not wait.
+        let cut = || pool.cut_in_flight();
+        transport::serve(listener, routes, &settings.transport, drain, stopping, cut).await;
+        // Nothing may run on after this point, whatever the drain saw.
         pool.cut_in_flight();
         background.stop().await;
         pool.close(POOL_CLOSE_BOUND).await;

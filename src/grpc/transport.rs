@@ -23,14 +23,21 @@ use tower::{Layer, Service};
 use super::observe::{Observe, ObserveLayer, ObservedBody};
 use crate::config::TransportSettings;
 
+/// How long, after the drain, the calls it cut have to get their answer
+/// (UNAVAILABLE) to their callers before their connections are dropped.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
 /// Accepts connections until `shutdown` resolves, then lets in-flight
-/// calls finish for up to `drain`, and drops whatever is still open.
+/// calls finish for up to `drain`. Calls still running then are cut by
+/// `cut_in_flight` (answered, and cancelled on the server); their answers
+/// get [`ANSWER_GRACE`] to leave, and whatever is still open is dropped.
 pub(crate) async fn serve(
     listener: TcpListener,
     routes: Routes,
     settings: &TransportSettings,
     drain: Duration,
     shutdown: impl Future<Output = ()>,
+    cut_in_flight: impl FnOnce(),
 ) {
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
@@ -67,7 +74,13 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
+    let closed = graceful.shutdown();
+    tokio::pin!(closed);
+    if tokio::time::timeout(drain, &mut closed).await.is_ok() {
+        return;
+    }
+    cut_in_flight();
+    if tokio::time::timeout(ANSWER_GRACE, &mut closed)
         .await
         .is_err()
     {
