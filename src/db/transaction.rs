@@ -49,14 +49,6 @@ impl Failure {
         }
     }
 
-    /// The error to answer with, where no reader can have left (a unary
-    /// call's result is collected by a task that outlives its caller;
-    /// transaction control has no reader at all).
-    pub(crate) fn into_answer(self) -> Error {
-        self.into_error()
-            .unwrap_or_else(|| Error::Internal("a result without a reader lost it".to_owned()))
-    }
-
     /// The same failure with its error rewritten (e.g. naming the batch
     /// statement that failed).
     pub(crate) fn map_error(self, rewrite: impl FnOnce(Error) -> Error) -> Self {
@@ -72,6 +64,36 @@ impl Failure {
         match self {
             Self::Clean(error) => Self::Dirty(error),
             other => other,
+        }
+    }
+}
+
+/// A transaction-control statement (BEGIN, COMMIT, a setting) that failed,
+/// and whether it left the connection's state unknown. Unlike a statement's
+/// [`Failure`] it has no reader that could have left.
+#[derive(Debug)]
+pub(crate) struct ControlFailure {
+    /// What the database (or the driver) said.
+    pub(crate) error: Error,
+    /// The protocol may be out of step: cancel, then recover or close.
+    pub(crate) dirty: bool,
+}
+
+impl From<sqlx::Error> for ControlFailure {
+    fn from(err: sqlx::Error) -> Self {
+        Self {
+            dirty: !matches!(err, sqlx::Error::Database(_)),
+            error: err.into(),
+        }
+    }
+}
+
+impl From<ControlFailure> for Failure {
+    fn from(failure: ControlFailure) -> Self {
+        if failure.dirty {
+            Self::Dirty(failure.error)
+        } else {
+            Self::Clean(failure.error)
         }
     }
 }
@@ -198,7 +220,7 @@ impl<DB: Driver> Checkout<DB> {
     }
 
     /// Opens a transaction.
-    pub(crate) async fn begin(&mut self, how: Begin<'_>) -> Result<(), Failure> {
+    pub(crate) async fn begin(&mut self, how: Begin<'_>) -> Result<(), ControlFailure> {
         // Counted as open from the first byte sent: a BEGIN cut short may
         // have reached the server.
         self.in_transaction = true;
@@ -228,7 +250,7 @@ impl<DB: Driver> Checkout<DB> {
     ) -> Result<Self, Error> {
         let failure = match tokio::time::timeout_at(deadline.instant(), self.begin(how)).await {
             Ok(Ok(())) => return Ok(self),
-            Ok(Err(failure)) => failure.into_answer(),
+            Ok(Err(failure)) => failure.error,
             Err(_) => Error::DeadlineExceeded(DeadlinePhase::Database),
         };
         self.close();
@@ -236,25 +258,24 @@ impl<DB: Driver> Checkout<DB> {
     }
 
     /// Commits the open transaction.
-    pub(crate) async fn commit(&mut self) -> Result<(), Failure> {
+    pub(crate) async fn commit(&mut self) -> Result<(), ControlFailure> {
         self.raw("COMMIT".to_owned()).await?;
         self.in_transaction = false;
         Ok(())
     }
 
-    /// Rolls the open transaction back, within [`CLEANUP_TIMEOUT`]. A
-    /// rollback that fails or hangs leaves the connection dirty.
-    pub(crate) async fn rollback(&mut self) -> Result<(), Failure> {
-        match tokio::time::timeout(CLEANUP_TIMEOUT, self.raw("ROLLBACK".to_owned())).await {
-            Ok(Ok(())) => {
-                self.in_transaction = false;
-                Ok(())
-            }
-            Ok(Err(failure)) => Err(failure.dirty()),
-            Err(_) => Err(Failure::Dirty(Error::Internal(
-                "the rollback did not finish in time".to_owned(),
-            ))),
+    /// Rolls the open transaction back, within [`CLEANUP_TIMEOUT`]; true
+    /// when it did. A rollback that fails or hangs leaves the connection in
+    /// an unknown state: it must not go back to the pool.
+    pub(crate) async fn rollback(&mut self) -> bool {
+        let rolled_back = matches!(
+            tokio::time::timeout(CLEANUP_TIMEOUT, self.raw("ROLLBACK".to_owned())).await,
+            Ok(Ok(()))
+        );
+        if rolled_back {
+            self.in_transaction = false;
         }
+        rolled_back
     }
 
     /// Rolls back after `failure`. If the rollback itself fails (SQLite may
@@ -262,22 +283,26 @@ impl<DB: Driver> Checkout<DB> {
     /// connection may be gone), the connection's state is unknown: the
     /// original error stands and the connection is marked dirty.
     pub(crate) async fn rollback_after(&mut self, failure: Failure) -> Failure {
-        match self.rollback().await {
-            Ok(()) => failure,
-            Err(_) => failure.dirty(),
+        if self.rollback().await {
+            failure
+        } else {
+            failure.dirty()
         }
     }
 
     /// Runs transaction control or setting text.
-    async fn raw(&mut self, sql: String) -> Result<(), Failure> {
-        DB::raw(&mut self.conn, sql)
-            .await
-            .map_err(Failure::from_driver)
+    async fn raw(&mut self, sql: String) -> Result<(), ControlFailure> {
+        Ok(DB::raw(&mut self.conn, sql).await?)
     }
 
-    /// Gives a clean connection (outside any transaction) back to the
-    /// pool, undoing what the session set; closes it if that fails.
+    /// Gives a clean connection back to the pool, undoing what the session
+    /// set; closes it if that fails. A transaction still open (a COMMIT the
+    /// database refused but kept open) is rolled back first.
     pub(crate) async fn release(mut self) {
+        if self.in_transaction && !self.rollback().await {
+            self.close();
+            return;
+        }
         for sql in DB::session_end(self.read_only) {
             if self.raw(sql).await.is_err() {
                 self.close();

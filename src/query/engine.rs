@@ -215,7 +215,12 @@ async fn run_unit<DB: Driver>(
             } else {
                 checkout.release().await;
             }
-            Err(failure.into_answer().after_deadline(deadline.expired()))
+            // A unary result is collected by a task that outlives its
+            // caller: no reader can leave it mid-result.
+            let error = failure.into_error().unwrap_or_else(|| {
+                Error::Internal("a unary result cannot lose its reader".to_owned())
+            });
+            Err(error.after_deadline(deadline.expired()))
         }
         Err(cut) => {
             // Answer now; stop the statement and recover or close the connection behind.

@@ -4,6 +4,7 @@
 //! running statement, roll back, return (or close) the connection, count
 //! the reason — however the session ends. Nothing relies on `Drop` alone.
 
+mod client;
 mod labels;
 mod open;
 mod registry;

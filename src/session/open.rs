@@ -7,10 +7,9 @@
 
 use std::{sync::Arc, time::Instant};
 
-use tokio::sync::mpsc;
-
 use super::{
     BeginOptions, SessionEvent, SessionManager,
+    client::ClientLink,
     registry::{EndReason, SessionEntry, SessionGuard},
 };
 use crate::{
@@ -26,15 +25,13 @@ use crate::{
     },
 };
 
-type Outbound = mpsc::Sender<SessionEvent>;
-
 /// An open session.
 pub(super) struct Session<DB: Driver> {
     manager: SessionManager<DB>,
     checkout: Checkout<DB>,
     guard: SessionGuard,
     entry: Arc<SessionEntry>,
-    outbound: Outbound,
+    client: ClientLink,
     /// When the session must end, whatever it is doing.
     lifetime_end: tokio::time::Instant,
     /// A statement was cut off and the connection's state is unknown.
@@ -65,7 +62,7 @@ impl<DB: Driver> Session<DB> {
         manager: &SessionManager<DB>,
         options: &BeginOptions,
         guard: SessionGuard,
-        outbound: Outbound,
+        client: ClientLink,
     ) -> Option<Self> {
         let deadline = Deadline::after(manager.statement_budget.default);
         let begin = Begin::Session {
@@ -86,12 +83,12 @@ impl<DB: Driver> Session<DB> {
                 checkout,
                 entry: guard.entry().clone(),
                 guard,
-                outbound,
+                client,
                 dirty: false,
             }),
             Err(error) => {
                 guard.end(EndReason::Failed);
-                let _ = outbound.send(SessionEvent::Ended(error)).await;
+                client.tell(SessionEvent::Ended(error)).await;
                 None
             }
         }
@@ -112,7 +109,7 @@ impl<DB: Driver> Session<DB> {
         let began = SessionEvent::Began {
             session_id: self.entry.id.clone(),
         };
-        self.outbound.send(began).await.is_ok()
+        self.client.tell(began).await
     }
 
     /// Runs one statement and answers for `request_id` (frames, then done
@@ -130,7 +127,7 @@ impl<DB: Driver> Session<DB> {
         self.entry.statement_started(statement.fingerprint.clone());
         let started = Instant::now();
         let target = SessionFrames {
-            outbound: self.outbound.clone(),
+            client: self.client.clone(),
             request_id,
         };
         let mut sink = FrameSink::new(target, &self.manager.limits);
@@ -152,16 +149,16 @@ impl<DB: Driver> Session<DB> {
                     request_id,
                     event: StreamEvent::Finished(stats),
                 };
-                if self.outbound.send(finished).await.is_err() {
+                if !self.client.tell(finished).await {
                     return Some(EndReason::ClientGone);
                 }
-                let _ = self.outbound.send(SessionEvent::Done { request_id }).await;
+                self.client.tell(SessionEvent::Done { request_id }).await;
                 None
             }
             Ran::Finished(Err(failure)) => {
                 self.dirty = failure.leaves_connection_dirty();
                 match failure.into_error() {
-                    Some(error) if !self.outbound.is_closed() => {
+                    Some(error) if !self.client.is_gone() => {
                         let error = error.after_deadline(deadline.expired());
                         self.failed(request_id, error).await
                     }
@@ -203,7 +200,7 @@ impl<DB: Driver> Session<DB> {
             () = tokio::time::sleep_until(deadline.instant()) => Interruption::Deadline,
             () = self.entry.terminated() => Interruption::End(EndReason::Terminated),
             () = self.manager.registry.shutting_down() => Interruption::End(EndReason::Shutdown),
-            () = self.outbound.closed() => Interruption::End(EndReason::ClientGone),
+            () = self.client.gone() => Interruption::End(EndReason::ClientGone),
             () = tokio::time::sleep_until(self.lifetime_end) => {
                 Interruption::End(EndReason::MaxLifetime)
             }
@@ -231,9 +228,8 @@ impl<DB: Driver> Session<DB> {
         let ends = self.dirty
             || (matches!(error, Error::DeadlineExceeded(_))
                 && !DB::transaction_survives_interrupt());
-        let _ = self
-            .outbound
-            .send(SessionEvent::Error { request_id, error })
+        self.client
+            .tell(SessionEvent::Error { request_id, error })
             .await;
         ends.then_some(EndReason::Failed)
     }
@@ -244,30 +240,28 @@ impl<DB: Driver> Session<DB> {
     /// (closing makes the server roll back). The reason is counted, and the
     /// client told if it is still there.
     pub(super) async fn end(mut self, reason: EndReason) {
-        let outbound = self.outbound.clone();
+        let client = self.client.clone();
         match reason {
             EndReason::Commit => match self.checkout.commit().await {
                 Ok(()) => {
                     self.give_back(EndReason::Commit).await;
-                    let _ = outbound.send(SessionEvent::Committed).await;
+                    client.tell(SessionEvent::Committed).await;
                 }
                 Err(failure) => {
                     self.roll_back(EndReason::Failed).await;
-                    let _ = outbound
-                        .send(SessionEvent::Ended(failure.into_answer()))
-                        .await;
+                    client.tell(SessionEvent::Ended(failure.error)).await;
                 }
             },
             EndReason::Rollback => {
                 self.roll_back(EndReason::Rollback).await;
-                let _ = outbound.send(SessionEvent::RolledBack).await;
+                client.tell(SessionEvent::RolledBack).await;
             }
             reason => {
                 self.roll_back(reason).await;
-                if !outbound.is_closed() {
-                    let _ = outbound.send(SessionEvent::RolledBack).await;
-                    let _ = outbound
-                        .send(SessionEvent::Ended(Error::SessionEnded(reason.name())))
+                if !client.is_gone() {
+                    client.tell(SessionEvent::RolledBack).await;
+                    client
+                        .tell(SessionEvent::Ended(Error::SessionEnded(reason.name())))
                         .await;
                 }
             }
@@ -282,12 +276,11 @@ impl<DB: Driver> Session<DB> {
             self.guard.end(reason);
             return;
         }
-        match self.checkout.rollback().await {
-            Ok(()) => self.give_back(reason).await,
-            Err(_) => {
-                self.checkout.close();
-                self.guard.end(reason);
-            }
+        if self.checkout.rollback().await {
+            self.give_back(reason).await;
+        } else {
+            self.checkout.close();
+            self.guard.end(reason);
         }
     }
 
@@ -308,19 +301,18 @@ fn aborts_transaction<DB: Driver>(error: &Error) -> bool {
 /// Where a session statement's frames go: the session's stream, tagged
 /// with the request they answer.
 struct SessionFrames {
-    outbound: Outbound,
+    client: ClientLink,
     request_id: u64,
 }
 
 impl FrameTarget for SessionFrames {
     async fn deliver(&self, event: StreamEvent) -> bool {
-        self.outbound
-            .send(SessionEvent::Frame {
+        self.client
+            .tell(SessionEvent::Frame {
                 request_id: self.request_id,
                 event,
             })
             .await
-            .is_ok()
     }
 
     async fn gone(&self) {

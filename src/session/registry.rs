@@ -215,6 +215,8 @@ pub struct SessionRegistry {
     shutdown: CancellationToken,
     /// Every session's task, so that shutdown can wait for them to end.
     tasks: TaskTracker,
+    /// When shutdown began (set once, by [`SessionRegistry::shut_down`]).
+    shutdown_began: std::sync::OnceLock<tokio::time::Instant>,
 }
 
 impl SessionRegistry {
@@ -231,6 +233,7 @@ impl SessionRegistry {
             accepting: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            shutdown_began: std::sync::OnceLock::new(),
         })
     }
 
@@ -342,6 +345,17 @@ impl SessionRegistry {
     /// Resolves when sqlgate shuts down.
     pub(crate) async fn shutting_down(&self) {
         self.shutdown.cancelled().await;
+    }
+
+    /// Resolves `grace` after shutdown began.
+    pub(crate) async fn shutdown_plus(&self, grace: Duration) {
+        self.shutting_down().await;
+        let began = self
+            .shutdown_began
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now);
+        tokio::time::sleep_until(began + grace).await;
     }
 
     fn close(&self, entry: &SessionEntry, reason: EndReason) {

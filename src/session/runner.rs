@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{
-    BeginOptions, Inbound, SessionCommand, SessionEvent, SessionManager, open::Session,
-    registry::EndReason,
+    BeginOptions, Inbound, SessionCommand, SessionEvent, SessionManager, client::ClientLink,
+    open::Session, registry::EndReason,
 };
 use crate::{db::Driver, error::Error};
 
@@ -22,27 +22,25 @@ const HALF_CLOSE_GRACE: Duration = Duration::from_millis(30);
 /// How long sqlgate waits for the first request (`begin`).
 const BEGIN_WAIT: Duration = Duration::from_secs(30);
 
-type Outbound = mpsc::Sender<SessionEvent>;
-
 /// Runs one session to its end.
 pub(super) async fn run<DB: Driver>(
     manager: SessionManager<DB>,
     peer: String,
     mut inbound: mpsc::Receiver<Inbound>,
-    outbound: Outbound,
+    outbound: mpsc::Sender<SessionEvent>,
 ) {
-    let Some(options) = wait_for_begin(&manager, &mut inbound, &outbound).await else {
+    let client = ClientLink::new(outbound, manager.registry.clone());
+    let Some(options) = wait_for_begin(&manager, &mut inbound, &client).await else {
         return;
     };
     let guard = match manager.registry.open(peer, options.labels.clone()) {
         Ok(guard) => guard,
         Err(error) => {
-            let _ = outbound.send(SessionEvent::Ended(error)).await;
+            client.tell(SessionEvent::Ended(error)).await;
             return;
         }
     };
-    let Some(mut session) = Session::begin(&manager, &options, guard, outbound.clone()).await
-    else {
+    let Some(mut session) = Session::begin(&manager, &options, guard, client.clone()).await else {
         return;
     };
     if !session.announce().await {
@@ -62,7 +60,7 @@ pub(super) async fn run<DB: Driver>(
             biased;
             () = session.entry().terminated() => break EndReason::Terminated,
             () = manager.registry.shutting_down() => break EndReason::Shutdown,
-            () = outbound.closed() => break EndReason::ClientGone,
+            () = client.gone() => break EndReason::ClientGone,
             () = tokio::time::sleep_until(session.lifetime_end()) => break EndReason::MaxLifetime,
             () = tokio::time::sleep_until(idle_end) => break EndReason::IdleTimeout,
             message = inbound.recv() => message,
@@ -72,7 +70,7 @@ pub(super) async fn run<DB: Driver>(
             // on that. A cancelled call looks the same at first; its
             // response side closes right after, which tells them apart.
             None => {
-                let gone = tokio::time::timeout(HALF_CLOSE_GRACE, outbound.closed()).await;
+                let gone = tokio::time::timeout(HALF_CLOSE_GRACE, client.gone()).await;
                 break if gone.is_ok() {
                     EndReason::ClientGone
                 } else {
@@ -86,10 +84,10 @@ pub(super) async fn run<DB: Driver>(
         match command {
             SessionCommand::Begin(_) => {
                 let error = Error::SessionProtocol("the session has already begun".to_owned());
-                refuse(&outbound, 0, error).await;
+                refuse(&client, 0, error).await;
             }
             SessionCommand::Invalid { request_id, error } => {
-                refuse(&outbound, request_id, error).await;
+                refuse(&client, request_id, error).await;
             }
             SessionCommand::Execute {
                 request_id,
@@ -100,7 +98,7 @@ pub(super) async fn run<DB: Driver>(
                     let error = Error::SessionProtocol(format!(
                         "the session ran its maximum of {max_statements} statements; commit or roll back"
                     ));
-                    refuse(&outbound, request_id, error).await;
+                    refuse(&client, request_id, error).await;
                     continue;
                 }
                 let deadline = manager.statement_budget.deadline(timeout);
@@ -111,12 +109,12 @@ pub(super) async fn run<DB: Driver>(
             }
             SessionCommand::Commit => {
                 session.end(EndReason::Commit).await;
-                linger(&manager, inbound, &outbound, "committed").await;
+                linger(&manager, inbound, &client, "committed").await;
                 return;
             }
             SessionCommand::Rollback => {
                 session.end(EndReason::Rollback).await;
-                linger(&manager, inbound, &outbound, "rolled back").await;
+                linger(&manager, inbound, &client, "rolled back").await;
                 return;
             }
         }
@@ -130,17 +128,17 @@ pub(super) async fn run<DB: Driver>(
 async fn wait_for_begin<DB: Driver>(
     manager: &SessionManager<DB>,
     inbound: &mut mpsc::Receiver<Inbound>,
-    outbound: &Outbound,
+    client: &ClientLink,
 ) -> Option<BeginOptions> {
     let first = tokio::select! {
         message = inbound.recv() => message,
-        () = outbound.closed() => return None,
+        () = client.gone() => return None,
         () = manager.registry.shutting_down() => {
-            let _ = outbound.send(SessionEvent::Ended(Error::ShuttingDown)).await;
+            client.tell(SessionEvent::Ended(Error::ShuttingDown)).await;
             return None;
         }
         () = tokio::time::sleep(BEGIN_WAIT) => {
-            let _ = outbound.send(SessionEvent::Ended(Error::SessionProtocol(
+            client.tell(SessionEvent::Ended(Error::SessionProtocol(
                 "no begin arrived; a session starts with begin".to_owned(),
             ))).await;
             return None;
@@ -154,15 +152,13 @@ async fn wait_for_begin<DB: Driver>(
         }
         Some(Inbound::Broken) | None => return None,
     };
-    let _ = outbound.send(SessionEvent::Ended(refusal)).await;
+    client.tell(SessionEvent::Ended(refusal)).await;
     None
 }
 
 /// Answers one request with an error; the session goes on.
-async fn refuse(outbound: &Outbound, request_id: u64, error: Error) {
-    let _ = outbound
-        .send(SessionEvent::Error { request_id, error })
-        .await;
+async fn refuse(client: &ClientLink, request_id: u64, error: Error) {
+    client.tell(SessionEvent::Error { request_id, error }).await;
 }
 
 /// After commit or rollback the stream stays open until the client closes
@@ -170,7 +166,7 @@ async fn refuse(outbound: &Outbound, request_id: u64, error: Error) {
 async fn linger<DB: Driver>(
     manager: &SessionManager<DB>,
     mut inbound: mpsc::Receiver<Inbound>,
-    outbound: &Outbound,
+    client: &ClientLink,
     how: &str,
 ) {
     loop {
@@ -182,13 +178,13 @@ async fn linger<DB: Driver>(
                         _ => 0,
                     };
                     let error = Error::SessionProtocol(format!("the session has ended ({how})"));
-                    if outbound.send(SessionEvent::Error { request_id, error }).await.is_err() {
+                    if !client.tell(SessionEvent::Error { request_id, error }).await {
                         return;
                     }
                 }
                 Some(Inbound::Broken) | None => return,
             },
-            () = outbound.closed() => return,
+            () = client.gone() => return,
             () = manager.registry.shutting_down() => return,
             () = tokio::time::sleep(BEGIN_WAIT) => return,
         }

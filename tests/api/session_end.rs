@@ -360,3 +360,69 @@ async fn shutdown_rolls_back_open_sessions(backend: Backend) {
     assert_eq!(view.count_rows("t").await, 0);
 }
 on_every_backend!(shutdown_rolls_back_open_sessions);
+
+/// A result far larger than a session stream's buffers and HTTP/2 windows.
+fn huge_result(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "SELECT g, repeat('x', 1000) FROM generate_series(1, 200000) AS g",
+        Backend::MySql => "SELECT seq, REPEAT('x', 1000) FROM seq_1_to_200000",
+        Backend::Sqlite => {
+            "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 200000) \
+             SELECT n, hex(zeroblob(500)) FROM c"
+        }
+    }
+}
+
+/// A client that stopped reading its session's results holds shutdown no
+/// longer than any stream does (the drain timeout, then its connection is
+/// dropped): once shutdown begins, the session gives up telling it anything
+/// after a short grace and rolls back, instead of waiting out a drain
+/// timeout of its own first.
+async fn a_client_that_stopped_reading_does_not_hold_shutdown(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.shutdown.drain_timeout = Duration::from_secs(4);
+    })
+    .await
+    else {
+        return;
+    };
+    let mut view = DatabaseView::of(&app).await;
+    let mut session = Session::begin(&app, &[]).await.expect("begin");
+    session
+        .send(SessionRequest::execute(1, huge_result(backend), vec![]))
+        .await;
+    // The session runs the statement; its client reads nothing from now on,
+    // so the frames back up until sqlgate waits to send.
+    let asked = Instant::now();
+    while list_sessions(&app)
+        .await
+        .iter()
+        .all(|s| s.state != "executing")
+    {
+        assert!(asked.elapsed() < Duration::from_secs(10), "never executing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let _database = app.stop().await;
+    // One drain (4 s) for the stream, the second cut calls get to be
+    // answered, the session's own cleanup: about 6.5 s. A session waiting
+    // out a drain of its own before the stream's: over 9 s.
+    assert!(
+        started.elapsed() < Duration::from_millis(7_700),
+        "shutdown took {:?} with a 4 s drain",
+        started.elapsed()
+    );
+    drop(session);
+    let seen = view.seen().await;
+    assert!(seen.is_clean(), "after shutdown: {seen:?}");
+    let closed = Instant::now();
+    while view.connections().await > 0 {
+        assert!(
+            closed.elapsed() < Duration::from_secs(2),
+            "a sqlgate connection is still open 2 s after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+on_every_backend!(a_client_that_stopped_reading_does_not_hold_shutdown);
