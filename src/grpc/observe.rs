@@ -226,10 +226,27 @@ impl Drop for Call {
 fn split_path(path: &str) -> (&str, &str) {
     let path = path.strip_prefix('/').unwrap_or(path);
     let (service, method) = path.rsplit_once('/').unwrap_or(("", path));
-    (
-        if service.is_empty() { "-" } else { service },
-        if method.is_empty() { "-" } else { method },
-    )
+    (loggable(service), loggable(method))
+}
+
+/// The longest service or method name written as it is.
+const MAX_LOGGED_NAME: usize = 96;
+
+/// A name from the request's path as it may appear in a line: the caller
+/// chooses the path, so anything that is not a short identifier (a 16 KiB
+/// method name, odd bytes) is written as `?`, never echoed.
+fn loggable(name: &str) -> &str {
+    if name.is_empty() {
+        "-"
+    } else if name.len() <= MAX_LOGGED_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    {
+        name
+    } else {
+        "?"
+    }
 }
 
 /// The `grpc-status` of response headers or trailers, if they carry one.

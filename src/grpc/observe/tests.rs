@@ -15,6 +15,13 @@ fn a_path_names_service_and_method() {
     assert_eq!(split_path("/"), ("-", "-"));
     assert_eq!(split_path(""), ("-", "-"));
     assert_eq!(split_path("/odd"), ("-", "odd"));
+    // The caller chooses the path: what is not a short name is not echoed.
+    let long = format!("/sqlgate.v1.Query/{}", "A".repeat(10_000));
+    assert_eq!(split_path(&long), ("sqlgate.v1.Query", "?"));
+    assert_eq!(
+        split_path("/sqlgate.v1.Query/Exec%20ute"),
+        ("sqlgate.v1.Query", "?")
+    );
     assert_eq!(split_path("/sqlgate.v1.Query/"), ("sqlgate.v1.Query", "-"));
 }
 
