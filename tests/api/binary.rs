@@ -45,6 +45,16 @@ impl Sqlgate {
         Self::start_in(None, args, envs)
     }
 
+    /// Starts `sqlgate serve` on a free loopback port over `database_url`,
+    /// with `envs`, and waits until it listens; returns it and its address.
+    pub async fn serving(database_url: &str, envs: &[(&str, &str)]) -> (Self, SocketAddr) {
+        let address = free_address();
+        let listen = address.to_string();
+        let mut sqlgate = Self::start(&["--listen", &listen, "--database-url", database_url], envs);
+        sqlgate.wait_listening(address).await;
+        (sqlgate, address)
+    }
+
     /// [`Sqlgate::start`] in working directory `dir` (the test's own by
     /// default).
     pub fn start_in(dir: Option<&std::path::Path>, args: &[&str], envs: &[(&str, &str)]) -> Self {

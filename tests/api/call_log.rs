@@ -14,7 +14,7 @@ use tonic::{Code, Streaming};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
-    binary::{Sqlgate, channel, free_address},
+    binary::{Sqlgate, channel},
     session_client::Session,
 };
 
@@ -36,12 +36,7 @@ fn big_result(rows: usize, tag: &str) -> String {
 async fn start(filter: &str) -> (Sqlgate, std::net::SocketAddr, TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("log.db").display());
-    let address = free_address();
-    let mut sqlgate = Sqlgate::start(
-        &["--listen", &address.to_string(), "--database-url", &url],
-        &[("SQLGATE_LOG_FILTER", filter)],
-    );
-    sqlgate.wait_listening(address).await;
+    let (sqlgate, address) = Sqlgate::serving(&url, &[("SQLGATE_LOG_FILTER", filter)]).await;
     (sqlgate, address, dir)
 }
 

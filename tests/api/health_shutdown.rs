@@ -15,7 +15,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    binary::{Sqlgate, channel, free_address},
+    binary::{Sqlgate, channel},
     health::next_status,
     helpers::{Backend, WAIT, spawn_app, spawn_app_with, within},
     pg_activity::{Backends, sqlgate_backends, wait_for_backends},
@@ -44,15 +44,14 @@ async fn served_by_the_binary(drain: &str, setup: &[&str]) -> Option<Served> {
     let name = app.db.name.clone();
     let direct = app.postgres_direct().await;
     let _database = app.stop().await;
-    let address = free_address();
-    let mut sqlgate = Sqlgate::start(
-        &["--listen", &address.to_string(), "--database-url", &url],
+    let (sqlgate, address) = Sqlgate::serving(
+        &url,
         &[
             ("SQLGATE_SHUTDOWN__DRAIN_TIMEOUT", drain),
             ("SQLGATE_LOG_FILTER", "warn"),
         ],
-    );
-    sqlgate.wait_listening(address).await;
+    )
+    .await;
     let channel = channel(address).await;
     Some(Served {
         sqlgate,

@@ -6,7 +6,7 @@ use sqlgate::grpc::pb::{self, query_client::QueryClient};
 use tonic::Code;
 
 use crate::{
-    binary::{Sqlgate, channel, free_address},
+    binary::{Sqlgate, channel},
     helpers::{Backend, spawn_app, v},
     secrets::assert_absent,
 };
@@ -31,12 +31,7 @@ async fn parameter_values_never_reach_the_logs(backend: Backend) {
         )),
     );
     let _database = app.stop().await;
-    let address = free_address();
-    let mut sqlgate = Sqlgate::start(
-        &["--listen", &address.to_string(), "--database-url", &url],
-        &[("SQLGATE_LOG_FILTER", "debug")],
-    );
-    sqlgate.wait_listening(address).await;
+    let (sqlgate, address) = Sqlgate::serving(&url, &[("SQLGATE_LOG_FILTER", "debug")]).await;
     let channel = channel(address).await;
     let mut query = QueryClient::new(channel.clone());
     let call = |sql: &str, params: Vec<pb::Value>| pb::ExecuteRequest {
@@ -126,12 +121,7 @@ async fn mysql_parameter_values_never_reach_the_logs() {
 async fn sqlite_each_query_call_logs_one_line_with_method_caller_fingerprint_rows_and_time() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("logs.db").display());
-    let address = free_address();
-    let mut sqlgate = Sqlgate::start(
-        &["--listen", &address.to_string(), "--database-url", &url],
-        &[("SQLGATE_LOG_FILTER", "info")],
-    );
-    sqlgate.wait_listening(address).await;
+    let (sqlgate, address) = Sqlgate::serving(&url, &[("SQLGATE_LOG_FILTER", "info")]).await;
     let mut query = QueryClient::new(channel(address).await);
     let run = |sql: &str, params: Vec<pb::Value>| pb::ExecuteRequest {
         sql: sql.to_owned(),

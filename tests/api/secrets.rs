@@ -199,12 +199,7 @@ async fn postgres_passwords_in_the_database_url_never_reach_logs_or_callers() {
 
     // A good URL with a password: the service runs; callers and logs never see it.
     let url = format!("postgres://{user}:{password}@{host}/{database}");
-    let address = free_address();
-    let mut sqlgate = Sqlgate::start(
-        &["--listen", &address.to_string(), "--database-url", &url],
-        &[("SQLGATE_LOG_FILTER", "debug")],
-    );
-    sqlgate.wait_listening(address).await;
+    let (sqlgate, address) = Sqlgate::serving(&url, &[("SQLGATE_LOG_FILTER", "debug")]).await;
     calls_through(channel(address).await, &secrets).await;
     let (status, output) = sqlgate.stop().await;
     assert_eq!(status.code(), Some(0), "{output:?}");
@@ -269,12 +264,7 @@ async fn mysql_a_wrong_password_never_reaches_the_logs() {
     {
         // The right password: it serves, and says nothing of it.
         let url = format!("mysql://{user}:{password}@{host}/{database}");
-        let address = free_address();
-        let mut sqlgate = Sqlgate::start(
-            &["--listen", &address.to_string(), "--database-url", &url],
-            &[("SQLGATE_LOG_FILTER", "debug")],
-        );
-        sqlgate.wait_listening(address).await;
+        let (sqlgate, address) = Sqlgate::serving(&url, &[("SQLGATE_LOG_FILTER", "debug")]).await;
         calls_through(channel(address).await, &secrets).await;
         let (status, output) = sqlgate.stop().await;
         assert_eq!(status.code(), Some(0), "{output:?}");
