@@ -324,3 +324,19 @@ pub fn int(kind: &Kind) -> i64 {
         other => panic!("expected int_value, got {other:?}"),
     }
 }
+
+/// Begins two sessions, then a third that a session limit (`limit`) must
+/// refuse with RESOURCE_EXHAUSTED; returns the two and the refusal.
+pub async fn two_sessions_and_a_refused_third(
+    app: &TestApp,
+    limit: &str,
+) -> (Session, Session, tonic::Status) {
+    let first = Session::begin(app, &[]).await.expect("first");
+    let second = Session::begin(app, &[]).await.expect("second");
+    let status = match Session::begin(app, &[]).await {
+        Err(status) => status,
+        Ok(_) => panic!("a third session must be refused: {limit}"),
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    (first, second, status)
+}

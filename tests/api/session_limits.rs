@@ -12,7 +12,10 @@ use crate::{
     helpers::{Backend, WAIT, error_details, list_sessions, slow_sql, spawn_app_with, within},
     observe::DatabaseView,
     on_every_backend,
-    session_client::{CLEANUP_BOUND, Session, ended_with, error_status, session_holding_a_write},
+    session_client::{
+        CLEANUP_BOUND, Session, ended_with, error_status, session_holding_a_write,
+        two_sessions_and_a_refused_third,
+    },
 };
 
 async fn the_session_limit_is_resource_exhausted_with_its_reason(backend: Backend) {
@@ -25,13 +28,8 @@ async fn the_session_limit_is_resource_exhausted_with_its_reason(backend: Backen
     else {
         return;
     };
-    let first = Session::begin(&app, &[]).await.expect("first");
-    let second = Session::begin(&app, &[]).await.expect("second");
-    let status = match Session::begin(&app, &[]).await {
-        Err(status) => status,
-        Ok(_) => panic!("a third session must be refused: sessions.max_open is 2"),
-    };
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let (first, second, status) =
+        two_sessions_and_a_refused_third(&app, "sessions.max_open is 2").await;
     assert_eq!(error_details(&status).0, "SESSION_LIMIT", "{status:?}");
     assert!(
         status.get_error_details().retry_info().is_some(),

@@ -21,7 +21,7 @@ use crate::{
     observe::DatabaseView,
     on_every_backend,
     pg_activity::{Backends, sqlgate_backends},
-    session_client::{CLEANUP_BOUND, Session, error_status},
+    session_client::{CLEANUP_BOUND, Session, error_status, two_sessions_and_a_refused_third},
 };
 
 async fn commit_keeps_and_rollback_discards(backend: Backend) {
@@ -243,13 +243,8 @@ async fn sessions_cannot_take_the_whole_pool() {
     else {
         return;
     };
-    let first = Session::begin(&app, &[]).await.expect("first");
-    let second = Session::begin(&app, &[]).await.expect("second");
-    let status = match Session::begin(&app, &[]).await {
-        Err(status) => status,
-        Ok(_) => panic!("a third session must be refused: half of 4 connections"),
-    };
-    assert_eq!(status.code(), Code::ResourceExhausted);
+    let (first, second, status) =
+        two_sessions_and_a_refused_third(&app, "half of 4 connections").await;
     {
         use tonic_types::StatusExt;
         assert!(status.get_error_details().retry_info().is_some());
