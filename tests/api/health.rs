@@ -178,10 +178,12 @@ async fn app_behind_a_proxy(
     Some((app, proxy))
 }
 
-async fn watch_readiness(
-    app: &crate::helpers::TestApp,
+/// Opens a `Watch` on readiness over `channel` and checks its first answer
+/// is SERVING.
+pub async fn watch_readiness(
+    channel: tonic::transport::Channel,
 ) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
-    let mut readiness = HealthClient::new(app.channel.clone())
+    let mut readiness = HealthClient::new(channel)
         .watch(HealthCheckRequest {
             service: "readiness".into(),
         })
@@ -207,7 +209,7 @@ async fn postgres_readiness_changes_only_after_its_thresholds() {
     else {
         return;
     };
-    let mut readiness = watch_readiness(&app).await;
+    let mut readiness = watch_readiness(app.channel.clone()).await;
 
     // A stall that fails one to three probes (each waits 100 ms): still
     // SERVING throughout.
@@ -277,7 +279,7 @@ async fn postgres_a_saturated_pool_makes_sqlgate_not_ready_after_its_duration() 
         return;
     };
     let app = Arc::new(app);
-    let mut readiness = watch_readiness(&app).await;
+    let mut readiness = watch_readiness(app.channel.clone()).await;
     let call = |sql: &'static str| {
         let app = app.clone();
         tokio::spawn(async move { app.execute(sql, vec![]).await.map(|r| r.rows.len()) })

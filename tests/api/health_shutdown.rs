@@ -10,13 +10,11 @@ use std::{
 use sqlgate::grpc::pb::{self, query_client::QueryClient, result_frame::Frame};
 use tokio_stream::StreamExt;
 use tonic::{Code, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{
     binary::{Sqlgate, channel},
-    health::next_status,
+    health::{next_status, watch_readiness},
     helpers::{Backend, WAIT, spawn_app, spawn_app_with, within},
     pg_activity::{Backends, sqlgate_backends, wait_for_backends},
 };
@@ -133,14 +131,7 @@ async fn postgres_sigterm_drains_rolls_back_and_leaves_no_connection() {
     // A readiness watch open before the signal: the first thing shutdown
     // does is tell it NOT_SERVING; then the watch ends, so that it does not
     // hold the drain.
-    let mut readiness = HealthClient::new(channel.clone())
-        .watch(HealthCheckRequest {
-            service: "readiness".into(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    assert_eq!(next_status(&mut readiness).await, ServingStatus::Serving);
+    let mut readiness = watch_readiness(channel.clone()).await;
     sqlgate.signal("TERM");
     let signalled = Instant::now();
     let not_serving = tokio::time::timeout(Duration::from_secs(1), next_status(&mut readiness))
