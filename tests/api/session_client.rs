@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming, transport::Channel};
 
 use crate::{
-    helpers::{TestApp, error_details, v},
+    helpers::{Backend, TestApp, error_details, spawn_app, v},
     observe::DatabaseView,
 };
 
@@ -263,6 +263,19 @@ pub async fn session_holding_a_write(app: &TestApp, view: &mut DatabaseView, id:
         "the database sees the session's open transaction: {seen:?}"
     );
     session
+}
+
+/// A sqlgate over `backend` with a table `t`, the database's view of its
+/// connections, and a session holding a write to `t` (seen open); `None`
+/// where the backend is skipped outside CI.
+pub async fn app_with_a_session_holding_a_write(
+    backend: Backend,
+) -> Option<(TestApp, DatabaseView, Session)> {
+    let app = spawn_app(backend).await?;
+    app.run("CREATE TABLE t (id INTEGER)").await;
+    let mut view = DatabaseView::of(&app).await;
+    let session = session_holding_a_write(&app, &mut view, 1).await;
+    Some((app, view, session))
 }
 
 /// Reads to the end of a session's stream (within 5 s) and returns its

@@ -19,16 +19,17 @@ use crate::{
     on_every_backend,
     pg_activity::{Backends, sqlgate_backends},
     proxy::Proxy,
-    session_client::{CLEANUP_BOUND, Session, ended_with, session_holding_a_write, wait_for_end},
+    session_client::{
+        CLEANUP_BOUND, Session, app_with_a_session_holding_a_write, ended_with,
+        session_holding_a_write, wait_for_end,
+    },
 };
 
 async fn a_stream_that_ends_without_commit_rolls_back(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
+    let Some((app, mut view, mut session)) = app_with_a_session_holding_a_write(backend).await
+    else {
         return;
     };
-    app.run("CREATE TABLE t (id INTEGER)").await;
-    let mut view = DatabaseView::of(&app).await;
-    let mut session = session_holding_a_write(&app, &mut view, 1).await;
     // Half-close: a cancelled call looks the same on the server; never commit on it.
     session.requests = None;
     ended_with(&mut session, Code::Aborted, "stream_ended").await;

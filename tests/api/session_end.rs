@@ -12,12 +12,14 @@ use tonic::Code;
 
 use crate::{
     helpers::{
-        Backend, TestApp, error_details, list_sessions, slow_pattern, slow_sql, spawn_app,
-        spawn_app_with, v,
+        Backend, TestApp, error_details, list_sessions, slow_pattern, slow_sql, spawn_app_with, v,
     },
     observe::DatabaseView,
     on_every_backend,
-    session_client::{CLEANUP_BOUND, Session, ended_with, session_holding_a_write, wait_for_end},
+    session_client::{
+        CLEANUP_BOUND, Session, app_with_a_session_holding_a_write, ended_with,
+        session_holding_a_write, wait_for_end,
+    },
 };
 
 async fn idle_timeout_max_lifetime_and_terminate_roll_back(backend: Backend) {
@@ -212,12 +214,10 @@ async fn wait_until_running(app: &TestApp, view: &mut DatabaseView, sql: &str) {
 }
 
 async fn terminate_cancels_the_running_statement(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
+    let Some((app, mut view, mut session)) = app_with_a_session_holding_a_write(backend).await
+    else {
         return;
     };
-    app.run("CREATE TABLE t (id INTEGER)").await;
-    let mut view = DatabaseView::of(&app).await;
-    let mut session = session_holding_a_write(&app, &mut view, 1).await;
     let sql = slow_sql(backend);
     session
         .send(SessionRequest::execute(2, sql.to_owned(), vec![]))
@@ -244,12 +244,10 @@ async fn terminate_cancels_the_running_statement(backend: Backend) {
 on_every_backend!(terminate_cancels_the_running_statement);
 
 async fn a_session_statement_past_its_timeout_is_cancelled(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
+    let Some((app, mut view, mut session)) = app_with_a_session_holding_a_write(backend).await
+    else {
         return;
     };
-    app.run("CREATE TABLE t (id INTEGER)").await;
-    let mut view = DatabaseView::of(&app).await;
-    let mut session = session_holding_a_write(&app, &mut view, 1).await;
     let sql = slow_sql(backend);
     session
         .send(SessionRequest::execute_within(
@@ -330,12 +328,10 @@ async fn a_session_statement_past_its_timeout_is_cancelled(backend: Backend) {
 on_every_backend!(a_session_statement_past_its_timeout_is_cancelled);
 
 async fn shutdown_rolls_back_open_sessions(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
+    let Some((app, mut view, mut session)) = app_with_a_session_holding_a_write(backend).await
+    else {
         return;
     };
-    app.run("CREATE TABLE t (id INTEGER)").await;
-    let mut view = DatabaseView::of(&app).await;
-    let mut session = session_holding_a_write(&app, &mut view, 1).await;
     let started = Instant::now();
     let _database = app.stop().await;
     assert!(
