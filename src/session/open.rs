@@ -64,7 +64,7 @@ impl<DB: Driver> Session<DB> {
         guard: SessionGuard,
         client: ClientLink,
     ) -> Option<Self> {
-        let deadline = Deadline::after(manager.statement_budget.default);
+        let deadline = manager.statement_budget.deadline(None);
         let begin = Begin::Session {
             isolation: options.isolation,
             read_only: options.read_only,
