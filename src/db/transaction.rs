@@ -224,20 +224,19 @@ impl<DB: Driver> Checkout<DB> {
         // Counted as open from the first byte sent: a BEGIN cut short may
         // have reached the server.
         self.in_transaction = true;
-        let statements = match how {
-            Begin::Bounded(deadline) => vec![DB::begin_sql(deadline)],
+        match how {
+            Begin::Bounded(deadline) => self.raw(DB::begin_sql(deadline)).await,
             Begin::Session {
                 isolation,
                 read_only,
             } => {
                 self.read_only = read_only;
-                DB::session_begin(isolation, read_only)
+                for sql in DB::session_begin(isolation, read_only) {
+                    self.raw(sql).await?;
+                }
+                Ok(())
             }
-        };
-        for sql in statements {
-            self.raw(sql).await?;
         }
-        Ok(())
     }
 
     /// Opens a transaction within `deadline`, for work that has nothing to
