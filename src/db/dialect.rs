@@ -57,6 +57,25 @@ pub(crate) trait Dialect: sqlx::Database {
     /// a connection sqlgate closed mid-statement.
     fn connection_setup(longest: Duration) -> Vec<String>;
 
+    /// Statements that undo whatever connection state a caller may have
+    /// left (settings, roles, temp tables, cursors, `LISTEN`, session
+    /// locks) and restore sqlgate's own settings (`longest`), run before a
+    /// changed connection goes back to the pool. `None` where the backend
+    /// cannot undo everything: such a connection is closed instead.
+    fn reset_sql(longest: Duration) -> Option<String>;
+
+    /// A statement that fails unless exactly the `cached` prepared
+    /// statements sqlx knows of exist on the connection (a caller's
+    /// `DEALLOCATE ALL` inside a function would break every later call).
+    fn verify_prepared_sql(cached: usize) -> Option<String> {
+        let _ = cached;
+        None
+    }
+
+    /// A query that returns a row only while the connection is inside a
+    /// transaction; `None` where there is no such question to ask.
+    const IN_TRANSACTION_PROBE: Option<&'static str> = None;
+
     /// Opens a transaction whose statements stop on the server when
     /// `deadline` passes (PostgreSQL `SET LOCAL statement_timeout`).
     fn begin_sql(deadline: &Deadline) -> String;

@@ -7,7 +7,9 @@
 //! and the few driver calls sqlgate makes are methods of the trait.
 
 use futures::{FutureExt, future::BoxFuture, stream::BoxStream};
-use sqlx::{AssertSqlSafe, Either, Executor, IntoArguments, SqlSafeStr};
+use sqlx::{
+    AssertSqlSafe, Either, Executor, IntoArguments, SqlSafeStr, database::HasStatementCache,
+};
 
 use super::Dialect;
 use crate::query::codec::Codec;
@@ -21,7 +23,9 @@ pub(crate) type Results<'c, DB> = BoxStream<
 
 /// A backend sqlgate can run statements on: its values ([`Codec`]), its
 /// differences ([`Dialect`]) and the driver calls below.
-pub(crate) trait Driver: Codec + Dialect + Send + Sync + 'static {
+pub(crate) trait Driver:
+    Codec + Dialect + HasStatementCache + Send + Sync + 'static
+{
     /// Runs text without parameters (transaction control, settings) over
     /// the simple protocol, so it never takes a prepared-statement slot.
     fn raw(conn: &mut Self::Connection, sql: String) -> BoxFuture<'_, Result<(), sqlx::Error>>;
@@ -34,6 +38,13 @@ pub(crate) trait Driver: Codec + Dialect + Send + Sync + 'static {
         arguments: Self::Arguments,
     ) -> Results<'_, Self>;
 
+    /// Runs a fixed query without parameters and says whether it returned
+    /// a row (a yes/no question to the database).
+    fn returns_a_row<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'static str,
+    ) -> BoxFuture<'c, Result<bool, sqlx::Error>>;
+
     /// Prepares `sql` (sqlx caches it by text) to learn its result columns.
     fn prepare(
         conn: &mut Self::Connection,
@@ -43,7 +54,7 @@ pub(crate) trait Driver: Codec + Dialect + Send + Sync + 'static {
 
 impl<DB> Driver for DB
 where
-    DB: Codec + Dialect + Send + Sync + 'static,
+    DB: Codec + Dialect + HasStatementCache + Send + Sync + 'static,
     DB::Arguments: IntoArguments<DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
@@ -59,6 +70,15 @@ where
         arguments: DB::Arguments,
     ) -> Results<'_, DB> {
         conn.fetch_many(sqlx::query_with(AssertSqlSafe(sql), arguments))
+    }
+
+    fn returns_a_row<'c>(
+        conn: &'c mut DB::Connection,
+        sql: &'static str,
+    ) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
+        conn.fetch_optional(sqlx::raw_sql(AssertSqlSafe(sql)))
+            .map(|row| row.map(|row| row.is_some()))
+            .boxed()
     }
 
     fn prepare(

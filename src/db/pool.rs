@@ -52,6 +52,9 @@ pub(crate) struct Database<DB: Driver> {
     /// Cancelled once shutdown's drain is over: in-flight calls are then
     /// cut (cancelled on the server) so that the pool can close.
     drained: CancellationToken,
+    /// How a connection a caller may have changed is reset before reuse
+    /// (`None`: it is closed instead). See `Dialect::reset_sql`.
+    reset: Option<Arc<str>>,
 }
 
 impl<DB: Driver> Database<DB> {
@@ -126,7 +129,13 @@ impl<DB: Driver> Database<DB> {
             timed_out: TimeoutMemory::default(),
             reachable: AtomicBool::new(true),
             drained: CancellationToken::new(),
+            reset: DB::reset_sql(statement_limit).map(Arc::from),
         })
+    }
+
+    /// How to reset a connection a caller may have changed (`None`: close it).
+    pub(crate) fn reset_sql(&self) -> Option<Arc<str>> {
+        self.reset.clone()
     }
 
     /// The pool cancels go through.

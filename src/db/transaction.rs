@@ -23,17 +23,29 @@ pub(crate) enum Failure {
     /// The reader of the result went away mid-result: the statement must
     /// be stopped, and there is nobody left to tell.
     ReaderGone,
+    /// The connection itself can no longer be trusted (the protocol is out
+    /// of step, or the prepared statements sqlx cached on it are gone): it
+    /// is closed, never recovered.
+    Broken(Error),
 }
 
 impl Failure {
     /// A driver error: the protocol stays in step only when the database
-    /// itself reported the error.
+    /// itself reported the error, and the connection stays usable only if
+    /// that error is not "your cached prepared statement is gone".
     pub(crate) fn from_driver(err: sqlx::Error) -> Self {
-        if matches!(err, sqlx::Error::Database(_)) {
-            Self::Clean(err.into())
-        } else {
-            Self::Dirty(err.into())
+        match &err {
+            sqlx::Error::Database(db) if lost_prepared_statement(db.as_ref()) => {
+                Self::Broken(err.into())
+            }
+            sqlx::Error::Database(_) => Self::Clean(err.into()),
+            _ => Self::Broken(err.into()),
         }
+    }
+
+    /// True when the connection must be closed rather than recovered.
+    pub(crate) fn breaks_connection(&self) -> bool {
+        matches!(self, Self::Broken(_))
     }
 
     /// True unless the connection is known to be clean.
@@ -44,7 +56,7 @@ impl Failure {
     /// The error to answer with; `None` when the reader is gone.
     pub(crate) fn into_error(self) -> Option<Error> {
         match self {
-            Self::Clean(error) | Self::Dirty(error) => Some(error),
+            Self::Clean(error) | Self::Dirty(error) | Self::Broken(error) => Some(error),
             Self::ReaderGone => None,
         }
     }
@@ -55,6 +67,7 @@ impl Failure {
         match self {
             Self::Clean(error) => Self::Clean(rewrite(error)),
             Self::Dirty(error) => Self::Dirty(rewrite(error)),
+            Self::Broken(error) => Self::Broken(rewrite(error)),
             Self::ReaderGone => Self::ReaderGone,
         }
     }
@@ -66,6 +79,17 @@ impl Failure {
             other => other,
         }
     }
+}
+
+/// A statement sqlx had prepared and cached on this connection no longer
+/// exists on the server (a caller's `DEALLOCATE ALL` reached it): every
+/// later cached statement on the connection would fail the same way.
+fn lost_prepared_statement(error: &dyn sqlx::error::DatabaseError) -> bool {
+    // PostgreSQL invalid_sql_statement_name; MySQL ER_UNKNOWN_STMT_HANDLER.
+    error.code().as_deref() == Some("26000")
+        || error
+            .message()
+            .contains("Unknown prepared statement handler")
 }
 
 /// A transaction-control statement (BEGIN, COMMIT, a setting) that failed,
@@ -159,6 +183,12 @@ pub(crate) struct Checkout<DB: Driver> {
     in_transaction: bool,
     /// The session asked for a read-only transaction (undone on release).
     read_only: bool,
+    /// A statement may have changed connection state that outlives it:
+    /// reset (or close) before the connection goes back to the pool.
+    state_changed: bool,
+    /// How this backend undoes connection state (`None`: it cannot, and
+    /// a changed connection is closed).
+    reset: Option<Arc<str>>,
 }
 
 impl<DB: Driver> Checkout<DB> {
@@ -187,6 +217,8 @@ impl<DB: Driver> Checkout<DB> {
             canceller,
             in_transaction: false,
             read_only: false,
+            state_changed: false,
+            reset: db.reset_sql(),
         };
         match armed {
             Ok(Ok(server_id)) => {
@@ -212,6 +244,26 @@ impl<DB: Driver> Checkout<DB> {
     /// What stops this connection's statements from outside.
     pub(crate) fn canceller(&self) -> Canceller<DB> {
         self.canceller.clone()
+    }
+
+    /// Notes that a statement about to run may change connection state
+    /// that outlives it (see `Statement::leaves_state`); from then on the
+    /// connection is reset or closed before anyone else gets it.
+    pub(crate) fn note_state_change(&mut self) {
+        self.state_changed = true;
+    }
+
+    /// Whether the connection is still inside the transaction sqlgate
+    /// began, asked of the database itself; `None` where the backend has
+    /// no cheap way to tell. A statement sqlgate could not recognise may
+    /// have ended it (a procedure's COMMIT).
+    pub(crate) async fn still_in_transaction(&mut self) -> Option<bool> {
+        let probe = DB::IN_TRANSACTION_PROBE?;
+        Some(
+            DB::returns_a_row(&mut self.conn, probe)
+                .await
+                .unwrap_or(false),
+        )
     }
 
     /// Moves the in-process deadline (each statement of a session has its own).
@@ -295,10 +347,15 @@ impl<DB: Driver> Checkout<DB> {
     }
 
     /// Gives a clean connection back to the pool, undoing what the session
-    /// set; closes it if that fails. A transaction still open (a COMMIT the
+    /// set and whatever connection state a statement may have changed;
+    /// closes it if that fails. A transaction still open (a COMMIT the
     /// database refused but kept open) is rolled back first.
     pub(crate) async fn release(mut self) {
         if self.in_transaction && !self.rollback().await {
+            self.close();
+            return;
+        }
+        if self.state_changed && !self.reset_state().await {
             self.close();
             return;
         }
@@ -311,6 +368,41 @@ impl<DB: Driver> Checkout<DB> {
         DB::disarm(&mut self.conn).await;
     }
 
+    /// Undoes connection state a caller may have changed, and checks that
+    /// the prepared statements sqlx cached are all still there. False when
+    /// the backend cannot reset, or the reset fails: close the connection.
+    async fn reset_state(&mut self) -> bool {
+        let Some(reset) = self.reset.clone() else {
+            return false;
+        };
+        let mut sql = reset.to_string();
+        if let Some(verify) =
+            DB::verify_prepared_sql(sqlx::Connection::cached_statements_size(&*self.conn))
+        {
+            sql.push_str(&verify);
+        }
+        if sql.is_empty() {
+            return true;
+        }
+        matches!(
+            tokio::time::timeout(CLEANUP_TIMEOUT, self.raw(sql)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Gives back a connection after `failure`: clean ones are released;
+    /// broken ones, and ones whose state a statement may have changed, are
+    /// closed; the rest are abandoned (cancelled, then recovered or closed).
+    pub(crate) async fn give_back_after(self, failure: &Failure) {
+        if failure.breaks_connection() {
+            self.close();
+        } else if failure.leaves_connection_dirty() {
+            self.abandon();
+        } else {
+            self.release().await;
+        }
+    }
+
     /// Gives back a connection whose state is unknown: the statement is
     /// stopped (interrupt, then a cancel on the server), and the connection
     /// goes back to the pool once [`super::Dialect::recover`]ed, or is
@@ -321,9 +413,15 @@ impl<DB: Driver> Checkout<DB> {
                 mut conn,
                 canceller,
                 in_transaction,
+                state_changed,
                 ..
             } = self;
-            if canceller.cancel(true).await && DB::recover(&mut conn, in_transaction).await {
+            // A connection whose state a statement may have changed is not
+            // recovered: closing is its reset.
+            if canceller.cancel(true).await
+                && !state_changed
+                && DB::recover(&mut conn, in_transaction).await
+            {
                 return;
             }
             // Dropping the socket closes it at once; a graceful close would

@@ -95,6 +95,13 @@ pub enum Error {
     /// its transaction was rolled back.
     #[error("session ended ({0}); its transaction was rolled back")]
     SessionEnded(&'static str),
+    /// A statement ended a session's transaction by itself; what the
+    /// session wrote before it may have been committed.
+    #[error(
+        "a statement ended the session's transaction by itself (not through sqlgate): what the \
+         session wrote before it may have been committed; the session is closed"
+    )]
+    TransactionLost,
     /// sqlgate is shutting down and takes no new work.
     #[error("sqlgate is shutting down; try another instance")]
     ShuttingDown,
@@ -176,7 +183,7 @@ impl Error {
             Error::SessionProtocol(_) => Code::FailedPrecondition,
             Error::SessionNotFound(_) => Code::NotFound,
             Error::SessionEnded("shutdown") | Error::ShuttingDown => Code::Unavailable,
-            Error::SessionEnded(_) => Code::Aborted,
+            Error::SessionEnded(_) | Error::TransactionLost => Code::Aborted,
             Error::Internal(_) => Code::Internal,
         }
     }

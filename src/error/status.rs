@@ -40,6 +40,7 @@ impl Error {
             Error::SessionProtocol(_) => "SESSION_PROTOCOL",
             Error::SessionNotFound(_) => "SESSION_NOT_FOUND",
             Error::SessionEnded(_) => "SESSION_ENDED",
+            Error::TransactionLost => "TRANSACTION_LOST",
             Error::ShuttingDown => "SHUTTING_DOWN",
             Error::Internal(_) => "INTERNAL",
         }

@@ -16,8 +16,8 @@ use super::{
 use crate::{
     config::DeadlineSettings,
     db::Driver,
-    error::DeadlinePhase,
-    query::{QueryEngine, StreamEvent},
+    error::{DeadlinePhase, Error},
+    query::{QueryEngine, Statement, StreamEvent},
 };
 
 /// The Query service over one engine.
@@ -36,6 +36,13 @@ impl<DB: Driver> QueryService<DB> {
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ResultFrame, Status>> + Send>>;
 
+impl<DB: Driver> QueryService<DB> {
+    /// Decodes one statement of a request, read as this backend reads it.
+    fn statement(&self, sql: String, params: Vec<pb::Value>) -> Result<Statement, Error> {
+        convert::statement(sql, params, self.engine.limits(), DB::BACKEND)
+    }
+}
+
 #[tonic::async_trait]
 impl<DB: Driver> Query for QueryService<DB> {
     async fn execute(
@@ -45,7 +52,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute);
         let request = request.into_inner();
-        let statement = convert::statement(request.sql, request.params, self.engine.limits())?;
+        let statement = self.statement(request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
         let output = self
             .engine
@@ -64,7 +71,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute_stream);
         let request = request.into_inner();
-        let statement = convert::statement(request.sql, request.params, self.engine.limits())?;
+        let statement = self.statement(request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
         deadline.check(DeadlinePhase::BeforeStart)?;
         let events = self.engine.execute_stream(statement, deadline);
@@ -92,7 +99,7 @@ impl<DB: Driver> Query for QueryService<DB> {
             .into_iter()
             .enumerate()
             .map(|(index, s)| {
-                convert::statement(s.sql, s.params, limits).map_err(|err| {
+                convert::statement(s.sql, s.params, limits, DB::BACKEND).map_err(|err| {
                     crate::error::Error::InBatch {
                         index,
                         source: Box::new(err),

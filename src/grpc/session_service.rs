@@ -62,7 +62,7 @@ impl<DB: Driver> Sessions for SessionService<DB> {
                 };
                 let item = match message {
                     Ok(Some(request)) => {
-                        Inbound::Command(convert::session_command(request, &limits))
+                        Inbound::Command(convert::session_command(request, &limits, DB::BACKEND))
                     }
                     // Half-close: dropping the inbox tells the session.
                     Ok(None) => return,

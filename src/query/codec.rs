@@ -23,12 +23,10 @@ pub(crate) trait Codec: Database {
         sql.to_owned()
     }
 
-    /// How many parameters `sql` takes, where the driver would not notice
-    /// a wrong count by itself; `None` leaves the check to the database.
-    fn expected_parameters(sql: &str) -> Option<usize> {
-        let _ = sql;
-        None
-    }
+    /// Whether sqlgate must check the parameter count itself: PostgreSQL
+    /// accepts more declared parameter types than a statement uses, and
+    /// SQLite's driver binds missing parameters as NULL.
+    const CHECK_PARAMETER_COUNT: bool = false;
 
     /// Describes a result column and picks its decoder.
     fn plan_column(column: &Self::Column) -> Result<(ColumnInfo, Self::Decoder), Error>;

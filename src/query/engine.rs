@@ -6,6 +6,11 @@
 //! they are; anything else runs inside a transaction, so that a refused
 //! result (too many rows) or a failure rolls everything back.
 //!
+//! The pool is shared, so a statement that would change the connection
+//! for later callers is refused before it runs (`Statement::check_for_call`),
+//! and one that may change it without saying so runs in a transaction on a
+//! connection that is reset, or closed, before anyone else gets it.
+//!
 //! Every call carries a [`Deadline`]. The wait for a connection spends it;
 //! what is left bounds the work, inside the database too. When it passes,
 //! the caller is answered DEADLINE_EXCEEDED at once, and a detached task
@@ -121,6 +126,9 @@ impl<DB: Driver> QueryEngine<DB> {
         deadline: Deadline,
     ) -> Result<Vec<QueryOutput>, Error> {
         let budget = self.budget(max_rows)?;
+        for statement in &statements {
+            statement.check_for_call(statements.len())?;
+        }
         deadline.check(DeadlinePhase::BeforeStart)?;
         let db = self.db.clone();
         self.db.count_call();
@@ -141,6 +149,11 @@ impl<DB: Driver> QueryEngine<DB> {
         deadline: Deadline,
     ) -> mpsc::Receiver<Result<StreamEvent, Error>> {
         let (sender, receiver) = mpsc::channel(self.limits.stream_buffer_frames);
+        if let Err(error) = statement.check_for_call(1) {
+            // The channel has room for the one answer.
+            let _ = sender.try_send(Err(error));
+            return receiver;
+        }
         let db = self.db.clone();
         let limits = self.limits.clone();
         self.db.count_call();
@@ -183,8 +196,13 @@ async fn run_unit<DB: Driver>(
         .iter()
         .any(|statement| db.timed_out().has_timed_out(&statement.fingerprint));
     let mut checkout = Checkout::take(db, &deadline, want_server_id).await?;
-    let only_reads =
-        DB::PLAIN_READS_OUTSIDE_TRANSACTION && statements.iter().all(Statement::is_plain_read);
+    let leaves_state = statements.iter().any(Statement::leaves_state);
+    if leaves_state {
+        checkout.note_state_change();
+    }
+    let only_reads = DB::PLAIN_READS_OUTSIDE_TRANSACTION
+        && !leaves_state
+        && statements.iter().all(Statement::is_plain_read);
 
     let work = async {
         if only_reads {
@@ -210,11 +228,7 @@ async fn run_unit<DB: Driver>(
                 // ran out its deadline, and next time sqlgate may be first.
                 remember_timeout(db, statements);
             }
-            if failure.leaves_connection_dirty() {
-                checkout.abandon();
-            } else {
-                checkout.release().await;
-            }
+            checkout.give_back_after(&failure).await;
             // A unary result is collected by a task that outlives its
             // caller: no reader can leave it mid-result.
             let error = failure.into_error().unwrap_or_else(|| {

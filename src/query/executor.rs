@@ -121,9 +121,8 @@ where
     DB: Driver,
     S: RowSink<DB>,
 {
-    if let Some(expected) = DB::expected_parameters(&statement.sql)
-        && expected != statement.params.len()
-    {
+    let expected = statement.expected_parameters();
+    if DB::CHECK_PARAMETER_COUNT && expected != statement.params.len() {
         return Err(Failure::Clean(Error::invalid_request(
             "params",
             format!(

@@ -10,7 +10,6 @@ use sqlx::{
 
 use super::{
     codec::{Codec, unrepresentable},
-    placeholders::{PlaceholderStyle, expected_parameters},
     value::{ColumnInfo, SqlValue, ValueKind, text_form},
 };
 use crate::error::Error;
@@ -63,9 +62,7 @@ impl Codec for Sqlite {
         Ok(args)
     }
 
-    fn expected_parameters(sql: &str) -> Option<usize> {
-        Some(expected_parameters(sql, PlaceholderStyle::Sqlite))
-    }
+    const CHECK_PARAMETER_COUNT: bool = true;
 
     fn plan_column(column: &SqliteColumn) -> Result<(ColumnInfo, SqliteDecoder), Error> {
         let type_name = column.type_info().name();

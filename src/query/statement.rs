@@ -1,11 +1,16 @@
 //! A validated statement: SQL text within the size cap, parameters within
-//! their count cap, and a fingerprint that identifies the statement's shape
-//! in logs without revealing any literal or parameter in it.
+//! their count cap, a fingerprint that identifies the statement's shape in
+//! logs without revealing any literal or parameter in it, and what it would
+//! do to the pooled connection ([`Analysis`]), so that a statement which
+//! would reach later callers is refused before it runs.
 
 use std::sync::Arc;
 
-use super::value::SqlValue;
-use crate::{config::LimitSettings, error::Error};
+use super::{
+    sql::{Analysis, Refusal},
+    value::SqlValue,
+};
+use crate::{config::LimitSettings, db::Backend, error::Error};
 
 /// One statement ready to run.
 #[derive(Debug, Clone)]
@@ -16,13 +21,20 @@ pub struct Statement {
     pub params: Vec<SqlValue>,
     /// See [`fingerprint`].
     pub fingerprint: String,
-    /// See [`Statement::is_plain_read`]; worked out once, with the fingerprint.
-    plain_read: bool,
+    /// What the text does, read once with `backend`'s lexer.
+    analysis: Analysis,
+    backend: Backend,
 }
 
 impl Statement {
-    /// Validates `sql` and `params` against the limits.
-    pub fn new(sql: String, params: Vec<SqlValue>, limits: &LimitSettings) -> Result<Self, Error> {
+    /// Validates `sql` and `params` against the limits, reading the text
+    /// as `backend` will.
+    pub fn new(
+        sql: String,
+        params: Vec<SqlValue>,
+        limits: &LimitSettings,
+        backend: Backend,
+    ) -> Result<Self, Error> {
         if sql.len() > limits.max_statement_bytes {
             return Err(Error::invalid_request(
                 "sql",
@@ -33,25 +45,18 @@ impl Statement {
                 ),
             ));
         }
-        let normalized = normalize(&sql);
-        let mut words = normalized
-            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-            .filter(|word| !word.is_empty());
-        let Some(first) = words.next() else {
+        if Analysis::is_empty(&sql, backend) {
             return Err(Error::invalid_request("sql", "statement is empty"));
-        };
-        // `SELECT … INTO` creates a table; keep it transactional.
-        let plain_read = matches!(
-            first,
-            "select" | "values" | "table" | "show" | "describe" | "desc"
-        ) && !words.any(|word| word == "into");
+        }
         Self::check_param_count(params.len(), limits)?;
-        let fingerprint = hash(&normalized);
+        let analysis = Analysis::of(&sql, backend);
+        let fingerprint = fingerprint(&sql);
         Ok(Self {
             sql: sql.into(),
             params,
             fingerprint,
-            plain_read,
+            analysis,
+            backend,
         })
     }
 
@@ -72,8 +77,102 @@ impl Statement {
     /// they can run without a wrapping transaction, since a refused result
     /// leaves nothing half-done.
     pub fn is_plain_read(&self) -> bool {
-        self.plain_read
+        self.analysis.plain_read
     }
+
+    /// True when the statement may change connection state that outlives
+    /// it (see [`Analysis::leaves_state`]): its connection must be reset or
+    /// closed before anyone else gets it.
+    pub fn leaves_state(&self) -> bool {
+        self.analysis.leaves_state
+    }
+
+    /// The number of parameters the text expects.
+    pub fn expected_parameters(&self) -> usize {
+        self.analysis.parameters
+    }
+
+    /// Refuses what a call (one transaction on a pooled connection) must
+    /// not run; `batch_len` is the number of statements in the call.
+    pub fn check_for_call(&self, batch_len: usize) -> Result<(), Error> {
+        match &self.analysis.refusal {
+            Some(Refusal::SessionState { what }) => Err(refuse(format!(
+                "{what} would change the pooled connection for later callers; {}",
+                self.set_instead()
+            ))),
+            Some(Refusal::TransactionControl { what }) => Err(refuse(format!(
+                "{what}: each call runs in a transaction of its own; use a session \
+                 (sqlgate.v1.Sessions/Attach) for a transaction across statements"
+            ))),
+            Some(_) => self.check_anywhere(),
+            None if batch_len > 1 && self.analysis.implicit_commit => Err(refuse(
+                "this statement commits implicitly on MySQL, which would break the batch's \
+                 atomicity; run it on its own",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses what a session (whose transaction sqlgate began and ends)
+    /// must not run. Session state is allowed: the session's connection is
+    /// reset or closed before anyone else gets it.
+    pub fn check_for_session(&self, read_only: bool) -> Result<(), Error> {
+        if read_only && self.backend == Backend::MySql && self.analysis.calls_procedure {
+            return Err(refuse(
+                "a read-only session cannot CALL a procedure on MySQL: a procedure may end the \
+                 read-only transaction and start a writing one",
+            ));
+        }
+        match &self.analysis.refusal {
+            Some(Refusal::SessionState { .. }) => Ok(()),
+            Some(Refusal::TransactionControl { what }) => Err(refuse(format!(
+                "{what}: a session's transaction is the one sqlgate began; end it with the \
+                 session's commit or rollback message"
+            ))),
+            Some(_) => self.check_anywhere(),
+            None if self.analysis.implicit_commit => Err(refuse(
+                "this statement commits implicitly on MySQL, which would end the session's \
+                 transaction; run it as a call outside the session",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Refusals that hold in calls and sessions alike.
+    fn check_anywhere(&self) -> Result<(), Error> {
+        match &self.analysis.refusal {
+            Some(Refusal::ConnectionObject { what, instead }) => Err(refuse(format!(
+                "{what} is not supported through sqlgate: {instead}"
+            ))),
+            Some(Refusal::Copy) => Err(refuse(
+                "COPY … FROM STDIN / TO STDOUT needs the copy protocol, which sqlgate does not \
+                 relay; use INSERT with parameters, or ExecuteStream to read",
+            )),
+            Some(Refusal::OwnSetting { name }) => Err(refuse(format!(
+                "{name} is set by sqlgate to bound every call on the server; use the call's \
+                 deadline instead"
+            ))),
+            Some(Refusal::Confinement { what }) => Err(refuse(format!(
+                "{what} is not allowed: it reaches outside the database or outlives the call"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn set_instead(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => {
+                "use SET LOCAL (a call or batch runs in one transaction), or a session"
+            }
+            Backend::MySql => "use SET STATEMENT … FOR, or a session",
+            Backend::Sqlite => "use a session",
+        }
+    }
+}
+
+/// The error for a statement sqlgate will not run.
+fn refuse(message: impl Into<String>) -> Error {
+    Error::invalid_request("sql", message)
 }
 
 /// A stable 16-hex-digit hash of the statement with comments removed,
@@ -193,7 +292,12 @@ mod tests {
     use super::*;
 
     fn stmt(sql: &str) -> Result<Statement, Error> {
-        Statement::new(sql.to_owned(), vec![], &LimitSettings::default())
+        Statement::new(
+            sql.to_owned(),
+            vec![],
+            &LimitSettings::default(),
+            Backend::Postgres,
+        )
     }
 
     #[test]
@@ -263,14 +367,27 @@ mod tests {
             max_params: 2,
             ..LimitSettings::default()
         };
-        let err = Statement::new("SELECT 1".into(), vec![SqlValue::Null; 3], &limits)
-            .expect_err("too many");
+        let err = Statement::new(
+            "SELECT 1".into(),
+            vec![SqlValue::Null; 3],
+            &limits,
+            Backend::Postgres,
+        )
+        .expect_err("too many");
         assert!(
             matches!(err, Error::InvalidRequest { ref field, ref message }
                 if field == "params" && message == "3 parameters; the limit is 2"),
             "{err:?}"
         );
-        assert!(Statement::new("SELECT 1".into(), vec![SqlValue::Null; 2], &limits).is_ok());
+        assert!(
+            Statement::new(
+                "SELECT 1".into(),
+                vec![SqlValue::Null; 2],
+                &limits,
+                Backend::Postgres
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -279,7 +396,13 @@ mod tests {
             max_statement_bytes: 10,
             ..LimitSettings::default()
         };
-        let err = Statement::new("SELECT 1234567890".into(), vec![], &limits).expect_err("too big");
+        let err = Statement::new(
+            "SELECT 1234567890".into(),
+            vec![],
+            &limits,
+            Backend::Postgres,
+        )
+        .expect_err("too big");
         assert!(err.to_string().contains("limit is 10 bytes"));
     }
 }

@@ -37,7 +37,12 @@ pub(crate) async fn run_stream<DB: Driver>(
     let started = Instant::now();
     // The server-side id is needed to cancel a statement whose reader left.
     let mut checkout = Checkout::take(db, &deadline, true).await?;
-    let transactional = !statement.is_plain_read() || !DB::PLAIN_READS_OUTSIDE_TRANSACTION;
+    if statement.leaves_state() {
+        checkout.note_state_change();
+    }
+    let transactional = !statement.is_plain_read()
+        || statement.leaves_state()
+        || !DB::PLAIN_READS_OUTSIDE_TRANSACTION;
     let mut sink = FrameSink::new(sender, limits);
     let work = async {
         if !transactional {
@@ -71,11 +76,7 @@ pub(crate) async fn run_stream<DB: Driver>(
             Ok(())
         }
         Ok(Err(failure)) => {
-            if failure.leaves_connection_dirty() {
-                checkout.abandon();
-            } else {
-                checkout.release().await;
-            }
+            checkout.give_back_after(&failure).await;
             match failure.into_error() {
                 Some(error) if !sink.reader_gone() && !sender.is_closed() => {
                     Err(error.after_deadline(deadline.expired()))

@@ -36,6 +36,8 @@ pub(super) struct Session<DB: Driver> {
     lifetime_end: tokio::time::Instant,
     /// A statement was cut off and the connection's state is unknown.
     dirty: bool,
+    /// The session's transaction is read-only.
+    read_only: bool,
 }
 
 /// What cut a statement short.
@@ -85,6 +87,7 @@ impl<DB: Driver> Session<DB> {
                 guard,
                 client,
                 dirty: false,
+                read_only: options.read_only,
             }),
             Err(error) => {
                 guard.end(EndReason::Failed);
@@ -123,6 +126,12 @@ impl<DB: Driver> Session<DB> {
         statement: &Statement,
         deadline: Deadline,
     ) -> Option<EndReason> {
+        if let Err(error) = statement.check_for_session(self.read_only) {
+            return self.failed(request_id, error).await;
+        }
+        if statement.leaves_state() {
+            self.checkout.note_state_change();
+        }
         self.checkout.set_deadline(&deadline);
         self.entry.statement_started(statement.fingerprint.clone());
         let started = Instant::now();
@@ -136,6 +145,14 @@ impl<DB: Driver> Session<DB> {
 
         match ran {
             Ran::Finished(Ok(rows_affected)) => {
+                // A statement sqlgate could not see into (a procedure) may
+                // have ended the transaction: ask the database.
+                if statement.leaves_state()
+                    && self.checkout.still_in_transaction().await == Some(false)
+                {
+                    self.dirty = true;
+                    return Some(EndReason::TransactionLost);
+                }
                 if let Err(failure) = sink.flush().await {
                     self.dirty = failure.leaves_connection_dirty();
                     return Some(EndReason::ClientGone);
@@ -255,6 +272,14 @@ impl<DB: Driver> Session<DB> {
             EndReason::Rollback => {
                 self.roll_back(EndReason::Rollback).await;
                 client.tell(SessionEvent::RolledBack).await;
+            }
+            EndReason::TransactionLost => {
+                // Nothing to roll back that sqlgate began: say so, and
+                // close the connection (its state is the statement's).
+                self.roll_back(EndReason::TransactionLost).await;
+                client
+                    .tell(SessionEvent::Ended(Error::TransactionLost))
+                    .await;
             }
             reason => {
                 self.roll_back(reason).await;

@@ -36,6 +36,9 @@ pub enum EndReason {
     Shutdown,
     /// The database failed in a way that ended the session.
     Failed,
+    /// A statement ended the session's transaction by itself (a stored
+    /// procedure's COMMIT): sqlgate can no longer vouch for atomicity.
+    TransactionLost,
 }
 
 impl EndReason {
@@ -51,6 +54,7 @@ impl EndReason {
             EndReason::Terminated => "terminated",
             EndReason::Shutdown => "shutdown",
             EndReason::Failed => "failed",
+            EndReason::TransactionLost => "transaction_lost",
         }
     }
 }

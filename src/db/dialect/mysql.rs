@@ -36,6 +36,16 @@ impl Dialect for MySql {
         ]
     }
 
+    fn reset_sql(_longest: Duration) -> Option<String> {
+        // User variables, session variables, temporary tables and GET_LOCK
+        // locks cannot all be listed and undone in SQL (COM_RESET_CONNECTION
+        // would also drop sqlx's prepared statements): close instead.
+        None
+    }
+
+    const IN_TRANSACTION_PROBE: Option<&'static str> =
+        Some("SELECT 1 FROM DUAL WHERE @@in_transaction = 1");
+
     fn begin_sql(_deadline: &Deadline) -> String {
         "START TRANSACTION".to_owned()
     }

@@ -39,6 +39,35 @@ impl Dialect for Postgres {
         ]
     }
 
+    fn reset_sql(longest: Duration) -> Option<String> {
+        // What DISCARD ALL does, minus DEALLOCATE ALL (sqlx's cached
+        // statements stay) and minus DISCARD PLANS (nothing to undo);
+        // RESET ALL also undoes sqlgate's own SETs, so they follow.
+        let mut reset = "RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE; CLOSE ALL; \
+                         UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; \
+                         DISCARD SEQUENCES; "
+            .to_owned();
+        for statement in Self::connection_setup(longest) {
+            reset.push_str(&statement);
+            reset.push_str("; ");
+        }
+        Some(reset)
+    }
+
+    fn verify_prepared_sql(cached: usize) -> Option<String> {
+        // Divides by zero unless the connection holds exactly sqlx's
+        // statements and none a caller prepared.
+        Some(format!(
+            "SELECT 1 / (count(*) FILTER (WHERE NOT from_sql) = {cached} \
+             AND count(*) FILTER (WHERE from_sql) = 0)::int FROM pg_prepared_statements"
+        ))
+    }
+
+    // Inside an explicit transaction now() is when it began; outside, it
+    // is this very statement's start.
+    const IN_TRANSACTION_PROBE: Option<&'static str> =
+        Some("SELECT 1 WHERE now() <> statement_timestamp()");
+
     fn begin_sql(deadline: &Deadline) -> String {
         format!(
             "BEGIN; SET LOCAL statement_timeout = {}",
@@ -73,7 +102,9 @@ impl Dialect for Postgres {
             begin.push_str(level);
         }
         if read_only {
-            begin.push_str(" READ ONLY");
+            // A first query fixes the transaction as read-only: after it,
+            // no SET TRANSACTION READ WRITE (in whatever form) can lift it.
+            begin.push_str(" READ ONLY; SELECT 1");
         }
         vec![begin]
     }

@@ -42,6 +42,12 @@ impl Dialect for Sqlite {
         Vec::new()
     }
 
+    fn reset_sql(_longest: Duration) -> Option<String> {
+        // Nothing to undo: statements that would change the connection
+        // beyond the call (PRAGMA, ATTACH, TEMP objects) are refused.
+        Some(String::new())
+    }
+
     fn begin_sql(_deadline: &Deadline) -> String {
         "BEGIN".to_owned()
     }

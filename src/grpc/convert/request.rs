@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::{
     config::LimitSettings,
-    db::Isolation,
+    db::{Backend, Isolation},
     error::Error,
     grpc::pb,
     query::{SqlValue, Statement},
@@ -23,6 +23,7 @@ pub fn statement(
     sql: String,
     params: Vec<pb::Value>,
     limits: &LimitSettings,
+    backend: Backend,
 ) -> Result<Statement, Error> {
     Statement::check_param_count(params.len(), limits)?;
     let params = params
@@ -32,12 +33,16 @@ pub fn statement(
             SqlValue::try_from(value).map_err(|message| Error::invalid_parameter(index, message))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Statement::new(sql, params, limits)
+    Statement::new(sql, params, limits, backend)
 }
 
 /// Decodes one session request; what cannot be decoded becomes
 /// [`SessionCommand::Invalid`], answered for that request only.
-pub fn session_command(request: pb::SessionRequest, limits: &LimitSettings) -> SessionCommand {
+pub fn session_command(
+    request: pb::SessionRequest,
+    limits: &LimitSettings,
+    backend: Backend,
+) -> SessionCommand {
     use pb::session_request::Request as R;
     match request.request {
         None => SessionCommand::Invalid {
@@ -62,7 +67,7 @@ pub fn session_command(request: pb::SessionRequest, limits: &LimitSettings) -> S
                     };
                 }
             };
-            match statement(execute.sql, execute.params, limits) {
+            match statement(execute.sql, execute.params, limits, backend) {
                 Ok(statement) => SessionCommand::Execute {
                     request_id,
                     statement,
@@ -123,14 +128,16 @@ mod tests {
         };
         // None of these values would decode: the count must be refused first.
         let params = vec![pb::Value { kind: None }; 3];
-        let err = statement("SELECT 1".into(), params, &limits).expect_err("too many");
+        let err =
+            statement("SELECT 1".into(), params, &limits, Backend::Postgres).expect_err("too many");
         assert!(
             matches!(err, Error::InvalidRequest { ref field, ref message }
                 if field == "params" && message == "3 parameters; the limit is 2"),
             "{err:?}"
         );
         let params = vec![pb::Value { kind: None }; 2];
-        let err = statement("SELECT 1".into(), params, &limits).expect_err("undecodable");
+        let err = statement("SELECT 1".into(), params, &limits, Backend::Postgres)
+            .expect_err("undecodable");
         assert!(
             matches!(err, Error::InvalidParameter { index: 0, .. }),
             "{err:?}"

@@ -19,7 +19,6 @@ use sqlx::{
 
 use super::{
     codec::{Codec, unrepresentable},
-    placeholders::{PlaceholderStyle, expected_parameters},
     value::{ColumnInfo, SqlValue},
 };
 use crate::error::Error;
@@ -41,9 +40,7 @@ impl Codec for Postgres {
         encode::statement_text(sql, params)
     }
 
-    fn expected_parameters(sql: &str) -> Option<usize> {
-        Some(expected_parameters(sql, PlaceholderStyle::Numbered))
-    }
+    const CHECK_PARAMETER_COUNT: bool = true;
 
     fn plan_column(column: &PgColumn) -> Result<(ColumnInfo, PgDecoder), Error> {
         decode::plan_column(column)
