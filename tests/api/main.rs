@@ -17,6 +17,7 @@ mod fixtures;
 mod health;
 mod health_shutdown;
 mod helpers;
+mod isolation_postgres;
 mod limits;
 mod log_privacy;
 mod mysql_values;
