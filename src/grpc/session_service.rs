@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     db::Driver,
+    error::Error,
     query::StreamEvent,
     session::{Inbound, SessionEvent, SessionManager},
 };
@@ -66,9 +67,15 @@ impl<DB: Driver> Sessions for SessionService<DB> {
                     }
                     // Half-close: dropping the inbox tells the session.
                     Ok(None) => return,
+                    Err(status) if is_decode_failure(&status) => {
+                        Inbound::Undecodable(Error::invalid_request(
+                            "request",
+                            "a message could not be decoded as a SessionRequest",
+                        ))
+                    }
                     Err(_) => Inbound::Broken,
                 };
-                let broken = matches!(item, Inbound::Broken);
+                let broken = matches!(item, Inbound::Broken | Inbound::Undecodable(_));
                 if inbox.send(item).await.is_err() || broken {
                     return;
                 }
@@ -81,6 +88,15 @@ impl<DB: Driver> Sessions for SessionService<DB> {
         });
         Ok(Response::new(Box::pin(responses)))
     }
+}
+
+/// tonic reports a message that does not decode as INTERNAL with prost's
+/// message; it is the client's mistake, not a broken stream.
+fn is_decode_failure(status: &Status) -> bool {
+    status.code() == tonic::Code::Internal
+        && status
+            .message()
+            .starts_with("failed to decode Protobuf message")
 }
 
 /// What an Attach call's line says: the session it opened and the rows

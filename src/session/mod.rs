@@ -71,6 +71,9 @@ pub enum Inbound {
     Command(SessionCommand),
     /// The stream broke (reset, cancelled with an error).
     Broken,
+    /// A message arrived that is not a `SessionRequest`: the client is
+    /// still there and is told why its session ends.
+    Undecodable(Error),
 }
 
 /// What the session tells the client.

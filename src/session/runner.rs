@@ -78,6 +78,10 @@ pub(super) async fn run<DB: Driver>(
                 };
             }
             Some(Inbound::Broken) => break EndReason::ClientGone,
+            Some(Inbound::Undecodable(error)) => {
+                refuse(&client, 0, error).await;
+                break EndReason::Failed;
+            }
             Some(Inbound::Command(command)) => command,
         };
         session.entry().touch();
@@ -150,6 +154,7 @@ async fn wait_for_begin<DB: Driver>(
         Some(Inbound::Command(_)) => {
             Error::SessionProtocol("a session starts with begin".to_owned())
         }
+        Some(Inbound::Undecodable(error)) => error,
         Some(Inbound::Broken) | None => return None,
     };
     client.tell(SessionEvent::Ended(refusal)).await;
@@ -182,7 +187,7 @@ async fn linger<DB: Driver>(
                         return;
                     }
                 }
-                Some(Inbound::Broken) | None => return,
+                Some(Inbound::Broken | Inbound::Undecodable(_)) | None => return,
             },
             () = client.gone() => return,
             () = manager.registry.shutting_down() => return,

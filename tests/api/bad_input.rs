@@ -227,3 +227,52 @@ async fn postgres_unsupported_column_types_say_how_to_fix_it() {
     );
     app.stop().await;
 }
+
+/// Bytes that are not a `SessionRequest`: field 1 (`begin`, a message)
+/// sent as a number.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotASessionRequest {
+    #[prost(uint64, tag = "1")]
+    begin: u64,
+}
+
+/// Sends `first` as an Attach call's first message and returns how the
+/// call ends, within 5 s.
+async fn attach_with(app: &TestApp, first: NotASessionRequest) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/sqlgate.v1.Sessions/Attach");
+    let codec = tonic_prost::ProstCodec::<NotASessionRequest, pb::SessionResponse>::default();
+    // The request side stays open: only the server can end the call.
+    let requests =
+        futures::StreamExt::chain(futures::stream::iter([first]), futures::stream::pending());
+    let call = async {
+        let mut answers = grpc
+            .streaming(tonic::Request::new(requests), path, codec)
+            .await?
+            .into_inner();
+        while let Some(answer) = answers.message().await? {
+            panic!("no answer is expected before the call ends: {answer:?}");
+        }
+        Ok::<_, tonic::Status>(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
+        Ok(Err(status)) => status,
+        Ok(Ok(())) => panic!("the call ended OK for an undecodable message"),
+        Err(_) => panic!("the call did not end within 5 s"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attach_whose_first_message_does_not_decode_is_told_so() {
+    let Some(app) = spawn_app(Backend::Sqlite).await else {
+        return;
+    };
+    let status = attach_with(&app, NotASessionRequest { begin: 7 }).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("SessionRequest"), "{status:?}");
+    let (_, _, fields) = error_details(&status);
+    assert_eq!(fields, ["request"]);
+    assert_eq!(app.pool_stats().await.open_sessions, 0);
+    app.stop().await;
+}
