@@ -2,10 +2,13 @@
 //!
 //! Liveness reflects the process only, so a database outage never restarts
 //! every pod. Readiness (and the per-service entries) reflects a background
-//! probe that takes a connection through the pool and runs a trivial
-//! statement, with failure and success thresholds so one slow probe does not
-//! flap it, and pool saturation (callers waiting above a level for a while).
-//! On shutdown, readiness goes NOT_SERVING first.
+//! probe that runs a trivial statement on a connection of its own (never
+//! one of the main pool: a pool full of busy callers must not look like an
+//! unreachable database), with failure and success thresholds so one slow
+//! probe does not flap it, and pool saturation (callers waiting above a
+//! level for a while), which is reported and logged as such, with its
+//! reason, and never as the database being down. On shutdown, readiness
+//! goes NOT_SERVING first.
 //!
 //! tonic-health answers `Watch` on an unknown service with NOT_FOUND; the
 //! gRPC health spec asks for a streamed SERVICE_UNKNOWN, so sqlgate serves
@@ -30,7 +33,10 @@ use tonic_health::pb::{
     health_server::Health,
 };
 
-use crate::{config::HealthSettings, db::PoolHandle};
+use crate::{
+    config::HealthSettings,
+    db::{PoolHandle, PoolSnapshot},
+};
 
 /// Follows the process only.
 pub const LIVENESS: &str = "liveness";
@@ -53,12 +59,14 @@ pub struct HealthState {
 
 /// What the last probe found, for GetPoolStats. (Whether the database is
 /// reachable is the pool's own flag, `PoolHandle::is_reachable`.)
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ProbeReport {
     /// How long the last probe took.
     pub last_latency: Duration,
     /// Whether too many callers have been waiting for too long.
     pub saturated: bool,
+    /// Why the pool counts as saturated; empty when it does not.
+    pub saturation_reason: String,
 }
 
 impl HealthState {
@@ -108,7 +116,10 @@ impl HealthState {
 
     /// The last probe's findings.
     pub fn probe_report(&self) -> ProbeReport {
-        self.probe.lock().map(|report| *report).unwrap_or_default()
+        self.probe
+            .lock()
+            .map(|report| report.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -124,6 +135,7 @@ pub fn spawn_probe(
         let mut successes = 0u32;
         let mut up = true;
         let mut waiting_since: Option<Instant> = None;
+        let mut saturated = false;
         let mut interval = tokio::time::interval(settings.probe_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -149,24 +161,56 @@ pub fn spawn_probe(
                     tracing::warn!(failures, "database unreachable; not ready");
                 }
             }
-            let waiting = db.snapshot().waiting;
-            waiting_since = match (waiting > settings.saturation_waiters, waiting_since) {
+            let pool = db.snapshot();
+            waiting_since = match (pool.waiting > settings.saturation_waiters, waiting_since) {
                 (true, None) => Some(Instant::now()),
                 (true, since) => since,
                 (false, _) => None,
             };
-            let saturated =
-                waiting_since.is_some_and(|since| since.elapsed() >= settings.saturation_duration);
+            let saturation = waiting_since
+                .filter(|since| since.elapsed() >= settings.saturation_duration)
+                .map(|since| saturation_reason(&pool, since.elapsed(), &settings));
+            match (&saturation, saturated) {
+                (Some(reason), false) => {
+                    saturated = true;
+                    tracing::warn!(%reason, database_reachable = up, "pool saturated; not ready");
+                }
+                (None, true) => {
+                    saturated = false;
+                    tracing::info!("pool no longer saturated");
+                }
+                _ => {}
+            }
             if let Ok(mut report) = state.probe.lock() {
                 *report = ProbeReport {
                     last_latency: latency,
                     saturated,
+                    saturation_reason: saturation.unwrap_or_default(),
                 };
             }
             db.set_reachable(up);
             state.set_ready(up && !saturated);
         }
     })
+}
+
+/// Why the pool counts as saturated, in words for logs and GetPoolStats:
+/// a busy pool, told apart from an unreachable database.
+fn saturation_reason(
+    pool: &PoolSnapshot,
+    for_how_long: Duration,
+    settings: &HealthSettings,
+) -> String {
+    format!(
+        "{} callers waiting for a database connection (more than {}) for {}; {} of {} connections in use",
+        pool.waiting,
+        settings.saturation_waiters,
+        humantime::format_duration(Duration::from_millis(
+            u64::try_from(for_how_long.as_millis()).unwrap_or(u64::MAX)
+        )),
+        pool.in_use_connections,
+        pool.max_connections,
+    )
 }
 
 /// Logs the pool's figures once a minute at debug level.

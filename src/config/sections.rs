@@ -50,6 +50,16 @@ pub struct LimitSettings {
     pub stream_batch_bytes: usize,
     /// Frames buffered per stream before the query waits for the client.
     pub stream_buffer_frames: usize,
+    /// Most of the pool that `ExecuteStream` calls may hold at once, as a
+    /// fraction of `pool.max_connections` (at least one stream): a stream
+    /// holds its connection for as long as its reader takes, so readers
+    /// that stall must not be able to take every connection.
+    pub stream_max_pool_share: f64,
+    /// A stream whose reader takes no frame for this long (it grants no
+    /// HTTP/2 flow-control window) is ended: its statement is cancelled and
+    /// its connection given back, instead of being held until the deadline.
+    #[serde(with = "humantime_serde")]
+    pub stream_stall_timeout: Duration,
 }
 
 /// HTTP/2 settings that let the server notice dead peers.
@@ -94,6 +104,8 @@ impl Default for LimitSettings {
             stream_batch_rows: 1_000,
             stream_batch_bytes: 256 * 1024,
             stream_buffer_frames: 4,
+            stream_max_pool_share: 0.5,
+            stream_stall_timeout: Duration::from_secs(30),
         }
     }
 }

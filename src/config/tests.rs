@@ -88,3 +88,30 @@ fn malformed_env_value_names_the_key() {
         Ok(())
     });
 }
+
+#[test]
+fn stream_share_and_stall_timeout_load_and_are_checked() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SQLGATE_LIMITS__STREAM_MAX_POOL_SHARE", "0.25");
+        jail.set_env("SQLGATE_LIMITS__STREAM_STALL_TIMEOUT", "1500ms");
+        let settings = Settings::load(None, &Overrides::default())
+            .map_err(|e| figment::Error::from(e.to_string()))?;
+        assert_eq!(settings.limits.stream_max_pool_share, 0.25);
+        assert_eq!(
+            settings.limits.stream_stall_timeout,
+            Duration::from_millis(1500)
+        );
+        Ok(())
+    });
+    let mut settings = Settings::default();
+    settings.limits.stream_max_pool_share = 1.5;
+    let err = settings
+        .validate()
+        .expect_err("a share above 1")
+        .to_string();
+    assert!(err.contains("limits.stream_max_pool_share"), "{err}");
+    let mut settings = Settings::default();
+    settings.limits.stream_stall_timeout = Duration::ZERO;
+    let err = settings.validate().expect_err("no stall time").to_string();
+    assert!(err.contains("limits.stream_stall_timeout"), "{err}");
+}

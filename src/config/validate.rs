@@ -67,6 +67,15 @@ impl Settings {
                 return fail(key, "default must be more than zero and at most max");
             }
         }
+        if !(limits.stream_max_pool_share > 0.0 && limits.stream_max_pool_share <= 1.0) {
+            return fail(
+                "limits.stream_max_pool_share",
+                "must be above 0 and at most 1",
+            );
+        }
+        if limits.stream_stall_timeout.is_zero() {
+            return fail("limits.stream_stall_timeout", "must be more than zero");
+        }
         let sessions = &self.sessions;
         if !(sessions.max_pool_share > 0.0 && sessions.max_pool_share <= 1.0) {
             return fail("sessions.max_pool_share", "must be above 0 and at most 1");

@@ -9,14 +9,32 @@ use futures::future::BoxFuture;
 
 use super::{Backend, PoolSnapshot};
 
+/// ExecuteStream figures, for `Admin/GetPoolStats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamFigures {
+    /// Streams holding (or about to take) a connection now.
+    pub open: u32,
+    /// Streams refused since start because streams held their share.
+    pub refused: u64,
+    /// Streams ended since start because their reader took no data for
+    /// `limits.stream_stall_timeout`.
+    pub stalled: u64,
+}
+
 /// What health, Admin and shutdown ask of the pool.
 pub trait PoolHandle: Send + Sync + std::fmt::Debug {
     /// The backend behind the pool.
     fn backend(&self) -> Backend;
 
-    /// Takes a connection through the pool and runs `SELECT 1`, within
-    /// `timeout`; true when the database answered.
+    /// Runs `SELECT 1` on a connection of the probe's own — never one of
+    /// the main pool, so that a pool full of busy callers is not taken for
+    /// an unreachable database — within `timeout`; true when the database
+    /// answered.
     fn probe(&self, timeout: Duration) -> BoxFuture<'_, bool>;
+
+    /// ExecuteStream calls holding their share of the pool now, and how
+    /// many were refused or ended for a stalled reader.
+    fn streams(&self) -> StreamFigures;
 
     /// Records what the health probe concluded: while unreachable, calls
     /// fail fast with UNAVAILABLE instead of waiting out their deadlines.

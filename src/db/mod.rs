@@ -22,7 +22,7 @@ pub(crate) use deadline::{Cut, within};
 pub(crate) use dialect::Dialect;
 pub use dialect::Isolation;
 pub(crate) use driver::Driver;
-pub use handle::PoolHandle;
+pub use handle::{PoolHandle, StreamFigures};
 pub(crate) use interrupt::Interrupt;
 pub use metrics::PoolSnapshot;
 pub(crate) use pool::Database;

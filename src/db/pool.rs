@@ -1,11 +1,14 @@
 //! [`Database`]: the pool of one backend, built through sea-orm (which owns
 //! its configuration), with the typed sqlx pool underneath for statements
-//! and a small control pool beside it for cancels.
+//! and a small control pool beside it for cancels and the health probe —
+//! so that a full pool is never mistaken for an unreachable database.
+//! Streams are admitted here too ([`Database::admit_stream`]): they may hold
+//! only a share of the pool.
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -19,7 +22,7 @@ use sqlx::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Backend, Deadline, Driver, PoolHandle,
+    Backend, Deadline, Driver, PoolHandle, StreamFigures,
     metrics::{PoolMetrics, PoolSnapshot},
     timeouts::TimeoutMemory,
 };
@@ -35,8 +38,14 @@ pub(crate) struct Database<DB: Driver> {
     connection: DatabaseConnection,
     /// The same pool, typed, for dynamic statements.
     pool: Pool<DB>,
-    /// Where cancels go (`None` where cancelling is in-process).
+    /// Where cancels and the health probe go (`None` where cancelling is
+    /// in-process): never the main pool, which callers may have filled.
     control: Option<Pool<DB>>,
+    /// Where the probe connects when there is no control pool (SQLite):
+    /// a connection of its own each time, outside the main pool.
+    probe_url: Option<ProbeUrl>,
+    /// ExecuteStream calls holding a share of the pool, and what befell them.
+    streams: Arc<StreamGate>,
     /// Waiters, wait times and timeouts, counted in [`Database::acquire`].
     metrics: Arc<PoolMetrics>,
     /// The settings the pool was built with, reported by `GetPoolStats`.
@@ -120,10 +129,13 @@ impl<DB: Driver> Database<DB> {
         if let Some(control) = &control {
             drop(control.acquire().await);
         }
+        let probe_url = control.is_none().then(|| ProbeUrl(url.to_owned()));
         Ok(Self {
             connection,
             pool,
             control,
+            probe_url,
+            streams: Arc::default(),
             metrics,
             settings,
             timed_out: TimeoutMemory::default(),
@@ -156,6 +168,42 @@ impl<DB: Driver> Database<DB> {
     /// Counts one call served.
     pub(crate) fn count_call(&self) {
         self.metrics.count_call();
+    }
+
+    /// A place for one more ExecuteStream call, if streams hold less than
+    /// `share` of the pool (at least one stream may always run); otherwise
+    /// RESOURCE_EXHAUSTED at once. A stream holds its connection for as
+    /// long as its reader takes, so waiting for a place would mostly wait
+    /// out the caller's deadline: the caller is told to retry instead.
+    pub(crate) fn admit_stream(&self, share: f64) -> Result<StreamSlot, Error> {
+        let max = self.settings.max_connections;
+        // The product of a pool size and a share in (0, 1] fits in u32.
+        let cap = ((f64::from(max) * share).floor() as u32).max(1);
+        let gate = &self.streams;
+        match gate
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < cap).then_some(open + 1)
+            }) {
+            Ok(_) => Ok(StreamSlot { gate: gate.clone() }),
+            Err(open) => {
+                gate.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    open,
+                    cap,
+                    "stream refused: streams hold their share of the pool"
+                );
+                Err(Error::StreamLimit(format!(
+                    "{open} streams are running, the most this server allows ({cap} of its \
+                     {max} database connections); try again shortly"
+                )))
+            }
+        }
+    }
+
+    /// Counts a stream ended because its reader stalled.
+    pub(crate) fn count_stalled_stream(&self) {
+        self.streams.stalled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes a connection, counting the wait; a pool that stays full past
@@ -213,18 +261,37 @@ impl<DB: Driver> PoolHandle for Database<DB> {
     }
 
     fn probe(&self, timeout: Duration) -> BoxFuture<'_, bool> {
+        // Never through the main pool: callers that fill it (streams whose
+        // readers stall, a burst of slow statements) would make a healthy
+        // database look unreachable, and every call UNAVAILABLE.
         let probe = async {
-            let Ok(mut conn) = self.pool.acquire().await else {
+            if let Some(control) = &self.control {
+                let Ok(mut conn) = control.acquire().await else {
+                    return false;
+                };
+                return select_one::<DB>(&mut conn).await;
+            }
+            let Some(ProbeUrl(url)) = &self.probe_url else {
                 return false;
             };
-            DB::fetch_many(&mut conn, "SELECT 1".to_owned(), DB::Arguments::default())
-                .try_collect::<Vec<_>>()
-                .await
-                .is_ok()
+            let Ok(mut conn) = <DB::Connection as sqlx::Connection>::connect(url).await else {
+                return false;
+            };
+            let answered = select_one::<DB>(&mut conn).await;
+            let _ = sqlx::Connection::close(conn).await;
+            answered
         };
         tokio::time::timeout(timeout, probe)
             .map(|answered| answered.unwrap_or(false))
             .boxed()
+    }
+
+    fn streams(&self) -> StreamFigures {
+        StreamFigures {
+            open: self.streams.open.load(Ordering::Relaxed),
+            refused: self.streams.refused.load(Ordering::Relaxed),
+            stalled: self.streams.stalled.load(Ordering::Relaxed),
+        }
     }
 
     fn cut_in_flight(&self) {
@@ -263,6 +330,46 @@ impl<DB: Driver> PoolHandle for Database<DB> {
             }
         }
         .boxed()
+    }
+}
+
+/// The probe's statement; true when the database answered.
+async fn select_one<DB: Driver>(conn: &mut DB::Connection) -> bool {
+    DB::fetch_many(conn, "SELECT 1".to_owned(), DB::Arguments::default())
+        .try_collect::<Vec<_>>()
+        .await
+        .is_ok()
+}
+
+/// The database URL the probe connects with; it may hold a password, so
+/// it never shows in `Debug` output.
+struct ProbeUrl(String);
+
+impl std::fmt::Debug for ProbeUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProbeUrl(..)")
+    }
+}
+
+/// ExecuteStream calls holding a place now, and counts of those refused
+/// and of those ended because their reader stalled.
+#[derive(Debug, Default)]
+struct StreamGate {
+    open: AtomicU32,
+    refused: AtomicU64,
+    stalled: AtomicU64,
+}
+
+/// One stream's place among the share of the pool streams may hold;
+/// given back when dropped, however the stream ends.
+#[derive(Debug)]
+pub(crate) struct StreamSlot {
+    gate: Arc<StreamGate>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.gate.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

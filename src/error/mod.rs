@@ -85,6 +85,16 @@ pub enum Error {
     /// No more sessions may open now.
     #[error("{0}")]
     SessionLimit(String),
+    /// ExecuteStream calls already hold their share of the pool.
+    #[error("{0}")]
+    StreamLimit(String),
+    /// A stream's reader took no frame (granted no HTTP/2 window) for this
+    /// long; its statement was cancelled and its connection given back.
+    #[error(
+        "the stream's reader took no data for {}; the statement was cancelled (read the stream as it arrives, or use a larger HTTP/2 window)",
+        humantime::format_duration(*.0)
+    )]
+    ReaderStalled(std::time::Duration),
     /// A session request out of order (execute before begin, …).
     #[error("{0}")]
     SessionProtocol(String),
@@ -179,7 +189,9 @@ impl Error {
             Error::Unavailable(_) => Code::Unavailable,
             Error::InBatch { source, .. } => source.code(),
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            Error::SessionLimit(_) => Code::ResourceExhausted,
+            Error::SessionLimit(_) | Error::StreamLimit(_) | Error::ReaderStalled(_) => {
+                Code::ResourceExhausted
+            }
             Error::SessionProtocol(_) => Code::FailedPrecondition,
             Error::SessionNotFound(_) => Code::NotFound,
             Error::SessionEnded("shutdown") | Error::ShuttingDown => Code::Unavailable,

@@ -37,6 +37,8 @@ impl Error {
             Error::InBatch { source, .. } => source.reason(),
             Error::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
             Error::SessionLimit(_) => "SESSION_LIMIT",
+            Error::StreamLimit(_) => "STREAM_LIMIT",
+            Error::ReaderStalled(_) => "READER_STALLED",
             Error::SessionProtocol(_) => "SESSION_PROTOCOL",
             Error::SessionNotFound(_) => "SESSION_NOT_FOUND",
             Error::SessionEnded(_) => "SESSION_ENDED",
@@ -101,6 +103,9 @@ impl Error {
             Error::PoolExhausted { .. } | Error::SessionLimit(_) => {
                 Some(Duration::from_millis(100))
             }
+            // A stream holds its connection for long; a retry right away
+            // would most likely be refused again.
+            Error::StreamLimit(_) => Some(Duration::from_secs(1)),
             Error::Database(failure) if failure.code == Code::Aborted => {
                 Some(Duration::from_millis(50))
             }

@@ -47,6 +47,11 @@ impl Admin for AdminService {
         stats.database_reachable = self.db.is_reachable();
         stats.last_probe_latency = Some(duration(probe.last_latency));
         stats.saturated = probe.saturated;
+        stats.saturation_reason = probe.saturation_reason;
+        let streams = self.db.streams();
+        stats.open_streams = streams.open;
+        stats.streams_refused = streams.refused;
+        stats.streams_stalled = streams.stalled;
         stats.open_sessions = u32::try_from(self.sessions.open_count()).unwrap_or(u32::MAX);
         stats.sessions_ended = self
             .sessions

@@ -141,30 +141,23 @@ impl<DB: Driver> QueryEngine<DB> {
     /// Runs one statement and streams its result: [`StreamEvent::Columns`]
     /// first, then row batches, then [`StreamEvent::Finished`], or one error.
     /// The channel is bounded, so a slow reader slows the query; dropping the
-    /// receiver, or the deadline passing, cancels the statement on the
-    /// server and closes its connection.
+    /// receiver, the deadline passing, or the reader taking nothing for
+    /// `limits.stream_stall_timeout` cancels the statement on the server and
+    /// recovers or closes its connection. Streams hold at most
+    /// `limits.stream_max_pool_share` of the pool; past it the stream's only
+    /// event is RESOURCE_EXHAUSTED (see `stream`).
     pub(crate) fn execute_stream(
         &self,
         statement: Statement,
         deadline: Deadline,
     ) -> mpsc::Receiver<Result<StreamEvent, Error>> {
-        let (sender, receiver) = mpsc::channel(self.limits.stream_buffer_frames);
         if let Err(error) = statement.check_for_call(1) {
-            // The channel has room for the one answer.
+            let (sender, receiver) = mpsc::channel(1);
+            // The channel is new and has room for the one answer.
             let _ = sender.try_send(Err(error));
             return receiver;
         }
-        let db = self.db.clone();
-        let limits = self.limits.clone();
-        self.db.count_call();
-        tokio::spawn(Box::pin(async move {
-            let outcome = run_stream(&db, &statement, &limits, deadline, &sender).await;
-            if let Err(error) = outcome {
-                // The receiver may be gone already; nothing else to tell.
-                let _ = sender.send(Err(error)).await;
-            }
-        }));
-        receiver
+        run_stream(self.db.clone(), statement, self.limits.clone(), deadline)
     }
 }
 

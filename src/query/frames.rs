@@ -2,8 +2,15 @@
 //! for ExecuteStream and session results: by row count and by encoded
 //! size, so that no frame passes the configured limit (a single larger row
 //! travels alone).
+//!
+//! ExecuteStream's frames go into a bounded channel that the transport
+//! drains as the client grants HTTP/2 window; a send that waits longer than
+//! the stall time means the reader takes nothing ([`StreamFrames`]).
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use tokio::sync::mpsc;
 
@@ -115,13 +122,57 @@ pub(crate) trait FrameTarget {
     async fn gone(&self);
 }
 
-impl FrameTarget for &mpsc::Sender<Result<StreamEvent, Error>> {
+/// ExecuteStream's frames: the bounded channel the transport drains.
+///
+/// The transport takes a frame only when the client has granted HTTP/2
+/// flow-control window for it, so a send that waits for room longer than
+/// `stall` means the reader has taken nothing for that long: the frame is
+/// refused as if the reader were gone, and [`StreamFrames::stalled`] says
+/// why, so that the stream ends (statement cancelled, connection given
+/// back) instead of holding a pooled connection until its deadline.
+pub(crate) struct StreamFrames<'a> {
+    sender: &'a mpsc::Sender<Result<StreamEvent, Error>>,
+    stall: Duration,
+    stalled: AtomicBool,
+}
+
+impl<'a> StreamFrames<'a> {
+    /// Frames into `sender`; a reader that takes none for `stall` is cut off.
+    pub(crate) fn new(
+        sender: &'a mpsc::Sender<Result<StreamEvent, Error>>,
+        stall: Duration,
+    ) -> Self {
+        Self {
+            sender,
+            stall,
+            stalled: AtomicBool::new(false),
+        }
+    }
+
+    /// True once a frame waited `stall` for room and was given up.
+    pub(crate) fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
+    }
+}
+
+impl FrameTarget for StreamFrames<'_> {
     async fn deliver(&self, event: StreamEvent) -> bool {
-        self.send(Ok(event)).await.is_ok()
+        let event = match self.sender.try_send(Ok(event)) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
+        match tokio::time::timeout(self.stall, self.sender.send(event)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                self.stalled.store(true, Ordering::Relaxed);
+                false
+            }
+        }
     }
 
     async fn gone(&self) {
-        self.closed().await;
+        self.sender.closed().await;
     }
 }
 
@@ -151,6 +202,11 @@ impl<T: FrameTarget> FrameSink<T> {
     /// Rows sent (or pending) so far.
     pub(crate) fn rows_returned(&self) -> u64 {
         self.batcher.rows_returned()
+    }
+
+    /// Where the frames go.
+    pub(crate) fn target(&self) -> &T {
+        &self.target
     }
 
     async fn send(&mut self, event: StreamEvent) -> Result<(), Failure> {
@@ -188,5 +244,58 @@ impl<DB: Codec, T: FrameTarget> RowSink<DB> for FrameSink<T> {
 
     async fn consumer_gone(&self) {
         self.target.gone().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns() -> StreamEvent {
+        StreamEvent::Columns(Vec::new())
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_takes_nothing_for_the_stall_time_is_cut_off() {
+        let stall = Duration::from_millis(100);
+        let (sender, _receiver) = mpsc::channel(1);
+        let frames = StreamFrames::new(&sender, stall);
+        assert!(frames.deliver(columns()).await, "room for one frame");
+        let started = std::time::Instant::now();
+        assert!(!frames.deliver(columns()).await, "no room, nobody reading");
+        assert!(frames.stalled());
+        assert!(started.elapsed() >= stall, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_that_keeps_reading_is_not_cut_off() {
+        let stall = Duration::from_millis(200);
+        let (sender, mut receiver) = mpsc::channel(1);
+        let reader = tokio::spawn(async move {
+            let mut taken = 0;
+            while receiver.recv().await.is_some() {
+                taken += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            taken
+        });
+        {
+            let frames = StreamFrames::new(&sender, stall);
+            for _ in 0..8 {
+                assert!(frames.deliver(columns()).await);
+            }
+            assert!(!frames.stalled());
+        }
+        drop(sender);
+        assert_eq!(reader.await.expect("reader"), 8);
+    }
+
+    #[tokio::test]
+    async fn a_reader_gone_is_not_a_stall() {
+        let (sender, receiver) = mpsc::channel(1);
+        drop(receiver);
+        let frames = StreamFrames::new(&sender, Duration::from_secs(60));
+        assert!(!frames.deliver(columns()).await);
+        assert!(!frames.stalled());
     }
 }

@@ -4,14 +4,23 @@
 //! that goes away gets its statement cancelled on the server, and its
 //! connection is recovered where the backend allows it (see
 //! `Dialect::recover`) or closed, never returned dirty.
+//!
+//! A stream holds its pooled connection for as long as its reader takes,
+//! so two limits keep readers from starving everyone else:
+//! - streams may hold at most `limits.stream_max_pool_share` of the pool;
+//!   past it a stream is refused at once (RESOURCE_EXHAUSTED, `STREAM_LIMIT`);
+//! - a reader that takes no frame for `limits.stream_stall_timeout` (it
+//!   grants no HTTP/2 window) has its stream ended: the statement is
+//!   cancelled, the connection recovered or closed, and the caller answered
+//!   RESOURCE_EXHAUSTED (`READER_STALLED`) behind the frames already queued.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use tokio::sync::mpsc;
 
 use super::{
     executor::run_statement,
-    frames::{FrameSink, StreamEvent, StreamStats},
+    frames::{FrameSink, StreamEvent, StreamFrames, StreamStats},
     statement::Statement,
 };
 use crate::{
@@ -23,17 +32,63 @@ use crate::{
     error::Error,
 };
 
-type Sender = mpsc::Sender<Result<StreamEvent, Error>>;
+/// What a stream's channel carries: events, or the one error that ends it.
+type Event = Result<StreamEvent, Error>;
+
+/// Starts `statement` as a stream in a task of its own and returns its
+/// events: [`StreamEvent::Columns`], row batches, then
+/// [`StreamEvent::Finished`] — or an error, last. A stream over the
+/// streams' share of the pool gets its refusal as its only event.
+pub(crate) fn run_stream<DB: Driver>(
+    db: Arc<Database<DB>>,
+    statement: Statement,
+    limits: LimitSettings,
+    deadline: Deadline,
+) -> mpsc::Receiver<Event> {
+    // One place more than the frames buffered, kept for the last event
+    // (stats or the error): the answer to a reader that stalled never
+    // waits for room behind the frames it did not take.
+    let (sender, receiver) = mpsc::channel(limits.stream_buffer_frames.max(1) + 1);
+    let slot = match db.admit_stream(limits.stream_max_pool_share) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            // The channel is new and empty: this cannot wait.
+            let _ = sender.try_send(Err(refused));
+            return receiver;
+        }
+    };
+    db.count_call();
+    tokio::spawn(Box::pin(async move {
+        // Given back when the task ends, however the stream ended.
+        let _slot = slot;
+        // Fails only if the reader is gone already: nothing to do then.
+        let Ok(last) = sender.clone().reserve_owned().await else {
+            return;
+        };
+        match stream_unit(&db, &statement, &limits, deadline, &sender).await {
+            Ok(Some(stats)) => {
+                last.send(Ok(StreamEvent::Finished(stats)));
+            }
+            // The reader left: nobody to tell.
+            Ok(None) => {}
+            Err(error) => {
+                last.send(Err(error));
+            }
+        }
+    }));
+    receiver
+}
 
 /// Runs `statement` and streams it into `sender`, all within `deadline`.
-/// Errors are returned for the caller to send.
-pub(crate) async fn run_stream<DB: Driver>(
+/// Returns the stats to send last, `None` when the reader left, or the
+/// error to answer with.
+async fn stream_unit<DB: Driver>(
     db: &Database<DB>,
     statement: &Statement,
     limits: &LimitSettings,
     deadline: Deadline,
-    sender: &Sender,
-) -> Result<(), Error> {
+    sender: &mpsc::Sender<Event>,
+) -> Result<Option<StreamStats>, Error> {
     let started = Instant::now();
     // The server-side id is needed to cancel a statement whose reader left.
     let mut checkout = Checkout::take(db, &deadline, true).await?;
@@ -43,7 +98,8 @@ pub(crate) async fn run_stream<DB: Driver>(
     let transactional = !statement.is_plain_read()
         || statement.leaves_state()
         || !DB::PLAIN_READS_OUTSIDE_TRANSACTION;
-    let mut sink = FrameSink::new(sender, limits);
+    let frames = StreamFrames::new(sender, limits.stream_stall_timeout);
+    let mut sink = FrameSink::new(frames, limits);
     let work = async {
         if !transactional {
             let rows_affected =
@@ -66,24 +122,31 @@ pub(crate) async fn run_stream<DB: Driver>(
     match db::within(&deadline, db.drained(), work).await {
         Ok(Ok(rows_affected)) => {
             checkout.release().await;
-            let stats = StreamStats {
+            Ok(Some(StreamStats {
                 rows_affected,
                 rows_returned: sink.rows_returned(),
                 elapsed: started.elapsed(),
-            };
-            // Nothing to undo if the reader left just now: the work is done.
-            let _ = sender.send(Ok(StreamEvent::Finished(stats))).await;
-            Ok(())
+            }))
         }
         Ok(Err(failure)) => {
             checkout.give_back_after(&failure).await;
+            if sink.target().stalled() {
+                db.count_stalled_stream();
+                tracing::info!(
+                    fingerprint = %statement.fingerprint,
+                    stall = ?limits.stream_stall_timeout,
+                    rows_sent = sink.rows_returned(),
+                    "stream reader stalled; statement cancelled, connection given back"
+                );
+                return Err(Error::ReaderStalled(limits.stream_stall_timeout));
+            }
             match failure.into_error() {
                 Some(error) if !sink.reader_gone() && !sender.is_closed() => {
                     Err(error.after_deadline(deadline.expired()))
                 }
                 _ => {
                     tracing::debug!(fingerprint = %statement.fingerprint, "stream reader gone; statement cancelled");
-                    Ok(())
+                    Ok(None)
                 }
             }
         }

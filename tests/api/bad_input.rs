@@ -251,7 +251,7 @@ async fn attach_with(app: &TestApp, first: NotASessionRequest) -> tonic::Status 
             .streaming(tonic::Request::new(requests), path, codec)
             .await?
             .into_inner();
-        while let Some(answer) = answers.message().await? {
+        if let Some(answer) = answers.message().await? {
             panic!("no answer is expected before the call ends: {answer:?}");
         }
         Ok::<_, tonic::Status>(())

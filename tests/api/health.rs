@@ -269,7 +269,8 @@ async fn postgres_a_saturated_pool_makes_sqlgate_not_ready_after_its_duration() 
         s.pool.acquire_timeout = Duration::from_secs(10);
         s.health.probe_interval = Duration::from_millis(50);
         s.health.probe_timeout = Duration::from_millis(50);
-        // Probes that find no free connection must not be what flips it here.
+        // Only saturation may flip it here, never a failed probe (the probe
+        // has a connection of its own, so a full pool does not fail it).
         s.health.failure_threshold = 1000;
         s.health.saturation_waiters = 2;
         s.health.saturation_duration = Duration::from_millis(500);
@@ -324,6 +325,14 @@ async fn postgres_a_saturated_pool_makes_sqlgate_not_ready_after_its_duration() 
     let stats = app.pool_stats().await;
     assert!(stats.saturated, "{stats:?}");
     assert!(stats.waiting > 2, "{stats:?}");
+    // Busy, not down: the reason is the waiters, and the database is reachable.
+    assert!(stats.database_reachable, "{stats:?}");
+    assert!(
+        stats
+            .saturation_reason
+            .contains("callers waiting for a database connection"),
+        "{stats:?}"
+    );
     // The holder finishes, every waiter gets its answer, ready again.
     assert_eq!(
         within(WAIT, "the holder", holder)
@@ -345,5 +354,9 @@ async fn postgres_a_saturated_pool_makes_sqlgate_not_ready_after_its_duration() 
         .await
         .expect("SERVING again within 2 s");
     assert_eq!(status, ServingStatus::Serving);
-    assert!(!app.pool_stats().await.saturated);
+    let stats = app.pool_stats().await;
+    assert!(
+        !stats.saturated && stats.saturation_reason.is_empty(),
+        "{stats:?}"
+    );
 }

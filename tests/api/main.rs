@@ -38,6 +38,7 @@ mod settings_applied;
 mod stream_cancel;
 mod stream_deadlines;
 mod stream_limits;
+mod stream_starvation;
 mod streaming;
 mod test_database;
 mod value_refusals;

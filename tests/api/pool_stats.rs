@@ -72,7 +72,7 @@ async fn postgres_pool_stats_count_waiters_waits_timeouts_and_calls() {
         s.pool.max_connections = 1;
         s.pool.min_connections = 1;
         s.pool.acquire_timeout = acquire_timeout;
-        // The probe takes connections too; keep it out of the way.
+        // The probe runs on a connection of its own; keep it quiet anyway.
         s.health.probe_interval = Duration::from_secs(3600);
     })
     .await
