@@ -345,6 +345,22 @@ async fn mysql_instants_outside_timestamp_range_are_refused_and_nothing_is_writt
         kinds(&back.rows[0]),
         vec![Kind::DatetimeValue("1960-01-01T00:00:00".into())]
     );
+    // Nor has the parameter itself: selected, it is its UTC wall-clock
+    // time (a DATETIME), never NULL.
+    let back = app
+        .execute(
+            "SELECT $1, $2",
+            vec![instant(-315_619_200, 0), instant(4_102_444_800, 5_000)],
+        )
+        .await
+        .expect("select");
+    assert_eq!(
+        kinds(&back.rows[0]),
+        vec![
+            Kind::DatetimeValue("1960-01-01T00:00:00".into()),
+            Kind::DatetimeValue("2100-01-01T00:00:00.000005".into()),
+        ]
+    );
     app.stop().await;
 }
 
