@@ -88,10 +88,17 @@ fn mysql_code(number: u16, sqlstate: &str) -> Code {
         1045 => Code::Unauthenticated,
         3024 | 1969 => Code::DeadlineExceeded,
         1317 => Code::Cancelled,
-        1210 | 1064 | 1146 | 1054 | 1049 | 1149 | 1166 | 1366 | 1292 | 1264 | 1406 => {
-            Code::InvalidArgument
-        }
-        1048 | 1451 | 1452 | 3819 | 4025 => Code::FailedPrecondition,
+        1210 | 1064 | 1146 | 1054 | 1049 | 1149 | 1166 => Code::InvalidArgument,
+        // A value the column cannot hold, refused by strict mode (set on
+        // every connection) instead of being stored changed: wrong type or
+        // format (1366, 1292, 1411), out of range (1264, 1690), too long
+        // (1406), not an ENUM/SET member or cut short (1265, whose SQLSTATE
+        // 01000 is a warning's), division by zero in a write (1365).
+        // Like PostgreSQL's class 22, the value is the caller's to fix.
+        1366 | 1292 | 1411 | 1264 | 1690 | 1406 | 1265 | 1365 => Code::InvalidArgument,
+        // NOT NULL, a missing value for a column without a default (1364,
+        // strict mode), foreign keys, CHECK constraints.
+        1048 | 1364 | 1451 | 1452 | 3819 | 4025 => Code::FailedPrecondition,
         _ => sqlstate_code(sqlstate),
     }
 }
@@ -128,6 +135,11 @@ mod tests {
         assert_eq!(sqlstate_code("XX000"), Code::Internal);
         assert_eq!(mysql_code(1062, "23000"), Code::AlreadyExists);
         assert_eq!(mysql_code(1213, "40001"), Code::Aborted);
+        // Strict mode's value errors: a bad ENUM member is SQLSTATE 01000.
+        assert_eq!(mysql_code(1265, "01000"), Code::InvalidArgument);
+        assert_eq!(mysql_code(1292, "22007"), Code::InvalidArgument);
+        assert_eq!(mysql_code(1366, "HY000"), Code::InvalidArgument);
+        assert_eq!(mysql_code(1364, "HY000"), Code::FailedPrecondition);
         assert_eq!(sqlite_code(2067), Code::AlreadyExists);
         assert_eq!(sqlite_code(1299), Code::FailedPrecondition);
     }

@@ -1,11 +1,14 @@
 //! MySQL and MariaDB: parameters bind as the nearest MySQL type (there are
-//! no arrays; UUIDs and JSON travel as text), result columns are decoded by
-//! the column type the server reports.
+//! no arrays; UUIDs and JSON travel as text; instants as UTC `DATETIME`, so
+//! that the server checks a `TIMESTAMP` column's range), result columns are
+//! decoded by the column type the server reports, string columns as text
+//! or bytes by their character set, and zero dates are refused, never read
+//! as NULL.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::NaiveTime;
 use sqlx::{
-    Arguments, Column, MySql, Row, TypeInfo,
-    mysql::{MySqlArguments, MySqlColumn, MySqlQueryResult, MySqlRow},
+    Arguments, Column, Decode, MySql, Row, Type, TypeInfo, ValueRef,
+    mysql::{MySqlArguments, MySqlColumn, MySqlQueryResult, MySqlRow, MySqlTypeInfo},
 };
 
 use super::{
@@ -66,7 +69,38 @@ fn decoder_for(type_name: &str) -> Option<(MySqlDecoder, ValueKind)> {
     })
 }
 
+/// The name of a string column's type as its character set says: sqlx
+/// names them by the column's BINARY flag, which MySQL also sets for a
+/// binary *collation* of a text charset (`utf8mb4_bin`, MariaDB's JSON).
+/// Only the `binary` charset (63) holds bytes; any other is text the
+/// server transcodes to the connection's utf8mb4.
+fn string_type_name(type_info: &MySqlTypeInfo) -> &str {
+    let name = type_info.name();
+    let is_text = <str as Type<MySql>>::compatible(type_info);
+    match name {
+        "BINARY" if is_text => "CHAR",
+        "VARBINARY" if is_text => "VARCHAR",
+        "TINYBLOB" if is_text => "TINYTEXT",
+        "BLOB" if is_text => "TEXT",
+        "MEDIUMBLOB" if is_text => "MEDIUMTEXT",
+        "LONGBLOB" if is_text => "LONGTEXT",
+        "CHAR" if !is_text => "BINARY",
+        "VARCHAR" if !is_text => "VARBINARY",
+        "TINYTEXT" if !is_text => "TINYBLOB",
+        "TEXT" if !is_text => "BLOB",
+        "MEDIUMTEXT" if !is_text => "MEDIUMBLOB",
+        "LONGTEXT" if !is_text => "LONGBLOB",
+        other => other,
+    }
+}
+
+/// What the codec tells the caller when a parameter has a leap second.
+const NO_LEAP_SECONDS: &str = "MySQL and MariaDB do not have";
+
 fn add_param(args: &mut MySqlArguments, value: &SqlValue) -> Result<(), String> {
+    if let Some(refusal) = super::value::leap_second_refusal(value, NO_LEAP_SECONDS) {
+        return Err(refusal);
+    }
     let added = match value {
         SqlValue::Null => args.add(Option::<String>::None),
         SqlValue::Bool(v) => args.add(*v),
@@ -78,7 +112,14 @@ fn add_param(args: &mut MySqlArguments, value: &SqlValue) -> Result<(), String> 
         // MySQL converts decimal text to DECIMAL exactly.
         SqlValue::Text(v) | SqlValue::Json(v) | SqlValue::Decimal(v) => args.add(v.as_str()),
         SqlValue::Bytes(v) => args.add(v.as_slice()),
-        SqlValue::Timestamp(v) => args.add(*v),
+        // As DATETIME in UTC (the connection's time zone), not as sqlx's
+        // TIMESTAMP: MariaDB turns a TIMESTAMP parameter outside TIMESTAMP's
+        // range (1970 to 2038) into NULL without an error, even in strict
+        // mode, and a `NOT NULL DEFAULT current_timestamp` column then
+        // takes the current time. A DATETIME is checked against the column
+        // it is stored in: strict mode refuses it there (1292), and DATETIME
+        // columns keep their wider range.
+        SqlValue::Timestamp(v) => args.add(v.naive_utc()),
         SqlValue::DateTime(v) => args.add(*v),
         SqlValue::Date(v) => args.add(*v),
         SqlValue::Time(v) => args.add(*v),
@@ -102,7 +143,7 @@ impl Codec for MySql {
     }
 
     fn plan_column(column: &MySqlColumn) -> Result<(ColumnInfo, MySqlDecoder), Error> {
-        let type_name = column.type_info().name();
+        let type_name = string_type_name(column.type_info());
         let (decoder, kind) = decoder_for(type_name).ok_or_else(|| Error::UnsupportedColumn {
             column: column.name().to_owned(),
             db_type: type_name.to_ascii_lowercase(),
@@ -171,16 +212,41 @@ fn decode_value(row: &MySqlRow, i: usize, decoder: MySqlDecoder) -> Result<SqlVa
             row.try_get_unchecked::<Option<Vec<u8>>, _>(i)?,
             SqlValue::Bytes,
         ),
-        D::Date => opt(row.try_get::<Option<NaiveDate>, _>(i)?, SqlValue::Date),
+        D::Date => temporal(row, i, SqlValue::Date)?,
         D::Time => opt(row.try_get::<Option<NaiveTime>, _>(i)?, SqlValue::Time),
-        D::DateTime => opt(
-            row.try_get::<Option<NaiveDateTime>, _>(i)?,
-            SqlValue::DateTime,
-        ),
-        D::Timestamp => opt(
-            row.try_get::<Option<DateTime<Utc>>, _>(i)?,
-            SqlValue::Timestamp,
-        ),
+        D::DateTime => temporal(row, i, SqlValue::DateTime)?,
+        D::Timestamp => temporal(row, i, SqlValue::Timestamp)?,
         D::Null => SqlValue::Null,
+    })
+}
+
+/// Why a zero date is refused: it names no day, so no `date_value`,
+/// `datetime_value` or `timestamp_value` can carry it, and NULL would
+/// hide it.
+const ZERO_DATE: &str = "a MySQL zero date (0000-00-00), which names no calendar day; \
+     select NULLIF(column, 0) to read it as NULL, or CAST(column AS CHAR) to read its text";
+
+/// Reads a DATE, DATETIME or TIMESTAMP value, failing on a zero date
+/// (`0000-00-00`, `0000-00-00 00:00:00`). sqlx reports those as NULL; a
+/// real NULL has no bytes at all, a zero date has its (empty) length prefix.
+fn temporal<'r, T: Decode<'r, MySql>>(
+    row: &'r MySqlRow,
+    i: usize,
+    wrap: impl FnOnce(T) -> SqlValue,
+) -> Result<SqlValue, sqlx::Error> {
+    let raw = row.try_get_raw(i)?;
+    let source = if !raw.is_null() {
+        match T::decode(raw) {
+            Ok(value) => return Ok(wrap(value)),
+            Err(source) => source,
+        }
+    } else if <&[u8] as Decode<MySql>>::decode(raw).is_err() {
+        return Ok(SqlValue::Null);
+    } else {
+        ZERO_DATE.into()
+    };
+    Err(sqlx::Error::ColumnDecode {
+        index: i.to_string(),
+        source,
     })
 }

@@ -152,6 +152,28 @@ pub(crate) fn is_special_decimal(decimal: &str) -> bool {
     matches!(decimal, "NaN" | "Infinity" | "-Infinity")
 }
 
+/// Why `value` cannot be sent to a database that has no leap seconds, or
+/// `None`: a `time_value` or `datetime_value` with second 60 (chrono keeps
+/// it; PostgreSQL would store the next minute's second 00 in its place,
+/// and MySQL/MariaDB have no second 60). `backend_says` finishes the
+/// sentence for the backend at hand. Arrays name the element.
+pub(crate) fn leap_second_refusal(value: &SqlValue, backend_says: &str) -> Option<String> {
+    let kind = match value {
+        SqlValue::Time(v) if v.nanosecond() >= 1_000_000_000 => "time_value",
+        SqlValue::DateTime(v) if v.nanosecond() >= 1_000_000_000 => "datetime_value",
+        SqlValue::Timestamp(v) if v.nanosecond() >= 1_000_000_000 => "timestamp_value",
+        SqlValue::Array(items) => {
+            return items.iter().enumerate().find_map(|(i, item)| {
+                leap_second_refusal(item, backend_says).map(|msg| format!("element {i}: {msg}"))
+            });
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "{kind} has second 60 (a leap second), which {backend_says}; it is refused rather than changed"
+    ))
+}
+
 /// The bytes a row of `values` takes as one entry of a repeated `Row`
 /// field (`ExecuteResponse.rows`, `RowBatch.rows`): key, length, values.
 pub fn row_wire_len(values: &[SqlValue]) -> usize {
@@ -227,6 +249,28 @@ pub mod text_form {
 #[cfg(test)]
 mod tests {
     use super::text_form::*;
+
+    #[test]
+    fn leap_seconds_are_named_where_they_would_move() {
+        use super::{SqlValue, leap_second_refusal};
+        let leap = parse_time("23:59:60").expect("chrono reads a leap second");
+        let says = "the database would move";
+        assert!(
+            leap_second_refusal(&SqlValue::Time(leap), says)
+                .expect("refused")
+                .starts_with("time_value has second 60")
+        );
+        let datetime = parse_datetime("2016-12-31T23:59:60.5").expect("parses");
+        assert!(leap_second_refusal(&SqlValue::DateTime(datetime), says).is_some());
+        let array = SqlValue::Array(vec![SqlValue::Null, SqlValue::Time(leap)]);
+        assert!(
+            leap_second_refusal(&array, says)
+                .expect("refused")
+                .starts_with("element 1: time_value")
+        );
+        let ordinary = parse_time("23:59:59.999999").expect("parses");
+        assert_eq!(leap_second_refusal(&SqlValue::Time(ordinary), says), None);
+    }
 
     #[test]
     fn temporal_text_forms_round_trip() {

@@ -1,13 +1,14 @@
 //! PostgreSQL values at the edges of the Values table: numeric NaN and
 //! infinities, empty and all-NULL arrays (sent as `text[]`), `json` (not
-//! `jsonb`) text kept exactly as stored, arrays with NULL elements, and the
-//! native type names reported for columns.
+//! `jsonb`) text kept exactly as stored, arrays with NULL elements, the
+//! native type names reported for columns, and the dates and times no value
+//! kind carries (`time` 24:00:00, `infinity`), refused rather than moved.
 
 use prost_types::Timestamp;
 use sqlgate::grpc::pb::{self, ValueList, ValueType, value::Kind};
 use tonic::Code;
 
-use crate::helpers::{Backend, spawn_app, v};
+use crate::helpers::{Backend, error_details, spawn_app, v};
 
 fn dec(s: &str) -> pb::Value {
     v::of(Kind::DecimalValue(s.to_owned()))
@@ -302,6 +303,120 @@ async fn postgres_reports_native_type_names() {
     assert_eq!(
         back.rows[0].values[3].kind,
         Some(Kind::DecimalValue("1.50".into()))
+    );
+    app.stop().await;
+}
+
+/// Asserts that reading `sql` is refused as a value no kind carries,
+/// naming `column` and saying why (`because`).
+async fn assert_unrepresentable(
+    app: &crate::helpers::TestApp,
+    sql: &str,
+    column: &str,
+    because: &str,
+) {
+    let status = app.execute(sql, vec![]).await.expect_err(sql);
+    assert_eq!(status.code(), Code::OutOfRange, "{sql}: {status:?}");
+    let (reason, _, _) = error_details(&status);
+    assert_eq!(reason, "UNREPRESENTABLE_VALUE", "{sql}");
+    assert!(
+        status.message().contains(&format!("column \"{column}\""))
+            && status.message().contains(because),
+        "{sql}: {}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_end_of_day_and_infinite_dates_are_refused_not_moved() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    // PostgreSQL stores a `time` of 23:59:60 as 24:00:00, which no time of
+    // day carries: it must not come back as 00:00:00.
+    app.run(
+        "CREATE TABLE times (id INT PRIMARY KEY, t TIME, ts TIMESTAMP, tz TIMESTAMPTZ, d DATE)",
+    )
+    .await;
+    app.run(
+        "INSERT INTO times (id, t, ts, tz, d) VALUES \
+         (1, '23:59:60', '2016-12-31 23:59:60', '2016-12-31 23:59:60Z', '2016-12-31'), \
+         (2, '24:00:00', 'infinity', '-infinity', 'infinity'), \
+         (3, '23:59:59.999999', '2016-12-31 23:59:59.999999', NULL, NULL)",
+    )
+    .await;
+    let end_of_day = "time 24:00:00 (the end of the day)";
+    assert_unrepresentable(&app, "SELECT t FROM times WHERE id = 1", "t", end_of_day).await;
+    assert_unrepresentable(&app, "SELECT t FROM times WHERE id = 2", "t", end_of_day).await;
+    assert_unrepresentable(
+        &app,
+        "SELECT ARRAY[t] AS ts FROM times WHERE id = 1",
+        "ts",
+        end_of_day,
+    )
+    .await;
+    let infinite = "infinity or -infinity";
+    for column in ["ts", "tz", "d"] {
+        assert_unrepresentable(
+            &app,
+            &format!("SELECT {column} FROM times WHERE id = 2"),
+            column,
+            infinite,
+        )
+        .await;
+    }
+    assert_unrepresentable(
+        &app,
+        "SELECT ARRAY[d] AS ds FROM times WHERE id = 2",
+        "ds",
+        infinite,
+    )
+    .await;
+    assert_unrepresentable(
+        &app,
+        "SELECT '294276-12-31'::date AS far",
+        "far",
+        "beyond the years",
+    )
+    .await;
+    // Read as text, as the message says: PostgreSQL's own spelling.
+    let back = app
+        .run("SELECT t::text, ts::text, tz::text, d::text FROM times WHERE id = 2")
+        .await;
+    let text = |s: &str| Kind::TextValue(s.to_owned());
+    assert_eq!(
+        kinds(&back.rows[0]),
+        vec![
+            text("24:00:00"),
+            text("infinity"),
+            text("-infinity"),
+            text("infinity")
+        ]
+    );
+    // A timestamp never holds second 60: PostgreSQL made the next day's
+    // midnight of it on input (its doing, visible in its own text too).
+    // Ordinary values still come back unchanged.
+    let back = app
+        .run("SELECT ts, ts::text, tz FROM times WHERE id = 1")
+        .await;
+    assert_eq!(
+        kinds(&back.rows[0]),
+        vec![
+            Kind::DatetimeValue("2017-01-01T00:00:00".into()),
+            text("2017-01-01 00:00:00"),
+            Kind::TimestampValue(Timestamp {
+                seconds: 1_483_228_800,
+                nanos: 0
+            }),
+        ]
+    );
+    let back = app.run("SELECT t, ts FROM times WHERE id = 3").await;
+    assert_eq!(
+        kinds(&back.rows[0]),
+        vec![
+            Kind::TimeValue("23:59:59.999999".into()),
+            Kind::DatetimeValue("2016-12-31T23:59:59.999999".into()),
+        ]
     );
     app.stop().await;
 }

@@ -29,6 +29,15 @@ impl Dialect for MySql {
 
     fn connection_setup(longest: Duration) -> Vec<String> {
         vec![
+            // Strict mode, whatever the server's default: a value a column
+            // cannot hold (out of range, too long, not one of an ENUM's
+            // members, a date outside TIMESTAMP's range, a zero date) is an
+            // error, never stored truncated, as NULL, as '' or as zero.
+            // STRICT_ALL_TABLES covers non-transactional tables too.
+            // Appended to the server's (and sqlx's) modes, which stay.
+            "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), \
+             'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO')"
+                .to_owned(),
             // MariaDB (seconds) and MySQL (milliseconds, SELECT only); each
             // server knows one of them.
             format!("SET SESSION max_statement_time = {}", longest.as_secs_f64()),

@@ -1,13 +1,19 @@
 //! PostgreSQL results into values: each column's decoder is chosen once
 //! from its type OID when the statement is planned (scalars, one-dimensional
-//! arrays, enums as text), and every row's values are read with it.
+//! arrays, enums as text), and every row's values are read with it. Dates
+//! and times are read by wrappers that refuse what no value kind carries
+//! (`time` 24:00:00, `infinity`, dates beyond chrono's range) instead of
+//! letting sqlx wrap it around or panic.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc};
 use serde_json::value::RawValue;
 use sqlx::{
-    Column, Decode, Postgres, Row, TypeInfo, ValueRef,
+    Column, Decode, Postgres, Row, Type, TypeInfo, ValueRef,
     error::BoxDynError,
-    postgres::{PgColumn, PgRow, PgTypeKind, PgValueFormat, PgValueRef, types::Oid},
+    postgres::{
+        PgColumn, PgHasArrayType, PgRow, PgTypeInfo, PgTypeKind, PgValueFormat, PgValueRef,
+        types::Oid,
+    },
     types::Json,
 };
 use uuid::Uuid;
@@ -135,6 +141,126 @@ impl<'r> Decode<'r, Postgres> for JsonText {
     }
 }
 
+/// A `time` value. PostgreSQL's `time` runs to `24:00:00` (also what it
+/// stores for `23:59:60`), which no time of day carries: sqlx would read it
+/// as `00:00:00`, the start of the same day. It is refused instead.
+struct TimeOfDay(NaiveTime);
+
+/// A `date`; `infinity`, `-infinity` and days beyond chrono's range
+/// (±262,143 years) are refused, where sqlx would panic.
+struct Day(NaiveDate);
+
+/// A `timestamp`; like [`Day`] for `infinity` and range.
+struct WallClock(NaiveDateTime);
+
+/// A `timestamptz`; like [`Day`] for `infinity` and range.
+struct Instant(DateTime<Utc>);
+
+/// Microseconds in a day: `time`'s binary value for `24:00:00`.
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Why `24:00:00` is refused (the column's name is added by the caller).
+const END_OF_DAY: &str = "time 24:00:00 (the end of the day), which no time_value carries";
+
+/// Why `infinity` and `-infinity` are refused.
+const INFINITE: &str = "PostgreSQL's infinity or -infinity, which no date or time value carries";
+
+/// Why a date beyond chrono's range is refused.
+const BEYOND_RANGE: &str = "a date beyond the years -262143 to 262143 that sqlgate carries";
+
+/// PostgreSQL's epoch for `date` and `timestamp`: 2000-01-01 00:00:00.
+const POSTGRES_EPOCH: NaiveDateTime = match NaiveDate::from_ymd_opt(2000, 1, 1) {
+    Some(day) => day.and_time(NaiveTime::MIN),
+    None => panic!("2000-01-01 is a date"),
+};
+
+/// A `timestamp` or `timestamptz` in binary form (microseconds since the
+/// epoch; `i64::MAX`/`MIN` are `infinity`/`-infinity`), checked.
+fn wall_clock(value: PgValueRef<'_>) -> Result<NaiveDateTime, BoxDynError> {
+    let micros = <i64 as Decode<Postgres>>::decode(value)?;
+    if micros == i64::MAX || micros == i64::MIN {
+        return Err(INFINITE.into());
+    }
+    POSTGRES_EPOCH
+        .checked_add_signed(TimeDelta::microseconds(micros))
+        .ok_or_else(|| BEYOND_RANGE.into())
+}
+
+/// The type information of the chrono type a wrapper stands in for, so
+/// that sqlx's checks (and arrays of it) see the same PostgreSQL type.
+macro_rules! same_type_as {
+    ($wrapper:ty, $chrono:ty) => {
+        impl Type<Postgres> for $wrapper {
+            fn type_info() -> PgTypeInfo {
+                <$chrono as Type<Postgres>>::type_info()
+            }
+        }
+
+        impl PgHasArrayType for $wrapper {
+            fn array_type_info() -> PgTypeInfo {
+                <$chrono as PgHasArrayType>::array_type_info()
+            }
+        }
+    };
+}
+
+same_type_as!(TimeOfDay, NaiveTime);
+same_type_as!(Day, NaiveDate);
+same_type_as!(WallClock, NaiveDateTime);
+same_type_as!(Instant, DateTime<Utc>);
+
+impl<'r> Decode<'r, Postgres> for TimeOfDay {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        if value.format() == PgValueFormat::Binary {
+            // `time`'s binary format: microseconds since midnight.
+            let micros = <i64 as Decode<Postgres>>::decode(value.clone())?;
+            if !(0..MICROS_PER_DAY).contains(&micros) {
+                return Err(END_OF_DAY.into());
+            }
+        } else if value.as_str()?.starts_with("24:") {
+            return Err(END_OF_DAY.into());
+        }
+        <NaiveTime as Decode<Postgres>>::decode(value).map(Self)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Day {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        if value.format() == PgValueFormat::Text {
+            return <NaiveDate as Decode<Postgres>>::decode(value).map(Self);
+        }
+        // `date`'s binary format: days since the epoch; `i32::MAX`/`MIN`
+        // are `infinity`/`-infinity`.
+        let days = <i32 as Decode<Postgres>>::decode(value)?;
+        if days == i32::MAX || days == i32::MIN {
+            return Err(INFINITE.into());
+        }
+        POSTGRES_EPOCH
+            .date()
+            .checked_add_signed(TimeDelta::days(days.into()))
+            .map(Self)
+            .ok_or_else(|| BEYOND_RANGE.into())
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for WallClock {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        match value.format() {
+            PgValueFormat::Binary => wall_clock(value).map(Self),
+            PgValueFormat::Text => <NaiveDateTime as Decode<Postgres>>::decode(value).map(Self),
+        }
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Instant {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        match value.format() {
+            PgValueFormat::Binary => wall_clock(value).map(|utc| Self(utc.and_utc())),
+            PgValueFormat::Text => <DateTime<Utc> as Decode<Postgres>>::decode(value).map(Self),
+        }
+    }
+}
+
 /// Describes a result column and picks its decoder from the type OID.
 pub(super) fn plan_column(column: &PgColumn) -> Result<(ColumnInfo, PgDecoder), Error> {
     let type_info = column.type_info();
@@ -210,22 +336,18 @@ pub(super) fn decode_scalar(
             SqlValue::Json(v.0)
         }),
         PgScalar::Uuid => opt(row.try_get_unchecked::<Option<Uuid>, _>(i)?, SqlValue::Uuid),
-        PgScalar::Date => opt(
-            row.try_get_unchecked::<Option<NaiveDate>, _>(i)?,
-            SqlValue::Date,
-        ),
-        PgScalar::Time => opt(
-            row.try_get_unchecked::<Option<NaiveTime>, _>(i)?,
-            SqlValue::Time,
-        ),
-        PgScalar::Timestamp => opt(
-            row.try_get_unchecked::<Option<NaiveDateTime>, _>(i)?,
-            SqlValue::DateTime,
-        ),
-        PgScalar::Timestamptz => opt(
-            row.try_get_unchecked::<Option<DateTime<Utc>>, _>(i)?,
-            SqlValue::Timestamp,
-        ),
+        PgScalar::Date => opt(row.try_get_unchecked::<Option<Day>, _>(i)?, |v| {
+            SqlValue::Date(v.0)
+        }),
+        PgScalar::Time => opt(row.try_get_unchecked::<Option<TimeOfDay>, _>(i)?, |v| {
+            SqlValue::Time(v.0)
+        }),
+        PgScalar::Timestamp => opt(row.try_get_unchecked::<Option<WallClock>, _>(i)?, |v| {
+            SqlValue::DateTime(v.0)
+        }),
+        PgScalar::Timestamptz => opt(row.try_get_unchecked::<Option<Instant>, _>(i)?, |v| {
+            SqlValue::Timestamp(v.0)
+        }),
         PgScalar::Void => SqlValue::Null,
     })
 }
@@ -265,10 +387,10 @@ pub(super) fn decode_array(
             array::<Json<Box<RawValue>>>(row.try_get(i)?, |v| SqlValue::Json(v.0.get().to_owned()))
         }
         PgScalar::Uuid => array(row.try_get(i)?, SqlValue::Uuid),
-        PgScalar::Date => array(row.try_get(i)?, SqlValue::Date),
-        PgScalar::Time => array(row.try_get(i)?, SqlValue::Time),
-        PgScalar::Timestamp => array(row.try_get(i)?, SqlValue::DateTime),
-        PgScalar::Timestamptz => array(row.try_get(i)?, SqlValue::Timestamp),
+        PgScalar::Date => array::<Day>(row.try_get(i)?, |v| SqlValue::Date(v.0)),
+        PgScalar::Time => array::<TimeOfDay>(row.try_get(i)?, |v| SqlValue::Time(v.0)),
+        PgScalar::Timestamp => array::<WallClock>(row.try_get(i)?, |v| SqlValue::DateTime(v.0)),
+        PgScalar::Timestamptz => array::<Instant>(row.try_get(i)?, |v| SqlValue::Timestamp(v.0)),
         PgScalar::Void => SqlValue::Null,
     })
 }

@@ -15,7 +15,7 @@ use sqlx::{
 use super::numeric::parse_decimal;
 use crate::query::{
     codec::array_element_kind,
-    value::{SqlValue, ValueKind},
+    value::{SqlValue, ValueKind, leap_second_refusal},
 };
 
 /// A NULL parameter whose type PostgreSQL infers from the statement
@@ -58,8 +58,16 @@ impl Encode<'_, Postgres> for JsonbText<'_> {
     }
 }
 
+/// What PostgreSQL would do with a leap second: it takes second 60 and
+/// stores second 00 of the next minute (`23:59:60` as `24:00:00` in a
+/// `time`, as the next day's midnight in a `timestamp`).
+const LEAP_SECOND_MOVES: &str = "PostgreSQL would store as second 00 of the next minute";
+
 /// Binds one parameter as its PostgreSQL type.
 pub(super) fn add_param(args: &mut PgArguments, value: &SqlValue) -> Result<(), String> {
+    if let Some(refusal) = leap_second_refusal(value, LEAP_SECOND_MOVES) {
+        return Err(refusal);
+    }
     let added = match value {
         SqlValue::Null => args.add(UntypedNull),
         SqlValue::Bool(v) => args.add(*v),
