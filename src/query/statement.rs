@@ -148,10 +148,22 @@ impl Statement {
                 "COPY … FROM STDIN / TO STDOUT needs the copy protocol, which sqlgate does not \
                  relay; use INSERT with parameters, or ExecuteStream to read",
             )),
-            Some(Refusal::OwnSetting { name }) => Err(refuse(format!(
-                "{name} is set by sqlgate to bound every call on the server; use the call's \
-                 deadline instead"
-            ))),
+            Some(Refusal::OwnSetting { name }) => {
+                let why = if matches!(
+                    name.as_str(),
+                    "statement_timeout"
+                        | "client_connection_check_interval"
+                        | "max_statement_time"
+                        | "max_execution_time"
+                ) {
+                    "it bounds every call on the server; use the call's deadline instead"
+                } else {
+                    "it decides how values are read and written, which would change them without a word"
+                };
+                Err(refuse(format!(
+                    "{name} is set by sqlgate on every connection and cannot be changed: {why}"
+                )))
+            }
             Some(Refusal::Confinement { what }) => Err(refuse(format!(
                 "{what} is not allowed: it reaches outside the database or outlives the call"
             ))),

@@ -298,15 +298,30 @@ fn set_refusal(words: &Words<'_, '_>, second: &str, backend: Backend) -> Option<
     }
 }
 
-/// Settings sqlgate sets on every connection to bound each call on the
-/// server; a caller switching them off would outlive its own deadline.
+/// Settings sqlgate (or its driver) sets on every connection and relies
+/// on: the server-side bound on each call (a caller switching it off would
+/// outlive its own deadline), and what values are read and written with
+/// (encoding, time zone, strict mode: changing them would change values
+/// without a word).
 fn is_own_setting(word: &str, backend: Backend) -> bool {
     match backend {
         Backend::Postgres => matches!(
             word,
-            "statement_timeout" | "client_connection_check_interval"
+            "statement_timeout" | "client_connection_check_interval" | "client_encoding"
         ),
-        Backend::MySql => matches!(word, "max_statement_time" | "max_execution_time"),
+        Backend::MySql => matches!(
+            word,
+            "max_statement_time"
+                | "max_execution_time"
+                | "sql_mode"
+                | "time_zone"
+                | "names"
+                | "character"
+                | "character_set_client"
+                | "character_set_connection"
+                | "character_set_results"
+                | "collation_connection"
+        ),
         Backend::Sqlite => false,
     }
 }

@@ -97,9 +97,7 @@ fn session_state_is_refused_with_set_local_allowed() {
     assert_eq!(of("SET LOCAL search_path = x", Postgres).refusal, None);
     for sql in [
         "SET @x = 1",
-        "SET SESSION sql_mode = ''",
-        "SET time_zone = '+05:00'",
-        "SET NAMES latin1",
+        "SET SESSION foreign_key_checks = 0",
         "USE other",
     ] {
         assert!(
@@ -201,8 +199,20 @@ fn own_settings_are_refused_even_locally_and_through_set_config() {
             "{sql:?}"
         );
     }
+    for sql in [
+        "SET SESSION max_statement_time = 0",
+        "SET SESSION sql_mode = ''",
+        "SET time_zone = '+05:00'",
+        "SET NAMES latin1",
+        "SET CHARACTER SET latin1",
+    ] {
+        assert!(
+            matches!(refused(sql, MySql), Refusal::OwnSetting { .. }),
+            "{sql:?}"
+        );
+    }
     assert!(matches!(
-        refused("SET SESSION max_statement_time = 0", MySql),
+        refused("SET client_encoding = 'LATIN1'", Postgres),
         Refusal::OwnSetting { .. }
     ));
 }
