@@ -19,6 +19,7 @@ mod health_shutdown;
 mod helpers;
 mod limits;
 mod log_privacy;
+mod memory_bounds;
 mod mysql_values;
 mod observe;
 mod pg_activity;
