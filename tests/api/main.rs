@@ -10,6 +10,7 @@ mod batch;
 mod binary;
 mod call_log;
 mod config;
+mod connection_limits;
 mod deadlines;
 mod discovery;
 mod errors;
