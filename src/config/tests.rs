@@ -115,3 +115,35 @@ fn stream_share_and_stall_timeout_load_and_are_checked() {
     let err = settings.validate().expect_err("no stall time").to_string();
     assert!(err.contains("limits.stream_stall_timeout"), "{err}");
 }
+
+#[test]
+fn connection_and_cache_bounds_load_from_env_and_are_checked() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SQLGATE_TRANSPORT__MAX_CONNECTIONS", "8");
+        jail.set_env("SQLGATE_TRANSPORT__HANDSHAKE_TIMEOUT", "2s");
+        jail.set_env("SQLGATE_POOL__STATEMENT_CACHE_CAPACITY", "0");
+        jail.set_env("SQLGATE_POOL__MAX_CACHED_STATEMENT_BYTES", "1024");
+        let settings = Settings::load(None, &Overrides::default())
+            .map_err(|e| figment::Error::from(e.to_string()))?;
+        assert_eq!(settings.transport.max_connections, 8);
+        assert_eq!(settings.transport.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(settings.pool.statement_cache_capacity, 0);
+        assert_eq!(settings.pool.max_cached_statement_bytes, 1024);
+        Ok(())
+    });
+    for (adjust, key) in [
+        (
+            (|s: &mut Settings| s.transport.max_connections = 0) as fn(&mut Settings),
+            "transport.max_connections",
+        ),
+        (
+            |s: &mut Settings| s.transport.handshake_timeout = Duration::ZERO,
+            "transport.handshake_timeout",
+        ),
+    ] {
+        let mut settings = Settings::default();
+        adjust(&mut settings);
+        let err = settings.validate().expect_err("must fail").to_string();
+        assert!(err.contains(key), "{err}");
+    }
+}

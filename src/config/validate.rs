@@ -111,6 +111,12 @@ impl Settings {
         if self.transport.max_concurrent_streams == 0 {
             return fail("transport.max_concurrent_streams", "must be more than zero");
         }
+        if self.transport.handshake_timeout.is_zero() {
+            return fail("transport.handshake_timeout", "must be more than zero");
+        }
+        if self.transport.max_connections == 0 {
+            return fail("transport.max_connections", "must be at least 1");
+        }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
             return fail("log_filter", &err.to_string());
         }

@@ -40,9 +40,15 @@ pub(crate) trait Dialect: sqlx::Database {
         false
     }
 
-    /// Sets this backend's options on sea-orm's: the pool `hook`, and the
-    /// connection options sqlgate relies on.
-    fn configure(options: &mut ConnectOptions, hook: PoolHook<Self>, single_connection: bool);
+    /// Sets this backend's options on sea-orm's: the pool `hook`, the
+    /// connection options sqlgate relies on, and how many prepared
+    /// statements each connection caches (`statement_cache_capacity`).
+    fn configure(
+        options: &mut ConnectOptions,
+        hook: PoolHook<Self>,
+        single_connection: bool,
+        statement_cache_capacity: usize,
+    );
 
     /// The typed sqlx pool sea-orm built.
     fn typed_pool(connection: &DatabaseConnection) -> Pool<Self>;

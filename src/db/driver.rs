@@ -5,10 +5,16 @@
 //! repeat `for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>` on
 //! every function. Here that bound is written once, on the blanket impl,
 //! and the few driver calls sqlgate makes are methods of the trait.
+//!
+//! It is also where a statement is kept out of sqlx's statement cache when
+//! it is too long to cache (see [`limit_statement_cache`]).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{FutureExt, future::BoxFuture, stream::BoxStream};
 use sqlx::{
-    AssertSqlSafe, Either, Executor, IntoArguments, SqlSafeStr, database::HasStatementCache,
+    AssertSqlSafe, Connection, Either, Executor, IntoArguments, SqlSafeStr,
+    database::HasStatementCache,
 };
 
 use super::Dialect;
@@ -31,7 +37,8 @@ pub(crate) trait Driver:
     fn raw(conn: &mut Self::Connection, sql: String) -> BoxFuture<'_, Result<(), sqlx::Error>>;
 
     /// Runs `sql` with `arguments` as a prepared statement, yielding results
-    /// and rows as they arrive.
+    /// and rows as they arrive. A statement longer than the cache's byte
+    /// limit runs unnamed: prepared for this call only, never cached.
     fn fetch_many(
         conn: &mut Self::Connection,
         sql: String,
@@ -46,6 +53,8 @@ pub(crate) trait Driver:
     ) -> BoxFuture<'c, Result<bool, sqlx::Error>>;
 
     /// Prepares `sql` (sqlx caches it by text) to learn its result columns.
+    /// A statement too long to cache leaves the connection's cache empty
+    /// (sqlx can describe a statement only by caching it).
     fn prepare(
         conn: &mut Self::Connection,
         sql: String,
@@ -69,7 +78,8 @@ where
         sql: String,
         arguments: DB::Arguments,
     ) -> Results<'_, DB> {
-        conn.fetch_many(sqlx::query_with(AssertSqlSafe(sql), arguments))
+        let cached = cacheable(&sql);
+        conn.fetch_many(sqlx::query_with(AssertSqlSafe(sql), arguments).persistent(cached))
     }
 
     fn returns_a_row<'c>(
@@ -85,6 +95,41 @@ where
         conn: &mut DB::Connection,
         sql: String,
     ) -> BoxFuture<'_, Result<DB::Statement, sqlx::Error>> {
-        conn.prepare_with(AssertSqlSafe(sql).into_sql_str(), &[])
+        if cacheable(&sql) {
+            return conn.prepare_with(AssertSqlSafe(sql).into_sql_str(), &[]);
+        }
+        async move {
+            // sqlx describes a statement only through its cache (and without
+            // a cache, PostgreSQL's prepared statement would never be
+            // closed): prepare, then empty the cache so that the long text
+            // is held neither here nor by the server. Only reached for a
+            // long statement that returned no rows.
+            let described = conn
+                .prepare_with(AssertSqlSafe(sql).into_sql_str(), &[])
+                .await;
+            conn.clear_cached_statements().await?;
+            described
+        }
+        .boxed()
     }
+}
+
+/// The longest statement text cached, in bytes; 0 caches nothing.
+/// Process-wide because the driver's calls are handed a bare connection
+/// (sqlgate runs one pool per process); set by [`limit_statement_cache`]
+/// when the pool is built, before any statement runs.
+static MAX_CACHED_STATEMENT_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets which statements may be cached: none when connections cache no
+/// statements (`capacity` 0: sqlx would otherwise leave PostgreSQL's
+/// prepared statements open), else those up to `max_bytes` long.
+pub(crate) fn limit_statement_cache(capacity: usize, max_bytes: usize) {
+    let limit = if capacity == 0 { 0 } else { max_bytes };
+    MAX_CACHED_STATEMENT_BYTES.store(limit, Ordering::Relaxed);
+}
+
+/// Whether `sql` may take a slot in the connection's statement cache.
+fn cacheable(sql: &str) -> bool {
+    let limit = MAX_CACHED_STATEMENT_BYTES.load(Ordering::Relaxed);
+    limit > 0 && sql.len() <= limit
 }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Backend, Deadline, Driver, PoolHandle, StreamFigures,
+    driver::limit_statement_cache,
     metrics::{PoolMetrics, PoolSnapshot},
     timeouts::TimeoutMemory,
 };
@@ -113,6 +114,11 @@ impl<DB: Driver> Database<DB> {
             &mut options,
             Box::new(move |opts| with_setup(opts, setup.clone(), counter.clone())),
             single_connection,
+            settings.statement_cache_capacity,
+        );
+        limit_statement_cache(
+            settings.statement_cache_capacity,
+            settings.max_cached_statement_bytes,
         );
 
         let connection = match sea_orm::Database::connect(options).await {

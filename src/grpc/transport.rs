@@ -5,10 +5,24 @@
 //! sqlgate (DEADLINE_EXCEEDED, and cleanup on the database). It also gives
 //! shutdown a bound: connections still open after the drain are dropped.
 //!
+//! Sockets are bounded here too: at most `transport.max_connections` client
+//! connections are open at once (more are closed as soon as they are
+//! accepted), and a connection that does not complete its HTTP/2 handshake
+//! within `transport.handshake_timeout` is closed, so that neither silent
+//! sockets nor a flood of them can hold sqlgate's descriptors.
+//!
 //! Every route is served under [`call_layers`], here and nowhere else, so
 //! that no service can be served without them.
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{
+    convert::Infallible,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
 use hyper::server::conn::http2;
 use hyper_util::{
@@ -16,7 +30,11 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpListener,
+    sync::{OwnedSemaphorePermit, Semaphore, oneshot},
+};
 use tonic::{service::Routes, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
 
@@ -47,6 +65,9 @@ pub(crate) async fn serve(
         .max_concurrent_streams(settings.max_concurrent_streams);
     let graceful = GracefulShutdown::new();
     let routes = call_layers(routes.prepare());
+    let slots = Arc::new(Semaphore::new(settings.max_connections as usize));
+    let mut refusals = Refusals::default();
+    let handshake_timeout = settings.handshake_timeout;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -61,15 +82,22 @@ pub(crate) async fn serve(
                         continue;
                     }
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // Closed at once: the client's calls fail fast
+                    // (UNAVAILABLE in grpc-go, -java and -core) and it
+                    // reconnects with backoff, or to another replica,
+                    // instead of waiting out its deadline in our backlog.
+                    drop(stream);
+                    refusals.refused(remote, settings.max_connections);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                let service = with_peer(routes.clone(), stream.local_addr().ok(), remote);
+                let local = stream.local_addr().ok();
+                let (stream, handshaken) = HandshakeWatch::new(stream);
+                let service = with_peer(routes.clone(), local, remote);
                 let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
                 let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(err) = connection.await {
-                        tracing::debug!(error = %err, peer = %remote, "connection ended with an error");
-                    }
-                });
+                tokio::spawn(serve_connection(connection, handshaken, handshake_timeout, remote, slot));
             }
         }
     }
@@ -121,4 +149,278 @@ fn with_peer(
         let mut routes = routes.clone();
         async move { routes.call(request).await }
     })
+}
+
+/// Drives one client connection, holding its slot of
+/// `transport.max_connections` until it ends. A connection whose HTTP/2
+/// handshake is not complete within `handshake_timeout` is dropped, which
+/// closes its socket.
+async fn serve_connection<E: std::fmt::Display>(
+    connection: impl Future<Output = Result<(), E>>,
+    handshaken: oneshot::Receiver<()>,
+    handshake_timeout: Duration,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+) {
+    let _slot = slot;
+    tokio::pin!(connection);
+    // A watch dropped before the handshake completes means the connection
+    // is over: its own branch below answers then.
+    let handshake = async {
+        if handshaken.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let early = tokio::time::timeout(handshake_timeout, async {
+        tokio::select! {
+            biased;
+            ended = &mut connection => Some(ended),
+            () = handshake => None,
+        }
+    })
+    .await;
+    let ended = match early {
+        Ok(Some(ended)) => ended,
+        Ok(None) => connection.await,
+        Err(_) => {
+            tracing::debug!(
+                peer = %peer,
+                ?handshake_timeout,
+                "no HTTP/2 handshake within the handshake timeout; connection closed"
+            );
+            return;
+        }
+    };
+    if let Err(err) = ended {
+        tracing::debug!(error = %err, peer = %peer, "connection ended with an error");
+    }
+}
+
+/// Connections refused for want of a slot, logged at most once a second
+/// (a flood of connections must not become a flood of log lines).
+#[derive(Debug, Default)]
+struct Refusals {
+    /// When the last line was written.
+    logged_at: Option<Instant>,
+    /// Refusals since that line.
+    unlogged: u64,
+}
+
+impl Refusals {
+    /// How often a refusal may be logged.
+    const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// Counts a refused connection from `peer`, and logs the refusals
+    /// counted so far if no line was written for [`Self::LOG_INTERVAL`].
+    fn refused(&mut self, peer: SocketAddr, max_connections: u32) {
+        self.unlogged += 1;
+        if self
+            .logged_at
+            .is_some_and(|at| at.elapsed() < Self::LOG_INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            peer = %peer,
+            max_connections,
+            refused = self.unlogged,
+            "client connection limit reached; new connections are closed"
+        );
+        self.logged_at = Some(Instant::now());
+        self.unlogged = 0;
+    }
+}
+
+/// HTTP/2 frame type of SETTINGS, and its ACK flag (RFC 9113 §6.5).
+const SETTINGS_FRAME: u8 = 0x4;
+const ACK_FLAG: u8 = 0x1;
+/// Length of the client connection preface, `PRI * HTTP/2.0…` (RFC 9113 §3.4).
+const PREFACE_LEN: usize = 24;
+/// Length of an HTTP/2 frame header.
+const FRAME_HEADER_LEN: usize = 9;
+
+/// A client socket whose first bytes are followed as they pass to hyper,
+/// to tell when its HTTP/2 handshake is complete: the preface, then frames
+/// up to the client's acknowledgement of sqlgate's SETTINGS (which shows
+/// that the client reads too). hyper keeps no time limit on that itself.
+/// Past the handshake it only forwards. It reads HTTP/2 bytes: once
+/// sqlgate serves TLS, it belongs on the decrypted stream (and the TLS
+/// handshake under the same timeout).
+struct HandshakeWatch<S> {
+    inner: S,
+    progress: Handshake,
+    /// Fired once the handshake is complete; `None` from then on.
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl<S> HandshakeWatch<S> {
+    /// The watched socket, and what resolves when its handshake is done.
+    fn new(inner: S) -> (Self, oneshot::Receiver<()>) {
+        let (done, handshaken) = oneshot::channel();
+        let watch = Self {
+            inner,
+            progress: Handshake::Preface { left: PREFACE_LEN },
+            done: Some(done),
+        };
+        (watch, handshaken)
+    }
+}
+
+/// Where a client is in its handshake, byte by byte. Its bytes are not
+/// checked here (hyper refuses a wrong preface or a first frame other than
+/// SETTINGS); only counted, to find the SETTINGS acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handshake {
+    /// Reading the preface: `left` bytes to go.
+    Preface { left: usize },
+    /// Reading a frame header: `have` of its bytes so far.
+    FrameHeader {
+        header: [u8; FRAME_HEADER_LEN],
+        have: usize,
+    },
+    /// Skipping a frame's payload: `left` bytes to go.
+    Payload { left: usize },
+    /// The client acknowledged sqlgate's SETTINGS.
+    Complete,
+}
+
+impl Handshake {
+    const NEXT_FRAME: Self = Self::FrameHeader {
+        header: [0; FRAME_HEADER_LEN],
+        have: 0,
+    };
+
+    /// Follows `bytes`, the next ones the client sent.
+    fn follow(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match self {
+                Self::Preface { left } | Self::Payload { left } => {
+                    let taken = (*left).min(bytes.len());
+                    *left -= taken;
+                    bytes = &bytes[taken..];
+                    if *left == 0 {
+                        *self = Self::NEXT_FRAME;
+                    }
+                }
+                Self::FrameHeader { header, have } => {
+                    let taken = (FRAME_HEADER_LEN - *have).min(bytes.len());
+                    header[*have..*have + taken].copy_from_slice(&bytes[..taken]);
+                    *have += taken;
+                    bytes = &bytes[taken..];
+                    if *have == FRAME_HEADER_LEN {
+                        let length = u32::from_be_bytes([0, header[0], header[1], header[2]]);
+                        *self = if header[3] == SETTINGS_FRAME && header[4] & ACK_FLAG != 0 {
+                            Self::Complete
+                        } else if length == 0 {
+                            Self::NEXT_FRAME
+                        } else {
+                            Self::Payload {
+                                left: length as usize,
+                            }
+                        };
+                    }
+                }
+                Self::Complete => return,
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for HandshakeWatch<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.done.is_some() && matches!(polled, Poll::Ready(Ok(()))) {
+            this.progress.follow(&buf.filled()[before..]);
+            if this.progress == Handshake::Complete
+                && let Some(done) = this.done.take()
+            {
+                let _ = done.send(());
+            }
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for HandshakeWatch<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes a client sends: preface, SETTINGS, WINDOW_UPDATE, then
+    /// the SETTINGS acknowledgement.
+    fn client_handshake() -> Vec<u8> {
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend([0, 0, 6, SETTINGS_FRAME, 0, 0, 0, 0, 0]);
+        bytes.extend([0, 2, 0, 0, 0, 0]);
+        bytes.extend([0, 0, 4, 0x8, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
+        bytes.extend([0, 0, 0, SETTINGS_FRAME, ACK_FLAG, 0, 0, 0, 0]);
+        bytes
+    }
+
+    #[test]
+    fn the_handshake_completes_at_the_settings_acknowledgement() {
+        let bytes = client_handshake();
+        let mut whole = Handshake::Preface { left: PREFACE_LEN };
+        whole.follow(&bytes[..bytes.len() - 1]);
+        assert_ne!(whole, Handshake::Complete);
+        whole.follow(&bytes[bytes.len() - 1..]);
+        assert_eq!(whole, Handshake::Complete);
+    }
+
+    #[test]
+    fn the_handshake_is_followed_across_reads_of_any_size() {
+        let bytes = client_handshake();
+        for chunk in 1..bytes.len() {
+            let mut progress = Handshake::Preface { left: PREFACE_LEN };
+            for piece in bytes.chunks(chunk) {
+                progress.follow(piece);
+            }
+            assert_eq!(progress, Handshake::Complete, "chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn half_a_preface_or_settings_without_acknowledgement_is_incomplete() {
+        let bytes = client_handshake();
+        for end in [0, 12, PREFACE_LEN, PREFACE_LEN + 15, bytes.len() - 9] {
+            let mut progress = Handshake::Preface { left: PREFACE_LEN };
+            progress.follow(&bytes[..end]);
+            assert_ne!(progress, Handshake::Complete, "{end} bytes");
+        }
+    }
 }

@@ -150,6 +150,11 @@ impl Sqlgate {
         assert!(sent.success());
     }
 
+    /// The process id, for what the test reads of it under `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// The exit status if the process has exited by now, without waiting.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().expect("try_wait")

@@ -203,7 +203,8 @@ async fn an_invalid_setting_stops_start_up_with_one_line_naming_it() {
             vec![],
             "sqlgate: invalid setting `pool.max_conections`: unknown field: found `max_conections`, \
              expected `one of `max_connections`, `min_connections`, `acquire_timeout`, \
-             `idle_timeout`, `max_lifetime`` (from TOML file)"
+             `idle_timeout`, `max_lifetime`, `statement_cache_capacity`, \
+             `max_cached_statement_bytes`` (from TOML file)"
                 .to_owned(),
         ),
         (

@@ -16,11 +16,19 @@ use crate::{
 impl Dialect for MySql {
     const BACKEND: Backend = Backend::MySql;
 
-    fn configure(options: &mut ConnectOptions, hook: PoolHook<Self>, _single_connection: bool) {
+    fn configure(
+        options: &mut ConnectOptions,
+        hook: PoolHook<Self>,
+        _single_connection: bool,
+        statement_cache_capacity: usize,
+    ) {
         options.map_sqlx_mysql_pool_opts(hook);
         // TIMESTAMP values are carried as UTC instants: a `timezone` in the
         // URL must not shift them.
-        options.map_sqlx_mysql_opts(|opts| opts.timezone(Some("+00:00".to_owned())));
+        options.map_sqlx_mysql_opts(move |opts| {
+            opts.timezone(Some("+00:00".to_owned()))
+                .statement_cache_capacity(statement_cache_capacity)
+        });
     }
 
     fn typed_pool(connection: &DatabaseConnection) -> Pool<MySql> {

@@ -23,8 +23,16 @@ const CLIENT_CHECK_INTERVAL_MS: u64 = 25;
 impl Dialect for Postgres {
     const BACKEND: Backend = Backend::Postgres;
 
-    fn configure(options: &mut ConnectOptions, hook: PoolHook<Self>, _single_connection: bool) {
+    fn configure(
+        options: &mut ConnectOptions,
+        hook: PoolHook<Self>,
+        _single_connection: bool,
+        statement_cache_capacity: usize,
+    ) {
         options.map_sqlx_postgres_pool_opts(hook);
+        options.map_sqlx_postgres_opts(move |opts| {
+            opts.statement_cache_capacity(statement_cache_capacity)
+        });
     }
 
     fn typed_pool(connection: &DatabaseConnection) -> Pool<Postgres> {

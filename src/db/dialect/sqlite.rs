@@ -20,7 +20,12 @@ impl Dialect for Sqlite {
         url.contains(":memory:")
     }
 
-    fn configure(options: &mut ConnectOptions, hook: PoolHook<Self>, single_connection: bool) {
+    fn configure(
+        options: &mut ConnectOptions,
+        hook: PoolHook<Self>,
+        single_connection: bool,
+        statement_cache_capacity: usize,
+    ) {
         options.map_sqlx_sqlite_pool_opts(hook);
         options.map_sqlx_sqlite_opts(move |opts| {
             let opts = if single_connection {
@@ -30,7 +35,9 @@ impl Dialect for Sqlite {
             };
             // Writers wait for each other instead of failing at once.
             // (`mode=rwc` in the URL already asks sqlx to create the file.)
-            opts.busy_timeout(Duration::from_secs(5)).foreign_keys(true)
+            opts.busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+                .statement_cache_capacity(statement_cache_capacity)
         });
     }
 
