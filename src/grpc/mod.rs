@@ -6,6 +6,7 @@ mod admin_service;
 mod client;
 pub mod convert;
 mod deadline;
+pub mod identity;
 mod observe;
 mod query_service;
 mod row_batch;

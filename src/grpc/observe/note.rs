@@ -12,16 +12,20 @@ use std::{
 
 use tonic::transport::server::TcpConnectInfo;
 
+use crate::grpc::identity::{Identity, Role};
+
 /// Batches name at most this many statements in their log line.
 const FINGERPRINTS_LOGGED: usize = 8;
 
-/// Who made a call. Today the peer's address; authentication will resolve
-/// an identity (mTLS subject, token name) into this same value, so that
-/// logs, `ListSessions` and audit all name the caller one way.
+/// Who made a call: the peer's address, and the identity authentication
+/// resolved (mTLS subject, token name, JWT subject), so that logs,
+/// `ListSessions`, limits and audit all name the caller one way.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Caller {
     /// The TCP peer, when the transport knows it.
     peer: Option<SocketAddr>,
+    /// Who authentication says it is; `None` with authentication off.
+    identity: Option<Identity>,
 }
 
 impl Caller {
@@ -29,7 +33,32 @@ impl Caller {
     pub(super) fn from_connection(info: Option<&TcpConnectInfo>) -> Self {
         Self {
             peer: info.and_then(TcpConnectInfo::remote_addr),
+            identity: None,
         }
+    }
+
+    #[expect(dead_code, reason = "authentication and roles land next and call it")]
+    /// The same caller, now known as `identity`.
+    pub(crate) fn authenticated(self, identity: Identity) -> Self {
+        Self {
+            identity: Some(identity),
+            ..self
+        }
+    }
+
+    #[expect(dead_code, reason = "authentication and roles land next and call it")]
+    /// Who authentication says it is (`None` with authentication off).
+    pub(crate) fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    #[expect(dead_code, reason = "authentication and roles land next and call it")]
+    /// What the caller may do: its identity's role, or [`Role::Admin`]
+    /// with authentication off (everyone may do everything, as before).
+    pub(crate) fn role(&self) -> Role {
+        self.identity
+            .as_ref()
+            .map_or(Role::Admin, |identity| identity.role)
     }
 
     /// The caller the layer resolved for `request` (or, outside the served
@@ -43,12 +72,14 @@ impl Caller {
     }
 }
 
-/// `127.0.0.1:4321`, or `unknown`.
+/// The identity's name (`billing`), else the peer (`127.0.0.1:4321`), else
+/// `unknown`.
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.peer {
-            Some(address) => address.fmt(f),
-            None => f.write_str("unknown"),
+        match (&self.identity, self.peer) {
+            (Some(identity), _) => f.write_str(&identity.name),
+            (None, Some(address)) => address.fmt(f),
+            (None, None) => f.write_str("unknown"),
         }
     }
 }
