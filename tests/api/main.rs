@@ -17,6 +17,8 @@ mod fixtures;
 mod health;
 mod health_shutdown;
 mod helpers;
+mod isolation_mysql;
+mod isolation_sqlite;
 mod limits;
 mod log_privacy;
 mod mysql_values;
