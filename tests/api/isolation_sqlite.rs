@@ -419,3 +419,63 @@ async fn isolation_sqlite_a_read_only_session_cannot_hide_a_pragma_behind_a_trig
     assert_refused(&status, CONFINED, attack);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "leak (minor): last_insert_rowid() and total_changes() of the previous caller's \
+            statements stay on the pooled connection and the next caller reads them"]
+async fn isolation_sqlite_the_next_caller_cannot_read_the_last_rowid() {
+    let Some(app) = one_connection_app(Backend::Sqlite).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+        .await;
+    // Another caller inserts.
+    app.run("INSERT INTO t (id, v) VALUES (42, 1)").await;
+    let next = one_row(&app, "SELECT last_insert_rowid()").await;
+    assert_ne!(
+        next,
+        [Kind::IntValue(42)],
+        "the next caller reads the previous caller's rowid"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "hole: SQLite reads a TCL-style parameter $1(…) as one token up to the next ')' or \
+            space, quotes included; sqlgate's lexer reads the quote inside as the start of a \
+            string, so the statements SQLite runs after it are hidden (here PRAGMA query_only, \
+            and in a read-only session a write)"]
+async fn isolation_sqlite_statements_cannot_hide_behind_a_tcl_style_parameter() {
+    use crate::helpers::v;
+    let Some(app) = one_connection_app(Backend::Sqlite).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER)").await;
+
+    // A call: the hidden PRAGMA leaves the pooled connection query_only.
+    let attack = "SELECT $1(') ; PRAGMA query_only = ON ; SELECT '1'";
+    let outcome = app.execute(attack, vec![v::int(1)]).await;
+    let write = app.execute("INSERT INTO t VALUES (1)", vec![]).await;
+    assert!(
+        write.is_ok(),
+        "the next caller cannot write: the connection was left query_only ({outcome:?}): \
+         {write:?}"
+    );
+    let status = outcome.expect_err("the hidden PRAGMA must be refused");
+    assert_refused(&status, CONFINED, attack);
+
+    // A read-only session: the hidden PRAGMA lifts read-only, and it writes.
+    let mut session = Session::begin_as(&app, pb::IsolationLevel::Unspecified, true).await;
+    let attack = "SELECT $1(') ; PRAGMA query_only = OFF ; INSERT INTO t VALUES (2) ; SELECT '1'";
+    let outcome = session.execute(&app, 1, attack, vec![v::int(1)]).await;
+    session.commit().await;
+    let written = call(&app, Via::Execute, "SELECT count(*) FROM t WHERE id = 2")
+        .await
+        .expect("count");
+    assert_eq!(
+        written,
+        [[Kind::IntValue(0)]],
+        "a read-only session wrote a row ({outcome:?})"
+    );
+    app.stop().await;
+}
