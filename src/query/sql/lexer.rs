@@ -306,7 +306,12 @@ impl<'a> Iterator for Lexer<'a> {
                 self.read_word();
                 Token::SystemVariable
             }
-            b'@' if self.peek(1).is_some_and(|b| is_word_byte(b, self.backend)) => {
+            // MySQL also names user variables `@'x'`, `@"x"`, `` @`x` `` and `@.x`.
+            b'@' if self.peek(1).is_some_and(|b| {
+                is_word_byte(b, self.backend)
+                    || (self.backend == Backend::MySql && matches!(b, b'\'' | b'"' | b'`' | b'.'))
+            }) =>
+            {
                 self.at += 1;
                 self.read_word();
                 Token::Variable
@@ -496,6 +501,18 @@ mod tests {
                 QuotedIdentifier("`t`"),
             ]
         );
+    }
+
+    #[test]
+    fn mysql_quoted_user_variables_are_variables() {
+        for sql in [
+            "select @'x' := 5",
+            "select @\"x\" := 5",
+            "select @`x` := 5",
+            "select @.x := 5",
+        ] {
+            assert!(tokens(sql, Backend::MySql).contains(&Variable), "{sql}");
+        }
     }
 
     #[test]
