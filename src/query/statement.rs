@@ -109,6 +109,15 @@ impl Statement {
                 "this statement commits implicitly on MySQL, which would break the batch's \
                  atomicity; run it on its own",
             )),
+            None if batch_len > 1
+                && self.backend == Backend::MySql
+                && self.analysis.calls_procedure =>
+            {
+                Err(refuse(
+                    "CALL in a batch: a MySQL procedure may commit, which would break the \
+                     batch's atomicity; run it on its own",
+                ))
+            }
             None => Ok(()),
         }
     }
@@ -144,6 +153,10 @@ impl Statement {
             Some(Refusal::ConnectionObject { what, instead }) => Err(refuse(format!(
                 "{what} is not supported through sqlgate: {instead}"
             ))),
+            Some(Refusal::SeveralStatements) => Err(refuse(
+                "one statement per request: send the others as requests of their own, or \
+                 together in ExecuteBatch",
+            )),
             Some(Refusal::Copy) => Err(refuse(
                 "COPY … FROM STDIN / TO STDOUT needs the copy protocol, which sqlgate does not \
                  relay; use INSERT with parameters, or ExecuteStream to read",

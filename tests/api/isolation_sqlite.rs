@@ -326,8 +326,6 @@ async fn isolation_sqlite_a_caller_cannot_load_an_extension() {
 // ---------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hole: CREATE TABLE temp.x (a TEMP object named through the temp schema, not the \
-            TEMP keyword) is not refused; it shadows the real table for the next caller"]
 async fn isolation_sqlite_a_table_in_the_temp_schema_cannot_shadow_the_real_one() {
     let Some(app) = one_connection_app(Backend::Sqlite).await else {
         return;
@@ -360,10 +358,6 @@ async fn isolation_sqlite_a_table_in_the_temp_schema_cannot_shadow_the_real_one(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hole: the trigger-body rule counts any BEGIN word once a statement starts with \
-            CREATE … TRIGGER within five words; an identifier named begin (SQLite allows it) \
-            keeps the count open, and every later statement of the text is read as part of \
-            the CREATE: PRAGMA query_only = ON runs and poisons the pooled connection"]
 async fn isolation_sqlite_statements_cannot_hide_behind_a_trigger_like_create() {
     let Some(app) = one_connection_app(Backend::Sqlite).await else {
         return;
@@ -393,9 +387,6 @@ async fn isolation_sqlite_statements_cannot_hide_behind_a_trigger_like_create() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hole: the same trigger-body rule in a read-only session: CREATE TRIGGER IF NOT \
-            EXISTS on an existing trigger is a no-op SQLite runs under query_only, and the \
-            PRAGMA query_only = OFF hidden after it lets the read-only session write"]
 async fn isolation_sqlite_a_read_only_session_cannot_hide_a_pragma_behind_a_trigger() {
     let Some(app) = one_connection_app(Backend::Sqlite).await else {
         return;
@@ -441,10 +432,6 @@ async fn isolation_sqlite_the_next_caller_cannot_read_the_last_rowid() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hole: SQLite reads a TCL-style parameter $1(…) as one token up to the next ')' or \
-            space, quotes included; sqlgate's lexer reads the quote inside as the start of a \
-            string, so the statements SQLite runs after it are hidden (here PRAGMA query_only, \
-            and in a read-only session a write)"]
 async fn isolation_sqlite_statements_cannot_hide_behind_a_tcl_style_parameter() {
     use crate::helpers::v;
     let Some(app) = one_connection_app(Backend::Sqlite).await else {

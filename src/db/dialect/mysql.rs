@@ -42,9 +42,15 @@ impl Dialect for MySql {
             // members, a date outside TIMESTAMP's range, a zero date) is an
             // error, never stored truncated, as NULL, as '' or as zero.
             // STRICT_ALL_TABLES covers non-transactional tables too.
-            // Appended to the server's (and sqlx's) modes, which stay.
-            "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), \
-             'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO')"
+            // Appended to the server's (and sqlx's) modes, which stay —
+            // except ANSI_QUOTES and NO_BACKSLASH_ESCAPES: sqlgate reads
+            // statements as MySQL does by default (`"…"` a string, `\`
+            // an escape), and a server default that changed that would let
+            // a caller hide a statement from that reading.
+            "SET SESSION sql_mode = TRIM(BOTH ',' FROM REGEXP_REPLACE(CONCAT_WS(',', \
+             NULLIF(@@SESSION.sql_mode, ''), \
+             'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO'), \
+             '(^|,)(ANSI_QUOTES|NO_BACKSLASH_ESCAPES|ANSI)(?=,|$)', ''))"
                 .to_owned(),
             // MariaDB (seconds) and MySQL (milliseconds, SELECT only); each
             // server knows one of them.

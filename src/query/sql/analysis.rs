@@ -52,6 +52,8 @@ pub(crate) enum Refusal {
     },
     /// `COPY … FROM STDIN` / `TO STDOUT` need the copy sub-protocol.
     Copy,
+    /// More than one statement in one text (SQLite would run them all).
+    SeveralStatements,
     /// Changes a setting sqlgate relies on to bound every call.
     OwnSetting {
         /// The setting.
@@ -93,25 +95,17 @@ impl Analysis {
         let mut anonymous = 0usize;
         let mut statement: Vec<Token<'_>> = Vec::new();
         let mut statements = 0usize;
-        let mut trigger_depth = 0usize;
+        let mut trigger = TriggerBody::default();
         for token in Lexer::new(sql, backend) {
             match token {
                 Token::Placeholder(Some(number)) => highest = highest.max(number),
                 Token::Placeholder(None) => anonymous += 1,
                 _ => {}
             }
-            if let Token::Word(word) = token {
-                // SQLite trigger bodies hold `;`-separated statements
-                // between BEGIN and END (CASE … END nests inside).
-                if backend == Backend::Sqlite && creates_trigger(&statement) {
-                    if word.eq_ignore_ascii_case("begin") || word.eq_ignore_ascii_case("case") {
-                        trigger_depth += 1;
-                    } else if word.eq_ignore_ascii_case("end") {
-                        trigger_depth = trigger_depth.saturating_sub(1);
-                    }
-                }
+            if backend == Backend::Sqlite {
+                trigger.follow(&statement, token);
             }
-            if token == Token::Semicolon && trigger_depth == 0 {
+            if token == Token::Semicolon && !trigger.inside {
                 if !statement.is_empty() {
                     analysis.add(&statement, backend);
                     statements += 1;
@@ -128,6 +122,11 @@ impl Analysis {
         if statements == 0 {
             analysis.plain_read = false;
         }
+        if statements > 1 && analysis.refusal.is_none() {
+            // PostgreSQL and MySQL refuse several statements in one
+            // prepared text themselves; SQLite would run them all.
+            analysis.refusal = Some(Refusal::SeveralStatements);
+        }
         analysis.parameters = highest.max(anonymous);
         analysis
     }
@@ -141,6 +140,25 @@ impl Analysis {
     fn add(&mut self, tokens: &[Token<'_>], backend: Backend) {
         let words = Words(tokens);
         let first = words.lower(0);
+        if backend == Backend::MySql && first == "set" && words.lower(1) == "statement" {
+            // MariaDB's `SET STATEMENT x = … FOR <statement>`: the settings
+            // last one statement; the statement is read like any other.
+            let inner = tokens
+                .iter()
+                .position(|token| matches!(token, Token::Word(w) if w.eq_ignore_ascii_case("for")));
+            if let Some(at) = inner {
+                let settings = Words(&tokens[..at]);
+                if self.refusal.is_none() {
+                    self.refusal = settings
+                        .names()
+                        .find(|name| is_own_setting(name, backend))
+                        .map(|name| Refusal::OwnSetting { name });
+                }
+                self.plain_read = false;
+                self.add(&tokens[at + 1..], backend);
+                return;
+            }
+        }
         let read = is_read(&words, &first);
         self.plain_read &= read;
         if self.refusal.is_none() {
@@ -183,18 +201,51 @@ impl Words<'_, '_> {
             .any(|token| matches!(token, Token::Word(w) if w.eq_ignore_ascii_case(word)))
     }
 
-    /// The statement's words in order, lower-cased.
-    fn all(&self) -> impl Iterator<Item = String> + '_ {
+    /// The statement's words and MySQL system-variable names, lower-cased
+    /// (`SET @@autocommit` names `autocommit`).
+    fn names(&self) -> impl Iterator<Item = String> + '_ {
         self.0.iter().filter_map(|token| match token {
-            Token::Word(word) => Some(word.to_ascii_lowercase()),
+            Token::Word(word) | Token::SystemVariable(word) => Some(word.to_ascii_lowercase()),
             _ => None,
         })
     }
 }
 
+/// Where a SQLite `CREATE TRIGGER … BEGIN … END` body is: its statements
+/// end with `;` but belong to the trigger. The body opens at the first
+/// BEGIN and closes at the END that matches no CASE (a body holds no
+/// nested BEGIN; `begin` inside it is a name).
+#[derive(Debug, Default)]
+struct TriggerBody {
+    inside: bool,
+    open_cases: usize,
+}
+
+impl TriggerBody {
+    /// Follows `token`, the next token of `statement` so far.
+    fn follow(&mut self, statement: &[Token<'_>], token: Token<'_>) {
+        let Token::Word(word) = token else { return };
+        if !self.inside {
+            if word.eq_ignore_ascii_case("begin") && creates_trigger(statement) {
+                self.inside = true;
+                self.open_cases = 0;
+            }
+        } else if word.eq_ignore_ascii_case("case") {
+            self.open_cases += 1;
+        } else if word.eq_ignore_ascii_case("end") {
+            if self.open_cases == 0 {
+                self.inside = false;
+            } else {
+                self.open_cases -= 1;
+            }
+        }
+    }
+}
+
+/// `CREATE TRIGGER …` (TEMP triggers are refused anyway).
 fn creates_trigger(tokens: &[Token<'_>]) -> bool {
     let words = Words(tokens);
-    words.lower(0) == "create" && words.all().take(5).any(|word| word == "trigger")
+    words.lower(0) == "create" && words.lower(1) == "trigger"
 }
 
 /// Reads that can run outside a transaction: nothing they do needs undoing.
@@ -229,6 +280,14 @@ fn refusal(words: &Words<'_, '_>, first: &str, backend: Backend) -> Option<Refus
             what: "LOCK TABLES",
             instead: "lock rows with SELECT … FOR UPDATE inside a session",
         }),
+        (Backend::MySql, "kill") => Some(Refusal::ConnectionObject {
+            what: "KILL",
+            instead: "end a session with Admin/TerminateSession",
+        }),
+        (Backend::Postgres, "alter") if second == "system" => Some(Refusal::ConnectionObject {
+            what: "ALTER SYSTEM",
+            instead: "server settings are the operator's, not a caller's",
+        }),
         (Backend::MySql, "handler") => Some(Refusal::ConnectionObject {
             what: "HANDLER",
             instead: "use SELECT",
@@ -254,7 +313,9 @@ fn refusal(words: &Words<'_, '_>, first: &str, backend: Backend) -> Option<Refus
         (Backend::Postgres, "copy") if words.contains("stdin") || words.contains("stdout") => {
             Some(Refusal::Copy)
         }
-        (Backend::Postgres, _) => own_setting_in_function(words.0),
+        (Backend::Postgres, _) => {
+            own_setting_in_function(words.0).or_else(|| ends_other_connections(words.0))
+        }
         (Backend::Sqlite, "attach" | "detach") => Some(Refusal::Confinement {
             what: "ATTACH / DETACH",
         }),
@@ -262,7 +323,9 @@ fn refusal(words: &Words<'_, '_>, first: &str, backend: Backend) -> Option<Refus
             what: "VACUUM INTO",
         }),
         (Backend::Sqlite, "pragma") => pragma_refusal(words.0),
-        (Backend::Sqlite, "create") if matches!(second.as_str(), "temp" | "temporary") => {
+        (Backend::Sqlite, "create")
+            if matches!(second.as_str(), "temp" | "temporary") || names_temp_schema(words.0) =>
+        {
             Some(Refusal::Confinement {
                 what: "CREATE TEMP",
             })
@@ -280,14 +343,20 @@ fn set_refusal(words: &Words<'_, '_>, second: &str, backend: Backend) -> Option<
         || (second == "session" && third == "characteristics")
         || ((second == "session" || second == "global") && third == "transaction")
         || words
-            .all()
+            .names()
             .any(|word| word == "autocommit" || word == "completion_type")
     {
         return Some(Refusal::TransactionControl {
             what: "SET TRANSACTION",
         });
     }
-    if let Some(name) = words.all().find(|word| is_own_setting(word, backend)) {
+    if second == "global" || second == "persist" || words.names().any(|word| word == "global") {
+        return Some(Refusal::ConnectionObject {
+            what: "SET GLOBAL",
+            instead: "server settings are the operator's, not a caller's",
+        });
+    }
+    if let Some(name) = words.names().find(|word| is_own_setting(word, backend)) {
         return Some(Refusal::OwnSetting { name });
     }
     match (backend, second) {
@@ -343,6 +412,39 @@ fn own_setting_in_function(tokens: &[Token<'_>]) -> Option<Refusal> {
                 })
         }
         _ => None,
+    })
+}
+
+/// `pg_terminate_backend(…)` / `pg_cancel_backend(…)`: every pooled
+/// connection is the same database user, so one caller could end another's.
+fn ends_other_connections(tokens: &[Token<'_>]) -> Option<Refusal> {
+    tokens
+        .windows(2)
+        .any(|window| {
+            matches!(window, [Token::Word(name), Token::Open]
+                if name.eq_ignore_ascii_case("pg_terminate_backend")
+                    || name.eq_ignore_ascii_case("pg_cancel_backend"))
+        })
+        .then_some(Refusal::ConnectionObject {
+            what: "pg_terminate_backend / pg_cancel_backend",
+            instead: "end a session with Admin/TerminateSession",
+        })
+}
+
+/// A SQLite object named through the `temp` schema (`CREATE TABLE temp.x`,
+/// quoted or not) is a TEMP object too.
+fn names_temp_schema(tokens: &[Token<'_>]) -> bool {
+    tokens.windows(2).any(|window| match window {
+        [Token::Word(name), Token::Dot] => {
+            name.eq_ignore_ascii_case("temp") || name.eq_ignore_ascii_case("temporary")
+        }
+        [Token::QuotedIdentifier(quoted), Token::Dot] => {
+            let name = quoted
+                .get(1..quoted.len().saturating_sub(1))
+                .unwrap_or_default();
+            name.eq_ignore_ascii_case("temp") || name.eq_ignore_ascii_case("temporary")
+        }
+        _ => false,
     })
 }
 
@@ -418,17 +520,20 @@ fn leaves_state(
     if words.contains("temp") || words.contains("temporary") {
         return true;
     }
-    calls_impure_function(tokens) || tokens.contains(&Token::Variable)
+    calls_impure_function(tokens, backend) || tokens.contains(&Token::Variable)
 }
 
 /// A word or quoted identifier followed by `(` that is neither a keyword
 /// nor a relation name (`INSERT INTO t (a)`), and not a known pure function.
-fn calls_impure_function(tokens: &[Token<'_>]) -> bool {
+fn calls_impure_function(tokens: &[Token<'_>], backend: Backend) -> bool {
     for (index, window) in tokens.windows(2).enumerate() {
         if window[1] != Token::Open {
             continue;
         }
         let name = match window[0] {
+            // MySQL identifiers may start with digits (`9lock(…)`); a
+            // number is never called otherwise.
+            Token::Number => return true,
             Token::Word(word) => word.to_ascii_lowercase(),
             Token::QuotedIdentifier(quoted) => {
                 // A quoted name is taken as written; only its exact
@@ -440,7 +545,7 @@ fn calls_impure_function(tokens: &[Token<'_>]) -> bool {
             }
             _ => continue,
         };
-        if is_structural_keyword(&name) {
+        if is_structural_keyword(&name, backend) {
             continue;
         }
         // Walk back over a qualified name (`schema.f`, `a.b.c`).
@@ -465,7 +570,7 @@ fn calls_impure_function(tokens: &[Token<'_>]) -> bool {
             Some(Token::Word(schema)) => schema.eq_ignore_ascii_case("pg_catalog"),
             Some(_) => false,
         };
-        if !(qualified_by_catalog && is_pure_function(&name)) {
+        if !(qualified_by_catalog && is_pure_function(&name, backend)) {
             return true;
         }
     }

@@ -24,8 +24,8 @@ pub(crate) enum Token<'a> {
     Placeholder(Option<usize>),
     /// A named parameter or MySQL user variable: `@x`, `:x` (SQLite).
     Variable,
-    /// A MySQL system variable: `@@x`, `@@session.x`.
-    SystemVariable,
+    /// A MySQL system variable: `@@x`, `@@session.x` (the word after `@@`).
+    SystemVariable(&'a str),
     /// `;` between statements.
     Semicolon,
     /// `(`.
@@ -191,6 +191,35 @@ impl<'a> Lexer<'a> {
         true
     }
 
+    /// SQLite reads a TCL-style suffix as part of a `$`/`@`/`:` parameter:
+    /// `::name` pieces and one `(…)` that runs to the next `)` or white
+    /// space, quotes included (`$1(') ; PRAGMA …` is one parameter, then
+    /// code). The lexer must see the same split.
+    fn skip_tcl_suffix(&mut self) {
+        loop {
+            match (self.peek(0), self.peek(1)) {
+                (Some(b':'), Some(b':')) => {
+                    self.at += 2;
+                    self.read_word();
+                }
+                (Some(b'('), _) => {
+                    self.at += 1;
+                    while let Some(b) = self.peek(0) {
+                        if b.is_ascii_whitespace() {
+                            return;
+                        }
+                        self.at += 1;
+                        if b == b')' {
+                            return;
+                        }
+                    }
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
+
     fn read_number(&mut self) -> Option<usize> {
         let start = self.at;
         while self.peek(0).is_some_and(|b| b.is_ascii_digit()) {
@@ -279,12 +308,17 @@ impl<'a> Iterator for Lexer<'a> {
             b'$' if self.backend != Backend::MySql => {
                 if self.peek(1).is_some_and(|b| b.is_ascii_digit()) {
                     self.at += 1;
-                    Token::Placeholder(self.read_number())
+                    let number = self.read_number();
+                    if self.backend == Backend::Sqlite {
+                        self.skip_tcl_suffix();
+                    }
+                    Token::Placeholder(number)
                 } else if self.backend == Backend::Postgres && self.skip_dollar_quoted() {
                     Token::Text(self.sql.get(start..self.at).unwrap_or_default())
                 } else if self.backend == Backend::Sqlite {
                     self.at += 1;
                     self.read_word();
+                    self.skip_tcl_suffix();
                     Token::Variable
                 } else {
                     self.at += 1;
@@ -303,8 +337,7 @@ impl<'a> Iterator for Lexer<'a> {
             }
             b'@' if self.backend == Backend::MySql && self.peek(1) == Some(b'@') => {
                 self.at += 2;
-                self.read_word();
-                Token::SystemVariable
+                Token::SystemVariable(self.read_word())
             }
             // MySQL also names user variables `@'x'`, `@"x"`, `` @`x` `` and `@.x`.
             b'@' if self.peek(1).is_some_and(|b| {
@@ -314,6 +347,9 @@ impl<'a> Iterator for Lexer<'a> {
             {
                 self.at += 1;
                 self.read_word();
+                if self.backend == Backend::Sqlite {
+                    self.skip_tcl_suffix();
+                }
                 Token::Variable
             }
             b':' if self.backend == Backend::Sqlite
@@ -323,6 +359,7 @@ impl<'a> Iterator for Lexer<'a> {
             {
                 self.at += 1;
                 self.read_word();
+                self.skip_tcl_suffix();
                 Token::Variable
             }
             b'0'..=b'9' => {
@@ -494,7 +531,7 @@ mod tests {
                 Word("select"),
                 Variable,
                 Symbol(b','),
-                SystemVariable,
+                SystemVariable("session"),
                 Dot,
                 Word("time_zone"),
                 Symbol(b','),

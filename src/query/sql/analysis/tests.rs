@@ -19,7 +19,7 @@ fn point_selects_and_plain_writes_leave_nothing() {
             "select count(*), max(id) from items",
             "SELECT now(), lower(name) FROM items",
             "INSERT INTO items (id, name) VALUES ($1, $2)",
-            "INSERT INTO public.items (id) VALUES (1) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO public.items (id) VALUES (1)",
             "UPDATE items SET name = upper($1) WHERE id IN (1, 2)",
             "DELETE FROM items WHERE EXISTS (SELECT 1 FROM t WHERE t.id = items.id)",
             "CREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY, name varchar(20))",
@@ -31,6 +31,13 @@ fn point_selects_and_plain_writes_leave_nothing() {
             assert_eq!(analysis.refusal, None, "{sql:?} on {backend:?}");
         }
     }
+    assert!(
+        !of(
+            "INSERT INTO items (id) VALUES (1) ON CONFLICT (id) DO NOTHING",
+            Postgres
+        )
+        .leaves_state
+    );
     assert!(of("SELECT id FROM items WHERE id = $1", Postgres).plain_read);
     assert!(!of("INSERT INTO t VALUES (1)", Postgres).plain_read);
     assert!(
@@ -245,6 +252,104 @@ fn sqlite_stays_inside_its_file() {
     ] {
         assert_eq!(of(sql, Sqlite).refusal, None, "{sql:?}");
     }
+}
+
+#[test]
+fn holes_found_by_attack_are_closed() {
+    // MariaDB's SET STATEMENT … FOR is read past FOR.
+    for sql in [
+        "SET STATEMENT max_join_size = 1 FOR COMMIT",
+        "SET STATEMENT max_join_size = 1 FOR START TRANSACTION",
+    ] {
+        assert!(
+            matches!(refused(sql, MySql), Refusal::TransactionControl { .. }),
+            "{sql:?}"
+        );
+    }
+    assert!(
+        of(
+            "SET STATEMENT max_join_size = 1 FOR CREATE TABLE t (a int)",
+            MySql
+        )
+        .implicit_commit
+    );
+    assert!(of("SET STATEMENT max_join_size = 1 FOR CALL p()", MySql).calls_procedure);
+    assert!(matches!(
+        refused("SET STATEMENT time_zone = '+01:00' FOR SELECT 1", MySql),
+        Refusal::OwnSetting { .. }
+    ));
+    assert!(
+        of(
+            "SET STATEMENT max_join_size = 1 FOR SELECT GET_LOCK('x', 0)",
+            MySql
+        )
+        .leaves_state
+    );
+    // System variables without a scope word.
+    assert!(matches!(
+        refused("SET @@autocommit = 0", MySql),
+        Refusal::TransactionControl { .. }
+    ));
+    for sql in [
+        "SET GLOBAL max_connections = 1",
+        "SET @@global.max_connections = 1",
+    ] {
+        assert!(
+            matches!(refused(sql, MySql), Refusal::ConnectionObject { .. }),
+            "{sql:?}"
+        );
+    }
+    assert!(matches!(
+        refused("KILL 42", MySql),
+        Refusal::ConnectionObject { .. }
+    ));
+    assert!(matches!(
+        refused("SELECT pg_terminate_backend(42)", Postgres),
+        Refusal::ConnectionObject { .. }
+    ));
+    assert!(matches!(
+        refused("ALTER SYSTEM SET work_mem = '1GB'", Postgres),
+        Refusal::ConnectionObject { .. }
+    ));
+    // Names another backend's built-in has, keywords that are not reserved
+    // on MySQL, and identifiers that start with a digit are calls.
+    for sql in [
+        "SELECT initcap('x')",
+        "SELECT include(1)",
+        "SELECT filter(1)",
+        "SELECT 9lock(1)",
+    ] {
+        assert!(of(sql, MySql).leaves_state, "{sql:?}");
+    }
+    // SQLite: temp objects through the temp schema, trigger bodies that
+    // hide statements, TCL-style parameters, and several statements.
+    for sql in [
+        "CREATE TABLE temp.x (a)",
+        "CREATE TABLE \"temp\".x (a)",
+        "CREATE VIEW [TEMP].v AS SELECT 1",
+    ] {
+        assert!(
+            matches!(refused(sql, Sqlite), Refusal::Confinement { .. }),
+            "{sql:?}"
+        );
+    }
+    for sql in [
+        "CREATE TABLE trigger (begin INTEGER); PRAGMA query_only = ON",
+        "CREATE TRIGGER t AFTER INSERT ON a BEGIN SELECT 1 AS begin; END; PRAGMA query_only = OFF",
+        "SELECT $1(') ; PRAGMA query_only = ON ; SELECT '1'",
+        "SELECT :a(') ; ATTACH 'x' AS y ; SELECT '1'",
+        "SELECT 1; SELECT 2",
+    ] {
+        assert!(of(sql, Sqlite).refusal.is_some(), "{sql:?}");
+    }
+    assert_eq!(
+        of(
+            "CREATE TRIGGER t AFTER INSERT ON a BEGIN SELECT CASE WHEN 1 THEN 2 END; END",
+            Sqlite
+        )
+        .refusal,
+        None
+    );
 }
 
 #[test]
