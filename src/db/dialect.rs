@@ -136,6 +136,12 @@ pub(crate) trait Dialect: sqlx::Database {
         let _ = (conn, in_transaction);
         async { false }
     }
+
+    /// A query that returns a row when sqlgate's database user can do
+    /// anything (PostgreSQL superuser, MySQL `SUPER` or `FILE`): then a
+    /// caller can too (`COPY … TO PROGRAM`, reading any file), and sqlgate
+    /// warns at start-up. `None` where there are no users.
+    const SUPERUSER_PROBE: Option<&'static str> = None;
 }
 
 /// The control pool's options: one connection kept open, a second if two

@@ -135,6 +135,7 @@ impl<DB: Driver> Database<DB> {
         if let Some(control) = &control {
             drop(control.acquire().await);
         }
+        warn_if_superuser::<DB>(&pool).await;
         let probe_url = control.is_none().then(|| ProbeUrl(url.to_owned()));
         Ok(Self {
             connection,
@@ -420,5 +421,25 @@ fn redact(text: &str) -> String {
         "the database URL is invalid".to_owned()
     } else {
         text.to_owned()
+    }
+}
+
+/// Warns, once at start-up, when sqlgate's database user can do anything:
+/// every caller then can too (PostgreSQL `COPY … TO PROGRAM` runs a shell
+/// command on the database host). The README shows a least-privilege role.
+async fn warn_if_superuser<DB: Driver>(pool: &Pool<DB>) {
+    let Some(probe) = DB::SUPERUSER_PROBE else {
+        return;
+    };
+    let Ok(mut conn) = pool.acquire().await else {
+        return;
+    };
+    if let Ok(true) = DB::returns_a_row(&mut conn, probe).await {
+        tracing::warn!(
+            backend = DB::BACKEND.name(),
+            "sqlgate's database user is a superuser (or may run server programs or read \
+             server files): every caller can do the same; connect as a least-privilege role \
+             (see the README's security section)"
+        );
     }
 }

@@ -210,6 +210,11 @@ async fn postgres_passwords_in_the_database_url_never_reach_logs_or_callers() {
     assert!(output.iter().any(|line| line.contains("call failed")));
     assert_absent(&password, &output, "the password");
     assert_absent(&url, &output, "the database URL");
+    assert_absent(
+        "is a superuser",
+        &output,
+        "the superuser warning, for a role that is none",
+    );
 
     // URLs that cannot start the service: a role that may not log in, a
     // port with nothing listening, a URL that does not parse.
@@ -354,4 +359,23 @@ async fn mysql_a_refused_privilege_is_permission_denied() {
         .await
         .expect("count");
     assert_eq!(count, 1, "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_superuser_database_user_is_warned_about_once_at_start_up() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    // The suite connects as `postgres`, a superuser.
+    let url = app.db.url.clone();
+    let (sqlgate, _address) = Sqlgate::serving(&url, &[]).await;
+    let (status, output) = sqlgate.stop().await;
+    assert_eq!(status.code(), Some(0), "{output:?}");
+    let warnings: Vec<_> = output
+        .iter()
+        .filter(|line| line.contains("is a superuser"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{output:?}");
+    assert!(warnings[0].contains("WARN"), "{warnings:?}");
+    app.stop().await;
 }

@@ -66,6 +66,14 @@ impl Dialect for MySql {
         None
     }
 
+    // GRANTEE reads 'user'@'host'; CURRENT_USER() reads user@host.
+    const SUPERUSER_PROBE: Option<&'static str> = Some(
+        "SELECT 1 FROM information_schema.USER_PRIVILEGES \
+         WHERE GRANTEE = CONCAT(CHAR(39), \
+         REPLACE(CURRENT_USER(), '@', CONCAT(CHAR(39), '@', CHAR(39))), CHAR(39)) \
+         AND PRIVILEGE_TYPE IN ('SUPER', 'FILE') LIMIT 1",
+    );
+
     const IN_TRANSACTION_PROBE: Option<&'static str> =
         Some("SELECT 1 FROM DUAL WHERE @@in_transaction = 1");
 

@@ -71,6 +71,11 @@ impl Dialect for Postgres {
         ))
     }
 
+    const SUPERUSER_PROBE: Option<&'static str> = Some(
+        "SELECT 1 FROM pg_roles WHERE rolname = current_user \
+         AND (rolsuper OR pg_has_role(current_user, 'pg_execute_server_program', 'MEMBER'))",
+    );
+
     // Inside an explicit transaction now() is when it began; outside, it
     // is this very statement's start.
     const IN_TRANSACTION_PROBE: Option<&'static str> =
