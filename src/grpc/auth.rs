@@ -87,9 +87,9 @@ struct Shared {
     sources: Sources,
     /// The credentials read from the sources, replaced on reload.
     current: RwLock<Arc<Loaded>>,
-    /// The last reload failure logged, so that a broken file is reported
-    /// once, not at every poll.
-    complaint: Mutex<Option<String>>,
+    /// The last reload failure logged for each file (tokens, JWKS), so
+    /// that a broken file is reported once, not at every poll.
+    complaints: Mutex<[Option<String>; 2]>,
     reload_interval: Duration,
 }
 
@@ -102,19 +102,17 @@ struct Sources {
     jwks_file: Option<PathBuf>,
 }
 
-/// The files' text as last read.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Texts {
-    tokens: Option<String>,
-    jwks: Option<String>,
-}
-
-/// Credentials built from the sources.
+/// Credentials built from the sources, with the files' text they were
+/// built from. Each file is reloaded on its own: a broken JWKS does not
+/// hold back a new token, nor the reverse.
 #[derive(Debug)]
 struct Loaded {
-    texts: Texts,
-    tokens: Tokens,
-    keys: Option<Keys>,
+    tokens_text: Option<String>,
+    tokens: Arc<Tokens>,
+    jwks_text: Option<String>,
+    /// Shared with the previous `Loaded` while the JWKS is unchanged, so
+    /// that the tokens it verified stay remembered.
+    keys: Option<Arc<Keys>>,
 }
 
 impl Sources {
@@ -139,44 +137,48 @@ impl Sources {
         self.tokens_file.is_some() || self.jwks_file.is_some()
     }
 
-    /// The files' text now.
-    fn read(&self) -> Result<Texts, String> {
-        let read = |key: &str, path: &Option<PathBuf>| {
-            path.as_ref()
-                .map(|path| {
-                    std::fs::read_to_string(path)
-                        .map_err(|err| format!("{key}: cannot read {}: {err}", path.display()))
-                })
-                .transpose()
-        };
-        Ok(Texts {
-            tokens: read("auth.tokens_file", &self.tokens_file)?,
-            jwks: read("auth.jwt.jwks_file", &self.jwks_file)?,
+    /// The text of the file at `path` (`key` names its setting), if any.
+    fn read(key: &str, path: Option<&PathBuf>) -> Result<Option<String>, String> {
+        path.map(|path| {
+            std::fs::read_to_string(path)
+                .map_err(|err| format!("{key}: cannot read {}: {err}", path.display()))
         })
+        .transpose()
     }
 
-    /// The credentials `texts` hold (with the configured entries).
-    fn build(&self, texts: Texts) -> Result<Loaded, String> {
+    /// The tokens file's text now, and the tokens it holds with the
+    /// configured entries.
+    fn tokens(&self) -> Result<(Option<String>, Tokens), String> {
+        let text = Self::read("auth.tokens_file", self.tokens_file.as_ref())?;
         let tokens = Tokens::build(
             &self.entries,
-            self.tokens_file.as_deref().zip(texts.tokens.as_deref()),
+            self.tokens_file.as_deref().zip(text.as_deref()),
         )?;
+        Ok((text, tokens))
+    }
+
+    /// The JWKS file's text now, and its keys.
+    fn keys(&self) -> Result<(Option<String>, Option<Keys>), String> {
+        let text = Self::read("auth.jwt.jwks_file", self.jwks_file.as_ref())?;
         let keys = self
             .jwks_file
             .as_deref()
-            .zip(texts.jwks.as_deref())
+            .zip(text.as_deref())
             .map(|(path, text)| Keys::parse(path, text))
             .transpose()
             .map_err(|err| format!("auth.jwt.jwks_file: {err}"))?;
-        Ok(Loaded {
-            texts,
-            tokens,
-            keys,
-        })
+        Ok((text, keys))
     }
 
     fn load(&self) -> Result<Loaded, String> {
-        self.build(self.read()?)
+        let (tokens_text, tokens) = self.tokens()?;
+        let (jwks_text, keys) = self.keys()?;
+        Ok(Loaded {
+            tokens_text,
+            tokens: Arc::new(tokens),
+            jwks_text,
+            keys: keys.map(Arc::new),
+        })
     }
 }
 
@@ -202,7 +204,7 @@ impl Authenticator {
         let certificates = Certificates::new(&settings.client_certificates);
         tracing::info!(
             tokens = loaded.tokens.len(),
-            jwt_keys = loaded.keys.as_ref().map_or(0, Keys::len),
+            jwt_keys = loaded.keys.as_deref().map_or(0, Keys::len),
             client_certificates = certificates.enabled(),
             open_services = ?settings.open_services,
             "authentication on"
@@ -213,7 +215,7 @@ impl Authenticator {
             jwt: jwt::Policy::new(&settings.jwt),
             sources,
             current: RwLock::new(Arc::new(loaded)),
-            complaint: Mutex::new(None),
+            complaints: Mutex::new([None, None]),
             reload_interval: settings.reload_interval,
         }))))
     }
@@ -315,37 +317,62 @@ impl Shared {
         }
     }
 
-    /// Reads the files again and, if they changed and parse, uses them.
+    /// Reads the files again and uses each one that changed and parses;
+    /// one that does not is reported (once) and the old one kept.
     fn reload(&self) {
-        let result = self.sources.read().and_then(|texts| {
-            if texts == self.current().texts {
-                Ok(None)
-            } else {
-                self.sources.build(texts).map(Some)
-            }
-        });
-        let mut complaint = self
-            .complaint
+        let current = self.current();
+        let mut complaints = self
+            .complaints
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        match result {
-            Ok(None) => *complaint = None,
-            Ok(Some(loaded)) => {
-                tracing::info!(
-                    tokens = loaded.tokens.len(),
-                    jwt_keys = loaded.keys.as_ref().map_or(0, Keys::len),
-                    "authentication credentials reloaded"
-                );
-                *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(loaded);
-                *complaint = None;
-            }
-            Err(why) => {
-                if complaint.as_deref() != Some(why.as_str()) {
-                    tracing::warn!(error = %why, "credentials not reloaded; the previous ones stay in use");
-                    *complaint = Some(why);
+        let mut tokens = current.tokens.clone();
+        let mut tokens_text = current.tokens_text.clone();
+        match Sources::read("auth.tokens_file", self.sources.tokens_file.as_ref()) {
+            Ok(text) if text == current.tokens_text => complaints[0] = None,
+            Ok(_) => match self.sources.tokens() {
+                Ok((text, built)) => {
+                    (tokens_text, tokens) = (text, Arc::new(built));
+                    complaints[0] = None;
                 }
-            }
+                Err(why) => complain(&mut complaints[0], why),
+            },
+            Err(why) => complain(&mut complaints[0], why),
         }
+        let mut keys = current.keys.clone();
+        let mut jwks_text = current.jwks_text.clone();
+        match Sources::read("auth.jwt.jwks_file", self.sources.jwks_file.as_ref()) {
+            Ok(text) if text == current.jwks_text => complaints[1] = None,
+            Ok(_) => match self.sources.keys() {
+                Ok((text, built)) => {
+                    (jwks_text, keys) = (text, built.map(Arc::new));
+                    complaints[1] = None;
+                }
+                Err(why) => complain(&mut complaints[1], why),
+            },
+            Err(why) => complain(&mut complaints[1], why),
+        }
+        if tokens_text == current.tokens_text && jwks_text == current.jwks_text {
+            return;
+        }
+        tracing::info!(
+            tokens = tokens.len(),
+            jwt_keys = keys.as_deref().map_or(0, Keys::len),
+            "authentication credentials reloaded"
+        );
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Loaded {
+            tokens_text,
+            tokens,
+            jwks_text,
+            keys,
+        });
+    }
+}
+
+/// Logs `why` a file was not reloaded, unless it is what was logged last.
+fn complain(last: &mut Option<String>, why: String) {
+    if last.as_deref() != Some(why.as_str()) {
+        tracing::warn!(error = %why, "credentials file not reloaded; the previous credentials stay in use");
+        *last = Some(why);
     }
 }
 

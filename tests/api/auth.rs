@@ -468,7 +468,7 @@ mod jwt {
     async fn app_with_jwks() -> (TestApp, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("jwks.json");
-        write_jwks(&path);
+        write_jwks(&path, true, true);
         let app = app(|settings| {
             settings.auth.jwt.jwks_file = Some(path);
             settings.auth.jwt.issuer = vec![ISSUER.into()];
@@ -479,8 +479,9 @@ mod jwt {
         (app, dir)
     }
 
-    /// The JWKS an identity provider would publish for the test keys.
-    fn write_jwks(path: &Path) {
+    /// The JWKS an identity provider would publish for the test keys (the
+    /// RSA key, the EC key or both).
+    fn write_jwks(path: &Path, with_rsa: bool, with_ec: bool) {
         let public = |pem: &str, algorithm, kid: &str| {
             let key = if algorithm == Algorithm::RS256 {
                 EncodingKey::from_rsa_pem(pem.as_bytes())
@@ -492,10 +493,14 @@ mod jwt {
             jwk.common.key_id = Some(kid.to_owned());
             jwk
         };
-        let set = json!({"keys": [
-            public(RSA_KEY, Algorithm::RS256, "rsa-1"),
-            public(EC_KEY, Algorithm::ES256, "ec-1"),
-        ]});
+        let mut keys = Vec::new();
+        if with_rsa {
+            keys.push(public(RSA_KEY, Algorithm::RS256, "rsa-1"));
+        }
+        if with_ec {
+            keys.push(public(EC_KEY, Algorithm::ES256, "ec-1"));
+        }
+        let set = json!({ "keys": keys });
         std::fs::write(path, set.to_string()).expect("write the JWKS");
     }
 
@@ -711,6 +716,116 @@ mod jwt {
         assert_eq!(sessions.len(), 1);
         assert_eq!(sessions[0].peer, "svc-reports");
         drop(requests);
+        app.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_used_before_still_expires() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("jwks.json");
+        write_jwks(&path, true, true);
+        let app = app(|settings| {
+            settings.auth.jwt.jwks_file = Some(path);
+            settings.auth.jwt.issuer = vec![ISSUER.into()];
+            settings.auth.jwt.audience = vec![AUDIENCE.into()];
+            settings.auth.jwt.clock_skew = Duration::ZERO;
+        })
+        .await;
+        let token = rsa(&with(claims("svc", "reader"), "exp", json!(now() + 1)));
+        execute(&app, &token).await.expect("valid now");
+        execute(&app, &token).await.expect("valid again");
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        assert_refused(
+            execute(&app, &token).await,
+            "token expired",
+            &token,
+            "later",
+        );
+        app.stop().await;
+    }
+
+    /// Waits (up to 5 s) until `token` gets `expected` (OK or a refusal
+    /// containing the text).
+    async fn until(app: &TestApp, token: &str, expected: Result<(), &str>) {
+        let started = std::time::Instant::now();
+        loop {
+            let result = execute(app, token).await;
+            let matched = match (&result, expected) {
+                (Ok(()), Ok(())) => true,
+                (Err(status), Err(reason)) => {
+                    status.code() == Code::Unauthenticated && status.message().contains(reason)
+                }
+                _ => false,
+            };
+            if matched {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "still {result:?}, expected {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_and_tokens_files_are_reloaded_when_they_change() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let jwks = dir.path().join("jwks.json");
+        let tokens = dir.path().join("tokens.toml");
+        write_jwks(&jwks, false, true);
+        std::fs::write(&tokens, "").expect("an empty tokens file");
+        let app = app(|settings| {
+            settings.auth.tokens_file = Some(tokens.clone());
+            settings.auth.reload_interval = Duration::from_millis(100);
+            settings.auth.jwt.jwks_file = Some(jwks.clone());
+            settings.auth.jwt.issuer = vec![ISSUER.into()];
+            settings.auth.jwt.audience = vec![AUDIENCE.into()];
+        })
+        .await;
+        let good = claims("svc", "writer");
+        let by_rsa = rsa(&good);
+        let by_ec = sign(Algorithm::ES256, EC_KEY, Some("ec-1"), &good);
+        execute(&app, &by_ec)
+            .await
+            .expect("the EC key is in the set");
+        assert_refused(
+            execute(&app, &by_rsa).await,
+            "unknown key id",
+            &by_rsa,
+            "no RSA key yet",
+        );
+
+        // The provider rotates: the RSA key in, the EC key out. A token
+        // verified before is not taken on trust after its key is gone.
+        write_jwks(&jwks, true, false);
+        until(&app, &by_rsa, Ok(())).await;
+        until(&app, &by_ec, Err("unknown key id")).await;
+
+        // A broken file changes nothing.
+        std::fs::write(&jwks, "{not json").expect("write");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        execute(&app, &by_rsa)
+            .await
+            .expect("the last good keys stay");
+
+        // A token added to the file is accepted shortly after.
+        let token = "sg_added_later_0f3c";
+        assert_refused(
+            execute(&app, token).await,
+            "unknown token",
+            token,
+            "not there yet",
+        );
+        std::fs::write(
+            &tokens,
+            format!(
+                "[[token]]\nname = \"later\"\nrole = \"reader\"\nsha256 = \"{}\"\n",
+                sqlgate::grpc::auth::hash_token(token)
+            ),
+        )
+        .expect("write");
+        until(&app, token, Ok(())).await;
         app.stop().await;
     }
 

@@ -4,7 +4,12 @@
 //! `aud`, `exp` and `nbf` (within the configured clock skew), then the
 //! caller's name and role from the configured claims.
 
-use std::{borrow::Cow, path::Path, sync::Arc};
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, PoisonError, RwLock},
+};
 
 use jsonwebtoken::{
     Algorithm, DecodingKey, Validation,
@@ -12,6 +17,7 @@ use jsonwebtoken::{
     jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse},
 };
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::Refusal;
 use crate::{
@@ -21,6 +27,12 @@ use crate::{
 
 /// The longest caller name taken from a token: it is written to logs.
 const MAX_NAME_BYTES: usize = 256;
+
+/// Tokens remembered as verified. A client sends the same token with every
+/// call until it renews it, and verifying a signature costs far more than a
+/// call's other work; the bound keeps a flood of distinct tokens from
+/// growing memory (at 4,096 the expired ones go, then all).
+const VERIFIED_CAPACITY: usize = 4096;
 
 /// One usable key of the set.
 struct Key {
@@ -32,9 +44,33 @@ struct Key {
     key: DecodingKey,
 }
 
-/// The keys of a JWKS file.
+/// The keys of a JWKS file, and the tokens verified with them (a new set
+/// starts with none).
 pub(super) struct Keys {
     keys: Vec<Key>,
+    /// SHA-256 of a token → what it proved, until when.
+    verified: RwLock<HashMap<[u8; 32], Verified>>,
+}
+
+/// A token that passed verification: its identity, valid from `nbf` (if
+/// it has one) until `exp`, in seconds since the epoch. Its signature,
+/// issuer and audience cannot change; its time is checked again at each use.
+#[derive(Debug, Clone)]
+struct Verified {
+    identity: Identity,
+    not_before: Option<u64>,
+    expires: u64,
+}
+
+impl Verified {
+    /// Whether it is valid at `now`, give or take `leeway` seconds, as
+    /// verification judges it.
+    fn valid_at(&self, now: u64, leeway: u64) -> bool {
+        self.expires.saturating_add(leeway) >= now
+            && self
+                .not_before
+                .is_none_or(|nbf| nbf <= now.saturating_add(leeway))
+    }
 }
 
 impl std::fmt::Debug for Keys {
@@ -119,7 +155,34 @@ impl Keys {
         if keys.is_empty() {
             return Err(at("no signing key".to_owned()));
         }
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            verified: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// What `digest`'s token proved, if it was verified and is valid now.
+    fn recall(&self, digest: &[u8; 32], now: u64, leeway: u64) -> Option<Identity> {
+        let verified = self.verified.read().unwrap_or_else(PoisonError::into_inner);
+        verified
+            .get(digest)
+            .filter(|entry| entry.valid_at(now, leeway))
+            .map(|entry| entry.identity.clone())
+    }
+
+    /// Remembers that `digest`'s token proved `entry`.
+    fn remember(&self, digest: [u8; 32], entry: Verified, now: u64, leeway: u64) {
+        let mut verified = self
+            .verified
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.retain(|_, entry| entry.valid_at(now, leeway));
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, entry);
     }
 
     /// How many keys are usable.
@@ -157,8 +220,22 @@ impl Policy {
         }
     }
 
-    /// The identity `token` proves, or why it proves none.
+    /// The identity `token` proves, or why it proves none: remembered if
+    /// it was verified before and is still valid, else verified now.
     pub(super) fn verify(&self, keys: &Keys, token: &str) -> Result<Identity, Refusal> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(identity) = keys.recall(&digest, now, self.leeway) {
+            return Ok(identity);
+        }
+        let verified = self.verify_now(keys, token)?;
+        let identity = verified.identity.clone();
+        keys.remember(digest, verified, now, self.leeway);
+        Ok(identity)
+    }
+
+    /// Verifies `token`'s signature and claims.
+    fn verify_now(&self, keys: &Keys, token: &str) -> Result<Verified, Refusal> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Refusal::new("malformed token header (or an unsupported alg)"))?;
         let mut candidates = keys
@@ -182,7 +259,15 @@ impl Policy {
                 &key.key,
                 &self.validation(header.alg),
             ) {
-                Ok(data) => return self.identity(&data.claims),
+                Ok(data) => {
+                    let time = |claim: &str| data.claims.get(claim).and_then(Value::as_f64);
+                    return Ok(Verified {
+                        identity: self.identity(&data.claims)?,
+                        // Verification accepted them as whole seconds.
+                        not_before: time("nbf").map(|nbf| nbf.round() as u64),
+                        expires: time("exp").map_or(0, |exp| exp.round() as u64),
+                    });
+                }
                 Err(err) => {
                     refusal = refused(err.kind());
                     if !matches!(err.kind(), ErrorKind::InvalidSignature) {
@@ -348,6 +433,27 @@ mod tests {
                 .expect_err("refused");
             assert!(refusal.0.contains(reason), "{value}: {}", refusal.0);
         }
+    }
+
+    #[test]
+    fn a_remembered_token_is_valid_only_within_its_times_and_the_leeway() {
+        let verified = Verified {
+            identity: Identity {
+                name: "svc".into(),
+                role: Role::Reader,
+                proof: Proof::Jwt,
+            },
+            not_before: Some(1_000),
+            expires: 2_000,
+        };
+        assert!(verified.valid_at(1_500, 0));
+        assert!(verified.valid_at(2_000, 0));
+        assert!(!verified.valid_at(2_001, 0));
+        assert!(verified.valid_at(2_060, 60));
+        assert!(!verified.valid_at(2_061, 60));
+        assert!(!verified.valid_at(999, 0));
+        assert!(verified.valid_at(940, 60));
+        assert!(!verified.valid_at(939, 60));
     }
 
     #[test]

@@ -208,10 +208,7 @@ fn the_tokens_file_is_reloaded_when_it_changes_and_kept_when_broken() {
     shared.reload();
     assert_eq!(name(b"Bearer token-2"), Ok(Some("second".into())), "kept");
     assert!(
-        shared
-            .complaint
-            .lock()
-            .expect("complaint")
+        shared.complaints.lock().expect("complaints")[0]
             .as_deref()
             .is_some_and(|why| why.contains("tokens.toml")),
     );
