@@ -457,8 +457,18 @@ mod tests {
                     HASH.replace('9', "a")
                 ),
             );
+            jail.set_env("SQLGATE_AUTH__OPEN_SERVICES", "");
+            jail.set_env("SQLGATE_AUTH__RELOAD_INTERVAL", "0s");
             let settings = load().map_err(|e| figment::Error::from(e.to_string()))?;
             assert_eq!(settings.auth.tokens.len(), 2);
+            assert!(settings.auth.open_services.is_empty());
+            assert_eq!(settings.auth.reload_interval, Duration::ZERO);
+            jail.set_env(
+                "SQLGATE_AUTH__OPEN_SERVICES",
+                "grpc.health.v1.Health, grpc.reflection.v1.ServerReflection",
+            );
+            let settings = load().map_err(|e| figment::Error::from(e.to_string()))?;
+            assert_eq!(settings.auth.open_services.len(), 2);
 
             // A tokens file that does not parse stops loading, naming the setting.
             jail.create_file("tokens.toml", "[[token]]\nname = \"x\"\nrole = \"root\"\n")?;

@@ -94,12 +94,11 @@ where
             request.extensions(),
         );
         let refusal = match checked {
-            Ok(identity) => {
-                if let Some(identity) = identity {
-                    caller = caller.authenticated(identity);
-                }
+            Ok(Some(identity)) => {
+                caller = caller.authenticated(identity);
                 None
             }
+            Ok(None) => None,
             Err(refusal) => Some(refusal),
         };
         let note = CallNote::default();

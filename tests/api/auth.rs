@@ -435,6 +435,31 @@ async fn the_call_log_names_the_token_s_caller_and_never_the_token() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_credentials_file_stops_start_up_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[token]]\nname = \"billing\"\nrole = \"writer\"\nsha256 = \"not-a-hash\"\n",
+    )
+    .expect("write");
+    let tokens = tokens.display().to_string();
+    let sqlgate = Sqlgate::start(
+        &["--listen", "127.0.0.1:0"],
+        &[("SQLGATE_AUTH__TOKENS_FILE", tokens.as_str())],
+    );
+    let (status, output) = sqlgate.exited(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(2), "{output:?}");
+    let line = output
+        .iter()
+        .find(|line| line.contains("invalid setting"))
+        .unwrap_or_else(|| panic!("no line naming the setting: {output:?}"));
+    for part in ["`auth.tokens_file`", "token 1", "64 hex digits"] {
+        assert!(line.contains(part), "{part:?} missing from {line}");
+    }
+}
+
 /// Waits (up to 10 s) until the log holds `count` call lines; all of them.
 async fn wait_for_call_lines(sqlgate: &Sqlgate, count: usize) -> Vec<String> {
     let started = std::time::Instant::now();
