@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use sqlgate::{
     config::{Overrides, Settings},
-    grpc::auth::hash_token,
+    grpc::auth::{check_files, hash_token},
     server::Application,
     telemetry,
 };
@@ -98,6 +98,15 @@ async fn serve(
             return ExitCode::from(2);
         }
     };
+    // The credential files, read as start-up will read them: a bad one
+    // stops here, like any invalid setting, with a line naming it.
+    if let Err(err) = check_files(&settings.auth) {
+        match err.split_once(": ") {
+            Some((key, why)) => eprintln!("sqlgate: invalid setting `{key}`: {why}"),
+            None => eprintln!("sqlgate: invalid setting {err}"),
+        }
+        return ExitCode::from(2);
+    }
     telemetry::init(&settings.log_filter);
     let app = match Application::build(settings).await {
         Ok(app) => app,

@@ -470,14 +470,6 @@ mod tests {
             let settings = load().map_err(|e| figment::Error::from(e.to_string()))?;
             assert_eq!(settings.auth.open_services.len(), 2);
 
-            // A tokens file that does not parse stops loading, naming the setting.
-            jail.create_file("tokens.toml", "[[token]]\nname = \"x\"\nrole = \"root\"\n")?;
-            jail.set_env("SQLGATE_AUTH__TOKENS_FILE", "tokens.toml");
-            let err = load().expect_err("a bad tokens file").to_string();
-            assert!(err.contains("`auth.tokens_file`: tokens.toml"), "{err}");
-            assert!(!err.contains('\n'), "{err}");
-
-            jail.set_env("SQLGATE_AUTH__TOKENS_FILE", "");
             jail.set_env("SQLGATE_AUTH__CLIENT_CERTIFICATES__DEFAULT_ROLE", "root");
             let err = load().expect_err("an unknown role").to_string();
             assert!(

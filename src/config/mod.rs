@@ -121,14 +121,6 @@ impl Settings {
             .extract()
             .map_err(|err| ConfigError(one_line(&err)))?;
         settings.validate()?;
-        // The credential files, read as start-up will read them, so that a
-        // bad one stops start-up here with a line naming the setting.
-        crate::grpc::auth::check_files(&settings.auth).map_err(|err| {
-            ConfigError(match err.split_once(": ") {
-                Some((key, why)) => format!("`{key}`: {why}"),
-                None => err,
-            })
-        })?;
         Ok(settings)
     }
 }

@@ -22,10 +22,10 @@
 
 mod certificate;
 mod jwt;
+mod refusal;
 mod tokens;
 
 use std::{
-    borrow::Cow,
     path::PathBuf,
     sync::{Arc, Mutex, PoisonError, RwLock},
     time::Duration,
@@ -35,6 +35,7 @@ use http::{Extensions, HeaderMap, header::AUTHORIZATION};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use refusal::Refusal;
 pub use tokens::hash_token;
 
 use self::{certificate::Certificates, jwt::Keys, tokens::Tokens};
@@ -47,31 +48,6 @@ use crate::{
 /// and above common JWTs, and it bounds the work a caller can cause.
 /// (The transport refuses header lists over 16 KiB before this.)
 const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
-
-/// Why a call was refused: a short reason for the caller and the call log.
-/// Never holds the credential.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Refusal(Cow<'static, str>);
-
-impl Refusal {
-    fn new(reason: &'static str) -> Self {
-        Self(Cow::Borrowed(reason))
-    }
-
-    fn owned(reason: String) -> Self {
-        Self(Cow::Owned(reason))
-    }
-
-    /// The reason, for the call log.
-    pub(crate) fn reason(&self) -> &str {
-        &self.0
-    }
-
-    /// The answer the caller gets.
-    pub(crate) fn to_status(&self) -> tonic::Status {
-        tonic::Status::unauthenticated(self.0.clone())
-    }
-}
 
 /// Authenticates calls; cheap to clone. The default is off.
 #[derive(Debug, Clone, Default)]
@@ -183,8 +159,9 @@ impl Sources {
 }
 
 /// Reads and checks the credential files `settings` names, as start-up
-/// does: an error names the setting and says what is wrong.
-pub(crate) fn check_files(settings: &AuthSettings) -> Result<(), String> {
+/// will, so that the binary can refuse a bad one before anything starts:
+/// the error names the setting (`auth.tokens_file: …`) and what is wrong.
+pub fn check_files(settings: &AuthSettings) -> Result<(), String> {
     if settings.enabled() {
         Sources::new(settings)?.load()?;
     }

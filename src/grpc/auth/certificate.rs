@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use super::Refusal;
+use super::refusal::Refusal;
 use crate::{
     config::ClientCertificateSettings,
     grpc::identity::{ClientCertificate, Identity, Proof, Role},

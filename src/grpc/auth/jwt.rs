@@ -19,7 +19,7 @@ use jsonwebtoken::{
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::Refusal;
+use super::refusal::Refusal;
 use crate::{
     config::JwtSettings,
     grpc::identity::{Identity, Proof, Role},
