@@ -1,12 +1,14 @@
 //! The `sqlgate` binary: parse the command line, load the settings, set up
-//! logging, serve until SIGINT or SIGTERM.
+//! logging, serve until SIGINT or SIGTERM. `sqlgate hash-token` prints the
+//! hash of a bearer token, as the `[auth]` settings take it.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Read, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use sqlgate::{
     config::{Overrides, Settings},
+    grpc::auth::{check_files, hash_token},
     server::Application,
     telemetry,
 };
@@ -40,16 +42,50 @@ enum Command {
         #[arg(long, value_name = "FILTER")]
         log_filter: Option<String>,
     },
+    /// Print the SHA-256 (hex) of a bearer token read from stdin, for
+    /// `auth.tokens` or the tokens file (the token itself is never stored).
+    HashToken,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Command::Serve {
-        config,
-        listen,
-        database_url,
-        log_filter,
-    } = Cli::parse().command;
+    match Cli::parse().command {
+        Command::Serve {
+            config,
+            listen,
+            database_url,
+            log_filter,
+        } => serve(config, listen, database_url, log_filter).await,
+        Command::HashToken => hash_stdin(),
+    }
+}
+
+/// `sqlgate hash-token`: the token is the first line of stdin, without its
+/// line ending (so `echo` and a file with a final newline both work).
+fn hash_stdin() -> ExitCode {
+    let mut input = String::new();
+    if let Err(err) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("sqlgate: cannot read the token from stdin: {err}");
+        return ExitCode::from(2);
+    }
+    let token = input.lines().next().unwrap_or_default();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        eprintln!(
+            "sqlgate: give the token on stdin, one line of visible ASCII characters without spaces"
+        );
+        return ExitCode::from(2);
+    }
+    println!("{}", hash_token(token));
+    ExitCode::SUCCESS
+}
+
+/// `sqlgate serve`.
+async fn serve(
+    config: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    database_url: Option<String>,
+    log_filter: Option<String>,
+) -> ExitCode {
     let overrides = Overrides {
         listen,
         database_url,
@@ -62,6 +98,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The credential files, read as start-up will read them: a bad one
+    // stops here, like any invalid setting, with a line naming it.
+    if let Err(err) = check_files(&settings.auth) {
+        match err.split_once(": ") {
+            Some((key, why)) => eprintln!("sqlgate: invalid setting `{key}`: {why}"),
+            None => eprintln!("sqlgate: invalid setting {err}"),
+        }
+        return ExitCode::from(2);
+    }
     telemetry::init(&settings.log_filter);
     let app = match Application::build(settings).await {
         Ok(app) => app,

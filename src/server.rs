@@ -19,7 +19,7 @@ use crate::{
     config::Settings,
     db::{Backend, Database, Driver, PoolHandle},
     error::Error,
-    grpc::{AdminService, QueryService, SessionService, pb, transport},
+    grpc::{AdminService, QueryService, SessionService, auth::Authenticator, pb, transport},
     health::{self, HealthService, HealthState},
     query::QueryEngine,
     session::{SessionManager, SessionRegistry},
@@ -38,6 +38,8 @@ pub struct Application {
     pool: Arc<dyn PoolHandle>,
     health: Arc<HealthState>,
     sessions: Arc<SessionRegistry>,
+    /// Checks every call's credentials (off when none are configured).
+    auth: Authenticator,
     background: Background,
     settings: Settings,
 }
@@ -46,6 +48,7 @@ impl Application {
     /// Connects the pool of the backend the URL names, wires every service
     /// over it, starts the health probe, and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, Error> {
+        let auth = Authenticator::new(&settings.auth).map_err(Error::Internal)?;
         let backend = Backend::from_url(&settings.database_url)
             .ok_or_else(|| Error::Unavailable("unsupported database URL scheme".to_owned()))?;
         let wired = match backend {
@@ -59,7 +62,7 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(|err| Error::Internal(format!("no local address: {err}")))?;
-        let background = Background::start(&wired.pool, &wired.health, &settings);
+        let background = Background::start(&wired.pool, &wired.health, &auth, &settings);
         Ok(Self {
             listener,
             address,
@@ -67,6 +70,7 @@ impl Application {
             pool: wired.pool,
             health: wired.health,
             sessions: wired.sessions,
+            auth,
             background,
             settings,
         })
@@ -89,6 +93,7 @@ impl Application {
             pool,
             health,
             sessions,
+            auth,
             background,
             settings,
         } = self;
@@ -111,7 +116,16 @@ impl Application {
         // At the drain's end whatever still runs is cut, answered and
         // cancelled on the server, so that closing the pool does not wait.
         let cut = || pool.cut_in_flight();
-        transport::serve(listener, routes, &settings.transport, drain, stopping, cut).await;
+        transport::serve(
+            listener,
+            routes,
+            &settings.transport,
+            drain,
+            stopping,
+            cut,
+            auth,
+        )
+        .await;
         // Nothing may run on after this point, whatever the drain saw.
         pool.cut_in_flight();
         background.stop().await;
@@ -189,9 +203,9 @@ fn reflection_error(err: tonic_reflection::server::Error) -> Error {
     Error::Internal(format!("reflection: {err}"))
 }
 
-/// The health probe and the periodic pool log: started when the
-/// application is built, stopped after the drain (or when an application
-/// that never served is dropped).
+/// The health probe, the periodic pool log and the reload of credential
+/// files: started when the application is built, stopped after the drain
+/// (or when an application that never served is dropped).
 #[derive(Debug)]
 struct Background {
     stop: CancellationToken,
@@ -199,9 +213,14 @@ struct Background {
 }
 
 impl Background {
-    fn start(pool: &Arc<dyn PoolHandle>, health: &Arc<HealthState>, settings: &Settings) -> Self {
+    fn start(
+        pool: &Arc<dyn PoolHandle>,
+        health: &Arc<HealthState>,
+        auth: &Authenticator,
+        settings: &Settings,
+    ) -> Self {
         let stop = CancellationToken::new();
-        let tasks = vec![
+        let mut tasks = vec![
             health::spawn_probe(
                 pool.clone(),
                 health.clone(),
@@ -210,6 +229,7 @@ impl Background {
             ),
             health::spawn_pool_log(pool.clone(), stop.clone()),
         ];
+        tasks.extend(auth.spawn_reload(stop.clone()));
         Self { stop, tasks }
     }
 

@@ -9,6 +9,7 @@
 //! that `config::LimitSettings` and the like keep their paths; the checks
 //! on loaded values live in `validate`.
 
+mod auth;
 mod sections;
 mod validate;
 
@@ -20,6 +21,9 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use auth::{
+    AuthSettings, ClientCertificateSettings, DEFAULT_OPEN_SERVICES, JwtSettings, TokenEntry,
+};
 pub use sections::{
     DeadlineSettings, HealthSettings, LimitSettings, MethodBudget, PoolSettings, SessionSettings,
     ShutdownSettings, TransportSettings,
@@ -51,6 +55,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Shutting down.
     pub shutdown: ShutdownSettings,
+    /// Who may call: tokens, JWTs, client certificates (off when none is configured).
+    pub auth: AuthSettings,
     /// Log filter in `tracing` syntax, e.g. `info,sqlgate=debug`.
     pub log_filter: String,
 }
@@ -67,6 +73,7 @@ impl Default for Settings {
             sessions: SessionSettings::default(),
             health: HealthSettings::default(),
             shutdown: ShutdownSettings::default(),
+            auth: AuthSettings::default(),
             log_filter: "info".to_owned(),
         }
     }
@@ -119,7 +126,7 @@ impl Settings {
 }
 
 /// The top-level keys of [`Settings`].
-const TOP_LEVEL_KEYS: [&str; 10] = [
+const TOP_LEVEL_KEYS: [&str; 11] = [
     "listen",
     "database_url",
     "pool",
@@ -129,6 +136,7 @@ const TOP_LEVEL_KEYS: [&str; 10] = [
     "sessions",
     "health",
     "shutdown",
+    "auth",
     "log_filter",
 ];
 

@@ -117,6 +117,9 @@ impl Settings {
         if self.transport.max_connections == 0 {
             return fail("transport.max_connections", "must be at least 1");
         }
+        if let Err((key, why)) = self.auth.validate() {
+            return fail(&key, &why);
+        }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
             return fail("log_filter", &err.to_string());
         }

@@ -3,6 +3,7 @@
 //! conversions between wire and domain types.
 
 mod admin_service;
+pub mod auth;
 mod client;
 pub mod convert;
 mod deadline;

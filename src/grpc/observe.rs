@@ -7,12 +7,17 @@
 //! This is the seam where the cross-cutting concerns attach: tracing spans
 //! and metrics read the same call record (method, caller, clock, note,
 //! code), audit the same outcome, and authentication resolves the
-//! [`Caller`] here before the handler runs.
+//! [`Caller`] here before the handler runs: a call whose credentials prove
+//! nothing never reaches its handler, and is answered UNAUTHENTICATED (see
+//! [`crate::grpc::auth`]).
 //!
 //! Lines: `call done` (code OK) or `call failed`, with `service`, `method`,
-//! `peer`, `fingerprint` (`-` when none), `session` (Attach only), `rows`,
-//! `code` and `elapsed_ms`; sqlgate's own services at `info`, health and
-//! reflection at `debug`. Never parameter values or row contents.
+//! `peer` (the identity's name once authenticated, else the address),
+//! `role` (authenticated calls), `fingerprint` (`-` when none), `session`
+//! (Attach only), `rows`, `code`, `refused` (the reason, for a call
+//! refused by authentication; never the credential) and `elapsed_ms`;
+//! sqlgate's own services at `info`, health and reflection at `debug`.
+//! Never parameter values or row contents.
 
 mod note;
 
@@ -30,31 +35,48 @@ use tracing::Level;
 
 pub(crate) use note::{CallNote, Caller};
 
+use super::auth::{Authenticator, Refusal};
+
 /// Calls of sqlgate's own services are logged at `info`; the rest (health
 /// probes every few seconds, reflection) at `debug`.
 const OWN_SERVICES: &str = "/sqlgate.";
 
-/// Wraps a service (the gRPC routes) in [`Observe`].
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ObserveLayer;
+/// Wraps a service (the gRPC routes) in [`Observe`], authenticating with
+/// `auth` (off by default).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ObserveLayer {
+    auth: Authenticator,
+}
+
+impl ObserveLayer {
+    /// The layer, authenticating every call with `auth`.
+    pub(crate) fn new(auth: Authenticator) -> Self {
+        Self { auth }
+    }
+}
 
 impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Observe<S> {
-        Observe { inner }
+        Observe {
+            inner,
+            auth: self.auth.clone(),
+        }
     }
 }
 
-/// Observes each call to `inner`; see the module.
+/// Observes (and authenticates) each call to `inner`; see the module.
 #[derive(Debug, Clone)]
 pub(crate) struct Observe<S> {
     inner: S,
+    auth: Authenticator,
 }
 
 impl<S, B, ResBody> Service<http::Request<B>> for Observe<S>
 where
     S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    ResBody: Default,
 {
     type Response = http::Response<ObservedBody<ResBody>>;
     type Error = S::Error;
@@ -65,7 +87,20 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let caller = Caller::from_connection(request.extensions().get());
+        let mut caller = Caller::from_connection(request.extensions().get());
+        let checked = self.auth.check(
+            request.uri().path(),
+            request.headers(),
+            request.extensions(),
+        );
+        let refusal = match checked {
+            Ok(Some(identity)) => {
+                caller = caller.authenticated(identity);
+                None
+            }
+            Ok(None) => None,
+            Err(refusal) => Some(refusal),
+        };
         let note = CallNote::default();
         let call = Call {
             path: request.uri().path_and_query().cloned(),
@@ -73,11 +108,23 @@ where
             note: note.clone(),
             started: Instant::now(),
             code: None,
+            refusal: None,
         };
+        if let Some(refusal) = refusal {
+            // The handler never runs: the answer is the refusal.
+            return ObservedFuture {
+                inner: Answer::Refused {
+                    refusal: Some(refusal),
+                },
+                call: Some(call),
+            };
+        }
         request.extensions_mut().insert(caller);
         request.extensions_mut().insert(note);
         ObservedFuture {
-            inner: self.inner.call(request),
+            inner: Answer::Handler {
+                future: self.inner.call(request),
+            },
             call: Some(call),
         }
     }
@@ -89,20 +136,50 @@ pin_project! {
     /// reset the call), it writes the line as CANCELLED.
     pub(crate) struct ObservedFuture<F> {
         #[pin]
-        inner: F,
+        inner: Answer<F>,
         call: Option<Call>,
+    }
+}
+
+pin_project! {
+    /// Where a call's answer comes from.
+    #[project = AnswerProjection]
+    enum Answer<F> {
+        /// The handler (the call was let through).
+        Handler {
+            #[pin]
+            future: F,
+        },
+        /// Authentication: UNAUTHENTICATED, at once.
+        Refused {
+            refusal: Option<Refusal>,
+        },
     }
 }
 
 impl<F, ResBody, E> Future for ObservedFuture<F>
 where
     F: Future<Output = Result<http::Response<ResBody>, E>>,
+    ResBody: Default,
 {
     type Output = Result<http::Response<ObservedBody<ResBody>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let result = match this.inner.project() {
+            AnswerProjection::Handler { future } => ready!(future.poll(cx)),
+            AnswerProjection::Refused { refusal } => {
+                let refusal = refusal.take();
+                let status = refusal.as_ref().map_or_else(
+                    || tonic::Status::unauthenticated("refused"),
+                    Refusal::to_status,
+                );
+                if let Some(call) = this.call.as_mut() {
+                    call.refusal = refusal;
+                }
+                Ok(status.into_http())
+            }
+        };
         let mut call = this.call.take();
         Poll::Ready(match result {
             Ok(response) => {
@@ -178,6 +255,8 @@ struct Call {
     /// The status, once the response carried one; none means the client
     /// left before it did.
     code: Option<Code>,
+    /// Why authentication refused the call, if it did.
+    refusal: Option<Refusal>,
 }
 
 /// One call line, at a level fixed per call site.
@@ -194,10 +273,12 @@ macro_rules! call_line {
             service = $service,
             method = $method,
             peer = %$call.caller,
+            role = $call.caller.identity().map(|identity| identity.role.name()),
             fingerprint = text.fingerprint.as_deref().unwrap_or("-"),
             session = text.session.as_deref(),
             rows = $call.note.rows_sent(),
             code = ?$code,
+            refused = $call.refusal.as_ref().map(Refusal::reason),
             elapsed_ms = $call.started.elapsed().as_secs_f64() * 1000.0,
             "{outcome}"
         );

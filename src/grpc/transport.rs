@@ -38,7 +38,10 @@ use tokio::{
 use tonic::{service::Routes, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
 
-use super::observe::{Observe, ObserveLayer, ObservedBody};
+use super::{
+    auth::Authenticator,
+    observe::{Observe, ObserveLayer, ObservedBody},
+};
 use crate::config::TransportSettings;
 
 /// How long, after the drain, the calls it cut have to get their answer
@@ -56,6 +59,7 @@ pub(crate) async fn serve(
     drain: Duration,
     shutdown: impl Future<Output = ()>,
     cut_in_flight: impl FnOnce(),
+    auth: Authenticator,
 ) {
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
@@ -64,7 +68,7 @@ pub(crate) async fn serve(
         .keep_alive_timeout(settings.keepalive_timeout)
         .max_concurrent_streams(settings.max_concurrent_streams);
     let graceful = GracefulShutdown::new();
-    let routes = call_layers(routes.prepare());
+    let routes = call_layers(routes.prepare(), auth);
     let slots = Arc::new(Semaphore::new(settings.max_connections as usize));
     let mut refusals = Refusals::default();
     let handshake_timeout = settings.handshake_timeout;
@@ -120,10 +124,10 @@ pub(crate) async fn serve(
 }
 
 /// The layers every call passes through, outermost first: today the one
-/// that observes it (the call log); tracing, metrics, audit and
-/// authentication attach to that same layer.
-fn call_layers(routes: Routes) -> Observe<Routes> {
-    ObserveLayer.layer(routes)
+/// that observes it (the call log) and authenticates it with `auth` before
+/// any handler runs; tracing, metrics and audit attach to that same layer.
+fn call_layers(routes: Routes, auth: Authenticator) -> Observe<Routes> {
+    ObserveLayer::new(auth).layer(routes)
 }
 
 /// The response of a served call.

@@ -53,6 +53,7 @@ mod lines {
     use super::*;
 
     /// A response body that yields these frames, then ends.
+    #[derive(Default)]
     struct Frames(VecDeque<Frame<Bytes>>);
 
     impl Body for Frames {
@@ -156,7 +157,8 @@ mod lines {
             local_addr: None,
             remote_addr: Some(peer),
         });
-        futures::executor::block_on(ObserveLayer.layer(handler).call(request)).expect("answer")
+        futures::executor::block_on(ObserveLayer::default().layer(handler).call(request))
+            .expect("answer")
     }
 
     /// Polls the next frame of `body`.
@@ -249,7 +251,7 @@ mod lines {
             .uri("/sqlgate.v1.Admin/ListSessions")
             .body(())
             .expect("request");
-        drop(ObserveLayer.layer(handler).call(request));
+        drop(ObserveLayer::default().layer(handler).call(request));
         let line = lines.one();
         for part in [
             "call failed",
@@ -282,5 +284,142 @@ mod lines {
         let all = lines.all();
         assert_eq!(all.len(), 2, "{all:?}");
         assert!(all[0].contains("DEBUG") && all[0].contains("method=\"Check\""));
+    }
+}
+
+mod authentication {
+    //! The layer with authentication on: a refused call never reaches its
+    //! handler and is logged with its reason; an accepted one carries its
+    //! identity to the handler and into the line.
+
+    use std::{convert::Infallible, net::SocketAddr};
+
+    use tonic::transport::server::TcpConnectInfo;
+
+    use super::*;
+    use crate::{
+        config::AuthSettings,
+        grpc::{auth::hash_token, identity::Role},
+    };
+
+    /// Captures this thread's lines at `info` while the guard lives.
+    fn capture() -> (
+        std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        tracing::subscriber::DefaultGuard,
+    ) {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || Writer(writer.clone()))
+            .finish();
+        (lines, tracing::subscriber::set_default(subscriber))
+    }
+
+    struct Writer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Writer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lines").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn layer() -> ObserveLayer {
+        let settings = AuthSettings {
+            tokens: vec![format!("billing:writer:{}", hash_token("s3cret"))],
+            ..AuthSettings::default()
+        };
+        ObserveLayer::new(Authenticator::new(&settings).expect("builds"))
+    }
+
+    /// Calls Query/Execute through `layer` with `authorization`, on a
+    /// handler that records the caller it was given.
+    fn call(authorization: Option<&str>) -> (http::Response<ObservedBody<String>>, Option<Caller>) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let record = seen.clone();
+        let handler = tower::service_fn(move |request: http::Request<()>| {
+            *record.lock().expect("seen") = request.extensions().get::<Caller>().cloned();
+            let response = http::Response::builder()
+                .header("grpc-status", "0")
+                .body(String::new())
+                .expect("response");
+            std::future::ready(Ok::<_, Infallible>(response))
+        });
+        let mut request = http::Request::builder().uri("/sqlgate.v1.Query/Execute");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let mut request = request.body(()).expect("request");
+        let peer: SocketAddr = ([127, 0, 0, 1], 4321).into();
+        request.extensions_mut().insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(peer),
+        });
+        let response =
+            futures::executor::block_on(layer().layer(handler).call(request)).expect("an answer");
+        let caller = seen.lock().expect("seen").clone();
+        (response, caller)
+    }
+
+    fn text(lines: &std::sync::Mutex<Vec<u8>>) -> String {
+        String::from_utf8_lossy(&lines.lock().expect("lines")).into_owned()
+    }
+
+    #[test]
+    fn a_refused_call_never_reaches_its_handler_and_is_logged_with_its_reason() {
+        let (lines, _guard) = capture();
+        for (authorization, reason) in [
+            (None, "missing credentials"),
+            (Some("Bearer wrong-token"), "unknown token"),
+        ] {
+            let (response, caller) = call(authorization);
+            assert_eq!(caller, None, "the handler ran");
+            assert_eq!(grpc_status(response.headers()), Some(Code::Unauthenticated));
+            let message = response.headers().get("grpc-message").expect("a message");
+            assert!(
+                message
+                    .to_str()
+                    .expect("ascii")
+                    .contains(&reason.replace(' ', "%20")),
+                "{message:?}"
+            );
+            drop(response);
+            let text = text(&lines);
+            let line = text.lines().last().expect("a line");
+            for part in [
+                "INFO",
+                "call failed",
+                "peer=127.0.0.1:4321",
+                "code=Unauthenticated",
+                &format!("refused=\"{reason}"),
+            ] {
+                assert!(line.contains(part), "{part:?} missing from {line}");
+            }
+            assert!(!line.contains("wrong-token"), "{line}");
+            assert!(!line.contains("role="), "{line}");
+        }
+    }
+
+    #[test]
+    fn an_accepted_call_carries_its_identity_to_the_handler_and_the_line() {
+        let (lines, _guard) = capture();
+        let (response, caller) = call(Some("Bearer s3cret"));
+        let caller = caller.expect("the handler ran");
+        assert_eq!(caller.to_string(), "billing");
+        assert_eq!(caller.role(), Role::Writer);
+        drop(response);
+        let text = text(&lines);
+        let line = text.lines().last().expect("a line");
+        for part in ["call done", "peer=billing", "role=\"writer\"", "code=Ok"] {
+            assert!(line.contains(part), "{part:?} missing from {line}");
+        }
+        assert!(!line.contains("refused"), "{line}");
+        assert!(!line.contains("s3cret"), "{line}");
     }
 }
