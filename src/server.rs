@@ -1,7 +1,8 @@
 //! [`Application`]: everything is chosen and wired in [`Application::build`]
 //! — the backend (read once from the URL; from then on a type parameter),
 //! the pool, the engine, the sessions, the five services, the health probe
-//! — and the listener bound (port 0 picks a free one).
+//! — the listener's TLS read from its files, and the listener bound (port 0
+//! picks a free one).
 //! [`Application::run_until_stopped`] only serves and drains: when the
 //! shutdown future resolves, readiness goes NOT_SERVING, open sessions roll
 //! back, calls get the drain timeout to finish, what still runs is cut, and
@@ -19,7 +20,10 @@ use crate::{
     config::Settings,
     db::{Backend, Database, Driver, PoolHandle},
     error::Error,
-    grpc::{AdminService, QueryService, SessionService, pb, transport},
+    grpc::{
+        AdminService, QueryService, SessionService, pb,
+        transport::{self, ServerTls},
+    },
     health::{self, HealthService, HealthState},
     query::QueryEngine,
     session::{SessionManager, SessionRegistry},
@@ -38,16 +42,21 @@ pub struct Application {
     pool: Arc<dyn PoolHandle>,
     health: Arc<HealthState>,
     sessions: Arc<SessionRegistry>,
+    tls: Option<Arc<ServerTls>>,
     background: Background,
     settings: Settings,
 }
 
 impl Application {
-    /// Connects the pool of the backend the URL names, wires every service
-    /// over it, starts the health probe, and binds the listener.
+    /// Reads the listener's TLS files (if TLS is on), connects the pool of
+    /// the backend the URL names, wires every service over it, starts the
+    /// health probe (and the TLS files' reload), and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         let backend = Backend::from_url(&settings.database_url)
             .ok_or_else(|| Error::Unavailable("unsupported database URL scheme".to_owned()))?;
+        // Before the database: a bad certificate file fails start-up at once.
+        let tls =
+            ServerTls::load(&settings.tls).map_err(|err| Error::Internal(format!("TLS: {err}")))?;
         let wired = match backend {
             Backend::Postgres => wire::<Postgres>(&settings).await?,
             Backend::MySql => wire::<MySql>(&settings).await?,
@@ -59,7 +68,7 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(|err| Error::Internal(format!("no local address: {err}")))?;
-        let background = Background::start(&wired.pool, &wired.health, &settings);
+        let background = Background::start(&wired.pool, &wired.health, tls.as_ref(), &settings);
         Ok(Self {
             listener,
             address,
@@ -67,6 +76,7 @@ impl Application {
             pool: wired.pool,
             health: wired.health,
             sessions: wired.sessions,
+            tls,
             background,
             settings,
         })
@@ -89,11 +99,13 @@ impl Application {
             pool,
             health,
             sessions,
+            tls,
             background,
             settings,
         } = self;
         tracing::info!(
             %address,
+            tls = tls.is_some(),
             backend = pool.backend().name(),
             max_connections = settings.pool.max_connections,
             "sqlgate serving"
@@ -111,7 +123,16 @@ impl Application {
         // At the drain's end whatever still runs is cut, answered and
         // cancelled on the server, so that closing the pool does not wait.
         let cut = || pool.cut_in_flight();
-        transport::serve(listener, routes, &settings.transport, drain, stopping, cut).await;
+        transport::serve(
+            listener,
+            routes,
+            &settings.transport,
+            tls,
+            drain,
+            stopping,
+            cut,
+        )
+        .await;
         // Nothing may run on after this point, whatever the drain saw.
         pool.cut_in_flight();
         background.stop().await;
@@ -189,9 +210,9 @@ fn reflection_error(err: tonic_reflection::server::Error) -> Error {
     Error::Internal(format!("reflection: {err}"))
 }
 
-/// The health probe and the periodic pool log: started when the
-/// application is built, stopped after the drain (or when an application
-/// that never served is dropped).
+/// The health probe, the periodic pool log and the TLS files' reload:
+/// started when the application is built, stopped after the drain (or when
+/// an application that never served is dropped).
 #[derive(Debug)]
 struct Background {
     stop: CancellationToken,
@@ -199,9 +220,14 @@ struct Background {
 }
 
 impl Background {
-    fn start(pool: &Arc<dyn PoolHandle>, health: &Arc<HealthState>, settings: &Settings) -> Self {
+    fn start(
+        pool: &Arc<dyn PoolHandle>,
+        health: &Arc<HealthState>,
+        tls: Option<&Arc<ServerTls>>,
+        settings: &Settings,
+    ) -> Self {
         let stop = CancellationToken::new();
-        let tasks = vec![
+        let mut tasks = vec![
             health::spawn_probe(
                 pool.clone(),
                 health.clone(),
@@ -210,6 +236,7 @@ impl Background {
             ),
             health::spawn_pool_log(pool.clone(), stop.clone()),
         ];
+        tasks.extend(tls.map(|tls| tls.spawn_reload(stop.clone())));
         Self { stop, tasks }
     }
 

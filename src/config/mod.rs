@@ -7,9 +7,11 @@
 //! sections' own types (pool, limits, deadlines, sessions, health,
 //! transport, shutdown) live in `sections` and are re-exported here, so
 //! that `config::LimitSettings` and the like keep their paths; the checks
-//! on loaded values live in `validate`.
+//! on loaded values live in `validate`. The `tls` section, its checks
+//! included, lives in `tls`.
 
 mod sections;
+mod tls;
 mod validate;
 
 use std::{net::SocketAddr, path::Path};
@@ -24,6 +26,7 @@ pub use sections::{
     DeadlineSettings, HealthSettings, LimitSettings, MethodBudget, PoolSettings, SessionSettings,
     ShutdownSettings, TransportSettings,
 };
+pub use tls::{ClientAuth, TlsSettings};
 
 /// The file a fresh checkout uses when no database is configured, so that
 /// `sqlgate serve` works with nothing installed.
@@ -51,6 +54,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Shutting down.
     pub shutdown: ShutdownSettings,
+    /// TLS (and mTLS) on the listener.
+    pub tls: TlsSettings,
     /// Log filter in `tracing` syntax, e.g. `info,sqlgate=debug`.
     pub log_filter: String,
 }
@@ -67,6 +72,7 @@ impl Default for Settings {
             sessions: SessionSettings::default(),
             health: HealthSettings::default(),
             shutdown: ShutdownSettings::default(),
+            tls: TlsSettings::default(),
             log_filter: "info".to_owned(),
         }
     }
@@ -119,7 +125,7 @@ impl Settings {
 }
 
 /// The top-level keys of [`Settings`].
-const TOP_LEVEL_KEYS: [&str; 10] = [
+const TOP_LEVEL_KEYS: [&str; 11] = [
     "listen",
     "database_url",
     "pool",
@@ -129,6 +135,7 @@ const TOP_LEVEL_KEYS: [&str; 10] = [
     "sessions",
     "health",
     "shutdown",
+    "tls",
     "log_filter",
 ];
 

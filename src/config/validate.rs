@@ -117,6 +117,7 @@ impl Settings {
         if self.transport.max_connections == 0 {
             return fail("transport.max_connections", "must be at least 1");
         }
+        self.tls.validate()?;
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
             return fail("log_filter", &err.to_string());
         }
