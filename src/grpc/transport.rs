@@ -22,7 +22,6 @@
 //! that no service can be served without them.
 
 use std::{
-    convert::Infallible,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -47,7 +46,7 @@ use tower::{Layer, Service};
 
 use super::{
     identity::ClientCertificate,
-    observe::{Observe, ObserveLayer, ObservedBody},
+    observe::{Observe, ObserveLayer},
 };
 use crate::config::TransportSettings;
 
@@ -156,25 +155,27 @@ fn call_layers(routes: Routes) -> Observe<Routes> {
     ObserveLayer.layer(routes)
 }
 
-/// The response of a served call.
-type Answer = http::Response<ObservedBody<tonic::body::Body>>;
-
 /// Adds the peer's address to every request, where the call layers and
 /// `Request::remote_addr` look for it (call logs name the caller), and the
 /// names of the connection's verified client certificate, if it presented
 /// one, where authentication looks for them.
-fn with_peer(
-    routes: Observe<Routes>,
+fn with_peer<B, S>(
+    routes: S,
     local: Option<SocketAddr>,
     remote: SocketAddr,
     client: Option<ClientCertificate>,
 ) -> impl Service<
-    http::Request<hyper::body::Incoming>,
-    Response = Answer,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Answer, Infallible>> + Send,
-> + Clone {
-    tower::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+    http::Request<B>,
+    Response = S::Response,
+    Error = S::Error,
+    Future = impl Future<Output = Result<S::Response, S::Error>> + Send,
+> + Clone
+where
+    S: Service<http::Request<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    tower::service_fn(move |mut request: http::Request<B>| {
         let extensions = request.extensions_mut();
         extensions.insert(TcpConnectInfo {
             local_addr: local,
@@ -241,7 +242,15 @@ impl Connection {
         };
         let client = match stream.get_ref().1.peer_certificates() {
             Some([leaf, ..]) => match tls::client_certificate(leaf) {
-                Ok(client) => Some(client),
+                Ok(client) => {
+                    tracing::debug!(
+                        peer = %peer,
+                        common_name = client.common_name.as_deref().unwrap_or(""),
+                        sans = ?client.sans,
+                        "client certificate verified"
+                    );
+                    Some(client)
+                }
                 Err(err) => {
                     // Verified, yet unreadable: refuse rather than serve a
                     // client whose names authentication cannot see.
@@ -488,7 +497,41 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HandshakeWatch<S> {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
     use super::*;
+
+    #[tokio::test]
+    async fn every_request_carries_the_peer_and_the_client_certificate_of_its_connection() {
+        let names = tower::service_fn(|request: http::Request<()>| async move {
+            let extensions = request.extensions();
+            Ok::<_, Infallible>((
+                extensions
+                    .get::<TcpConnectInfo>()
+                    .and_then(|info| info.remote_addr),
+                extensions.get::<ClientCertificate>().cloned(),
+            ))
+        });
+        let remote = SocketAddr::from(([10, 0, 0, 7], 40000));
+        let client = ClientCertificate {
+            common_name: Some("billing-api".to_owned()),
+            sans: vec!["spiffe://example.org/billing".to_owned()],
+        };
+        let mut with_certificate = with_peer(names, None, remote, Some(client.clone()));
+        for _ in 0..2 {
+            let seen = with_certificate
+                .call(http::Request::new(()))
+                .await
+                .expect("infallible");
+            assert_eq!(seen, (Some(remote), Some(client.clone())));
+        }
+        let mut without = with_peer(names, None, remote, None);
+        let seen = without
+            .call(http::Request::new(()))
+            .await
+            .expect("infallible");
+        assert_eq!(seen, (Some(remote), None));
+    }
 
     /// The bytes a client sends: preface, SETTINGS, WINDOW_UPDATE, then
     /// the SETTINGS acknowledgement.

@@ -384,3 +384,186 @@ impl fmt::Display for CertSummary {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use rcgen::{
+        CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+    };
+
+    use super::*;
+
+    /// A CA of the test's own.
+    fn ca() -> CertifiedIssuer<'static, KeyPair> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test CA");
+        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
+    }
+
+    /// A certificate for `sans` signed by `ca`, and its key, as PEM.
+    fn leaf(
+        ca: &CertifiedIssuer<'static, KeyPair>,
+        common_name: &str,
+        sans: Vec<SanType>,
+    ) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.subject_alt_names = sans;
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, ca).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn dns(name: &str) -> SanType {
+        SanType::DnsName(name.try_into().expect("dns name"))
+    }
+
+    fn write(path: &Path, contents: &str) {
+        std::fs::write(path, contents).expect("write");
+    }
+
+    /// TLS settings over files in `dir` (written by the test).
+    fn settings(dir: &Path, client_ca: bool) -> TlsSettings {
+        TlsSettings {
+            cert_file: Some(dir.join("tls.crt")),
+            key_file: Some(dir.join("tls.key")),
+            client_ca_file: client_ca.then(|| dir.join("ca.crt")),
+            ..TlsSettings::default()
+        }
+    }
+
+    fn load_error(settings: &TlsSettings) -> String {
+        ServerTls::load(settings).expect_err("must fail")
+    }
+
+    #[test]
+    fn files_that_cannot_be_used_fail_naming_the_file_never_quoting_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = ca();
+        let (cert, key) = leaf(&ca, "sqlgate", vec![dns("localhost")]);
+        let (_, other_key) = leaf(&ca, "other", vec![dns("localhost")]);
+        let settings = settings(dir.path(), false);
+
+        let missing = load_error(&settings);
+        assert!(
+            missing.contains("`tls.cert_file`") && missing.contains("cannot read it"),
+            "{missing}"
+        );
+        write(&dir.path().join("tls.crt"), "not a certificate\n");
+        write(&dir.path().join("tls.key"), &key);
+        let garbage = load_error(&settings);
+        assert!(garbage.contains("no certificate in it"), "{garbage}");
+
+        write(&dir.path().join("tls.crt"), &cert);
+        // A key file cut short: its lines must not reach the message.
+        let cut = &key[..key.len() / 2];
+        write(&dir.path().join("tls.key"), cut);
+        let truncated = load_error(&settings);
+        assert!(truncated.contains("`tls.key_file`"), "{truncated}");
+        let secret_line = cut.lines().nth(1).expect("a base64 line");
+        assert!(!truncated.contains(secret_line), "{truncated}");
+
+        write(&dir.path().join("tls.key"), &other_key);
+        let mismatch = load_error(&settings);
+        assert!(
+            mismatch.contains("`tls.key_file`")
+                && mismatch.contains("does not match the certificate in `tls.cert_file`"),
+            "{mismatch}"
+        );
+
+        write(&dir.path().join("tls.key"), &key);
+        let with_ca = TlsSettings {
+            client_ca_file: Some(dir.path().join("ca.crt")),
+            ..settings.clone()
+        };
+        let no_ca = load_error(&with_ca);
+        assert!(no_ca.contains("`tls.client_ca_file`"), "{no_ca}");
+        write(&dir.path().join("ca.crt"), &ca.pem());
+        assert!(ServerTls::load(&with_ca).expect("loads").is_some());
+        assert!(ServerTls::load(&settings).expect("loads").is_some());
+        assert!(
+            ServerTls::load(&TlsSettings::default())
+                .expect("off")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_change_is_used_once_it_is_whole_and_a_bad_one_is_reported_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = ca();
+        let (first_cert, first_key) = leaf(&ca, "first", vec![dns("localhost")]);
+        let (second_cert, second_key) = leaf(&ca, "second", vec![dns("localhost")]);
+        write(&dir.path().join("tls.crt"), &first_cert);
+        write(&dir.path().join("tls.key"), &first_key);
+        write(&dir.path().join("ca.crt"), &ca.pem());
+        let tls = ServerTls::load(&settings(dir.path(), true))
+            .expect("loads")
+            .expect("on");
+        let before = tls.acceptor().config().clone();
+        assert_eq!(tls.reload(), Reload::Unchanged);
+
+        // The new certificate without its key yet: kept, reported once.
+        write(&dir.path().join("tls.crt"), &second_cert);
+        match tls.reload() {
+            Reload::Kept(why) => assert!(why.contains("does not match"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(tls.reload(), Reload::Unchanged);
+        assert!(Arc::ptr_eq(tls.acceptor().config(), &before));
+
+        // Its key arrives: the new configuration serves new handshakes.
+        write(&dir.path().join("tls.key"), &second_key);
+        assert_eq!(tls.reload(), Reload::Reloaded);
+        assert!(!Arc::ptr_eq(tls.acceptor().config(), &before));
+        assert_eq!(tls.reload(), Reload::Unchanged);
+
+        // The same bytes written again are no change.
+        write(&dir.path().join("tls.key"), &second_key);
+        assert_eq!(tls.reload(), Reload::Unchanged);
+
+        // A file that disappears (a secret unmounted) keeps the certificate.
+        std::fs::remove_file(dir.path().join("ca.crt")).expect("remove");
+        match tls.reload() {
+            Reload::Kept(why) => assert!(why.contains("`tls.client_ca_file`"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(tls.reload(), Reload::Unchanged);
+    }
+
+    #[test]
+    fn a_client_certificate_gives_its_common_name_and_dns_and_uri_names() {
+        let ca = ca();
+        let (cert, _) = leaf(
+            &ca,
+            "billing-api",
+            vec![
+                dns("billing.internal"),
+                SanType::URI("spiffe://example.org/billing".try_into().expect("uri")),
+                SanType::IpAddress([10, 0, 0, 1].into()),
+            ],
+        );
+        let der = CertificateDer::from_pem_slice(cert.as_bytes()).expect("pem");
+        assert_eq!(
+            client_certificate(&der).expect("parses"),
+            ClientCertificate {
+                common_name: Some("billing-api".to_owned()),
+                sans: vec![
+                    "billing.internal".to_owned(),
+                    "spiffe://example.org/billing".to_owned()
+                ],
+            }
+        );
+    }
+}
