@@ -872,6 +872,18 @@ fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
 }
 
+/// Gives `path` (and all below it) to OS user `user`, when root.
+fn owned_by(user: &str, path: &Path) {
+    if running_as_root() {
+        let status = std::process::Command::new("chown")
+            .args(["-R", &format!("{user}:{user}")])
+            .arg(path)
+            .status()
+            .expect("chown");
+        assert!(status.success());
+    }
+}
+
 /// Runs PostgreSQL tool `tool` of `bin` with `args` (as `postgres` when
 /// root); panics with its output if it fails.
 fn pg_tool(bin: &Path, tool: &str, args: &[&str]) {
@@ -920,16 +932,7 @@ impl TlsPostgres {
         let dir = tempfile::tempdir().expect("dir");
         let data = dir.path().join("data");
         let cluster = Self { bin, port, dir };
-        let owned_by_postgres = |path: &Path| {
-            if running_as_root() {
-                let status = std::process::Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(path)
-                    .status()
-                    .expect("chown");
-                assert!(status.success());
-            }
-        };
+        let owned_by_postgres = |path: &Path| owned_by("postgres", path);
         owned_by_postgres(cluster.dir.path());
         let data_arg = data.to_str().expect("path");
         pg_tool(
@@ -1030,7 +1033,6 @@ fn assert_unavailable_without_url(err: &Error, url: &str, says: &str) {
         !message.contains(url) && !message.contains("://"),
         "the URL reached the message: {message}"
     );
-    eprintln!("{message}");
     assert!(
         message.contains(says),
         "{url}: {message:?} should say {says:?}"
@@ -1116,6 +1118,199 @@ async fn postgres_tls() {
         (
             postgres.url("localhost", "sslmode=disable"),
             "no encryption",
+        ),
+    ] {
+        let err = start_failure(&url).await;
+        assert_unavailable_without_url(&err, &url, says);
+    }
+}
+
+/// A MariaDB server of the test's own, serving TLS with a certificate of
+/// the test's CA and refusing connections without it
+/// (`require_secure_transport`); `root` without a password. Stopped and
+/// removed on drop.
+struct TlsMariaDb {
+    dir: tempfile::TempDir,
+    server: std::process::Child,
+    port: u16,
+}
+
+impl TlsMariaDb {
+    /// Starts a server with `server`'s certificate; `None` (loudly, never
+    /// in CI) where MariaDB's server binaries are missing.
+    async fn start(server: &Pem) -> Option<Self> {
+        let binaries = [
+            Path::new("/usr/bin/mariadb-install-db"),
+            Path::new("/usr/sbin/mariadbd"),
+        ];
+        if binaries.iter().any(|binary| !binary.exists()) {
+            assert!(
+                !running_in_ci(),
+                "MariaDB's server binaries are missing in CI (CI is set)"
+            );
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPING: no mariadb-install-db / mariadbd for a TLS server"
+            );
+            return None;
+        }
+        let port = free_address().port();
+        let server = server.clone();
+        let mariadb = tokio::task::spawn_blocking(move || Self::create(port, &server))
+            .await
+            .expect("server set-up");
+        // Ready once it accepts a (TLS) connection.
+        let url = mariadb.url("127.0.0.1", "ssl-mode=REQUIRED");
+        let started = Instant::now();
+        loop {
+            use sqlx::Connection;
+            match sqlx::MySqlConnection::connect(&url).await {
+                Ok(conn) => {
+                    let _ = conn.close().await;
+                    break;
+                }
+                Err(err) => assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "MariaDB did not start within 30 s: {err}\n{}",
+                    std::fs::read_to_string(mariadb.dir.path().join("error.log"))
+                        .unwrap_or_default()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(mariadb)
+    }
+
+    fn create(port: u16, server: &Pem) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = |name: &str| dir.path().join(name).to_str().expect("path").to_owned();
+        std::fs::write(dir.path().join("server.crt"), &server.cert).expect("cert");
+        std::fs::write(dir.path().join("server.key"), &server.key).expect("key");
+        owned_by("mysql", dir.path());
+        let user = running_as_root().then_some("--user=mysql");
+        let output = std::process::Command::new("mariadb-install-db")
+            .args(["--no-defaults", &format!("--datadir={}", path("data"))])
+            .args(user)
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .output()
+            .expect("mariadb-install-db");
+        assert!(
+            output.status.success(),
+            "mariadb-install-db: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // mariadbd drops to `mysql` itself, so that this very process is
+        // the server, and stopping it stops the server.
+        let server = std::process::Command::new("/usr/sbin/mariadbd")
+            .arg("--no-defaults")
+            .args(user)
+            .args([
+                format!("--datadir={}", path("data")),
+                format!("--port={port}"),
+                "--bind-address=127.0.0.1".to_owned(),
+                format!("--socket={}", path("mysqld.sock")),
+                format!("--pid-file={}", path("mysqld.pid")),
+                format!("--log-error={}", path("error.log")),
+                format!("--ssl-cert={}", path("server.crt")),
+                format!("--ssl-key={}", path("server.key")),
+                "--require-secure-transport=ON".to_owned(),
+                "--skip-log-bin".to_owned(),
+                "--innodb-buffer-pool-size=16M".to_owned(),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        Self { dir, server, port }
+    }
+
+    /// A URL of the server's `mysql` database at `host`, with `params`.
+    fn url(&self, host: &str, params: &str) -> String {
+        format!("mysql://root@{host}:{}/mysql?{params}", self.port)
+    }
+}
+
+impl Drop for TlsMariaDb {
+    fn drop(&mut self) {
+        // SIGTERM: a clean shutdown, waited for, before the files go.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.server.id().to_string()])
+            .status();
+        let _ = self.server.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_over_tls_verifies_the_server_certificate() {
+    within(TEST_BOUND, "the test", mysql_tls()).await;
+}
+
+async fn mysql_tls() {
+    let ca = Ca::new("database CA");
+    let Some(mariadb) = TlsMariaDb::start(&ca.server("database", &["localhost"])).await else {
+        return;
+    };
+    let ca_file = mariadb.dir.path().join("database-ca.crt");
+    std::fs::write(&ca_file, ca.pem()).expect("ca");
+    let ca_file = ca_file.to_str().expect("path").to_owned();
+
+    // VERIFY_IDENTITY, by the certificate's name: served, over TLS.
+    let url = mariadb.url(
+        "localhost",
+        &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca_file}"),
+    );
+    let server = Server::start_on(&url, |_| {}).await;
+    let channel = Channel::from_shared(format!("http://{}", server.address))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let status = QueryClient::new(channel)
+        .execute(pb::ExecuteRequest {
+            sql: "SHOW STATUS LIKE 'Ssl_version'".to_owned(),
+            params: vec![],
+            max_rows: 0,
+        })
+        .await
+        .expect("query over TLS")
+        .into_inner();
+    let version = status.rows[0].values[1].kind.clone();
+    assert!(
+        matches!(&version, Some(Kind::TextValue(v)) if v.starts_with("TLSv1")),
+        "{version:?}"
+    );
+    server.stop().await;
+
+    // VERIFY_CA checks the chain only: by address too.
+    let url = mariadb.url("127.0.0.1", &format!("ssl-mode=VERIFY_CA&ssl-ca={ca_file}"));
+    Server::start_on(&url, |_| {}).await.stop().await;
+
+    let other_ca = mariadb.dir.path().join("other-ca.crt");
+    std::fs::write(&other_ca, Ca::new("another CA").pem()).expect("ca");
+    let other_ca = other_ca.to_str().expect("path");
+    for (url, says) in [
+        (
+            mariadb.url(
+                "127.0.0.1",
+                &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca_file}"),
+            ),
+            "not valid for name",
+        ),
+        (
+            mariadb.url(
+                "localhost",
+                &format!("ssl-mode=VERIFY_CA&ssl-ca={other_ca}"),
+            ),
+            "UnknownIssuer",
+        ),
+        // The same account, without TLS: refused (MariaDB 10.11 says
+        // "Access denied" under require_secure_transport).
+        (
+            mariadb.url("localhost", "ssl-mode=DISABLED"),
+            "Access denied",
         ),
     ] {
         let err = start_failure(&url).await;
