@@ -224,7 +224,9 @@ impl TlsClient {
             .connect(name, tcp)
             .await?;
         let (_, session) = stream.get_ref();
-        assert_eq!(session.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
+        if !self.config.alpn_protocols.is_empty() {
+            assert_eq!(session.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
+        }
         if let Some([leaf, ..]) = session.peer_certificates() {
             let (_, cert) = x509_parser::parse_x509_certificate(leaf).expect("server cert");
             let name = cert
@@ -253,6 +255,16 @@ impl TlsClient {
     }
 
     /// The server certificates' common names, one per connection so far.
+    /// This client offering `protocols` in ALPN instead of `h2`.
+    fn offering(&self, protocols: &[&[u8]]) -> Self {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        Self {
+            config: Arc::new(config),
+            server_names: Arc::default(),
+        }
+    }
+
     fn server_names(&self) -> Vec<String> {
         self.server_names.lock().expect("names").clone()
     }
@@ -451,6 +463,17 @@ async fn tls_and_plaintext() {
     let client = TlsClient::new(&ca, None);
     assert_eq!(call_with(&client, address).await, Ok(1));
     assert_eq!(client.server_names(), ["sqlgate"]);
+
+    // HTTP/2 is the only protocol offered: a client offering no ALPN
+    // speaks HTTP/2 all the same; one offering only HTTP/1.1 is refused.
+    assert_eq!(client.offering(&[]).verdict(address).await, Ok(()));
+    let http1 = client.offering(&[b"http/1.1"]).verdict(address).await;
+    assert!(
+        http1
+            .as_ref()
+            .is_err_and(|err| err.contains("NoApplicationProtocol")),
+        "{http1:?}"
+    );
 
     // One that trusts another CA refuses the server.
     let stranger = TlsClient::new(&Ca::new("another CA"), None);
