@@ -1,7 +1,8 @@
 //! [`Application`]: everything is chosen and wired in [`Application::build`]
 //! — the backend (read once from the URL; from then on a type parameter),
 //! the pool, the engine, the sessions, the five services, the health probe
-//! — and the listener bound (port 0 picks a free one).
+//! — the listener's TLS read from its files, and the listener bound (port 0
+//! picks a free one).
 //! [`Application::run_until_stopped`] only serves and drains: when the
 //! shutdown future resolves, readiness goes NOT_SERVING, open sessions roll
 //! back, calls get the drain timeout to finish, what still runs is cut, and
@@ -19,7 +20,12 @@ use crate::{
     config::Settings,
     db::{Backend, Database, Driver, PoolHandle},
     error::Error,
-    grpc::{AdminService, QueryService, SessionService, auth::Authenticator, pb, transport},
+    grpc::{
+        AdminService, QueryService, SessionService,
+        auth::Authenticator,
+        pb,
+        transport::{self, ServerTls},
+    },
     health::{self, HealthService, HealthState},
     query::QueryEngine,
     session::{SessionManager, SessionRegistry},
@@ -40,17 +46,23 @@ pub struct Application {
     sessions: Arc<SessionRegistry>,
     /// Checks every call's credentials (off when none are configured).
     auth: Authenticator,
+    /// TLS on the listener (`None` when off), reloaded in the background.
+    tls: Option<Arc<ServerTls>>,
     background: Background,
     settings: Settings,
 }
 
 impl Application {
-    /// Connects the pool of the backend the URL names, wires every service
-    /// over it, starts the health probe, and binds the listener.
+    /// Reads the listener's TLS files (if TLS is on), connects the pool of
+    /// the backend the URL names, wires every service over it, starts the
+    /// health probe (and the TLS files' reload), and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         let auth = Authenticator::new(&settings.auth).map_err(Error::Internal)?;
         let backend = Backend::from_url(&settings.database_url)
             .ok_or_else(|| Error::Unavailable("unsupported database URL scheme".to_owned()))?;
+        // Before the database: a bad certificate file fails start-up at once.
+        let tls =
+            ServerTls::load(&settings.tls).map_err(|err| Error::Internal(format!("TLS: {err}")))?;
         let wired = match backend {
             Backend::Postgres => wire::<Postgres>(&settings).await?,
             Backend::MySql => wire::<MySql>(&settings).await?,
@@ -62,7 +74,8 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(|err| Error::Internal(format!("no local address: {err}")))?;
-        let background = Background::start(&wired.pool, &wired.health, &auth, &settings);
+        let background =
+            Background::start(&wired.pool, &wired.health, &auth, tls.as_ref(), &settings);
         Ok(Self {
             listener,
             address,
@@ -71,6 +84,7 @@ impl Application {
             health: wired.health,
             sessions: wired.sessions,
             auth,
+            tls,
             background,
             settings,
         })
@@ -94,11 +108,13 @@ impl Application {
             health,
             sessions,
             auth,
+            tls,
             background,
             settings,
         } = self;
         tracing::info!(
             %address,
+            tls = tls.is_some(),
             backend = pool.backend().name(),
             max_connections = settings.pool.max_connections,
             "sqlgate serving"
@@ -120,6 +136,7 @@ impl Application {
             listener,
             routes,
             &settings.transport,
+            tls,
             drain,
             stopping,
             cut,
@@ -203,9 +220,9 @@ fn reflection_error(err: tonic_reflection::server::Error) -> Error {
     Error::Internal(format!("reflection: {err}"))
 }
 
-/// The health probe, the periodic pool log and the reload of credential
-/// files: started when the application is built, stopped after the drain
-/// (or when an application that never served is dropped).
+/// The health probe, the periodic pool log, and the reload of credential
+/// and TLS files: started when the application is built, stopped after the
+/// drain (or when an application that never served is dropped).
 #[derive(Debug)]
 struct Background {
     stop: CancellationToken,
@@ -217,6 +234,7 @@ impl Background {
         pool: &Arc<dyn PoolHandle>,
         health: &Arc<HealthState>,
         auth: &Authenticator,
+        tls: Option<&Arc<ServerTls>>,
         settings: &Settings,
     ) -> Self {
         let stop = CancellationToken::new();
@@ -230,6 +248,7 @@ impl Background {
             health::spawn_pool_log(pool.clone(), stop.clone()),
         ];
         tasks.extend(auth.spawn_reload(stop.clone()));
+        tasks.extend(tls.map(|tls| tls.spawn_reload(stop.clone())));
         Self { stop, tasks }
     }
 

@@ -7,10 +7,12 @@
 //! sections' own types (pool, limits, deadlines, sessions, health,
 //! transport, shutdown) live in `sections` and are re-exported here, so
 //! that `config::LimitSettings` and the like keep their paths; the checks
-//! on loaded values live in `validate`.
+//! on loaded values live in `validate`. The `tls` section, its checks
+//! included, lives in `tls`.
 
 mod auth;
 mod sections;
+mod tls;
 mod validate;
 
 use std::{net::SocketAddr, path::Path};
@@ -28,6 +30,7 @@ pub use sections::{
     DeadlineSettings, HealthSettings, LimitSettings, MethodBudget, PoolSettings, SessionSettings,
     ShutdownSettings, TransportSettings,
 };
+pub use tls::{ClientAuth, TlsSettings};
 
 /// The file a fresh checkout uses when no database is configured, so that
 /// `sqlgate serve` works with nothing installed.
@@ -57,6 +60,8 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     /// Who may call: tokens, JWTs, client certificates (off when none is configured).
     pub auth: AuthSettings,
+    /// TLS (and mTLS) on the listener.
+    pub tls: TlsSettings,
     /// Log filter in `tracing` syntax, e.g. `info,sqlgate=debug`.
     pub log_filter: String,
 }
@@ -74,6 +79,7 @@ impl Default for Settings {
             health: HealthSettings::default(),
             shutdown: ShutdownSettings::default(),
             auth: AuthSettings::default(),
+            tls: TlsSettings::default(),
             log_filter: "info".to_owned(),
         }
     }
@@ -126,7 +132,7 @@ impl Settings {
 }
 
 /// The top-level keys of [`Settings`].
-const TOP_LEVEL_KEYS: [&str; 11] = [
+const TOP_LEVEL_KEYS: [&str; 12] = [
     "listen",
     "database_url",
     "pool",
@@ -137,6 +143,7 @@ const TOP_LEVEL_KEYS: [&str; 11] = [
     "health",
     "shutdown",
     "auth",
+    "tls",
     "log_filter",
 ];
 

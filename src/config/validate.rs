@@ -120,6 +120,7 @@ impl Settings {
         if let Err((key, why)) = self.auth.validate() {
             return fail(&key, &why);
         }
+        self.tls.validate()?;
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
             return fail("log_filter", &err.to_string());
         }

@@ -11,11 +11,17 @@
 //! within `transport.handshake_timeout` is closed, so that neither silent
 //! sockets nor a flood of them can hold sqlgate's descriptors.
 //!
+//! With `[tls]` set, every connection is TLS (HTTP/2 by ALPN `h2`): the
+//! TLS handshake runs in the connection's own task, under the same
+//! handshake timeout as the HTTP/2 handshake that follows it (one deadline
+//! from accept for both), and the HTTP/2 handshake is followed on the
+//! decrypted stream. A verified client certificate's names go into every
+//! request of its connection as a [`ClientCertificate`].
+//!
 //! Every route is served under [`call_layers`], here and nowhere else, so
 //! that no service can be served without them.
 
 use std::{
-    convert::Infallible,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -27,12 +33,12 @@ use std::{
 use hyper::server::conn::http2;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
+    server::graceful::{GracefulShutdown, Watcher},
     service::TowerToHyperService,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore, oneshot},
 };
 use tonic::{service::Routes, transport::server::TcpConnectInfo};
@@ -40,9 +46,14 @@ use tower::{Layer, Service};
 
 use super::{
     auth::Authenticator,
-    observe::{Observe, ObserveLayer, ObservedBody},
+    identity::ClientCertificate,
+    observe::{Observe, ObserveLayer},
 };
 use crate::config::TransportSettings;
+
+mod tls;
+
+pub(crate) use tls::ServerTls;
 
 /// How long, after the drain, the calls it cut have to get their answer
 /// (UNAVAILABLE) to their callers before their connections are dropped.
@@ -52,10 +63,13 @@ const ANSWER_GRACE: Duration = Duration::from_secs(1);
 /// calls finish for up to `drain`. Calls still running then are cut by
 /// `cut_in_flight` (answered, and cancelled on the server); their answers
 /// get [`ANSWER_GRACE`] to leave, and whatever is still open is dropped.
+/// With `tls`, every connection is TLS, with the certificate current when
+/// it is accepted.
 pub(crate) async fn serve(
     listener: TcpListener,
     routes: Routes,
     settings: &TransportSettings,
+    tls: Option<Arc<ServerTls>>,
     drain: Duration,
     shutdown: impl Future<Output = ()>,
     cut_in_flight: impl FnOnce(),
@@ -67,6 +81,7 @@ pub(crate) async fn serve(
         .keep_alive_interval(Some(settings.keepalive_interval))
         .keep_alive_timeout(settings.keepalive_timeout)
         .max_concurrent_streams(settings.max_concurrent_streams);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let routes = call_layers(routes.prepare(), auth);
     let slots = Arc::new(Semaphore::new(settings.max_connections as usize));
@@ -96,12 +111,24 @@ pub(crate) async fn serve(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let local = stream.local_addr().ok();
-                let (stream, handshaken) = HandshakeWatch::new(stream);
-                let service = with_peer(routes.clone(), local, remote);
-                let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-                let connection = graceful.watch(connection);
-                tokio::spawn(serve_connection(connection, handshaken, handshake_timeout, remote, slot));
+                // One deadline, from now, for the TLS handshake (if any)
+                // and the HTTP/2 handshake after it.
+                let accepted = Accepted {
+                    remote,
+                    local: stream.local_addr().ok(),
+                    handshake_deadline: tokio::time::Instant::now() + handshake_timeout,
+                    slot,
+                    graceful: graceful.watcher(),
+                };
+                let connection = Connection {
+                    http: builder.clone(),
+                    routes: routes.clone(),
+                    accepted,
+                };
+                // The TLS handshake runs in the connection's task, so that
+                // a slow or silent client never holds up the accept loop.
+                let tls = tls.as_ref().map(|tls| tls.acceptor());
+                tokio::spawn(connection.serve(stream, tls));
             }
         }
     }
@@ -130,73 +157,163 @@ fn call_layers(routes: Routes, auth: Authenticator) -> Observe<Routes> {
     ObserveLayer::new(auth).layer(routes)
 }
 
-/// The response of a served call.
-type Answer = http::Response<ObservedBody<tonic::body::Body>>;
-
 /// Adds the peer's address to every request, where the call layers and
-/// `Request::remote_addr` look for it (call logs name the caller).
-fn with_peer(
-    routes: Observe<Routes>,
+/// `Request::remote_addr` look for it (call logs name the caller), and the
+/// names of the connection's verified client certificate, if it presented
+/// one, where authentication looks for them.
+fn with_peer<B, S>(
+    routes: S,
     local: Option<SocketAddr>,
     remote: SocketAddr,
+    client: Option<ClientCertificate>,
 ) -> impl Service<
-    http::Request<hyper::body::Incoming>,
-    Response = Answer,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Answer, Infallible>> + Send,
-> + Clone {
-    tower::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(TcpConnectInfo {
+    http::Request<B>,
+    Response = S::Response,
+    Error = S::Error,
+    Future = impl Future<Output = Result<S::Response, S::Error>> + Send,
+> + Clone
+where
+    S: Service<http::Request<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    tower::service_fn(move |mut request: http::Request<B>| {
+        let extensions = request.extensions_mut();
+        extensions.insert(TcpConnectInfo {
             local_addr: local,
             remote_addr: Some(remote),
         });
+        if let Some(client) = &client {
+            extensions.insert(client.clone());
+        }
         let mut routes = routes.clone();
         async move { routes.call(request).await }
     })
 }
 
-/// Drives one client connection, holding its slot of
-/// `transport.max_connections` until it ends. A connection whose HTTP/2
-/// handshake is not complete within `handshake_timeout` is dropped, which
-/// closes its socket.
-async fn serve_connection<E: std::fmt::Display>(
-    connection: impl Future<Output = Result<(), E>>,
-    handshaken: oneshot::Receiver<()>,
-    handshake_timeout: Duration,
-    peer: SocketAddr,
+/// What the accept loop hands a connection's task.
+struct Accepted {
+    remote: SocketAddr,
+    local: Option<SocketAddr>,
+    /// When the TLS and HTTP/2 handshakes must be complete.
+    handshake_deadline: tokio::time::Instant,
+    /// The connection's place under `transport.max_connections`, held
+    /// until it ends (its handshakes included).
     slot: OwnedSemaphorePermit,
-) {
-    let _slot = slot;
-    tokio::pin!(connection);
-    // A watch dropped before the handshake completes means the connection
-    // is over: its own branch below answers then.
-    let handshake = async {
-        if handshaken.await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let early = tokio::time::timeout(handshake_timeout, async {
-        tokio::select! {
-            biased;
-            ended = &mut connection => Some(ended),
-            () = handshake => None,
-        }
-    })
-    .await;
-    let ended = match early {
-        Ok(Some(ended)) => ended,
-        Ok(None) => connection.await,
-        Err(_) => {
-            tracing::debug!(
-                peer = %peer,
-                ?handshake_timeout,
-                "no HTTP/2 handshake within the handshake timeout; connection closed"
-            );
+    /// Taken at accept, so that a shutdown that begins during the TLS
+    /// handshake still reaches the connection (and waits for it).
+    graceful: Watcher,
+}
+
+/// One accepted client connection, served in a task of its own.
+struct Connection {
+    http: Arc<http2::Builder<TokioExecutor>>,
+    routes: Observe<Routes>,
+    accepted: Accepted,
+}
+
+impl Connection {
+    /// Runs the TLS handshake (with `tls`) within the handshake deadline,
+    /// then serves HTTP/2 over the (decrypted) stream.
+    async fn serve(self, stream: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>) {
+        let Some(tls) = tls else {
+            self.serve_http2(stream, None).await;
             return;
+        };
+        let peer = self.accepted.remote;
+        let stream = match tokio::time::timeout_at(
+            self.accepted.handshake_deadline,
+            tls.accept(stream),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                // Wrong certificates, plaintext on the TLS port, scanners:
+                // the client learns why from the TLS alert.
+                tracing::debug!(peer = %peer, error = %err, "TLS handshake failed; connection closed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    peer = %peer,
+                    "no TLS handshake within the handshake timeout; connection closed"
+                );
+                return;
+            }
+        };
+        let client = match stream.get_ref().1.peer_certificates() {
+            Some([leaf, ..]) => match tls::client_certificate(leaf) {
+                Ok(client) => {
+                    tracing::debug!(
+                        peer = %peer,
+                        common_name = client.common_name.as_deref().unwrap_or(""),
+                        sans = ?client.sans,
+                        "client certificate verified"
+                    );
+                    Some(client)
+                }
+                Err(err) => {
+                    // Verified, yet unreadable: refuse rather than serve a
+                    // client whose names authentication cannot see.
+                    tracing::warn!(peer = %peer, error = %err, "client certificate unreadable; connection closed");
+                    return;
+                }
+            },
+            _ => None,
+        };
+        self.serve_http2(stream, client).await;
+    }
+
+    /// Serves HTTP/2 on `stream`, holding the connection's slot until it
+    /// ends. A connection whose HTTP/2 handshake is not complete by the
+    /// handshake deadline is dropped, which closes its socket.
+    async fn serve_http2<S>(self, stream: S, client: Option<ClientCertificate>)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let Self {
+            http,
+            routes,
+            accepted,
+        } = self;
+        let _slot = accepted.slot;
+        let peer = accepted.remote;
+        let (stream, handshaken) = HandshakeWatch::new(stream);
+        let service = with_peer(routes, accepted.local, peer, client);
+        let connection = accepted
+            .graceful
+            .watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+        tokio::pin!(connection);
+        // A watch dropped before the handshake completes means the connection
+        // is over: its own branch below answers then.
+        let handshake = async {
+            if handshaken.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let early = tokio::time::timeout_at(accepted.handshake_deadline, async {
+            tokio::select! {
+                biased;
+                ended = &mut connection => Some(ended),
+                () = handshake => None,
+            }
+        })
+        .await;
+        let ended = match early {
+            Ok(Some(ended)) => ended,
+            Ok(None) => connection.await,
+            Err(_) => {
+                tracing::debug!(
+                    peer = %peer,
+                    "no HTTP/2 handshake within the handshake timeout; connection closed"
+                );
+                return;
+            }
+        };
+        if let Err(err) = ended {
+            tracing::debug!(error = %err, peer = %peer, "connection ended with an error");
         }
-    };
-    if let Err(err) = ended {
-        tracing::debug!(error = %err, peer = %peer, "connection ended with an error");
     }
 }
 
@@ -247,9 +364,8 @@ const FRAME_HEADER_LEN: usize = 9;
 /// to tell when its HTTP/2 handshake is complete: the preface, then frames
 /// up to the client's acknowledgement of sqlgate's SETTINGS (which shows
 /// that the client reads too). hyper keeps no time limit on that itself.
-/// Past the handshake it only forwards. It reads HTTP/2 bytes: once
-/// sqlgate serves TLS, it belongs on the decrypted stream (and the TLS
-/// handshake under the same timeout).
+/// Past the handshake it only forwards. It reads HTTP/2 bytes, so with TLS
+/// it wraps the decrypted stream.
 struct HandshakeWatch<S> {
     inner: S,
     progress: Handshake,
@@ -383,7 +499,41 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HandshakeWatch<S> {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
     use super::*;
+
+    #[tokio::test]
+    async fn every_request_carries_the_peer_and_the_client_certificate_of_its_connection() {
+        let names = tower::service_fn(|request: http::Request<()>| async move {
+            let extensions = request.extensions();
+            Ok::<_, Infallible>((
+                extensions
+                    .get::<TcpConnectInfo>()
+                    .and_then(|info| info.remote_addr),
+                extensions.get::<ClientCertificate>().cloned(),
+            ))
+        });
+        let remote = SocketAddr::from(([10, 0, 0, 7], 40000));
+        let client = ClientCertificate {
+            common_name: Some("billing-api".to_owned()),
+            sans: vec!["spiffe://example.org/billing".to_owned()],
+        };
+        let mut with_certificate = with_peer(names, None, remote, Some(client.clone()));
+        for _ in 0..2 {
+            let seen = with_certificate
+                .call(http::Request::new(()))
+                .await
+                .expect("infallible");
+            assert_eq!(seen, (Some(remote), Some(client.clone())));
+        }
+        let mut without = with_peer(names, None, remote, None);
+        let seen = without
+            .call(http::Request::new(()))
+            .await
+            .expect("infallible");
+        assert_eq!(seen, (Some(remote), None));
+    }
 
     /// The bytes a client sends: preface, SETTINGS, WINDOW_UPDATE, then
     /// the SETTINGS acknowledgement.

@@ -46,5 +46,6 @@ mod stream_limits;
 mod stream_starvation;
 mod streaming;
 mod test_database;
+mod tls;
 mod value_refusals;
 mod values;
