@@ -15,6 +15,7 @@ mod deadlines;
 mod discovery;
 mod errors;
 mod fixtures;
+mod fuzz;
 mod health;
 mod health_shutdown;
 mod helpers;
