@@ -7,13 +7,14 @@
 //!   declared lengths, nesting past prost's recursion limit) sent as they
 //!   are to every RPC — `Query`, `Sessions/Attach` (several messages on one
 //!   stream), `Admin`, health, reflection, and methods that do not exist —
-//!   through a codec that writes the bytes unchanged ([`RawCodec`]).
+//!   through a codec that writes the bytes unchanged ([`RawCodec`]), on
+//!   PostgreSQL, SQLite and MariaDB.
 //! - **Framing**: gRPC frames that lie (compressed flag, declared length
 //!   past the body or past the size limit, no message at all).
 //! - **Values**: random `sqlgate.v1.Value` trees of every kind (extreme
 //!   numbers, invalid decimals and dates, huge strings, NaN, nested arrays)
-//!   as the parameter of `SELECT $1` and of an `INSERT … RETURNING` into a
-//!   column of each PostgreSQL type.
+//!   as the parameter of `SELECT $1` (every backend) and of an
+//!   `INSERT … RETURNING` into a column of each PostgreSQL type.
 //! - **Metadata**: malformed and huge headers (`authorization`,
 //!   `grpc-timeout`, `grpc-encoding`, `-bin` headers, many headers).
 //!
@@ -1122,6 +1123,12 @@ fn sqlite_wire_bytes_to_every_rpc() {
     wire_bytes_to_every_rpc(Backend::Sqlite, 128);
 }
 
+/// The same on MariaDB/MySQL (statements written with `?`).
+#[test]
+fn mysql_wire_bytes_to_every_rpc() {
+    wire_bytes_to_every_rpc(Backend::MySql, 64);
+}
+
 // ---------------------------------------------------------------------------
 // Values of every kind
 // ---------------------------------------------------------------------------
@@ -1677,16 +1684,17 @@ fn postgres_values_of_every_kind() {
     });
 }
 
-/// The same values as the parameter of `SELECT $1` on SQLite, where most
-/// kinds are stored as text: the class of each answer is judged.
-#[test]
-fn sqlite_values_of_every_kind() {
+/// Random values as the parameter of `SELECT $1` (`?` on MySQL) where
+/// most kinds are stored as text or refused: the class of each answer is
+/// judged (a value the wire decoder refuses: `INVALID_ARGUMENT` naming it;
+/// any other: OK or a client error), not the round trip.
+fn values_as_select_parameter(backend: Backend, default_cases: u32) {
     let runtime = runtime();
-    let Some(app) = runtime.block_on(spawn_app(Backend::Sqlite)) else {
+    let Some(app) = runtime.block_on(spawn_app(backend)) else {
         return;
     };
     let mut ground = runtime.block_on(Ground::lay(&app));
-    run_cases(cases(128), any_param(), |value| {
+    run_cases(cases(default_cases), any_param(), |value| {
         runtime.block_on(async {
             let answer =
                 bounded("SELECT $1", app.execute("SELECT $1", vec![value.clone()])).await?;
@@ -1697,6 +1705,18 @@ fn sqlite_values_of_every_kind() {
         ground.settled(&app).await;
         app.stop().await;
     });
+}
+
+/// Values of every kind as a parameter, on SQLite.
+#[test]
+fn sqlite_values_of_every_kind() {
+    values_as_select_parameter(Backend::Sqlite, 128);
+}
+
+/// Values of every kind as a parameter, on MariaDB/MySQL.
+#[test]
+fn mysql_values_of_every_kind() {
+    values_as_select_parameter(Backend::MySql, 128);
 }
 
 // ---------------------------------------------------------------------------
