@@ -16,6 +16,7 @@ mod deadlines;
 mod discovery;
 mod errors;
 mod fixtures;
+mod fuzz;
 mod health;
 mod health_shutdown;
 mod helpers;
