@@ -136,11 +136,10 @@ impl Application {
             listener,
             routes,
             &settings.transport,
-            tls,
+            transport::Admission { tls, auth },
             drain,
             stopping,
             cut,
-            auth,
         )
         .await;
         // Nothing may run on after this point, whatever the drain saw.

@@ -55,6 +55,15 @@ mod tls;
 
 pub(crate) use tls::ServerTls;
 
+/// Who may connect (TLS, and mTLS's client CA) and who may call (the
+/// credentials every call is checked against).
+pub(crate) struct Admission {
+    /// TLS on the listener, `None` for plaintext.
+    pub(crate) tls: Option<Arc<ServerTls>>,
+    /// Checks every call's credentials (off when none are configured).
+    pub(crate) auth: Authenticator,
+}
+
 /// How long, after the drain, the calls it cut have to get their answer
 /// (UNAVAILABLE) to their callers before their connections are dropped.
 const ANSWER_GRACE: Duration = Duration::from_secs(1);
@@ -63,18 +72,18 @@ const ANSWER_GRACE: Duration = Duration::from_secs(1);
 /// calls finish for up to `drain`. Calls still running then are cut by
 /// `cut_in_flight` (answered, and cancelled on the server); their answers
 /// get [`ANSWER_GRACE`] to leave, and whatever is still open is dropped.
-/// With `tls`, every connection is TLS, with the certificate current when
-/// it is accepted.
+/// With TLS, every connection is TLS, with the certificate current when
+/// it is accepted; every call is authenticated before its handler runs.
 pub(crate) async fn serve(
     listener: TcpListener,
     routes: Routes,
     settings: &TransportSettings,
-    tls: Option<Arc<ServerTls>>,
+    admission: Admission,
     drain: Duration,
     shutdown: impl Future<Output = ()>,
     cut_in_flight: impl FnOnce(),
-    auth: Authenticator,
 ) {
+    let Admission { tls, auth } = admission;
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
