@@ -98,7 +98,9 @@ fn string_type_name(type_info: &MySqlTypeInfo) -> &str {
 const NO_LEAP_SECONDS: &str = "MySQL and MariaDB do not have";
 
 fn add_param(args: &mut MySqlArguments, value: &SqlValue) -> Result<(), String> {
-    if let Some(refusal) = super::value::leap_second_refusal(value, NO_LEAP_SECONDS) {
+    if let Some(refusal) = super::value::leap_second_refusal(value, NO_LEAP_SECONDS)
+        .or_else(|| super::value::sub_microsecond_refusal(value))
+    {
         return Err(refusal);
     }
     let added = match value {

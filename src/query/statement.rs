@@ -153,6 +153,10 @@ impl Statement {
             Some(Refusal::ConnectionObject { what, instead }) => Err(refuse(format!(
                 "{what} is not supported through sqlgate: {instead}"
             ))),
+            Some(Refusal::NamedParameters) => Err(refuse(
+                "named parameters (:name, @name, $name) are not supported: parameters are \
+                 positional, ?NNN or $N",
+            )),
             Some(Refusal::SeveralStatements) => Err(refuse(
                 "one statement per request: send the others as requests of their own, or \
                  together in ExecuteBatch",

@@ -174,6 +174,31 @@ pub(crate) fn leap_second_refusal(value: &SqlValue, backend_says: &str) -> Optio
     ))
 }
 
+/// Why `value` cannot be sent to a database that keeps microseconds, or
+/// `None`: a `time_value`, `datetime_value` or `timestamp_value` with
+/// nanoseconds PostgreSQL and MySQL would cut off (PostgreSQL toward
+/// 2000-01-01, so that the same instant rounds differently on either side
+/// of it). Arrays name the element.
+pub(crate) fn sub_microsecond_refusal(value: &SqlValue) -> Option<String> {
+    let (kind, nanos) = match value {
+        SqlValue::Time(v) => ("time_value", v.nanosecond()),
+        SqlValue::DateTime(v) => ("datetime_value", v.nanosecond()),
+        SqlValue::Timestamp(v) => ("timestamp_value", v.nanosecond()),
+        SqlValue::Array(items) => {
+            return items.iter().enumerate().find_map(|(i, item)| {
+                sub_microsecond_refusal(item).map(|msg| format!("element {i}: {msg}"))
+            });
+        }
+        _ => return None,
+    };
+    (nanos % 1_000 != 0).then(|| {
+        format!(
+            "{kind} has a fraction of a microsecond, which the database would cut off; \
+             it is refused rather than changed"
+        )
+    })
+}
+
 /// The bytes a row of `values` takes as one entry of a repeated `Row`
 /// field (`ExecuteResponse.rows`, `RowBatch.rows`): key, length, values.
 pub fn row_wire_len(values: &[SqlValue]) -> usize {

@@ -787,17 +787,6 @@ const NEVER: [Code; 8] = [
     Code::DeadlineExceeded,
 ];
 
-/// Answers that break the rules today, each pinned by an ignored test
-/// that fails until it is fixed; the fuzz lets them pass so that it can go
-/// on looking for others. Returns the pinning test's name.
-fn known_bug(message: &str) -> Option<&'static str> {
-    // SQLite: a named parameter (`:a`, `@a`, `$a`, `#a`) is a protocol
-    // error in sqlx's binder, answered INTERNAL.
-    (message.starts_with("internal error: protocol: unsupported SQL parameter format")
-        || message.starts_with("internal error: protocol: parameters with non-integer names"))
-    .then_some("sqlite_named_parameters_are_invalid_argument")
-}
-
 /// Checks how a call with `messages` ended; see the module for the rules.
 fn check_outcome(rpc: Rpc, messages: &[Vec<u8>], outcome: &Outcome) -> Result<(), TestCaseError> {
     prop_assert!(
@@ -837,7 +826,6 @@ fn check_outcome(rpc: Rpc, messages: &[Vec<u8>], outcome: &Outcome) -> Result<()
     } else {
         let later_undecodable = messages.iter().any(|bytes| !rpc.decodes(bytes));
         let allowed = !NEVER.contains(&outcome.code)
-            || known_bug(&outcome.message).is_some()
             // A later message that does not decode ends a session (or a
             // reflection stream) with its decode status.
             || (later_undecodable
@@ -1478,43 +1466,14 @@ fn same_value(sent: &SqlValue, back: &SqlValue) -> bool {
                 }
             }
         }
-        (SqlValue::Timestamp(a), SqlValue::Timestamp(b)) => {
-            a == b || known_sub_microsecond_loss(instant_nanos(a), instant_nanos(b))
-        }
-        (SqlValue::DateTime(a), SqlValue::DateTime(b)) => {
-            a == b
-                || known_sub_microsecond_loss(
-                    instant_nanos(&a.and_utc()),
-                    instant_nanos(&b.and_utc()),
-                )
-        }
-        (SqlValue::Time(a), SqlValue::Time(b)) => {
-            let nanos = |t: &chrono::NaiveTime| {
-                use chrono::Timelike;
-                i128::from(t.num_seconds_from_midnight()) * 1_000_000_000
-                    + i128::from(t.nanosecond())
-            };
-            a == b || known_sub_microsecond_loss(nanos(a), nanos(b))
-        }
+        (SqlValue::Timestamp(a), SqlValue::Timestamp(b)) => a == b,
+        (SqlValue::DateTime(a), SqlValue::DateTime(b)) => a == b,
+        (SqlValue::Time(a), SqlValue::Time(b)) => a == b,
         (SqlValue::Array(a), SqlValue::Array(b)) => {
             a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_value(a, b))
         }
         (a, b) => a == b,
     }
-}
-
-/// Nanoseconds since 1970 of an instant anywhere in chrono's range.
-fn instant_nanos(instant: &chrono::DateTime<chrono::Utc>) -> i128 {
-    i128::from(instant.timestamp()) * 1_000_000_000 + i128::from(instant.timestamp_subsec_nanos())
-}
-
-/// A known hole, pinned by `postgres_sub_microsecond_values_are_not_rounded`:
-/// PostgreSQL keeps microseconds, and a value sent with nanoseconds is
-/// stored cut to microseconds (toward 2000-01-01, sqlx's epoch) without a
-/// word. Tolerated here (as exactly that loss) so that the fuzz can look
-/// for other changes.
-fn known_sub_microsecond_loss(sent: i128, back: i128) -> bool {
-    sent % 1000 != 0 && back % 1000 == 0 && (sent - back).abs() < 1000
 }
 
 /// Decimal text equal as a number and in its scale (PostgreSQL drops a
@@ -2288,9 +2247,6 @@ fn postgres_grpc_frames_that_lie() {
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: on SQLite a named parameter (:a, @a, $a) that sqlgate's count does not see \
-            reaches sqlx's binder, whose protocol error is answered INTERNAL with sqlx's source \
-            location in the message"]
 async fn sqlite_named_parameters_are_invalid_argument() {
     let Some(app) = spawn_app(Backend::Sqlite).await else {
         return;
@@ -2370,16 +2326,11 @@ async fn sub_microsecond_values_are_not_rounded(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hole: a timestamp_value, datetime_value or time_value with nanoseconds is stored \
-            cut to microseconds without a word (PostgreSQL: toward 2000-01-01, so 1.5 µs before \
-            it becomes 2 µs)"]
 async fn postgres_sub_microsecond_values_are_not_rounded() {
     sub_microsecond_values_are_not_rounded(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hole: a timestamp_value, datetime_value or time_value with nanoseconds is stored \
-            cut to microseconds without a word"]
 async fn mysql_sub_microsecond_values_are_not_rounded() {
     sub_microsecond_values_are_not_rounded(Backend::MySql).await;
 }

@@ -15,7 +15,7 @@ use sqlx::{
 use super::numeric::parse_decimal;
 use crate::query::{
     codec::array_element_kind,
-    value::{SqlValue, ValueKind, leap_second_refusal},
+    value::{SqlValue, ValueKind, leap_second_refusal, sub_microsecond_refusal},
 };
 
 /// A NULL parameter whose type PostgreSQL infers from the statement
@@ -65,7 +65,9 @@ const LEAP_SECOND_MOVES: &str = "PostgreSQL would store as second 00 of the next
 
 /// Binds one parameter as its PostgreSQL type.
 pub(super) fn add_param(args: &mut PgArguments, value: &SqlValue) -> Result<(), String> {
-    if let Some(refusal) = leap_second_refusal(value, LEAP_SECOND_MOVES) {
+    if let Some(refusal) =
+        leap_second_refusal(value, LEAP_SECOND_MOVES).or_else(|| sub_microsecond_refusal(value))
+    {
         return Err(refusal);
     }
     let added = match value {

@@ -54,6 +54,8 @@ pub(crate) enum Refusal {
     Copy,
     /// More than one statement in one text (SQLite would run them all).
     SeveralStatements,
+    /// SQLite named parameters (`:a`, `@a`, `$a`): parameters are positional.
+    NamedParameters,
     /// Changes a setting sqlgate relies on to bound every call.
     OwnSetting {
         /// The setting.
@@ -163,6 +165,10 @@ impl Analysis {
         self.plain_read &= read;
         if self.refusal.is_none() {
             self.refusal = refusal(&words, &first, backend);
+        }
+        if self.refusal.is_none() && backend == Backend::Sqlite && tokens.contains(&Token::Variable)
+        {
+            self.refusal = Some(Refusal::NamedParameters);
         }
         if backend != Backend::Sqlite && leaves_state(tokens, &words, &first, backend) {
             self.leaves_state = true;

@@ -352,6 +352,15 @@ impl<'a> Iterator for Lexer<'a> {
                 }
                 Token::Variable
             }
+            // SQLite also takes `#name` as a parameter.
+            b'#' if self.backend == Backend::Sqlite
+                && self.peek(1).is_some_and(|b| is_word_byte(b, self.backend)) =>
+            {
+                self.at += 1;
+                self.read_word();
+                self.skip_tcl_suffix();
+                Token::Variable
+            }
             b':' if self.backend == Backend::Sqlite
                 && self
                     .peek(1)

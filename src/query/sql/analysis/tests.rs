@@ -342,6 +342,13 @@ fn holes_found_by_attack_are_closed() {
     ] {
         assert!(of(sql, Sqlite).refusal.is_some(), "{sql:?}");
     }
+    for sql in ["SELECT :a", "SELECT $1, :b", "SELECT @a", "SELECT $a"] {
+        assert_eq!(
+            of(sql, Sqlite).refusal,
+            Some(Refusal::NamedParameters),
+            "{sql:?}"
+        );
+    }
     assert_eq!(
         of(
             "CREATE TRIGGER t AFTER INSERT ON a BEGIN SELECT CASE WHEN 1 THEN 2 END; END",
