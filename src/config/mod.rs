@@ -21,8 +21,8 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 pub use sections::{
-    DeadlineSettings, HealthSettings, LimitSettings, MethodBudget, PoolSettings, SessionSettings,
-    ShutdownSettings, TransportSettings,
+    CallerLimitSettings, DeadlineSettings, HealthSettings, LimitSettings, MethodBudget,
+    PoolSettings, RoleSettings, SessionSettings, ShutdownSettings, TransportSettings,
 };
 
 /// The file a fresh checkout uses when no database is configured, so that
@@ -51,6 +51,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Shutting down.
     pub shutdown: ShutdownSettings,
+    /// What callers may do.
+    pub roles: RoleSettings,
     /// Log filter in `tracing` syntax, e.g. `info,sqlgate=debug`.
     pub log_filter: String,
 }
@@ -67,6 +69,7 @@ impl Default for Settings {
             sessions: SessionSettings::default(),
             health: HealthSettings::default(),
             shutdown: ShutdownSettings::default(),
+            roles: RoleSettings::default(),
             log_filter: "info".to_owned(),
         }
     }
@@ -119,7 +122,7 @@ impl Settings {
 }
 
 /// The top-level keys of [`Settings`].
-const TOP_LEVEL_KEYS: [&str; 10] = [
+const TOP_LEVEL_KEYS: [&str; 11] = [
     "listen",
     "database_url",
     "pool",
@@ -129,6 +132,7 @@ const TOP_LEVEL_KEYS: [&str; 10] = [
     "sessions",
     "health",
     "shutdown",
+    "roles",
     "log_filter",
 ];
 

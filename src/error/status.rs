@@ -43,6 +43,10 @@ impl Error {
             Error::SessionNotFound(_) => "SESSION_NOT_FOUND",
             Error::SessionEnded(_) => "SESSION_ENDED",
             Error::TransactionLost => "TRANSACTION_LOST",
+            Error::ReadOnlyRole(_) => "READ_ONLY_ROLE",
+            Error::Forbidden(_) => "ROLE_FORBIDS",
+            Error::CallerLimit { .. } => "CALLER_LIMIT",
+            Error::Overloaded(_) => "OVERLOADED",
             Error::ShuttingDown => "SHUTTING_DOWN",
             Error::Internal(_) => "INTERNAL",
         }
@@ -61,6 +65,10 @@ impl Error {
         }
         if let Error::DeadlineExceeded(phase) = self {
             metadata.insert("phase".to_owned(), phase.name().to_owned());
+        }
+        if let Error::CallerLimit { what, setting, .. } = self {
+            metadata.insert("limit".to_owned(), (*setting).to_owned());
+            metadata.insert("in_flight".to_owned(), (*what).to_owned());
         }
         let mut details = ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, metadata);
         let innermost = match self {
@@ -100,12 +108,13 @@ impl Error {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::PoolExhausted { .. } | Error::SessionLimit(_) => {
+            Error::PoolExhausted { .. } | Error::SessionLimit(_) | Error::Overloaded(_) => {
                 Some(Duration::from_millis(100))
             }
-            // A stream holds its connection for long; a retry right away
-            // would most likely be refused again.
-            Error::StreamLimit(_) => Some(Duration::from_secs(1)),
+            Error::CallerLimit { what: "calls", .. } => Some(Duration::from_millis(100)),
+            // A stream holds its connection for long (a session too); a
+            // retry right away would most likely be refused again.
+            Error::StreamLimit(_) | Error::CallerLimit { .. } => Some(Duration::from_secs(1)),
             Error::Database(failure) if failure.code == Code::Aborted => {
                 Some(Duration::from_millis(50))
             }

@@ -9,8 +9,10 @@ use std::time::Duration;
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{
-    BeginOptions, Inbound, SessionCommand, SessionEvent, SessionManager, client::ClientLink,
-    open::Session, registry::EndReason,
+    BeginOptions, Inbound, SessionCommand, SessionEvent, SessionManager,
+    client::ClientLink,
+    open::Session,
+    registry::{EndReason, SessionOwner},
 };
 use crate::{db::Driver, error::Error};
 
@@ -25,15 +27,21 @@ const BEGIN_WAIT: Duration = Duration::from_secs(30);
 /// Runs one session to its end.
 pub(super) async fn run<DB: Driver>(
     manager: SessionManager<DB>,
-    peer: String,
+    owner: SessionOwner,
     mut inbound: mpsc::Receiver<Inbound>,
     outbound: mpsc::Sender<SessionEvent>,
 ) {
     let client = ClientLink::new(outbound, manager.registry.clone());
-    let Some(options) = wait_for_begin(&manager, &mut inbound, &client).await else {
+    let Some(mut options) = wait_for_begin(&manager, &mut inbound, &client).await else {
         return;
     };
-    let guard = match manager.registry.open(peer, options.labels.clone()) {
+    // A reader's session is read-only whatever it asked for: its reads
+    // work as they would, and a write is refused by the database
+    // (PERMISSION_DENIED), rather than refusing the whole session.
+    if owner.role.is_read_only() {
+        options.read_only = true;
+    }
+    let guard = match manager.registry.open(owner, options.labels.clone()) {
         Ok(guard) => guard,
         Err(error) => {
             client.tell(SessionEvent::Ended(error)).await;
