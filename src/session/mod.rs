@@ -159,7 +159,8 @@ impl<DB: Driver> SessionManager<DB> {
 
     /// Runs `owner`'s session fed by `inbound` and answering on
     /// `outbound`, in a task of its own that shutdown waits for and that
-    /// keeps `hold` until it ends. The session ends when `inbound` closes
+    /// keeps `hold` until the session has ended (rolled back or committed,
+    /// its connection given back). The session ends when `inbound` closes
     /// without a commit, when `outbound`'s receiver is dropped (client
     /// gone), or for any of the reasons in [`EndReason`].
     pub(crate) fn attach(
@@ -170,9 +171,8 @@ impl<DB: Driver> SessionManager<DB> {
         outbound: mpsc::Sender<SessionEvent>,
     ) {
         let manager = self.clone();
-        self.registry.spawn(Box::pin(async move {
-            let _hold = hold;
-            runner::run(manager, owner, inbound, outbound).await;
-        }));
+        self.registry.spawn(Box::pin(runner::run(
+            manager, owner, hold, inbound, outbound,
+        )));
     }
 }

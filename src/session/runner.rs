@@ -14,7 +14,10 @@ use super::{
     open::Session,
     registry::{EndReason, SessionOwner},
 };
-use crate::{db::Driver, error::Error};
+use crate::{
+    db::{Driver, transaction::Hold},
+    error::Error,
+};
 
 /// After the client's side of the stream ends, how long to watch for its
 /// response side closing too (a cancelled call rather than a half-close).
@@ -24,10 +27,13 @@ const HALF_CLOSE_GRACE: Duration = Duration::from_millis(30);
 /// How long sqlgate waits for the first request (`begin`).
 const BEGIN_WAIT: Duration = Duration::from_secs(30);
 
-/// Runs one session to its end.
+/// Runs one session to its end, holding `hold` until the session is over
+/// (not while the stream lingers after commit or rollback: the caller's
+/// next session may begin then).
 pub(super) async fn run<DB: Driver>(
     manager: SessionManager<DB>,
     owner: SessionOwner,
+    hold: Hold,
     mut inbound: mpsc::Receiver<Inbound>,
     outbound: mpsc::Sender<SessionEvent>,
 ) {
@@ -121,11 +127,13 @@ pub(super) async fn run<DB: Driver>(
             }
             SessionCommand::Commit => {
                 session.end(EndReason::Commit).await;
+                drop(hold);
                 linger(&manager, inbound, &client, "committed").await;
                 return;
             }
             SessionCommand::Rollback => {
                 session.end(EndReason::Rollback).await;
+                drop(hold);
                 linger(&manager, inbound, &client, "rolled back").await;
                 return;
             }
