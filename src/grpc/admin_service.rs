@@ -127,6 +127,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::TerminateSessionRequest>,
     ) -> Result<Response<pb::TerminateSessionResponse>, Status> {
+        let caller = Caller::of(&request);
         let owner = self.sessions_of(&request);
         let id = request.into_inner().session_id;
         if id.is_empty() {
@@ -135,12 +136,12 @@ impl Admin for AdminService {
         self.sessions
             .terminate(&id, owner.as_deref(), TERMINATE_WAIT)
             .await?;
-        match owner {
-            Some(owner) => {
-                tracing::info!(session = %id, caller = %owner, "session terminated by its owner")
-            }
-            None => tracing::info!(session = %id, "session terminated by an operator"),
-        }
+        let by = if owner.is_some() {
+            "its owner"
+        } else {
+            "an admin"
+        };
+        tracing::info!(session = %id, caller = %caller, "session terminated by {by}");
         Ok(Response::new(pb::TerminateSessionResponse {}))
     }
 }
