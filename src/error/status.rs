@@ -66,9 +66,8 @@ impl Error {
         if let Error::DeadlineExceeded(phase) = self {
             metadata.insert("phase".to_owned(), phase.name().to_owned());
         }
-        if let Error::CallerLimit { what, setting, .. } = self {
+        if let Error::CallerLimit { setting, .. } = self {
             metadata.insert("limit".to_owned(), (*setting).to_owned());
-            metadata.insert("in_flight".to_owned(), (*what).to_owned());
         }
         let mut details = ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, metadata);
         let innermost = match self {
