@@ -81,10 +81,8 @@ pub(crate) fn run_stream<DB: Driver>(
     };
     db.count_call();
     tokio::spawn(Box::pin(async move {
-        // Given back when the task ends, however the stream ended.
-        let _slot = slot;
-        let _hold = hold;
-        // Fails only if the reader is gone already: nothing to do then.
+        // Fails only if the reader is gone already: nothing to do then
+        // (the slot and the hold are given back as the task ends).
         let Ok(last) = sender.clone().reserve_owned().await else {
             return;
         };
@@ -93,6 +91,12 @@ pub(crate) fn run_stream<DB: Driver>(
             Access::ReadOnly => streamed.map_err(Error::for_reader),
             Access::ReadWrite => streamed,
         };
+        // The work is over and the connection given back: so are the
+        // stream's place in the pool's share and the caller's place under
+        // the limits — before the reader hears the end, so that its next
+        // stream may start at once.
+        drop(slot);
+        drop(hold);
         match streamed {
             Ok(Some(stats)) => {
                 last.send(Ok(StreamEvent::Finished(stats)));

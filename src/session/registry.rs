@@ -14,7 +14,7 @@ use std::{
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::SessionSettings, error::Error, grpc::identity::Role};
+use crate::{config::SessionSettings, db::transaction::Hold, error::Error, grpc::identity::Role};
 
 /// Why a session ended. Every end is counted under one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -272,6 +272,7 @@ impl SessionRegistry {
         self: &Arc<Self>,
         owner: SessionOwner,
         labels: BTreeMap<String, String>,
+        hold: Hold,
     ) -> Result<SessionGuard, Error> {
         if !self.accepting.load(Ordering::Relaxed) {
             return Err(Error::ShuttingDown);
@@ -305,6 +306,7 @@ impl SessionRegistry {
         Ok(SessionGuard {
             registry: self.clone(),
             entry,
+            hold,
             ended: false,
         })
     }
@@ -407,12 +409,18 @@ impl SessionRegistry {
     }
 }
 
-/// Holds a session's place in the registry; ending it counts the reason.
-/// Dropped without [`SessionGuard::end`] (a panic), it counts as `failed`.
+/// Holds a session's place in the registry, and its caller's place under
+/// the limits; ending it counts the reason and gives both back — before
+/// the client hears that the session ended, so that its next session may
+/// begin at once. Dropped without [`SessionGuard::end`] (a panic), it
+/// counts as `failed`.
 #[derive(Debug)]
 pub(crate) struct SessionGuard {
     registry: Arc<SessionRegistry>,
     entry: Arc<SessionEntry>,
+    /// The caller's place under the limits, given back with the guard.
+    #[expect(dead_code, reason = "held for its Drop")]
+    hold: Hold,
     ended: bool,
 }
 

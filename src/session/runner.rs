@@ -27,9 +27,10 @@ const HALF_CLOSE_GRACE: Duration = Duration::from_millis(30);
 /// How long sqlgate waits for the first request (`begin`).
 const BEGIN_WAIT: Duration = Duration::from_secs(30);
 
-/// Runs one session to its end, holding `hold` until the session is over
-/// (not while the stream lingers after commit or rollback: the caller's
-/// next session may begin then).
+/// Runs one session to its end. `hold` (the caller's place under the
+/// limits) goes with the session's registry place: given back as the
+/// session ends, before the client hears it, and not held while the stream
+/// lingers after commit or rollback.
 pub(super) async fn run<DB: Driver>(
     manager: SessionManager<DB>,
     owner: SessionOwner,
@@ -47,7 +48,7 @@ pub(super) async fn run<DB: Driver>(
     if owner.role.is_read_only() {
         options.read_only = true;
     }
-    let guard = match manager.registry.open(owner, options.labels.clone()) {
+    let guard = match manager.registry.open(owner, options.labels.clone(), hold) {
         Ok(guard) => guard,
         Err(error) => {
             client.tell(SessionEvent::Ended(error)).await;
@@ -127,13 +128,11 @@ pub(super) async fn run<DB: Driver>(
             }
             SessionCommand::Commit => {
                 session.end(EndReason::Commit).await;
-                drop(hold);
                 linger(&manager, inbound, &client, "committed").await;
                 return;
             }
             SessionCommand::Rollback => {
                 session.end(EndReason::Rollback).await;
-                drop(hold);
                 linger(&manager, inbound, &client, "rolled back").await;
                 return;
             }

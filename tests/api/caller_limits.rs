@@ -346,3 +346,38 @@ async fn a_call_keeps_its_place_until_its_work_is_over(backend: Backend) {
     app.stop().await;
 }
 on_every_backend!(a_call_keeps_its_place_until_its_work_is_over);
+
+async fn a_caller_at_its_limit_goes_on_as_soon_as_it_hears_the_end(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.limits.per_caller.max_calls = 1;
+        s.limits.per_caller.max_streams = 1;
+        s.limits.per_caller.max_sessions = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let caller = client_from(&app, [127, 0, 0, 1]).await;
+    // A place is given back before the answer leaves: one call, stream or
+    // session after another, each begun the moment the last one ended, is
+    // never refused.
+    for _ in 0..20 {
+        select_1(&caller).await.expect("the next call");
+        let mut frames = QueryClient::new(caller.clone())
+            .execute_stream(request("SELECT 1", WAIT))
+            .await
+            .expect("the next stream")
+            .into_inner();
+        while let Some(frame) = within(WAIT, "a frame", frames.next()).await {
+            frame.expect("a frame");
+        }
+        let mut session = Session::begin_on(caller.clone(), BeginSession::default())
+            .await
+            .expect("the next session");
+        session.row("SELECT 1").await;
+        session.commit().await;
+    }
+    assert_eq!(stats(&app).await.caller_limit_refusals, 0);
+    app.stop().await;
+}
+on_every_backend!(a_caller_at_its_limit_goes_on_as_soon_as_it_hears_the_end);
