@@ -23,6 +23,7 @@ use crate::{
     grpc::{
         AdminService, QueryService, SessionService,
         auth::Authenticator,
+        limits::CallerLimits,
         pb,
         transport::{self, ServerTls},
     },
@@ -173,29 +174,40 @@ async fn wire<DB: Driver>(settings: &Settings) -> Result<Wired, Error> {
     let health = HealthState::new();
     let sessions = SessionRegistry::new(settings.sessions.clone(), settings.pool.max_connections);
     let max_request = settings.transport.max_request_bytes;
+    // Calls to the two services that reach the database are admitted by
+    // the per-caller and overall limits first; health, reflection and
+    // Admin never are.
+    let limits = CallerLimits::new(&settings.limits);
+    let anonymous = settings.roles.default;
 
     let engine = QueryEngine::new(database.clone(), settings.limits.clone());
-    let query =
-        pb::query_server::QueryServer::new(QueryService::new(engine, settings.deadlines.clone()))
-            .max_decoding_message_size(max_request);
+    let query = pb::query_server::QueryServer::new(QueryService::new(
+        engine,
+        settings.deadlines.clone(),
+        anonymous,
+    ))
+    .max_decoding_message_size(max_request);
     let manager = SessionManager::new(
         database,
         sessions.clone(),
         settings.deadlines.session_execute,
         settings.limits.clone(),
     );
-    let session_service = pb::sessions_server::SessionsServer::new(SessionService::new(manager))
-        .max_decoding_message_size(max_request);
+    let session_service =
+        pb::sessions_server::SessionsServer::new(SessionService::new(manager, anonymous))
+            .max_decoding_message_size(max_request);
     let admin = pb::admin_server::AdminServer::new(AdminService::new(
         pool.clone(),
         sessions.clone(),
         health.clone(),
+        limits.clone(),
+        anonymous,
     ));
     let routes = Routes::new(HealthServer::new(HealthService::new(health.clone())))
         .add_service(reflection().build_v1().map_err(reflection_error)?)
         .add_service(reflection().build_v1alpha().map_err(reflection_error)?)
-        .add_service(query)
-        .add_service(session_service)
+        .add_service(limits.wrap(query))
+        .add_service(limits.wrap(session_service))
         .add_service(admin);
     Ok(Wired {
         routes,

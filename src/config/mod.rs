@@ -27,8 +27,8 @@ pub use auth::{
     AuthSettings, ClientCertificateSettings, DEFAULT_OPEN_SERVICES, JwtSettings, TokenEntry,
 };
 pub use sections::{
-    DeadlineSettings, HealthSettings, LimitSettings, MethodBudget, PoolSettings, SessionSettings,
-    ShutdownSettings, TransportSettings,
+    CallerLimitSettings, DeadlineSettings, HealthSettings, LimitSettings, MethodBudget,
+    PoolSettings, RoleSettings, SessionSettings, ShutdownSettings, TransportSettings,
 };
 pub use tls::{ClientAuth, TlsSettings};
 
@@ -62,6 +62,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// TLS (and mTLS) on the listener.
     pub tls: TlsSettings,
+    /// What callers may do.
+    pub roles: RoleSettings,
     /// Log filter in `tracing` syntax, e.g. `info,sqlgate=debug`.
     pub log_filter: String,
 }
@@ -80,6 +82,7 @@ impl Default for Settings {
             shutdown: ShutdownSettings::default(),
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
+            roles: RoleSettings::default(),
             log_filter: "info".to_owned(),
         }
     }
@@ -132,7 +135,7 @@ impl Settings {
 }
 
 /// The top-level keys of [`Settings`].
-const TOP_LEVEL_KEYS: [&str; 12] = [
+const TOP_LEVEL_KEYS: [&str; 13] = [
     "listen",
     "database_url",
     "pool",
@@ -144,6 +147,7 @@ const TOP_LEVEL_KEYS: [&str; 12] = [
     "shutdown",
     "auth",
     "tls",
+    "roles",
     "log_filter",
 ];
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::grpc::identity::Role;
+
 /// Pool sizing and connection lifetimes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -69,6 +71,56 @@ pub struct LimitSettings {
     /// its connection given back, instead of being held until the deadline.
     #[serde(with = "humantime_serde")]
     pub stream_stall_timeout: Duration,
+    /// Most `Query` calls, streams and sessions in flight at once, all
+    /// callers together; more are shed at once (RESOURCE_EXHAUSTED,
+    /// `OVERLOADED`), never queued.
+    pub max_concurrent_calls: u32,
+    /// What one caller may have in flight at once.
+    pub per_caller: CallerLimitSettings,
+}
+
+/// What one caller (an authenticated identity; with authentication off,
+/// one client address) may have in flight at once, so that a greedy caller
+/// cannot take every call slot, stream or session from the others. Past a
+/// limit the caller's next call is refused at once (RESOURCE_EXHAUSTED,
+/// `CALLER_LIMIT`, with `RetryInfo`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallerLimitSettings {
+    /// `Execute` and `ExecuteBatch` calls.
+    pub max_calls: u32,
+    /// Open `ExecuteStream` calls.
+    pub max_streams: u32,
+    /// Open sessions (`Sessions/Attach` streams).
+    pub max_sessions: u32,
+}
+
+impl Default for CallerLimitSettings {
+    fn default() -> Self {
+        Self {
+            max_calls: 256,
+            max_streams: 4,
+            max_sessions: 8,
+        }
+    }
+}
+
+/// Roles: what a caller may do (see `grpc::identity::Role`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoleSettings {
+    /// The role of a caller without an identity (every caller while
+    /// authentication is off): `admin` (the default: everything, as before
+    /// roles existed), `writer` or `reader`.
+    pub default: Role,
+}
+
+impl Default for RoleSettings {
+    fn default() -> Self {
+        Self {
+            default: Role::Admin,
+        }
+    }
 }
 
 /// HTTP/2 settings that let the server notice dead peers.
@@ -128,6 +180,8 @@ impl Default for LimitSettings {
             stream_buffer_frames: 4,
             stream_max_pool_share: 0.5,
             stream_stall_timeout: Duration::from_secs(30),
+            max_concurrent_calls: 1024,
+            per_caller: CallerLimitSettings::default(),
         }
     }
 }

@@ -147,3 +147,34 @@ fn connection_and_cache_bounds_load_from_env_and_are_checked() {
         assert!(err.contains(key), "{err}");
     }
 }
+
+#[test]
+fn roles_and_caller_limits_come_from_the_environment_and_are_checked() {
+    figment::Jail::expect_with(|jail| {
+        let defaults = Settings::load(None, &Overrides::default())
+            .map_err(|e| figment::Error::from(e.to_string()))?;
+        // Nothing set: everyone may do everything, as before roles.
+        assert_eq!(defaults.roles.default, crate::grpc::identity::Role::Admin);
+        jail.set_env("SQLGATE_ROLES__DEFAULT", "reader");
+        jail.set_env("SQLGATE_LIMITS__PER_CALLER__MAX_STREAMS", "2");
+        jail.set_env("SQLGATE_LIMITS__MAX_CONCURRENT_CALLS", "64");
+        let settings = Settings::load(None, &Overrides::default())
+            .map_err(|e| figment::Error::from(e.to_string()))?;
+        assert_eq!(settings.roles.default, crate::grpc::identity::Role::Reader);
+        assert_eq!(settings.limits.per_caller.max_streams, 2);
+        assert_eq!(settings.limits.per_caller.max_calls, 256);
+        assert_eq!(settings.limits.max_concurrent_calls, 64);
+        jail.set_env("SQLGATE_ROLES__DEFAULT", "superuser");
+        let err = Settings::load(None, &Overrides::default())
+            .expect_err("an unknown role")
+            .to_string();
+        assert!(err.contains("roles.default"), "{err}");
+        jail.set_env("SQLGATE_ROLES__DEFAULT", "writer");
+        jail.set_env("SQLGATE_LIMITS__PER_CALLER__MAX_SESSIONS", "0");
+        let err = Settings::load(None, &Overrides::default())
+            .expect_err("no sessions at all")
+            .to_string();
+        assert!(err.contains("limits.per_caller.max_sessions"), "{err}");
+        Ok(())
+    });
+}

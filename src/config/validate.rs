@@ -76,6 +76,19 @@ impl Settings {
         if limits.stream_stall_timeout.is_zero() {
             return fail("limits.stream_stall_timeout", "must be more than zero");
         }
+        if limits.max_concurrent_calls == 0 {
+            return fail("limits.max_concurrent_calls", "must be at least 1");
+        }
+        let per_caller = &limits.per_caller;
+        for (key, value) in [
+            ("limits.per_caller.max_calls", per_caller.max_calls),
+            ("limits.per_caller.max_streams", per_caller.max_streams),
+            ("limits.per_caller.max_sessions", per_caller.max_sessions),
+        ] {
+            if value == 0 {
+                return fail(key, "must be at least 1");
+            }
+        }
         let sessions = &self.sessions;
         if !(sessions.max_pool_share > 0.0 && sessions.max_pool_share <= 1.0) {
             return fail("sessions.max_pool_share", "must be above 0 and at most 1");

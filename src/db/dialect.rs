@@ -82,19 +82,23 @@ pub(crate) trait Dialect: sqlx::Database {
     /// transaction; `None` where there is no such question to ask.
     const IN_TRANSACTION_PROBE: Option<&'static str> = None;
 
-    /// Opens a transaction whose statements stop on the server when
+    /// Opens a call's transaction, whose statements stop on the server when
     /// `deadline` passes (PostgreSQL `SET LOCAL statement_timeout`).
-    fn begin_sql(deadline: &Deadline) -> String;
+    /// `read_only` (a reader's call) makes the database itself refuse every
+    /// write, however the statement is spelled: a data-modifying CTE, a
+    /// function that writes, DDL. One round trip either way.
+    fn begin_sql(deadline: &Deadline, read_only: bool) -> String;
 
-    /// Statements that open a session's transaction.
-    fn session_begin(isolation: Isolation, read_only: bool) -> Vec<String>;
+    /// Opens a session's transaction (one round trip); `read_only` as in
+    /// [`Dialect::begin_sql`].
+    fn session_begin(isolation: Isolation, read_only: bool) -> String;
 
-    /// Statements that undo session-only settings before the connection
-    /// goes back to the pool.
-    fn session_end(read_only: bool) -> Vec<String> {
-        let _ = read_only;
-        Vec::new()
-    }
+    /// What undoes the connection-level part of a read-only transaction
+    /// (MySQL's session characteristic, SQLite's `query_only`) before the
+    /// connection goes back to the pool; `None` where read-only lasts only
+    /// as long as the transaction (PostgreSQL). Sent with the COMMIT when
+    /// there is one, so that it costs no round trip of its own.
+    const READ_ONLY_UNDO: Option<&'static str> = None;
 
     /// Whether a transaction survives one of its statements being
     /// interrupted. SQLite may roll the whole transaction back by itself

@@ -4,7 +4,7 @@
 //! to the pool, or abandoned (the statement cancelled on the server, the
 //! connection recovered or closed), never returned in an unknown state.
 
-use std::sync::Arc;
+use std::{any::Any, sync::Arc};
 
 use sqlx::{Pool, pool::PoolConnection};
 
@@ -122,12 +122,57 @@ impl From<ControlFailure> for Failure {
     }
 }
 
+/// What a unit of work may do to the database, from its caller's role.
+/// Read-only is the database's own: a read-only transaction (and, on
+/// MySQL and SQLite, a read-only connection until the work ends), so that
+/// no spelling of a write gets through — never a guess from the SQL text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Reads and writes (writers, admins).
+    ReadWrite,
+    /// Reads only (readers): every statement runs in a read-only
+    /// transaction, plain reads included.
+    ReadOnly,
+}
+
+impl Access {
+    /// Whether the database must refuse writes.
+    pub(crate) fn is_read_only(self) -> bool {
+        self == Access::ReadOnly
+    }
+}
+
+/// What a call keeps alive for as long as its work runs — its place under
+/// the per-caller and overall limits — moved into the task that does the
+/// work, so that a caller that goes away mid-call does not give its place
+/// back while the database still works for it. Opaque here: the limits
+/// are the gRPC layer's.
+#[derive(Default)]
+pub(crate) struct Hold(Option<Arc<dyn Any + Send + Sync>>);
+
+impl Hold {
+    /// Holds `held` until this hold is dropped.
+    pub(crate) fn new(held: Arc<dyn Any + Send + Sync>) -> Self {
+        Self(Some(held))
+    }
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Hold"
+        } else {
+            "Hold(none)"
+        })
+    }
+}
+
 /// How a transaction is opened.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Begin<'a> {
     /// A call's transaction: its statements stop on the server when the
-    /// deadline passes.
-    Bounded(&'a Deadline),
+    /// deadline passes; read-only for a reader.
+    Bounded(&'a Deadline, Access),
     /// A session's transaction, as the client asked for it.
     Session {
         /// The isolation level.
@@ -181,7 +226,9 @@ pub(crate) struct Checkout<DB: Driver> {
     canceller: Canceller<DB>,
     /// sqlgate opened a transaction that has not ended yet.
     in_transaction: bool,
-    /// The session asked for a read-only transaction (undone on release).
+    /// The transaction was opened read-only and the backend's
+    /// connection-level part of that (`Dialect::READ_ONLY_UNDO`) is not
+    /// undone yet: it is, with the COMMIT or on release.
     read_only: bool,
     /// A statement may have changed connection state that outlives it:
     /// reset (or close) before the connection goes back to the pool.
@@ -276,19 +323,20 @@ impl<DB: Driver> Checkout<DB> {
         // Counted as open from the first byte sent: a BEGIN cut short may
         // have reached the server.
         self.in_transaction = true;
-        match how {
-            Begin::Bounded(deadline) => self.raw(DB::begin_sql(deadline)).await,
+        let sql = match how {
+            Begin::Bounded(deadline, access) => {
+                self.read_only = access.is_read_only();
+                DB::begin_sql(deadline, access.is_read_only())
+            }
             Begin::Session {
                 isolation,
                 read_only,
             } => {
                 self.read_only = read_only;
-                for sql in DB::session_begin(isolation, read_only) {
-                    self.raw(sql).await?;
-                }
-                Ok(())
+                DB::session_begin(isolation, read_only)
             }
-        }
+        };
+        self.raw(sql).await
     }
 
     /// Opens a transaction within `deadline`, for work that has nothing to
@@ -308,9 +356,17 @@ impl<DB: Driver> Checkout<DB> {
         Err(failure)
     }
 
-    /// Commits the open transaction.
+    /// Commits the open transaction, and undoes a read-only connection
+    /// state in the same round trip (a failed COMMIT stops there: the
+    /// release undoes it then).
     pub(crate) async fn commit(&mut self) -> Result<(), ControlFailure> {
-        self.raw("COMMIT".to_owned()).await?;
+        match DB::READ_ONLY_UNDO.filter(|_| self.read_only) {
+            Some(undo) => {
+                self.raw(format!("COMMIT; {undo}")).await?;
+                self.read_only = false;
+            }
+            None => self.raw("COMMIT".to_owned()).await?,
+        }
         self.in_transaction = false;
         Ok(())
     }
@@ -359,11 +415,11 @@ impl<DB: Driver> Checkout<DB> {
             self.close();
             return;
         }
-        for sql in DB::session_end(self.read_only) {
-            if self.raw(sql).await.is_err() {
-                self.close();
-                return;
-            }
+        if let Some(undo) = DB::READ_ONLY_UNDO.filter(|_| self.read_only)
+            && self.raw(undo.to_owned()).await.is_err()
+        {
+            self.close();
+            return;
         }
         DB::disarm(&mut self.conn).await;
     }

@@ -112,6 +112,31 @@ pub enum Error {
          session wrote before it may have been committed; the session is closed"
     )]
     TransactionLost,
+    /// A reader tried to write: the database refused it inside the
+    /// read-only transaction every reader's call and session runs in.
+    #[error("the caller's role (reader) may only read; the database refused: {0}")]
+    ReadOnlyRole(DatabaseFailure),
+    /// The caller's role does not allow this call.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller has as many calls, streams or sessions in flight as one
+    /// caller may (`limits.per_caller.*`).
+    #[error(
+        "this caller already has {limit} {what} in flight, the most one caller may \
+         ({setting}); try again when one has ended"
+    )]
+    CallerLimit {
+        /// `calls`, `streams` or `sessions`.
+        what: &'static str,
+        /// The limit.
+        limit: u32,
+        /// The setting that sets it.
+        setting: &'static str,
+    },
+    /// sqlgate has `limits.max_concurrent_calls` calls in flight and sheds
+    /// more instead of queueing them.
+    #[error("sqlgate has {0} calls in flight, the most it takes at once; try again shortly")]
+    Overloaded(u32),
     /// sqlgate is shutting down and takes no new work.
     #[error("sqlgate is shutting down; try another instance")]
     ShuttingDown,
@@ -152,6 +177,9 @@ pub struct DatabaseFailure {
     pub sqlstate: String,
     /// The database's own message.
     pub message: String,
+    /// The database refused a write because the transaction (or the
+    /// connection) is read-only.
+    pub read_only_refusal: bool,
 }
 
 impl std::fmt::Display for DatabaseFailure {
@@ -189,9 +217,12 @@ impl Error {
             Error::Unavailable(_) => Code::Unavailable,
             Error::InBatch { source, .. } => source.code(),
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            Error::SessionLimit(_) | Error::StreamLimit(_) | Error::ReaderStalled(_) => {
-                Code::ResourceExhausted
-            }
+            Error::SessionLimit(_)
+            | Error::StreamLimit(_)
+            | Error::ReaderStalled(_)
+            | Error::CallerLimit { .. }
+            | Error::Overloaded(_) => Code::ResourceExhausted,
+            Error::ReadOnlyRole(_) | Error::Forbidden(_) => Code::PermissionDenied,
             Error::SessionProtocol(_) => Code::FailedPrecondition,
             Error::SessionNotFound(_) => Code::NotFound,
             Error::SessionEnded("shutdown") | Error::ShuttingDown => Code::Unavailable,
@@ -203,9 +234,25 @@ impl Error {
     /// The SQLSTATE, when the database produced this error.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
-            Error::Database(failure) => Some(&failure.sqlstate),
+            Error::Database(failure) | Error::ReadOnlyRole(failure) => Some(&failure.sqlstate),
             Error::InBatch { source, .. } => source.sqlstate(),
             _ => None,
+        }
+    }
+
+    /// The error a reader sees: the database's refusal to write in a
+    /// read-only transaction (PostgreSQL and MySQL SQLSTATE 25006, SQLite
+    /// `SQLITE_READONLY`) becomes PERMISSION_DENIED, since it is the
+    /// caller's role that forbids the write, not the state of the system
+    /// (a writer's own read-only session keeps FAILED_PRECONDITION).
+    pub fn for_reader(self) -> Self {
+        match self {
+            Error::Database(failure) if failure.read_only_refusal => Error::ReadOnlyRole(failure),
+            Error::InBatch { index, source } => Error::InBatch {
+                index,
+                source: Box::new(source.for_reader()),
+            },
+            other => other,
         }
     }
 

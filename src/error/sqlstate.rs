@@ -40,10 +40,16 @@ impl From<sqlx::Error> for Error {
 fn classify(db: &dyn sqlx::error::DatabaseError) -> DatabaseFailure {
     let sqlstate = db.code().map(|c| c.into_owned()).unwrap_or_default();
     let message = db.message().to_owned();
+    // PostgreSQL's read_only_sql_transaction; MySQL/MariaDB's 1792
+    // (ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION) has the same SQLSTATE.
+    let mut read_only_refusal = sqlstate == "25006";
     let code = if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
         mysql_code(mysql.number(), &sqlstate)
     } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        sqlite_code(sqlstate.parse().unwrap_or(1))
+        let result = sqlstate.parse().unwrap_or(1);
+        // SQLITE_READONLY and its extended codes (`query_only`).
+        read_only_refusal = result & 0xff == 8;
+        sqlite_code(result)
     } else if sqlstate == "57014" && message.contains("statement timeout") {
         Code::DeadlineExceeded
     } else {
@@ -53,6 +59,7 @@ fn classify(db: &dyn sqlx::error::DatabaseError) -> DatabaseFailure {
         code,
         sqlstate,
         message,
+        read_only_refusal,
     }
 }
 

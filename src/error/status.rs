@@ -43,6 +43,10 @@ impl Error {
             Error::SessionNotFound(_) => "SESSION_NOT_FOUND",
             Error::SessionEnded(_) => "SESSION_ENDED",
             Error::TransactionLost => "TRANSACTION_LOST",
+            Error::ReadOnlyRole(_) => "READ_ONLY_ROLE",
+            Error::Forbidden(_) => "ROLE_FORBIDS",
+            Error::CallerLimit { .. } => "CALLER_LIMIT",
+            Error::Overloaded(_) => "OVERLOADED",
             Error::ShuttingDown => "SHUTTING_DOWN",
             Error::Internal(_) => "INTERNAL",
         }
@@ -61,6 +65,9 @@ impl Error {
         }
         if let Error::DeadlineExceeded(phase) = self {
             metadata.insert("phase".to_owned(), phase.name().to_owned());
+        }
+        if let Error::CallerLimit { setting, .. } = self {
+            metadata.insert("limit".to_owned(), (*setting).to_owned());
         }
         let mut details = ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, metadata);
         let innermost = match self {
@@ -100,12 +107,13 @@ impl Error {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::PoolExhausted { .. } | Error::SessionLimit(_) => {
+            Error::PoolExhausted { .. } | Error::SessionLimit(_) | Error::Overloaded(_) => {
                 Some(Duration::from_millis(100))
             }
-            // A stream holds its connection for long; a retry right away
-            // would most likely be refused again.
-            Error::StreamLimit(_) => Some(Duration::from_secs(1)),
+            Error::CallerLimit { what: "calls", .. } => Some(Duration::from_millis(100)),
+            // A stream holds its connection for long (a session too); a
+            // retry right away would most likely be refused again.
+            Error::StreamLimit(_) | Error::CallerLimit { .. } => Some(Duration::from_secs(1)),
             Error::Database(failure) if failure.code == Code::Aborted => {
                 Some(Duration::from_millis(50))
             }
@@ -135,6 +143,66 @@ mod tests {
             details.error_info().map(|i| i.reason.as_str()),
             Some("POOL_EXHAUSTED")
         );
+    }
+
+    #[test]
+    fn a_readers_refused_write_is_permission_denied_and_keeps_its_sqlstate() {
+        let refused = |read_only_refusal| {
+            Error::Database(super::super::DatabaseFailure {
+                code: Code::FailedPrecondition,
+                sqlstate: "25006".to_owned(),
+                message: "cannot execute INSERT in a read-only transaction".to_owned(),
+                read_only_refusal,
+            })
+        };
+        let in_batch = Error::InBatch {
+            index: 1,
+            source: Box::new(refused(true)),
+        };
+        let status: tonic::Status = in_batch.for_reader().into();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let info = status
+            .get_error_details()
+            .error_info()
+            .cloned()
+            .expect("info");
+        assert_eq!(info.reason, "READ_ONLY_ROLE");
+        assert_eq!(
+            info.metadata.get("sqlstate").map(String::as_str),
+            Some("25006")
+        );
+        assert_eq!(
+            info.metadata.get("statement_index").map(String::as_str),
+            Some("1")
+        );
+        // Only a refusal to write changes: other errors stay as they were.
+        let other: tonic::Status = refused(false).for_reader().into();
+        assert_eq!(other.code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn limit_refusals_say_which_limit_and_when_to_retry() {
+        let status: tonic::Status = Error::CallerLimit {
+            what: "sessions",
+            limit: 8,
+            setting: "limits.per_caller.max_sessions",
+        }
+        .into();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("info");
+        assert_eq!(info.reason, "CALLER_LIMIT");
+        assert_eq!(
+            info.metadata.get("limit").map(String::as_str),
+            Some("limits.per_caller.max_sessions")
+        );
+        assert_eq!(
+            details.retry_info().and_then(|retry| retry.retry_delay),
+            Some(Duration::from_secs(1))
+        );
+        let shed: tonic::Status = Error::Overloaded(1024).into();
+        assert_eq!(shed.code(), Code::ResourceExhausted);
+        assert!(shed.get_error_details().retry_info().is_some());
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::{fmt, sync::Arc};
 
 /// What a caller may do. Read-only is enforced by the database (every
 /// transaction a reader opens is read-only), never by parsing SQL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads only: every call and session runs read-only at the database.

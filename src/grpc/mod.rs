@@ -8,6 +8,7 @@ mod client;
 pub mod convert;
 mod deadline;
 pub mod identity;
+pub(crate) mod limits;
 mod observe;
 mod query_service;
 mod row_batch;

@@ -1,5 +1,7 @@
 //! `sqlgate.v1.Query`: decode the request, run it through the
-//! [`QueryEngine`], encode the result.
+//! [`QueryEngine`], encode the result. The caller's role decides what the
+//! engine may do (a reader's calls are read-only at the database), and the
+//! call's place under the limits goes with its work.
 
 use std::pin::Pin;
 
@@ -10,12 +12,14 @@ use tonic::{Request, Response, Status};
 use super::{
     convert,
     deadline::call_deadline,
-    observe::CallNote,
+    identity::Role,
+    limits::CallSlot,
+    observe::{CallNote, Caller},
     pb::{self, query_server::Query},
 };
 use crate::{
     config::DeadlineSettings,
-    db::Driver,
+    db::{Driver, transaction::Access},
     error::{DeadlinePhase, Error},
     query::{QueryEngine, Statement, StreamEvent},
 };
@@ -25,12 +29,32 @@ use crate::{
 pub(crate) struct QueryService<DB: Driver> {
     engine: QueryEngine<DB>,
     deadlines: DeadlineSettings,
+    /// The role of a caller without an identity (`roles.default`).
+    anonymous: Role,
 }
 
 impl<DB: Driver> QueryService<DB> {
-    /// Serves Query calls with `engine`, each bounded per `deadlines`.
-    pub(crate) fn new(engine: QueryEngine<DB>, deadlines: DeadlineSettings) -> Self {
-        Self { engine, deadlines }
+    /// Serves Query calls with `engine`, each bounded per `deadlines`;
+    /// callers without an identity hold the role `anonymous`.
+    pub(crate) fn new(
+        engine: QueryEngine<DB>,
+        deadlines: DeadlineSettings,
+        anonymous: Role,
+    ) -> Self {
+        Self {
+            engine,
+            deadlines,
+            anonymous,
+        }
+    }
+
+    /// What the caller of `request` may do to the database.
+    fn access<T>(&self, request: &Request<T>) -> Access {
+        if Caller::of(request).role(self.anonymous).is_read_only() {
+            Access::ReadOnly
+        } else {
+            Access::ReadWrite
+        }
     }
 }
 
@@ -47,16 +71,18 @@ impl<DB: Driver> QueryService<DB> {
 impl<DB: Driver> Query for QueryService<DB> {
     async fn execute(
         &self,
-        request: Request<pb::ExecuteRequest>,
+        mut request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute);
+        let access = self.access(&request);
+        let hold = CallSlot::take(&mut request);
         let request = request.into_inner();
         let statement = self.statement(request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
         let output = self
             .engine
-            .execute(statement, request.max_rows, deadline)
+            .execute(statement, request.max_rows, deadline, access, hold)
             .await?;
         note.rows(output.rows.len());
         Ok(Response::new(output.into()))
@@ -66,15 +92,19 @@ impl<DB: Driver> Query for QueryService<DB> {
 
     async fn execute_stream(
         &self,
-        request: Request<pb::ExecuteRequest>,
+        mut request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute_stream);
+        let access = self.access(&request);
+        let hold = CallSlot::take(&mut request);
         let request = request.into_inner();
         let statement = self.statement(request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
         deadline.check(DeadlinePhase::BeforeStart)?;
-        let events = self.engine.execute_stream(statement, deadline);
+        let events = self
+            .engine
+            .execute_stream(statement, deadline, access, hold);
         let frames = ReceiverStream::new(events).map(move |event| {
             // Counted as each batch goes out: the call's line, written
             // when the stream ends, says how many rows were sent.
@@ -88,10 +118,12 @@ impl<DB: Driver> Query for QueryService<DB> {
 
     async fn execute_batch(
         &self,
-        request: Request<pb::ExecuteBatchRequest>,
+        mut request: Request<pb::ExecuteBatchRequest>,
     ) -> Result<Response<pb::ExecuteBatchResponse>, Status> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute_batch);
+        let access = self.access(&request);
+        let hold = CallSlot::take(&mut request);
         let request = request.into_inner();
         let limits = self.engine.limits();
         let statements = request
@@ -111,7 +143,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         note.fingerprints(statements.iter().map(|s| s.fingerprint.as_str()));
         let outputs = self
             .engine
-            .execute_batch(statements, request.max_rows, deadline)
+            .execute_batch(statements, request.max_rows, deadline, access, hold)
             .await?;
         note.rows(outputs.iter().map(|o| o.rows.len()).sum());
         Ok(Response::new(pb::ExecuteBatchResponse {

@@ -12,6 +12,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{
     convert,
+    identity::Role,
+    limits::CallSlot,
     observe::{CallNote, Caller},
     pb::{self, sessions_server::Sessions},
 };
@@ -19,7 +21,7 @@ use crate::{
     db::Driver,
     error::Error,
     query::StreamEvent,
-    session::{Inbound, SessionEvent, SessionManager},
+    session::{Inbound, SessionEvent, SessionManager, SessionOwner},
 };
 
 /// Requests read ahead of the session (the client may pipeline).
@@ -29,12 +31,15 @@ const INBOX: usize = 16;
 #[derive(Debug)]
 pub(crate) struct SessionService<DB: Driver> {
     manager: SessionManager<DB>,
+    /// The role of a caller without an identity (`roles.default`).
+    anonymous: Role,
 }
 
 impl<DB: Driver> SessionService<DB> {
-    /// Serves sessions with `manager`.
-    pub(crate) fn new(manager: SessionManager<DB>) -> Self {
-        Self { manager }
+    /// Serves sessions with `manager`; callers without an identity hold
+    /// the role `anonymous`.
+    pub(crate) fn new(manager: SessionManager<DB>, anonymous: Role) -> Self {
+        Self { manager, anonymous }
     }
 }
 
@@ -46,10 +51,18 @@ impl<DB: Driver> Sessions for SessionService<DB> {
 
     async fn attach(
         &self,
-        request: Request<Streaming<pb::SessionRequest>>,
+        mut request: Request<Streaming<pb::SessionRequest>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         let note = CallNote::of(&request);
-        let peer = Caller::of(&request).to_string();
+        let caller = Caller::of(&request);
+        let owner = SessionOwner {
+            name: caller.to_string(),
+            peer: request
+                .remote_addr()
+                .map_or_else(|| "unknown".to_owned(), |peer| peer.to_string()),
+            role: caller.role(self.anonymous),
+        };
+        let hold = CallSlot::take(&mut request);
         let mut requests = request.into_inner();
         let (inbox, inbound) = mpsc::channel(INBOX);
         let (outbound, events) = mpsc::channel(self.manager.limits().stream_buffer_frames);
@@ -81,7 +94,7 @@ impl<DB: Driver> Sessions for SessionService<DB> {
                 }
             }
         });
-        self.manager.attach(peer, inbound, outbound);
+        self.manager.attach(owner, hold, inbound, outbound);
         let responses = ReceiverStream::new(events).map(move |event| {
             note_event(&note, &event);
             convert::session_response(event)

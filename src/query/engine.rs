@@ -11,6 +11,13 @@
 //! and one that may change it without saying so runs in a transaction on a
 //! connection that is reset, or closed, before anyone else gets it.
 //!
+//! A reader's call (`Access::ReadOnly`) always runs in a transaction the
+//! database itself keeps read-only — plain reads too, which otherwise run
+//! bare — so that no statement, however spelled (a data-modifying CTE, a
+//! function that writes, a view over one), writes for it; the database's
+//! refusal reaches the reader as PERMISSION_DENIED. Writers' calls run as
+//! before, at the same cost.
+//!
 //! Every call carries a [`Deadline`]. The wait for a connection spends it;
 //! what is left bounds the work, inside the database too. When it passes,
 //! the caller is answered DEADLINE_EXCEEDED at once, and a detached task
@@ -24,13 +31,13 @@ use super::{
     executor::{QueryOutput, ResultBudget, collect},
     frames::StreamEvent,
     statement::Statement,
-    stream::run_stream,
+    stream::{StreamUnit, run_stream},
 };
 use crate::{
     config::LimitSettings,
     db::{
         self, Cut, Database, Deadline, Driver,
-        transaction::{Begin, Checkout, Failure},
+        transaction::{Access, Begin, Checkout, Failure, Hold},
     },
     error::{DeadlinePhase, Error},
 };
@@ -82,14 +89,19 @@ impl<DB: Driver> QueryEngine<DB> {
         ))
     }
 
-    /// Runs one statement and returns its whole result.
+    /// Runs one statement and returns its whole result. `hold` is kept
+    /// until the work is over, even if the caller leaves first.
     pub(crate) async fn execute(
         &self,
         statement: Statement,
         max_rows: u32,
         deadline: Deadline,
+        access: Access,
+        hold: Hold,
     ) -> Result<QueryOutput, Error> {
-        let mut outputs = self.run(vec![statement], max_rows, deadline).await?;
+        let mut outputs = self
+            .run(vec![statement], max_rows, deadline, access, hold)
+            .await?;
         outputs
             .pop()
             .ok_or_else(|| Error::Internal("no result for the statement".to_owned()))
@@ -101,6 +113,8 @@ impl<DB: Driver> QueryEngine<DB> {
         statements: Vec<Statement>,
         max_rows: u32,
         deadline: Deadline,
+        access: Access,
+        hold: Hold,
     ) -> Result<Vec<QueryOutput>, Error> {
         if statements.is_empty() {
             return Err(Error::invalid_request("statements", "the batch is empty"));
@@ -115,15 +129,18 @@ impl<DB: Driver> QueryEngine<DB> {
                 ),
             ));
         }
-        self.run(statements, max_rows, deadline).await
+        self.run(statements, max_rows, deadline, access, hold).await
     }
 
-    /// One unit of work on the configured backend, in a task of its own.
+    /// One unit of work on the configured backend, in a task of its own
+    /// (which keeps `hold`).
     async fn run(
         &self,
         statements: Vec<Statement>,
         max_rows: u32,
         deadline: Deadline,
+        access: Access,
+        hold: Hold,
     ) -> Result<Vec<QueryOutput>, Error> {
         let budget = self.budget(max_rows)?;
         for statement in &statements {
@@ -133,7 +150,12 @@ impl<DB: Driver> QueryEngine<DB> {
         let db = self.db.clone();
         self.db.count_call();
         spawn_unit(Box::pin(async move {
-            run_unit(&db, &statements, budget, deadline).await
+            let _hold = hold;
+            let outputs = run_unit(&db, &statements, budget, deadline, access).await;
+            match access {
+                Access::ReadOnly => outputs.map_err(Error::for_reader),
+                Access::ReadWrite => outputs,
+            }
         }))
         .await
     }
@@ -146,10 +168,13 @@ impl<DB: Driver> QueryEngine<DB> {
     /// recovers or closes its connection. Streams hold at most
     /// `limits.stream_max_pool_share` of the pool; past it the stream's only
     /// event is RESOURCE_EXHAUSTED (see `stream`).
+    /// `hold` is kept until the stream's work is over.
     pub(crate) fn execute_stream(
         &self,
         statement: Statement,
         deadline: Deadline,
+        access: Access,
+        hold: Hold,
     ) -> mpsc::Receiver<Result<StreamEvent, Error>> {
         if let Err(error) = statement.check_for_call(1) {
             let (sender, receiver) = mpsc::channel(1);
@@ -157,7 +182,13 @@ impl<DB: Driver> QueryEngine<DB> {
             let _ = sender.try_send(Err(error));
             return receiver;
         }
-        run_stream(self.db.clone(), statement, self.limits.clone(), deadline)
+        let unit = StreamUnit {
+            statement,
+            deadline,
+            access,
+            hold,
+        };
+        run_stream(self.db.clone(), unit, self.limits.clone())
     }
 }
 
@@ -173,14 +204,16 @@ async fn spawn_unit<T: Send + 'static>(
         .map_err(|err| Error::Internal(format!("database task failed: {err}")))?
 }
 
-/// One unit of work on one connection within `deadline`: a plain read as
-/// it is, anything else in a transaction. On success or a clean failure
-/// the connection goes back to the pool; otherwise it is abandoned.
+/// One unit of work on one connection within `deadline`: a writer's plain
+/// read as it is, anything else in a transaction (read-only for a reader).
+/// On success or a clean failure the connection goes back to the pool;
+/// otherwise it is abandoned.
 async fn run_unit<DB: Driver>(
     db: &Database<DB>,
     statements: &[Statement],
     budget: ResultBudget,
     deadline: Deadline,
+    access: Access,
 ) -> Result<Vec<QueryOutput>, Error> {
     // The server id costs a round trip; fetch it only for shapes that ran
     // out their deadline before, so that a repeat can be cancelled and the
@@ -193,7 +226,10 @@ async fn run_unit<DB: Driver>(
     if leaves_state {
         checkout.note_state_change();
     }
+    // A reader's plain read runs in a read-only transaction too: what
+    // looks like a read may still write (a view over a function that does).
     let only_reads = DB::PLAIN_READS_OUTSIDE_TRANSACTION
+        && !access.is_read_only()
         && !leaves_state
         && statements.iter().all(Statement::is_plain_read);
 
@@ -206,7 +242,7 @@ async fn run_unit<DB: Driver>(
             }
             Ok(outputs)
         } else {
-            run_in_transaction(&mut checkout, statements, budget, &deadline).await
+            run_in_transaction(&mut checkout, statements, budget, &deadline, access).await
         }
     };
     match db::within(&deadline, db.drained(), work).await {
@@ -247,17 +283,19 @@ fn remember_timeout<DB: Driver>(db: &Database<DB>, statements: &[Statement]) {
     }
 }
 
-/// BEGIN (with the deadline as a database-side limit), the statements,
-/// COMMIT; ROLLBACK on the first failure. A failure that left rows in
-/// flight is returned dirty instead, for the caller to close the connection
-/// (which ends the transaction on the server).
+/// BEGIN (with the deadline as a database-side limit; read-only for a
+/// reader), the statements, COMMIT; ROLLBACK on the first failure. A
+/// failure that left rows in flight is returned dirty instead, for the
+/// caller to close the connection (which ends the transaction on the
+/// server).
 async fn run_in_transaction<DB: Driver>(
     checkout: &mut Checkout<DB>,
     statements: &[Statement],
     mut budget: ResultBudget,
     deadline: &Deadline,
+    access: Access,
 ) -> Result<Vec<QueryOutput>, Failure> {
-    checkout.begin(Begin::Bounded(deadline)).await?;
+    checkout.begin(Begin::Bounded(deadline, access)).await?;
     let mut outputs = Vec::with_capacity(statements.len());
     for (index, statement) in statements.iter().enumerate() {
         let failure = match collect::<DB>(checkout.connection(), statement, &mut budget).await {
@@ -272,9 +310,10 @@ async fn run_in_transaction<DB: Driver>(
             &failure,
             Failure::Clean(error) if error.is_forbidden_in_transaction()
         );
-        if statements.len() == 1 && forbidden_in_transaction {
+        if statements.len() == 1 && forbidden_in_transaction && !access.is_read_only() {
             // VACUUM, CREATE DATABASE, …: refused inside a transaction,
-            // did nothing, atomic on their own.
+            // did nothing, atomic on their own. Never for a reader: bare,
+            // nothing would keep it read-only.
             return Ok(vec![
                 collect::<DB>(checkout.connection(), statement, &mut budget).await?,
             ]);

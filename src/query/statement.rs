@@ -174,6 +174,8 @@ impl Statement {
                         | "max_execution_time"
                 ) {
                     "it bounds every call on the server; use the call's deadline instead"
+                } else if matches!(name.as_str(), "tx_read_only" | "transaction_read_only") {
+                    "it keeps a reader's calls read-only; a session's begin chooses read-only"
                 } else {
                     "it decides how values are read and written, which would change them without a word"
                 };

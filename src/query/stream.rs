@@ -13,6 +13,9 @@
 //!   grants no HTTP/2 window) has its stream ended: the statement is
 //!   cancelled, the connection recovered or closed, and the caller answered
 //!   RESOURCE_EXHAUSTED (`READER_STALLED`) behind the frames already queued.
+//!
+//! A reader's stream always runs in a read-only transaction, as its unary
+//! calls do (see `engine`).
 
 use std::{sync::Arc, time::Instant};
 
@@ -27,7 +30,7 @@ use crate::{
     config::LimitSettings,
     db::{
         self, Database, Deadline, Driver,
-        transaction::{Begin, Checkout, Failure},
+        transaction::{Access, Begin, Checkout, Failure, Hold},
     },
     error::Error,
 };
@@ -35,16 +38,35 @@ use crate::{
 /// What a stream's channel carries: events, or the one error that ends it.
 type Event = Result<StreamEvent, Error>;
 
-/// Starts `statement` as a stream in a task of its own and returns its
-/// events: [`StreamEvent::Columns`], row batches, then
-/// [`StreamEvent::Finished`] — or an error, last. A stream over the
-/// streams' share of the pool gets its refusal as its only event.
+/// One stream's work: its statement, its deadline (the whole stream),
+/// what it may do to the database, and what it keeps until it is over.
+#[derive(Debug)]
+pub(crate) struct StreamUnit {
+    /// The statement.
+    pub(crate) statement: Statement,
+    /// Bounds the whole stream.
+    pub(crate) deadline: Deadline,
+    /// Read-only for a reader.
+    pub(crate) access: Access,
+    /// Kept by the stream's task until it ends.
+    pub(crate) hold: Hold,
+}
+
+/// Starts a stream in a task of its own and returns its events:
+/// [`StreamEvent::Columns`], row batches, then [`StreamEvent::Finished`] —
+/// or an error, last. A stream over the streams' share of the pool gets
+/// its refusal as its only event.
 pub(crate) fn run_stream<DB: Driver>(
     db: Arc<Database<DB>>,
-    statement: Statement,
+    unit: StreamUnit,
     limits: LimitSettings,
-    deadline: Deadline,
 ) -> mpsc::Receiver<Event> {
+    let StreamUnit {
+        statement,
+        deadline,
+        access,
+        hold,
+    } = unit;
     // One place more than the frames buffered, kept for the last event
     // (stats or the error): the answer to a reader that stalled never
     // waits for room behind the frames it did not take.
@@ -59,13 +81,23 @@ pub(crate) fn run_stream<DB: Driver>(
     };
     db.count_call();
     tokio::spawn(Box::pin(async move {
-        // Given back when the task ends, however the stream ended.
-        let _slot = slot;
-        // Fails only if the reader is gone already: nothing to do then.
+        // Fails only if the reader is gone already: nothing to do then
+        // (the slot and the hold are given back as the task ends).
         let Ok(last) = sender.clone().reserve_owned().await else {
             return;
         };
-        match stream_unit(&db, &statement, &limits, deadline, &sender).await {
+        let streamed = stream_unit(&db, &statement, &limits, deadline, access, &sender).await;
+        let streamed = match access {
+            Access::ReadOnly => streamed.map_err(Error::for_reader),
+            Access::ReadWrite => streamed,
+        };
+        // The work is over and the connection given back: so are the
+        // stream's place in the pool's share and the caller's place under
+        // the limits — before the reader hears the end, so that its next
+        // stream may start at once.
+        drop(slot);
+        drop(hold);
+        match streamed {
             Ok(Some(stats)) => {
                 last.send(Ok(StreamEvent::Finished(stats)));
             }
@@ -87,6 +119,7 @@ async fn stream_unit<DB: Driver>(
     statement: &Statement,
     limits: &LimitSettings,
     deadline: Deadline,
+    access: Access,
     sender: &mpsc::Sender<Event>,
 ) -> Result<Option<StreamStats>, Error> {
     let started = Instant::now();
@@ -97,6 +130,7 @@ async fn stream_unit<DB: Driver>(
     }
     let transactional = !statement.is_plain_read()
         || statement.leaves_state()
+        || access.is_read_only()
         || !DB::PLAIN_READS_OUTSIDE_TRANSACTION;
     let frames = StreamFrames::new(sender, limits.stream_stall_timeout);
     let mut sink = FrameSink::new(frames, limits);
@@ -107,7 +141,7 @@ async fn stream_unit<DB: Driver>(
             sink.flush().await?;
             return Ok::<_, Failure>(rows_affected);
         }
-        checkout.begin(Begin::Bounded(&deadline)).await?;
+        checkout.begin(Begin::Bounded(&deadline, access)).await?;
         match run_statement::<DB, _>(checkout.connection(), statement, &mut sink).await {
             Ok(rows_affected) => {
                 // Every row reached the channel before the commit.

@@ -3,6 +3,10 @@
 //! session; the task owns the session's connection and ends it — cancel the
 //! running statement, roll back, return (or close) the connection, count
 //! the reason — however the session ends. Nothing relies on `Drop` alone.
+//!
+//! Every session has an owner ([`SessionOwner`]): only it (or an admin)
+//! sees and ends the session through `Admin`, and a reader's session is
+//! read-only at the database whatever its `begin` asked for.
 
 mod client;
 mod labels;
@@ -15,11 +19,11 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 
 pub use labels::Labels;
-pub use registry::{EndReason, SessionRegistry, SessionState, SessionSummary};
+pub use registry::{EndReason, SessionOwner, SessionRegistry, SessionState, SessionSummary};
 
 use crate::{
     config::{LimitSettings, MethodBudget},
-    db::{Database, Driver, Isolation},
+    db::{Database, Driver, Isolation, transaction::Hold},
     error::Error,
     query::{Statement, StreamEvent},
 };
@@ -153,18 +157,22 @@ impl<DB: Driver> SessionManager<DB> {
         &self.limits
     }
 
-    /// Runs a session fed by `inbound` and answering on `outbound`, in a
-    /// task of its own that shutdown waits for. The session ends when
-    /// `inbound` closes without a commit, when `outbound`'s receiver is
-    /// dropped (client gone), or for any of the reasons in [`EndReason`].
+    /// Runs `owner`'s session fed by `inbound` and answering on
+    /// `outbound`, in a task of its own that shutdown waits for and that
+    /// keeps `hold` until the session has ended (rolled back or committed,
+    /// its connection given back). The session ends when `inbound` closes
+    /// without a commit, when `outbound`'s receiver is dropped (client
+    /// gone), or for any of the reasons in [`EndReason`].
     pub(crate) fn attach(
         &self,
-        peer: String,
+        owner: SessionOwner,
+        hold: Hold,
         inbound: mpsc::Receiver<Inbound>,
         outbound: mpsc::Sender<SessionEvent>,
     ) {
         let manager = self.clone();
-        self.registry
-            .spawn(Box::pin(runner::run(manager, peer, inbound, outbound)));
+        self.registry.spawn(Box::pin(runner::run(
+            manager, owner, hold, inbound, outbound,
+        )));
     }
 }

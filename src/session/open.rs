@@ -38,6 +38,9 @@ pub(super) struct Session<DB: Driver> {
     dirty: bool,
     /// The session's transaction is read-only.
     read_only: bool,
+    /// The owner may only read: the database's refusals to write are
+    /// answered PERMISSION_DENIED.
+    reader: bool,
 }
 
 /// What cut a statement short.
@@ -66,6 +69,7 @@ impl<DB: Driver> Session<DB> {
         guard: SessionGuard,
         client: ClientLink,
     ) -> Option<Self> {
+        let reader = guard.entry().owner.role.is_read_only();
         let deadline = manager.statement_budget.deadline(None);
         let begin = Begin::Session {
             isolation: options.isolation,
@@ -88,6 +92,7 @@ impl<DB: Driver> Session<DB> {
                 client,
                 dirty: false,
                 read_only: options.read_only,
+                reader,
             }),
             Err(error) => {
                 guard.end(EndReason::Failed);
@@ -242,6 +247,11 @@ impl<DB: Driver> Session<DB> {
         if aborts_transaction::<DB>(&error) {
             self.entry.mark_aborted();
         }
+        let error = if self.reader {
+            error.for_reader()
+        } else {
+            error
+        };
         let ends = self.dirty
             || (matches!(error, Error::DeadlineExceeded(_))
                 && !DB::transaction_survives_interrupt());

@@ -1,6 +1,7 @@
 //! The open sessions, their limits, and how many ended for each reason.
 //! Everything operators see (ListSessions, TerminateSession, the session
-//! figures in GetPoolStats) comes from here.
+//! figures in GetPoolStats) comes from here. Each session records its
+//! owner, so that a caller who is not an admin sees and ends only its own.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,7 +14,7 @@ use std::{
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::SessionSettings, error::Error};
+use crate::{config::SessionSettings, db::transaction::Hold, error::Error, grpc::identity::Role};
 
 /// Why a session ended. Every end is counted under one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,13 +82,26 @@ impl SessionState {
     }
 }
 
+/// Who opened a session.
+#[derive(Debug, Clone)]
+pub struct SessionOwner {
+    /// The caller's name (its identity; its address with authentication
+    /// off): only this caller, or an admin, sees and ends the session.
+    pub name: String,
+    /// The client's address.
+    pub peer: String,
+    /// The caller's role: a reader's session is read-only at the database,
+    /// whatever its `begin` asked for.
+    pub role: Role,
+}
+
 /// One open session, as operators see it.
 #[derive(Debug)]
 pub(crate) struct SessionEntry {
     /// Random, unguessable id.
     pub(crate) id: String,
-    /// The client's address.
-    pub(crate) peer: String,
+    /// Who opened it.
+    pub(crate) owner: SessionOwner,
     /// The client's labels (never data).
     pub(crate) labels: BTreeMap<String, String>,
     /// Wall-clock start, for display.
@@ -114,8 +128,12 @@ struct Activity {
 pub struct SessionSummary {
     /// See `SessionEntry::id`.
     pub id: String,
-    /// See `SessionEntry::peer`.
+    /// The client's address.
     pub peer: String,
+    /// The owner's name (see [`SessionOwner::name`]).
+    pub caller: String,
+    /// The owner's role.
+    pub role: Role,
     /// See `SessionEntry::labels`.
     pub labels: BTreeMap<String, String>,
     /// The state now.
@@ -195,7 +213,9 @@ impl SessionEntry {
             .unwrap_or((SessionState::Idle, Instant::now(), None));
         SessionSummary {
             id: self.id.clone(),
-            peer: self.peer.clone(),
+            peer: self.owner.peer.clone(),
+            caller: self.owner.name.clone(),
+            role: self.owner.role,
             labels: self.labels.clone(),
             state,
             started_at: self.started_at,
@@ -250,8 +270,9 @@ impl SessionRegistry {
     /// down (UNAVAILABLE) or at its limit (RESOURCE_EXHAUSTED, retry later).
     pub(crate) fn open(
         self: &Arc<Self>,
-        peer: String,
+        owner: SessionOwner,
         labels: BTreeMap<String, String>,
+        hold: Hold,
     ) -> Result<SessionGuard, Error> {
         if !self.accepting.load(Ordering::Relaxed) {
             return Err(Error::ShuttingDown);
@@ -268,7 +289,7 @@ impl SessionRegistry {
         }
         let entry = Arc::new(SessionEntry {
             id: uuid::Uuid::new_v4().to_string(),
-            peer,
+            owner,
             labels,
             started_at: SystemTime::now(),
             started: Instant::now(),
@@ -285,29 +306,44 @@ impl SessionRegistry {
         Ok(SessionGuard {
             registry: self.clone(),
             entry,
+            hold,
             ended: false,
         })
     }
 
-    /// The open sessions.
-    pub fn list(&self) -> Vec<SessionSummary> {
+    /// The open sessions: all of them (`owner` `None`), or those of the
+    /// caller named `owner`.
+    pub fn list(&self, owner: Option<&str>) -> Vec<SessionSummary> {
         let mut sessions: Vec<_> = self
             .open
             .lock()
-            .map(|open| open.values().map(|entry| entry.summary()).collect())
+            .map(|open| {
+                open.values()
+                    .filter(|entry| owner.is_none_or(|name| entry.owner.name == name))
+                    .map(|entry| entry.summary())
+                    .collect()
+            })
             .unwrap_or_default();
         sessions.sort_by_key(|session| session.started_at);
         sessions
     }
 
     /// Ends a session from outside and waits (up to `wait`) until it has
-    /// rolled back. NOT_FOUND for an id that is not open.
-    pub async fn terminate(&self, id: &str, wait: Duration) -> Result<(), Error> {
+    /// rolled back: any session (`owner` `None`), or only one of the
+    /// caller named `owner`. NOT_FOUND for an id that is not open — or not
+    /// that caller's: whether another caller's session exists is not told.
+    pub async fn terminate(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        wait: Duration,
+    ) -> Result<(), Error> {
         let entry = self
             .open
             .lock()
             .ok()
             .and_then(|open| open.get(id).cloned())
+            .filter(|entry| owner.is_none_or(|name| entry.owner.name == name))
             .ok_or_else(|| Error::SessionNotFound(id.to_owned()))?;
         entry.terminate.cancel();
         let _ = tokio::time::timeout(wait, entry.ended.cancelled()).await;
@@ -373,12 +409,18 @@ impl SessionRegistry {
     }
 }
 
-/// Holds a session's place in the registry; ending it counts the reason.
-/// Dropped without [`SessionGuard::end`] (a panic), it counts as `failed`.
+/// Holds a session's place in the registry, and its caller's place under
+/// the limits; ending it counts the reason and gives both back — before
+/// the client hears that the session ended, so that its next session may
+/// begin at once. Dropped without [`SessionGuard::end`] (a panic), it
+/// counts as `failed`.
 #[derive(Debug)]
 pub(crate) struct SessionGuard {
     registry: Arc<SessionRegistry>,
     entry: Arc<SessionEntry>,
+    /// The caller's place under the limits, given back with the guard.
+    #[expect(dead_code, reason = "held for its Drop")]
+    hold: Hold,
     ended: bool,
 }
 

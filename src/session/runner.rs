@@ -9,10 +9,15 @@ use std::time::Duration;
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{
-    BeginOptions, Inbound, SessionCommand, SessionEvent, SessionManager, client::ClientLink,
-    open::Session, registry::EndReason,
+    BeginOptions, Inbound, SessionCommand, SessionEvent, SessionManager,
+    client::ClientLink,
+    open::Session,
+    registry::{EndReason, SessionOwner},
 };
-use crate::{db::Driver, error::Error};
+use crate::{
+    db::{Driver, transaction::Hold},
+    error::Error,
+};
 
 /// After the client's side of the stream ends, how long to watch for its
 /// response side closing too (a cancelled call rather than a half-close).
@@ -22,18 +27,28 @@ const HALF_CLOSE_GRACE: Duration = Duration::from_millis(30);
 /// How long sqlgate waits for the first request (`begin`).
 const BEGIN_WAIT: Duration = Duration::from_secs(30);
 
-/// Runs one session to its end.
+/// Runs one session to its end. `hold` (the caller's place under the
+/// limits) goes with the session's registry place: given back as the
+/// session ends, before the client hears it, and not held while the stream
+/// lingers after commit or rollback.
 pub(super) async fn run<DB: Driver>(
     manager: SessionManager<DB>,
-    peer: String,
+    owner: SessionOwner,
+    hold: Hold,
     mut inbound: mpsc::Receiver<Inbound>,
     outbound: mpsc::Sender<SessionEvent>,
 ) {
     let client = ClientLink::new(outbound, manager.registry.clone());
-    let Some(options) = wait_for_begin(&manager, &mut inbound, &client).await else {
+    let Some(mut options) = wait_for_begin(&manager, &mut inbound, &client).await else {
         return;
     };
-    let guard = match manager.registry.open(peer, options.labels.clone()) {
+    // A reader's session is read-only whatever it asked for: its reads
+    // work as they would, and a write is refused by the database
+    // (PERMISSION_DENIED), rather than refusing the whole session.
+    if owner.role.is_read_only() {
+        options.read_only = true;
+    }
+    let guard = match manager.registry.open(owner, options.labels.clone(), hold) {
         Ok(guard) => guard,
         Err(error) => {
             client.tell(SessionEvent::Ended(error)).await;

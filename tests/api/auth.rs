@@ -313,7 +313,8 @@ async fn the_session_list_names_the_token_s_caller() {
         .into_inner()
         .sessions;
     assert_eq!(sessions.len(), 1);
-    assert_eq!(sessions[0].peer, "billing");
+    assert_eq!(sessions[0].caller, "billing");
+    assert_eq!(sessions[0].role, "writer");
     drop(requests);
     app.stop().await;
 }
@@ -739,7 +740,7 @@ mod jwt {
             .into_inner()
             .sessions;
         assert_eq!(sessions.len(), 1);
-        assert_eq!(sessions[0].peer, "svc-reports");
+        assert_eq!(sessions[0].caller, "svc-reports");
         drop(requests);
         app.stop().await;
     }

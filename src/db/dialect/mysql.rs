@@ -77,9 +77,20 @@ impl Dialect for MySql {
     const IN_TRANSACTION_PROBE: Option<&'static str> =
         Some("SELECT 1 FROM DUAL WHERE @@in_transaction = 1");
 
-    fn begin_sql(_deadline: &Deadline) -> String {
-        "START TRANSACTION".to_owned()
+    fn begin_sql(_deadline: &Deadline, read_only: bool) -> String {
+        if read_only {
+            // A read-only transaction alone is not enough on MySQL: a
+            // statement that commits implicitly (DDL) or a procedure's
+            // COMMIT ends it, and what follows runs read-write. The
+            // session's characteristic holds past that, until
+            // READ_ONLY_UNDO.
+            "SET SESSION TRANSACTION READ ONLY; START TRANSACTION READ ONLY".to_owned()
+        } else {
+            "START TRANSACTION".to_owned()
+        }
     }
+
+    const READ_ONLY_UNDO: Option<&'static str> = Some("SET SESSION TRANSACTION READ WRITE");
 
     async fn arm(
         conn: &mut sqlx::MySqlConnection,
@@ -93,8 +104,12 @@ impl Dialect for MySql {
         Ok(i64::try_from(id).ok())
     }
 
-    fn session_begin(isolation: Isolation, read_only: bool) -> Vec<String> {
+    fn session_begin(isolation: Isolation, read_only: bool) -> String {
         let mut statements = Vec::new();
+        if read_only {
+            // See `begin_sql`: read-only past an implicit commit too.
+            statements.push("SET SESSION TRANSACTION READ ONLY".to_owned());
+        }
         if let Some(level) = isolation.sql() {
             // Applies to the next transaction only.
             statements.push(format!("SET TRANSACTION ISOLATION LEVEL {level}"));
@@ -104,7 +119,7 @@ impl Dialect for MySql {
         } else {
             "START TRANSACTION".to_owned()
         });
-        statements
+        statements.join("; ")
     }
 
     async fn disarm(_conn: &mut sqlx::MySqlConnection) {}

@@ -81,11 +81,17 @@ impl Dialect for Postgres {
     const IN_TRANSACTION_PROBE: Option<&'static str> =
         Some("SELECT 1 WHERE now() <> statement_timestamp()");
 
-    fn begin_sql(deadline: &Deadline) -> String {
-        format!(
-            "BEGIN; SET LOCAL statement_timeout = {}",
-            deadline.remaining_millis()
-        )
+    fn begin_sql(deadline: &Deadline, read_only: bool) -> String {
+        let timeout = deadline.remaining_millis();
+        if read_only {
+            // As for a read-only session: the first query fixes the
+            // transaction as read-only, so that not even a `SET
+            // TRANSACTION READ WRITE` (which sqlgate refuses anyway) could
+            // lift it. Same round trip.
+            format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout}; SELECT 1")
+        } else {
+            format!("BEGIN; SET LOCAL statement_timeout = {timeout}")
+        }
     }
 
     async fn arm(
@@ -108,7 +114,7 @@ impl Dialect for Postgres {
         true
     }
 
-    fn session_begin(isolation: Isolation, read_only: bool) -> Vec<String> {
+    fn session_begin(isolation: Isolation, read_only: bool) -> String {
         let mut begin = "BEGIN".to_owned();
         if let Some(level) = isolation.sql() {
             begin.push_str(" ISOLATION LEVEL ");
@@ -119,7 +125,7 @@ impl Dialect for Postgres {
             // no SET TRANSACTION READ WRITE (in whatever form) can lift it.
             begin.push_str(" READ ONLY; SELECT 1");
         }
-        vec![begin]
+        begin
     }
 
     async fn disarm(_conn: &mut sqlx::PgConnection) {}

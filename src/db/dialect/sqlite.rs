@@ -55,9 +55,17 @@ impl Dialect for Sqlite {
         Some(String::new())
     }
 
-    fn begin_sql(_deadline: &Deadline) -> String {
-        "BEGIN".to_owned()
+    fn begin_sql(_deadline: &Deadline, read_only: bool) -> String {
+        if read_only {
+            // The connection refuses every write until READ_ONLY_UNDO
+            // (callers cannot reach PRAGMA: sqlgate refuses it).
+            "PRAGMA query_only = ON; BEGIN".to_owned()
+        } else {
+            "BEGIN".to_owned()
+        }
     }
+
+    const READ_ONLY_UNDO: Option<&'static str> = Some("PRAGMA query_only = OFF");
 
     async fn arm(
         conn: &mut sqlx::SqliteConnection,
@@ -73,22 +81,13 @@ impl Dialect for Sqlite {
         Ok(None)
     }
 
-    fn session_begin(_isolation: Isolation, read_only: bool) -> Vec<String> {
+    fn session_begin(_isolation: Isolation, read_only: bool) -> String {
         // SQLite transactions are always serializable, which satisfies any
         // level asked for. Read-only is the connection's query_only flag.
-        let mut statements = Vec::new();
         if read_only {
-            statements.push("PRAGMA query_only = ON".to_owned());
-        }
-        statements.push("BEGIN".to_owned());
-        statements
-    }
-
-    fn session_end(read_only: bool) -> Vec<String> {
-        if read_only {
-            vec!["PRAGMA query_only = OFF".to_owned()]
+            "PRAGMA query_only = ON; BEGIN".to_owned()
         } else {
-            Vec::new()
+            "BEGIN".to_owned()
         }
     }
 

@@ -106,6 +106,8 @@ impl From<SessionSummary> for pb::SessionInfo {
             idle: Some(duration(summary.idle)),
             current_statement_fingerprint: summary.current_fingerprint.unwrap_or_default(),
             statements_executed: summary.statements,
+            caller: summary.caller,
+            role: summary.role.name().to_owned(),
         }
     }
 }

@@ -50,16 +50,14 @@ impl Caller {
         self.identity.as_ref()
     }
 
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "role enforcement lands next and calls it")
-    )]
-    /// What the caller may do: its identity's role, or [`Role::Admin`]
-    /// with authentication off (everyone may do everything, as before).
-    pub(crate) fn role(&self) -> Role {
+    /// What the caller may do: its identity's role, or `anonymous` (the
+    /// `roles.default` setting; `admin` unless set: everyone may do
+    /// everything, as before roles) when it has none, as with
+    /// authentication off.
+    pub(crate) fn role(&self, anonymous: Role) -> Role {
         self.identity
             .as_ref()
-            .map_or(Role::Admin, |identity| identity.role)
+            .map_or(anonymous, |identity| identity.role)
     }
 
     /// The caller the layer resolved for `request` (or, outside the served

@@ -412,7 +412,7 @@ mod authentication {
         let (response, caller) = call(Some("Bearer s3cret"));
         let caller = caller.expect("the handler ran");
         assert_eq!(caller.to_string(), "billing");
-        assert_eq!(caller.role(), Role::Writer);
+        assert_eq!(caller.role(Role::Admin), Role::Writer);
         drop(response);
         let text = text(&lines);
         let line = text.lines().last().expect("a line");

@@ -375,9 +375,11 @@ fn set_refusal(words: &Words<'_, '_>, second: &str, backend: Backend) -> Option<
 
 /// Settings sqlgate (or its driver) sets on every connection and relies
 /// on: the server-side bound on each call (a caller switching it off would
-/// outlive its own deadline), and what values are read and written with
+/// outlive its own deadline), what values are read and written with
 /// (encoding, time zone, strict mode: changing them would change values
-/// without a word).
+/// without a word), and MySQL's read-only characteristic, which keeps a
+/// reader's call read-only past a statement that commits implicitly
+/// (`SET STATEMENT tx_read_only = 0 FOR CREATE TABLE …` would lift it).
 fn is_own_setting(word: &str, backend: Backend) -> bool {
     match backend {
         Backend::Postgres => matches!(
@@ -396,6 +398,8 @@ fn is_own_setting(word: &str, backend: Backend) -> bool {
                 | "character_set_connection"
                 | "character_set_results"
                 | "collation_connection"
+                | "tx_read_only"
+                | "transaction_read_only"
         ),
         Backend::Sqlite => false,
     }

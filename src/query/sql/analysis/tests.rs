@@ -212,6 +212,9 @@ fn own_settings_are_refused_even_locally_and_through_set_config() {
         "SET time_zone = '+05:00'",
         "SET NAMES latin1",
         "SET CHARACTER SET latin1",
+        "SET STATEMENT tx_read_only = 0 FOR CREATE TABLE t (x INT)",
+        "SET STATEMENT transaction_read_only=0 FOR CALL p()",
+        "SET SESSION tx_read_only = 0",
     ] {
         assert!(
             matches!(refused(sql, MySql), Refusal::OwnSetting { .. }),
