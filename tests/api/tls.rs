@@ -1432,3 +1432,95 @@ async fn mysql_tls_refused() {
         );
     }
 }
+
+// ------------------------------------------------- certificate identities
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_becomes_the_callers_identity_and_role() {
+    within(TEST_BOUND, "the test", certificate_identities()).await;
+}
+
+/// mTLS and authentication together: the verified certificate's name maps
+/// to a role; the role decides what the caller may do (a reader cannot
+/// write, a non-admin cannot read the pool's figures); an unmapped
+/// certificate is refused UNAUTHENTICATED although its handshake passed.
+async fn certificate_identities() {
+    use sqlgate::grpc::{identity::Role, pb::admin_client::AdminClient};
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let files = TlsFiles::new(
+        &server_ca.server("sqlgate", &["localhost"]),
+        Some(&client_ca),
+    );
+    let server = Server::start(|settings| {
+        files.apply(settings);
+        let roles = &mut settings.auth.client_certificates.roles;
+        roles.insert("reports.internal".to_owned(), Role::Reader);
+        roles.insert("billing-api".to_owned(), Role::Writer);
+    })
+    .await;
+    let address = server.address;
+    let client = |common_name: &str, sans: &[SanType]| {
+        TlsClient::new(
+            &server_ca,
+            Some(&client_ca.client(common_name, sans, false)),
+        )
+    };
+
+    // A writer, known by its common name: writes, but is no admin.
+    let writer = client("billing-api", &[])
+        .channel(address)
+        .await
+        .expect("connect");
+    let mut query = QueryClient::new(writer.clone());
+    let execute = |sql: &str| pb::ExecuteRequest {
+        sql: sql.to_owned(),
+        params: vec![],
+        max_rows: 0,
+    };
+    query
+        .execute(execute("CREATE TABLE t (id INTEGER)"))
+        .await
+        .expect("a writer creates");
+    query
+        .execute(execute("INSERT INTO t VALUES (1)"))
+        .await
+        .expect("a writer writes");
+    let status = AdminClient::new(writer)
+        .get_pool_stats(pb::GetPoolStatsRequest {})
+        .await
+        .expect_err("a writer is no admin");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+
+    // A reader, known by a DNS SAN: reads, cannot write.
+    let reader = client("reporting", &[dns("reports.internal")])
+        .channel(address)
+        .await
+        .expect("connect");
+    let mut query = QueryClient::new(reader);
+    let rows = query
+        .execute(execute("SELECT count(*) FROM t"))
+        .await
+        .expect("a reader reads")
+        .into_inner()
+        .rows;
+    assert_eq!(rows[0].values[0].kind, Some(Kind::IntValue(1)));
+    let status = query
+        .execute(execute("INSERT INTO t VALUES (2)"))
+        .await
+        .expect_err("a reader cannot write");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+
+    // A certificate the CA signed but no role names: authenticated by TLS,
+    // refused by sqlgate.
+    let stranger = client("someone-else", &[])
+        .channel(address)
+        .await
+        .expect("connect");
+    let status = QueryClient::new(stranger)
+        .execute(execute("SELECT 1"))
+        .await
+        .expect_err("an unmapped certificate");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    server.stop().await;
+}
