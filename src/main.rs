@@ -7,7 +7,7 @@ use std::{io::Read, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use sqlgate::{
-    config::{Overrides, Settings},
+    config::{Exposure, Overrides, Settings},
     grpc::auth::{check_files, hash_token},
     server::Application,
     telemetry,
@@ -41,6 +41,10 @@ enum Command {
         /// Log filter, e.g. `info,sqlgate=debug`.
         #[arg(long, value_name = "FILTER")]
         log_filter: Option<String>,
+        /// Serve a non-loopback address with neither TLS nor
+        /// authentication (refused otherwise).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Print the SHA-256 (hex) of a bearer token read from stdin, for
     /// `auth.tokens` or the tokens file (the token itself is never stored).
@@ -55,7 +59,8 @@ async fn main() -> ExitCode {
             listen,
             database_url,
             log_filter,
-        } => serve(config, listen, database_url, log_filter).await,
+            insecure,
+        } => serve(config, listen, database_url, log_filter, insecure).await,
         Command::HashToken => hash_stdin(),
     }
 }
@@ -85,6 +90,7 @@ async fn serve(
     listen: Option<std::net::SocketAddr>,
     database_url: Option<String>,
     log_filter: Option<String>,
+    insecure: bool,
 ) -> ExitCode {
     let overrides = Overrides {
         listen,
@@ -107,7 +113,17 @@ async fn serve(
         }
         return ExitCode::from(2);
     }
+    let exposure = match settings.exposure(insecure) {
+        Ok(exposure) => exposure,
+        Err(why) => {
+            eprintln!("sqlgate: refusing to start: {why}");
+            return ExitCode::from(2);
+        }
+    };
     telemetry::init(&settings.log_filter);
+    if let Exposure::Insecure(warning) = exposure {
+        tracing::warn!("INSECURE: {warning}");
+    }
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(err) => {

@@ -31,6 +31,7 @@ pub use sections::{
     PoolSettings, RoleSettings, SessionSettings, ShutdownSettings, TransportSettings,
 };
 pub use tls::{ClientAuth, TlsSettings};
+pub use validate::Exposure;
 
 /// The file a fresh checkout uses when no database is configured, so that
 /// `sqlgate serve` works with nothing installed.

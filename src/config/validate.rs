@@ -140,3 +140,41 @@ impl Settings {
         Ok(())
     }
 }
+
+/// Who can reach sqlgate's listener, and with what protection: the
+/// start-up check that keeps a default configuration from serving any SQL
+/// to a whole network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exposure {
+    /// Loopback only, or protected by TLS and/or authentication.
+    Guarded,
+    /// A non-loopback address without TLS or authentication, allowed by
+    /// `--insecure`: say so, loudly, once.
+    Insecure(String),
+}
+
+impl Settings {
+    /// Refuses (with one line naming what to set) a non-loopback `listen`
+    /// with neither TLS nor authentication, unless `insecure`; then it is
+    /// [`Exposure::Insecure`] with the warning to log.
+    pub fn exposure(&self, insecure: bool) -> Result<Exposure, String> {
+        if self.listen.ip().is_loopback() || self.tls.enabled() || self.auth.enabled() {
+            return Ok(Exposure::Guarded);
+        }
+        let what = format!(
+            "listen = {} is not a loopback address and neither TLS ([tls]) nor authentication \
+             ([auth]) is configured: anyone who can reach it could run any SQL as sqlgate's \
+             database user",
+            self.listen
+        );
+        if insecure {
+            Ok(Exposure::Insecure(format!(
+                "{what} (started with --insecure)"
+            )))
+        } else {
+            Err(format!(
+                "{what}; configure TLS or authentication, or start with --insecure"
+            ))
+        }
+    }
+}

@@ -320,3 +320,49 @@ async fn sqlite_serve_with_no_database_setting_keeps_its_data_in_the_working_dir
     let (status, output) = sqlgate.stop().await;
     assert!(status.success(), "{status}: {output:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_address_without_tls_or_authentication_needs_insecure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_address().port();
+    // Every address of the machine, not only loopback.
+    let listen = format!("0.0.0.0:{port}");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display());
+    let base = ["--listen", listen.as_str(), "--database-url", url.as_str()];
+
+    let output = refused(&base, &[]).await;
+    let lines: Vec<_> = output
+        .iter()
+        .filter(|line| line.contains("refusing to start"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{output:?}");
+    for part in ["0.0.0.0", "[tls]", "[auth]", "--insecure"] {
+        assert!(lines[0].contains(part), "{part:?} missing: {output:?}");
+    }
+
+    // With --insecure it serves, and says so once, loudly.
+    let mut sqlgate = Sqlgate::start(&[&base[..], &["--insecure"]].concat(), &[]);
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    sqlgate.wait_listening(address).await;
+    let (status, output) = sqlgate.stop().await;
+    assert_eq!(status.code(), Some(0), "{output:?}");
+    let warnings = output
+        .iter()
+        .filter(|line| line.contains("INSECURE"))
+        .count();
+    assert_eq!(warnings, 1, "{output:?}");
+
+    // A token configured: served without --insecure.
+    let hash = "0".repeat(64);
+    let mut sqlgate = Sqlgate::start(
+        &base,
+        &[("SQLGATE_AUTH__TOKENS", &format!("billing:writer:{hash}"))],
+    );
+    sqlgate.wait_listening(address).await;
+    let (status, output) = sqlgate.stop().await;
+    assert_eq!(status.code(), Some(0), "{output:?}");
+    assert!(
+        !output.iter().any(|line| line.contains("INSECURE")),
+        "{output:?}"
+    );
+}
