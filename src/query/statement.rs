@@ -45,11 +45,11 @@ impl Statement {
                 ),
             ));
         }
-        if Analysis::is_empty(&sql, backend) {
+        let analysis = Analysis::of(&sql, backend);
+        if analysis.is_empty() {
             return Err(Error::invalid_request("sql", "statement is empty"));
         }
         Self::check_param_count(params.len(), limits)?;
-        let analysis = Analysis::of(&sql, backend);
         let fingerprint = fingerprint(&sql);
         Ok(Self {
             sql: sql.into(),

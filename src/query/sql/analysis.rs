@@ -73,6 +73,8 @@ pub(crate) enum Refusal {
 pub(crate) struct Analysis {
     /// Parameters the text expects (highest `$n`/`?n`, or the count of `?`).
     pub(crate) parameters: usize,
+    /// Statements in the text (0: only white space, comments and `;`).
+    pub(crate) statements: usize,
     /// Only reads: may run outside a transaction.
     pub(crate) plain_read: bool,
     /// May change connection state that outlives the call.
@@ -130,12 +132,13 @@ impl Analysis {
             analysis.refusal = Some(Refusal::SeveralStatements);
         }
         analysis.parameters = highest.max(anonymous);
+        analysis.statements = statements;
         analysis
     }
 
     /// True when the text holds no statement at all.
-    pub(crate) fn is_empty(sql: &str, backend: Backend) -> bool {
-        Lexer::new(sql, backend).all(|token| token == Token::Semicolon)
+    pub(crate) fn is_empty(&self) -> bool {
+        self.statements == 0
     }
 
     /// Folds one statement's tokens into the analysis.

@@ -390,9 +390,9 @@ fn parameters_follow_each_backends_lexer() {
 #[test]
 fn empty_texts_hold_no_statement() {
     for sql in ["", " ;; ", "-- x", "/* x */"] {
-        assert!(Analysis::is_empty(sql, Postgres), "{sql:?}");
+        assert!(Analysis::of(sql, Postgres).is_empty(), "{sql:?}");
     }
-    assert!(!Analysis::is_empty("select 1", Postgres));
+    assert!(!Analysis::of("select 1", Postgres).is_empty());
 }
 
 proptest::proptest! {
