@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.rpc", "::tonic_types::pb")
         // Encoded straight from sqlgate's values; see src/grpc/row_batch.rs.
         .extern_path(".sqlgate.v1.RowBatch", "crate::grpc::pb::RowBatch")
+        // A request that does not decode is INVALID_ARGUMENT; see src/grpc/codec.rs.
+        .codec_path("crate::grpc::codec::StrictCodec")
         .compile_fds(descriptor_set)?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod admin_service;
 pub mod auth;
 mod client;
+pub mod codec;
 pub mod convert;
 mod deadline;
 pub mod identity;

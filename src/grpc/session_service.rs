@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
+    codec::UNDECODABLE,
     convert,
     identity::Role,
     limits::CallSlot,
@@ -103,13 +104,10 @@ impl<DB: Driver> Sessions for SessionService<DB> {
     }
 }
 
-/// tonic reports a message that does not decode as INTERNAL with prost's
-/// message; it is the client's mistake, not a broken stream.
+/// A message that does not decode (the codec says so with its own
+/// message): the client's mistake, not a broken stream.
 fn is_decode_failure(status: &Status) -> bool {
-    status.code() == tonic::Code::Internal
-        && status
-            .message()
-            .starts_with("failed to decode Protobuf message")
+    status.code() == tonic::Code::InvalidArgument && status.message().starts_with(UNDECODABLE)
 }
 
 /// What an Attach call's line says: the session it opened and the rows
