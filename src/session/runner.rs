@@ -29,8 +29,7 @@ const BEGIN_WAIT: Duration = Duration::from_secs(30);
 
 /// Runs one session to its end. `hold` (the caller's place under the
 /// limits) goes with the session's registry place: given back as the
-/// session ends, before the client hears it, and not held while the stream
-/// lingers after commit or rollback.
+/// session ends, before the client hears it.
 pub(super) async fn run<DB: Driver>(
     manager: SessionManager<DB>,
     owner: SessionOwner,
@@ -126,14 +125,14 @@ pub(super) async fn run<DB: Driver>(
                 }
                 session.entry().touch();
             }
+            // After `committed` / `rolled_back` the stream ends (status OK):
+            // a client reading to the end is not left waiting.
             SessionCommand::Commit => {
                 session.end(EndReason::Commit).await;
-                linger(&manager, inbound, &client, "committed").await;
                 return;
             }
             SessionCommand::Rollback => {
                 session.end(EndReason::Rollback).await;
-                linger(&manager, inbound, &client, "rolled back").await;
                 return;
             }
         }
@@ -179,34 +178,4 @@ async fn wait_for_begin<DB: Driver>(
 /// Answers one request with an error; the session goes on.
 async fn refuse(client: &ClientLink, request_id: u64, error: Error) {
     client.tell(SessionEvent::Error { request_id, error }).await;
-}
-
-/// After commit or rollback the stream stays open until the client closes
-/// it (or shutdown); anything it still sends is answered with a clear error.
-async fn linger<DB: Driver>(
-    manager: &SessionManager<DB>,
-    mut inbound: mpsc::Receiver<Inbound>,
-    client: &ClientLink,
-    how: &str,
-) {
-    loop {
-        tokio::select! {
-            message = inbound.recv() => match message {
-                Some(Inbound::Command(command)) => {
-                    let request_id = match command {
-                        SessionCommand::Execute { request_id, .. } | SessionCommand::Invalid { request_id, .. } => request_id,
-                        _ => 0,
-                    };
-                    let error = Error::SessionProtocol(format!("the session has ended ({how})"));
-                    if !client.tell(SessionEvent::Error { request_id, error }).await {
-                        return;
-                    }
-                }
-                Some(Inbound::Broken | Inbound::Undecodable(_)) | None => return,
-            },
-            () = client.gone() => return,
-            () = manager.registry.shutting_down() => return,
-            () = tokio::time::sleep(BEGIN_WAIT) => return,
-        }
-    }
 }

@@ -161,19 +161,16 @@ async fn requests_out_of_order_get_clear_errors(backend: Backend) {
         .await
         .expect("goes on");
     assert_eq!(rows.len(), 1);
-    // Anything after commit gets an error saying the session has ended.
+    // After `committed` the server ends the stream, status OK, while the
+    // client still holds its side open: a client reading to the end is
+    // not left waiting for its deadline.
     session.send(SessionRequest::commit()).await;
     let answer = session.next().await;
     assert!(matches!(answer.response, Some(Answer::Committed(_))));
-    session
-        .send(SessionRequest::execute(11, "SELECT 1", vec![]))
-        .await;
-    let answer = session.next().await;
-    assert_eq!(answer.request_id, 11);
-    assert!(
-        matches!(answer.response, Some(Answer::Error(ref e)) if e.message.contains("ended")),
-        "{answer:?}"
-    );
+    let end = tokio::time::timeout(std::time::Duration::from_secs(2), session.final_status())
+        .await
+        .expect("the stream ends right after committed");
+    assert!(end.is_none(), "the stream ends OK: {end:?}");
     app.stop().await;
 }
 on_every_backend!(requests_out_of_order_get_clear_errors);
@@ -368,3 +365,28 @@ async fn postgres_session_storm_leaves_exactly_the_committed_rows() {
         100
     );
 }
+
+async fn the_stream_ends_right_after_rolled_back(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let mut session = Session::begin(&app, &[]).await.expect("begin");
+    session
+        .execute(&app, 1, "SELECT 1", vec![])
+        .await
+        .expect("a statement");
+    // The client keeps its side open; the server ends the stream, OK.
+    session.send(SessionRequest::rollback()).await;
+    let answer = session.next().await;
+    assert!(
+        matches!(answer.response, Some(Answer::RolledBack(_))),
+        "{answer:?}"
+    );
+    let end = tokio::time::timeout(std::time::Duration::from_secs(2), session.final_status())
+        .await
+        .expect("the stream ends right after rolled_back");
+    assert!(end.is_none(), "the stream ends OK: {end:?}");
+    assert_eq!(app.pool_stats().await.open_sessions, 0);
+    app.stop().await;
+}
+on_every_backend!(the_stream_ends_right_after_rolled_back);
