@@ -332,3 +332,35 @@ fn watch_until_stopped(
     );
     Box::pin(futures::stream::once(async move { first }).chain(changes))
 }
+
+/// `sqlgate health`: asks the health service at `address` about `service`
+/// within `timeout`, as an exec probe, a Docker `HEALTHCHECK` or an ECS
+/// health check would. `Ok` only when it answers SERVING; otherwise what
+/// it answered, or why it could not ask (plaintext only: with TLS on, use
+/// a TLS-capable probe).
+pub async fn ask(address: &str, service: &str, timeout: Duration) -> Result<(), String> {
+    use tonic_health::pb::health_client::HealthClient;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|err| format!("{address:?} is not an address: {err}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let asked = async {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|err| format!("cannot connect to {address}: {err}"))?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .map_err(|status| format!("{service}: {} {}", status.code(), status.message()))
+    };
+    let answer = tokio::time::timeout(timeout, asked)
+        .await
+        .map_err(|_| format!("no answer from {address} within {timeout:?}"))??;
+    match answer.into_inner().status() {
+        ServingStatus::Serving => Ok(()),
+        other => Err(format!("{service}: {}", other.as_str_name())),
+    }
+}

@@ -49,6 +49,19 @@ enum Command {
     /// Print the SHA-256 (hex) of a bearer token read from stdin, for
     /// `auth.tokens` or the tokens file (the token itself is never stored).
     HashToken,
+    /// Ask a running sqlgate's health service; exit 0 only when the
+    /// service is SERVING (for exec probes and container health checks).
+    Health {
+        /// `liveness`, `readiness`, `` (the server), or a service name.
+        #[arg(long, default_value = "readiness")]
+        service: String,
+        /// Where sqlgate listens (plaintext).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
+        addr: String,
+        /// How long to wait for the answer, e.g. `2s`.
+        #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 #[tokio::main]
@@ -62,6 +75,17 @@ async fn main() -> ExitCode {
             insecure,
         } => serve(config, listen, database_url, log_filter, insecure).await,
         Command::HashToken => hash_stdin(),
+        Command::Health {
+            service,
+            addr,
+            timeout,
+        } => match sqlgate::health::ask(&addr, &service, timeout).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("sqlgate: not serving: {why}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -360,3 +360,49 @@ async fn postgres_a_saturated_pool_makes_sqlgate_not_ready_after_its_duration() 
         "{stats:?}"
     );
 }
+
+/// Runs `sqlgate health ARGS` and returns its exit code and stderr.
+async fn health_command(args: &[&str]) -> (Option<i32>, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sqlgate"))
+        .arg("health")
+        .args(args)
+        .output()
+        .await
+        .expect("sqlgate health runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_command_exits_zero_only_when_serving() {
+    let Some(app) = spawn_app(Backend::Sqlite).await else {
+        return;
+    };
+    let addr = app.address.to_string();
+    for service in ["readiness", "liveness", "", "sqlgate.v1.Query"] {
+        let (code, stderr) = health_command(&["--addr", &addr, "--service", service]).await;
+        assert_eq!(code, Some(0), "{service:?}: {stderr}");
+    }
+    let (code, stderr) = health_command(&["--addr", &addr, "--service", "nope"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("NotFound") || stderr.contains("not found"),
+        "{stderr}"
+    );
+    // Nothing listening: fails within its timeout.
+    let closed = crate::binary::free_address().to_string();
+    let started = Instant::now();
+    let (code, stderr) = health_command(&["--addr", &closed, "--timeout", "1s"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // After shutdown: nothing answers, the command fails.
+    app.stop().await;
+    let (code, _) = health_command(&["--addr", &addr, "--timeout", "1s"]).await;
+    assert_eq!(code, Some(1));
+}
