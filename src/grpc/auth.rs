@@ -41,7 +41,10 @@ pub use tokens::hash_token;
 use self::{certificate::Certificates, jwt::Keys, tokens::Tokens};
 use crate::{
     config::{AuthSettings, TokenEntry},
-    grpc::identity::{ClientCertificate, Identity},
+    grpc::{
+        identity::{ClientCertificate, Identity},
+        poll::spawn_poll,
+    },
 };
 
 /// The longest `authorization` value looked at: far above any opaque token
@@ -237,19 +240,12 @@ impl Authenticator {
         if shared.reload_interval.is_zero() || !shared.sources.has_files() {
             return None;
         }
-        Some(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(shared.reload_interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = ticks.tick() => {}
-                }
-                let reloading = shared.clone();
-                let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
-            }
-        }))
+        Some(spawn_poll(
+            shared.reload_interval,
+            stop,
+            "authentication",
+            move || shared.reload(),
+        ))
     }
 }
 
