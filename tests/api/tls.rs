@@ -51,7 +51,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     binary::{Sqlgate, free_address},
-    helpers::{Backend, TEST_BOUND, within},
+    helpers::{Backend, TEST_BOUND, closed_within, select_one, within},
     session_client::Session,
     test_database::{TestDatabase, running_in_ci},
 };
@@ -293,23 +293,6 @@ impl TlsClient {
     }
 }
 
-/// Runs `SELECT 1` over `channel`: its value, or the status code.
-async fn select_one(channel: Channel) -> Result<i64, tonic::Code> {
-    let response = QueryClient::new(channel)
-        .execute(pb::ExecuteRequest {
-            sql: "SELECT 1".to_owned(),
-            params: vec![],
-            max_rows: 0,
-        })
-        .await
-        .map_err(|status| status.code())?
-        .into_inner();
-    match response.rows[0].values[0].kind {
-        Some(Kind::IntValue(n)) => Ok(n),
-        ref other => panic!("SELECT 1 came back as {other:?}"),
-    }
-}
-
 /// Whether a gRPC call with `client` is served (`SELECT 1`); connecting
 /// and calling are both bounded.
 async fn call_with(client: &TlsClient, address: SocketAddr) -> Result<i64, String> {
@@ -317,28 +300,13 @@ async fn call_with(client: &TlsClient, address: SocketAddr) -> Result<i64, Strin
         .channel(address)
         .await
         .map_err(|err| format!("connect: {err}"))?;
-    within(Duration::from_secs(10), "a call", select_one(channel))
-        .await
-        .map_err(|code| format!("call: {code:?}"))
-}
-
-/// When `socket` is closed by the server (end of stream or reset), reading
-/// and discarding what it sends before; `None` if still open after `limit`.
-async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
-    mut socket: S,
-    limit: Duration,
-) -> Option<Instant> {
-    let mut buffer = [0; 1024];
-    tokio::time::timeout(limit, async {
-        loop {
-            match socket.read(&mut buffer).await {
-                Ok(0) | Err(_) => return Instant::now(),
-                Ok(_) => continue,
-            }
-        }
-    })
+    within(
+        Duration::from_secs(10),
+        "a call",
+        select_one(&mut QueryClient::new(channel)),
+    )
     .await
-    .ok()
+    .map_err(|code| format!("call: {code:?}"))
 }
 
 // ---------------------------------------------------------------- servers
@@ -492,7 +460,7 @@ async fn tls_and_plaintext() {
         .connect()
         .await
     {
-        Ok(channel) => select_one(channel).await,
+        Ok(channel) => select_one(&mut QueryClient::new(channel)).await,
         Err(_) => Err(tonic::Code::Unavailable),
     };
     assert!(plaintext.is_err(), "{plaintext:?}");
@@ -681,7 +649,10 @@ async fn client_ca_rotation() {
     let old_client = TlsClient::new(&server_ca, Some(&old_ca.client("old", &[], false)));
     let new_client = TlsClient::new(&server_ca, Some(&new_ca.client("new", &[], false)));
     let old_channel = old_client.channel(address).await.expect("connect");
-    assert_eq!(select_one(old_channel.clone()).await, Ok(1));
+    assert_eq!(
+        select_one(&mut QueryClient::new(old_channel.clone())).await,
+        Ok(1)
+    );
     assert!(new_client.verdict(address).await.is_err());
 
     secret.write_generation(&[
@@ -705,7 +676,7 @@ async fn client_ca_rotation() {
         "{refused:?}"
     );
     assert_eq!(call_with(&new_client, address).await, Ok(1));
-    assert_eq!(select_one(old_channel).await, Ok(1));
+    assert_eq!(select_one(&mut QueryClient::new(old_channel)).await, Ok(1));
     server.stop().await;
 }
 
@@ -741,7 +712,10 @@ async fn rotation() {
     .await;
     let open = TlsClient::new(&ca, None);
     let open_channel = open.channel(address).await.expect("connect");
-    assert_eq!(select_one(open_channel.clone()).await, Ok(1));
+    assert_eq!(
+        select_one(&mut QueryClient::new(open_channel.clone())).await,
+        Ok(1)
+    );
     let mut session = Session::begin_on(open_channel.clone(), pb::BeginSession::default())
         .await
         .expect("begin");
@@ -784,7 +758,10 @@ async fn rotation() {
         .await
         .expect("insert after the rotation");
     session.commit().await;
-    assert_eq!(select_one(open_channel.clone()).await, Ok(1));
+    assert_eq!(
+        select_one(&mut QueryClient::new(open_channel.clone())).await,
+        Ok(1)
+    );
     assert_eq!(open.server_names(), ["sqlgate-first"], "one connection");
     let count = QueryClient::new(fresh.channel(address).await.expect("connect"))
         .execute(pb::ExecuteRequest {
