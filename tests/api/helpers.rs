@@ -88,6 +88,17 @@ pub async fn spawn_app_with(
 }
 
 impl TestApp {
+    /// A channel of its own: one more client connection, so one more
+    /// caller (with authentication off a caller's name is its address and
+    /// port).
+    pub async fn another_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.address))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
     /// Writes `$1, $2, …` as `?` on MySQL, so one statement serves all backends.
     pub fn sql(&self, sql: &str) -> String {
         if self.backend != Backend::MySql {
