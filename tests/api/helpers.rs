@@ -278,6 +278,14 @@ pub async fn list_sessions(app: &TestApp) -> Vec<pb::SessionInfo> {
         .sessions
 }
 
+/// The kinds of a row's values.
+pub fn kinds(row: &pb::Row) -> Vec<Kind> {
+    row.values
+        .iter()
+        .map(|value| value.kind.clone().expect("a kind"))
+        .collect()
+}
+
 /// Short names for the library's value constructors (`pb::Value::int` …),
 /// for the rows of parameters the tests spell out.
 pub mod v {

@@ -11,7 +11,7 @@ use sqlgate::grpc::pb::{self, ValueType, value::Kind};
 use sqlx::Executor;
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, error_details, spawn_app, v};
+use crate::helpers::{Backend, TestApp, error_details, kinds, spawn_app, v};
 
 const COLUMNS: &str = "bu, b, bits, y, e, s, iu";
 
@@ -191,14 +191,6 @@ async fn mysql_values_sent_as_parameters_come_back_the_same() {
     assert_eq!(response.rows.len(), 1);
     assert_eq!(response.rows[0].values[0].kind, Some(Kind::IntValue(0)));
     app.stop().await;
-}
-
-/// The kinds of a row's values.
-fn kinds(row: &pb::Row) -> Vec<Kind> {
-    row.values
-        .iter()
-        .map(|value| value.kind.clone().expect("a kind"))
-        .collect()
 }
 
 fn instant(seconds: i64, nanos: i32) -> pb::Value {
