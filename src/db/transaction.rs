@@ -140,6 +140,15 @@ impl Access {
     pub(crate) fn is_read_only(self) -> bool {
         self == Access::ReadOnly
     }
+
+    /// `outcome` as the caller hears it: for a reader, the database's
+    /// refusal to write is its role's doing ([`Error::for_reader`]).
+    pub(crate) fn answer<T>(self, outcome: Result<T, Error>) -> Result<T, Error> {
+        match self {
+            Access::ReadOnly => outcome.map_err(Error::for_reader),
+            Access::ReadWrite => outcome,
+        }
+    }
 }
 
 /// What a call keeps alive for as long as its work runs — its place under

@@ -151,11 +151,7 @@ impl<DB: Driver> QueryEngine<DB> {
         self.db.count_call();
         spawn_unit(Box::pin(async move {
             let _hold = hold;
-            let outputs = run_unit(&db, &statements, budget, deadline, access).await;
-            match access {
-                Access::ReadOnly => outputs.map_err(Error::for_reader),
-                Access::ReadWrite => outputs,
-            }
+            access.answer(run_unit(&db, &statements, budget, deadline, access).await)
         }))
         .await
     }

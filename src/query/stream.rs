@@ -86,11 +86,8 @@ pub(crate) fn run_stream<DB: Driver>(
         let Ok(last) = sender.clone().reserve_owned().await else {
             return;
         };
-        let streamed = stream_unit(&db, &statement, &limits, deadline, access, &sender).await;
-        let streamed = match access {
-            Access::ReadOnly => streamed.map_err(Error::for_reader),
-            Access::ReadWrite => streamed,
-        };
+        let streamed =
+            access.answer(stream_unit(&db, &statement, &limits, deadline, access, &sender).await);
         // The work is over and the connection given back: so are the
         // stream's place in the pool's share and the caller's place under
         // the limits — before the reader hears the end, so that its next
