@@ -50,11 +50,7 @@ impl<DB: Driver> QueryService<DB> {
 
     /// What the caller of `request` may do to the database.
     fn access<T>(&self, request: &Request<T>) -> Access {
-        if Caller::of(request).role(self.anonymous).is_read_only() {
-            Access::ReadOnly
-        } else {
-            Access::ReadWrite
-        }
+        Access::read_only_if(Caller::of(request).role(self.anonymous).is_read_only())
     }
 
     /// Decodes one statement of a request, read as this backend reads it.
