@@ -363,6 +363,25 @@ impl Server {
         }
     }
 
+    /// Runs `sql` through this sqlgate, over a plaintext client
+    /// connection of its own; panics if the call fails.
+    async fn run(&self, sql: &str) -> pb::ExecuteResponse {
+        let channel = Channel::from_shared(format!("http://{}", self.address))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        QueryClient::new(channel)
+            .execute(pb::ExecuteRequest {
+                sql: sql.to_owned(),
+                params: vec![],
+                max_rows: 0,
+            })
+            .await
+            .expect("query over TLS")
+            .into_inner()
+    }
+
     async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -1117,24 +1136,13 @@ async fn postgres_tls() {
         &format!("sslmode=verify-full&sslrootcert={ca_file}"),
     );
     let server = Server::start_on(&url, |_| {}).await;
-    let channel = Channel::from_shared(format!("http://{}", server.address))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut query = QueryClient::new(channel);
-    let tls = query
-        .execute(pb::ExecuteRequest {
-            sql: "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
-                  FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-                  WHERE a.application_name = 'sqlgate'"
-                .to_owned(),
-            params: vec![],
-            max_rows: 0,
-        })
-        .await
-        .expect("query over TLS")
-        .into_inner();
+    let tls = server
+        .run(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'sqlgate'",
+        )
+        .await;
     let values: Vec<_> = tls.rows[0].values.iter().map(|v| v.kind.clone()).collect();
     let Some(Kind::IntValue(encrypted)) = values[0] else {
         panic!("{values:?}")
@@ -1319,20 +1327,7 @@ async fn mysql_tls() {
         &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca_file}"),
     );
     let server = Server::start_on(&url, |_| {}).await;
-    let channel = Channel::from_shared(format!("http://{}", server.address))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let status = QueryClient::new(channel)
-        .execute(pb::ExecuteRequest {
-            sql: "SHOW STATUS LIKE 'Ssl_version'".to_owned(),
-            params: vec![],
-            max_rows: 0,
-        })
-        .await
-        .expect("query over TLS")
-        .into_inner();
+    let status = server.run("SHOW STATUS LIKE 'Ssl_version'").await;
     let version = status.rows[0].values[1].kind.clone();
     assert!(
         matches!(&version, Some(Kind::TextValue(v)) if v.starts_with("TLSv1")),
