@@ -136,9 +136,32 @@ pub(crate) enum Access {
 }
 
 impl Access {
+    /// Read-only when `read_only` (the caller's role only reads).
+    pub(crate) fn read_only_if(read_only: bool) -> Self {
+        if read_only {
+            Access::ReadOnly
+        } else {
+            Access::ReadWrite
+        }
+    }
+
     /// Whether the database must refuse writes.
     pub(crate) fn is_read_only(self) -> bool {
         self == Access::ReadOnly
+    }
+
+    /// `error` as the caller hears it: for a reader, the database's
+    /// refusal to write is its role's doing ([`Error::for_reader`]).
+    pub(crate) fn error(self, error: Error) -> Error {
+        match self {
+            Access::ReadOnly => error.for_reader(),
+            Access::ReadWrite => error,
+        }
+    }
+
+    /// `outcome` as the caller hears it (see [`Access::error`]).
+    pub(crate) fn answer<T>(self, outcome: Result<T, Error>) -> Result<T, Error> {
+        outcome.map_err(|error| self.error(error))
     }
 }
 

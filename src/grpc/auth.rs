@@ -41,7 +41,10 @@ pub use tokens::hash_token;
 use self::{certificate::Certificates, jwt::Keys, tokens::Tokens};
 use crate::{
     config::{AuthSettings, TokenEntry},
-    grpc::identity::{ClientCertificate, Identity},
+    grpc::{
+        identity::{ClientCertificate, Identity},
+        poll::spawn_poll,
+    },
 };
 
 /// The longest `authorization` value looked at: far above any opaque token
@@ -122,33 +125,36 @@ impl Sources {
         .transpose()
     }
 
-    /// The tokens file's text now, and the tokens it holds with the
-    /// configured entries.
-    fn tokens(&self) -> Result<(Option<String>, Tokens), String> {
-        let text = Self::read("auth.tokens_file", self.tokens_file.as_ref())?;
-        let tokens = Tokens::build(
-            &self.entries,
-            self.tokens_file.as_deref().zip(text.as_deref()),
-        )?;
-        Ok((text, tokens))
+    /// The tokens file's text now.
+    fn tokens_text(&self) -> Result<Option<String>, String> {
+        Self::read("auth.tokens_file", self.tokens_file.as_ref())
     }
 
-    /// The JWKS file's text now, and its keys.
-    fn keys(&self) -> Result<(Option<String>, Option<Keys>), String> {
-        let text = Self::read("auth.jwt.jwks_file", self.jwks_file.as_ref())?;
-        let keys = self
-            .jwks_file
+    /// The JWKS file's text now.
+    fn jwks_text(&self) -> Result<Option<String>, String> {
+        Self::read("auth.jwt.jwks_file", self.jwks_file.as_ref())
+    }
+
+    /// The tokens the tokens file's `text` holds, with the configured entries.
+    fn tokens(&self, text: Option<&str>) -> Result<Tokens, String> {
+        Tokens::build(&self.entries, self.tokens_file.as_deref().zip(text))
+    }
+
+    /// The keys of the JWKS file's `text`.
+    fn keys(&self, text: Option<&str>) -> Result<Option<Keys>, String> {
+        self.jwks_file
             .as_deref()
-            .zip(text.as_deref())
+            .zip(text)
             .map(|(path, text)| Keys::parse(path, text))
             .transpose()
-            .map_err(|err| format!("auth.jwt.jwks_file: {err}"))?;
-        Ok((text, keys))
+            .map_err(|err| format!("auth.jwt.jwks_file: {err}"))
     }
 
     fn load(&self) -> Result<Loaded, String> {
-        let (tokens_text, tokens) = self.tokens()?;
-        let (jwks_text, keys) = self.keys()?;
+        let tokens_text = self.tokens_text()?;
+        let tokens = self.tokens(tokens_text.as_deref())?;
+        let jwks_text = self.jwks_text()?;
+        let keys = self.keys(jwks_text.as_deref())?;
         Ok(Loaded {
             tokens_text,
             tokens: Arc::new(tokens),
@@ -234,19 +240,12 @@ impl Authenticator {
         if shared.reload_interval.is_zero() || !shared.sources.has_files() {
             return None;
         }
-        Some(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(shared.reload_interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = ticks.tick() => {}
-                }
-                let reloading = shared.clone();
-                let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
-            }
-        }))
+        Some(spawn_poll(
+            shared.reload_interval,
+            stop,
+            "authentication",
+            move || shared.reload(),
+        ))
     }
 }
 
@@ -302,35 +301,25 @@ impl Shared {
             .complaints
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut tokens = current.tokens.clone();
-        let mut tokens_text = current.tokens_text.clone();
-        match Sources::read("auth.tokens_file", self.sources.tokens_file.as_ref()) {
-            Ok(text) if text == current.tokens_text => complaints[0] = None,
-            Ok(_) => match self.sources.tokens() {
-                Ok((text, built)) => {
-                    (tokens_text, tokens) = (text, Arc::new(built));
-                    complaints[0] = None;
-                }
-                Err(why) => complain(&mut complaints[0], why),
-            },
-            Err(why) => complain(&mut complaints[0], why),
-        }
-        let mut keys = current.keys.clone();
-        let mut jwks_text = current.jwks_text.clone();
-        match Sources::read("auth.jwt.jwks_file", self.sources.jwks_file.as_ref()) {
-            Ok(text) if text == current.jwks_text => complaints[1] = None,
-            Ok(_) => match self.sources.keys() {
-                Ok((text, built)) => {
-                    (jwks_text, keys) = (text, built.map(Arc::new));
-                    complaints[1] = None;
-                }
-                Err(why) => complain(&mut complaints[1], why),
-            },
-            Err(why) => complain(&mut complaints[1], why),
-        }
-        if tokens_text == current.tokens_text && jwks_text == current.jwks_text {
+        let tokens = changed(
+            self.sources.tokens_text(),
+            &current.tokens_text,
+            |text| self.sources.tokens(text).map(Arc::new),
+            &mut complaints[0],
+        );
+        let keys = changed(
+            self.sources.jwks_text(),
+            &current.jwks_text,
+            |text| self.sources.keys(text).map(|keys| keys.map(Arc::new)),
+            &mut complaints[1],
+        );
+        if tokens.is_none() && keys.is_none() {
             return;
         }
+        let (tokens_text, tokens) =
+            tokens.unwrap_or_else(|| (current.tokens_text.clone(), current.tokens.clone()));
+        let (jwks_text, keys) =
+            keys.unwrap_or_else(|| (current.jwks_text.clone(), current.keys.clone()));
         tracing::info!(
             tokens = tokens.len(),
             jwt_keys = keys.as_deref().map_or(0, Keys::len),
@@ -342,6 +331,35 @@ impl Shared {
             jwks_text,
             keys,
         });
+    }
+}
+
+/// One credentials file at a reload, `read` being its text now: when it
+/// differs from `last` and `build` accepts it, the new text and what was
+/// built from it. A file unchanged forgets its complaint; one unreadable
+/// or unusable is complained about and gives `None` (the old stays).
+fn changed<T>(
+    read: Result<Option<String>, String>,
+    last: &Option<String>,
+    build: impl FnOnce(Option<&str>) -> Result<T, String>,
+    complaint: &mut Option<String>,
+) -> Option<(Option<String>, T)> {
+    let outcome = read.and_then(|text| {
+        if text == *last {
+            return Ok(None);
+        }
+        let built = build(text.as_deref())?;
+        Ok(Some((text, built)))
+    });
+    match outcome {
+        Ok(changed) => {
+            *complaint = None;
+            changed
+        }
+        Err(why) => {
+            complain(complaint, why);
+            None
+        }
     }
 }
 

@@ -36,7 +36,7 @@ use std::{
 };
 
 use futures::future::{Either, Ready, ready};
-use tonic::{body::Body, server::NamedService, transport::server::TcpConnectInfo};
+use tonic::{body::Body, server::NamedService};
 use tower::Service;
 
 use super::observe::Caller;
@@ -82,13 +82,12 @@ enum CallerKey {
 impl CallerKey {
     /// The caller of `request`, as the call layers resolved it.
     fn of<B>(request: &http::Request<B>) -> Self {
-        let extensions = request.extensions();
-        if let Some(identity) = extensions.get::<Caller>().and_then(Caller::identity) {
+        let caller = Caller::in_extensions(request.extensions());
+        if let Some(identity) = caller.identity() {
             return Self::Name(identity.name.clone());
         }
-        extensions
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr)
+        caller
+            .peer()
             .map_or(Self::Unknown, |peer| Self::Address(network(peer.ip())))
     }
 }
@@ -370,6 +369,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use tonic::transport::server::TcpConnectInfo;
+
     use super::*;
 
     fn limits(max_in_flight: u32, max_calls: u32) -> Arc<CallerLimits> {

@@ -11,6 +11,7 @@ mod deadline;
 pub mod identity;
 pub(crate) mod limits;
 mod observe;
+mod poll;
 mod query_service;
 mod row_batch;
 mod session_service;

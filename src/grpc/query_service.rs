@@ -50,22 +50,16 @@ impl<DB: Driver> QueryService<DB> {
 
     /// What the caller of `request` may do to the database.
     fn access<T>(&self, request: &Request<T>) -> Access {
-        if Caller::of(request).role(self.anonymous).is_read_only() {
-            Access::ReadOnly
-        } else {
-            Access::ReadWrite
-        }
+        Access::read_only_if(Caller::of(request).role(self.anonymous).is_read_only())
     }
-}
 
-type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ResultFrame, Status>> + Send>>;
-
-impl<DB: Driver> QueryService<DB> {
     /// Decodes one statement of a request, read as this backend reads it.
     fn statement(&self, sql: String, params: Vec<pb::Value>) -> Result<Statement, Error> {
         convert::statement(sql, params, self.engine.limits(), DB::BACKEND)
     }
 }
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ResultFrame, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl<DB: Driver> Query for QueryService<DB> {
@@ -125,18 +119,16 @@ impl<DB: Driver> Query for QueryService<DB> {
         let access = self.access(&request);
         let hold = CallSlot::take(&mut request);
         let request = request.into_inner();
-        let limits = self.engine.limits();
         let statements = request
             .statements
             .into_iter()
             .enumerate()
             .map(|(index, s)| {
-                convert::statement(s.sql, s.params, limits, DB::BACKEND).map_err(|err| {
-                    crate::error::Error::InBatch {
+                self.statement(s.sql, s.params)
+                    .map_err(|err| crate::error::Error::InBatch {
                         index,
                         source: Box::new(err),
-                    }
-                })
+                    })
             })
             .collect::<Result<Vec<_>, _>>();
         let statements = statements?;

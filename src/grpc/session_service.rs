@@ -58,8 +58,8 @@ impl<DB: Driver> Sessions for SessionService<DB> {
         let caller = Caller::of(&request);
         let owner = SessionOwner {
             name: caller.to_string(),
-            peer: request
-                .remote_addr()
+            peer: caller
+                .peer()
                 .map_or_else(|| "unknown".to_owned(), |peer| peer.to_string()),
             role: caller.role(self.anonymous),
         };

@@ -151,11 +151,7 @@ impl<DB: Driver> QueryEngine<DB> {
         self.db.count_call();
         spawn_unit(Box::pin(async move {
             let _hold = hold;
-            let outputs = run_unit(&db, &statements, budget, deadline, access).await;
-            match access {
-                Access::ReadOnly => outputs.map_err(Error::for_reader),
-                Access::ReadWrite => outputs,
-            }
+            access.answer(run_unit(&db, &statements, budget, deadline, access).await)
         }))
         .await
     }
@@ -167,7 +163,8 @@ impl<DB: Driver> QueryEngine<DB> {
     /// `limits.stream_stall_timeout` cancels the statement on the server and
     /// recovers or closes its connection. Streams hold at most
     /// `limits.stream_max_pool_share` of the pool; past it the stream's only
-    /// event is RESOURCE_EXHAUSTED (see `stream`).
+    /// event is RESOURCE_EXHAUSTED (see `stream`), as is the refusal of a
+    /// statement a call must not run.
     /// `hold` is kept until the stream's work is over.
     pub(crate) fn execute_stream(
         &self,
@@ -176,12 +173,6 @@ impl<DB: Driver> QueryEngine<DB> {
         access: Access,
         hold: Hold,
     ) -> mpsc::Receiver<Result<StreamEvent, Error>> {
-        if let Err(error) = statement.check_for_call(1) {
-            let (sender, receiver) = mpsc::channel(1);
-            // The channel is new and has room for the one answer.
-            let _ = sender.try_send(Err(error));
-            return receiver;
-        }
         let unit = StreamUnit {
             statement,
             deadline,

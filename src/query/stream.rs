@@ -54,8 +54,8 @@ pub(crate) struct StreamUnit {
 
 /// Starts a stream in a task of its own and returns its events:
 /// [`StreamEvent::Columns`], row batches, then [`StreamEvent::Finished`] —
-/// or an error, last. A stream over the streams' share of the pool gets
-/// its refusal as its only event.
+/// or an error, last. A statement a call must not run, or a stream over
+/// the streams' share of the pool, gets its refusal as its only event.
 pub(crate) fn run_stream<DB: Driver>(
     db: Arc<Database<DB>>,
     unit: StreamUnit,
@@ -71,7 +71,10 @@ pub(crate) fn run_stream<DB: Driver>(
     // (stats or the error): the answer to a reader that stalled never
     // waits for room behind the frames it did not take.
     let (sender, receiver) = mpsc::channel(limits.stream_buffer_frames.max(1) + 1);
-    let slot = match db.admit_stream(limits.stream_max_pool_share) {
+    let admitted = statement
+        .check_for_call(1)
+        .and_then(|()| db.admit_stream(limits.stream_max_pool_share));
+    let slot = match admitted {
         Ok(slot) => slot,
         Err(refused) => {
             // The channel is new and empty: this cannot wait.
@@ -86,11 +89,8 @@ pub(crate) fn run_stream<DB: Driver>(
         let Ok(last) = sender.clone().reserve_owned().await else {
             return;
         };
-        let streamed = stream_unit(&db, &statement, &limits, deadline, access, &sender).await;
-        let streamed = match access {
-            Access::ReadOnly => streamed.map_err(Error::for_reader),
-            Access::ReadWrite => streamed,
-        };
+        let streamed =
+            access.answer(stream_unit(&db, &statement, &limits, deadline, access, &sender).await);
         // The work is over and the connection given back: so are the
         // stream's place in the pool's share and the caller's place under
         // the limits — before the reader hears the end, so that its next

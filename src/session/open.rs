@@ -15,7 +15,7 @@ use super::{
 use crate::{
     db::{
         CLEANUP_TIMEOUT, Deadline, Driver,
-        transaction::{Begin, Checkout, Failure},
+        transaction::{Access, Begin, Checkout, Failure},
     },
     error::{DeadlinePhase, Error},
     query::{
@@ -38,9 +38,9 @@ pub(super) struct Session<DB: Driver> {
     dirty: bool,
     /// The session's transaction is read-only.
     read_only: bool,
-    /// The owner may only read: the database's refusals to write are
-    /// answered PERMISSION_DENIED.
-    reader: bool,
+    /// What the owner may do: a reader's refusals to write by the database
+    /// are answered PERMISSION_DENIED.
+    access: Access,
 }
 
 /// What cut a statement short.
@@ -69,7 +69,7 @@ impl<DB: Driver> Session<DB> {
         guard: SessionGuard,
         client: ClientLink,
     ) -> Option<Self> {
-        let reader = guard.entry().owner.role.is_read_only();
+        let access = Access::read_only_if(guard.entry().owner.role.is_read_only());
         let deadline = manager.statement_budget.deadline(None);
         let begin = Begin::Session {
             isolation: options.isolation,
@@ -92,7 +92,7 @@ impl<DB: Driver> Session<DB> {
                 client,
                 dirty: false,
                 read_only: options.read_only,
-                reader,
+                access,
             }),
             Err(error) => {
                 guard.end(EndReason::Failed);
@@ -247,11 +247,7 @@ impl<DB: Driver> Session<DB> {
         if aborts_transaction::<DB>(&error) {
             self.entry.mark_aborted();
         }
-        let error = if self.reader {
-            error.for_reader()
-        } else {
-            error
-        };
+        let error = self.access.error(error);
         let ends = self.dirty
             || (matches!(error, Error::DeadlineExceeded(_))
                 && !DB::transaction_survives_interrupt());

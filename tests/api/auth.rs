@@ -68,6 +68,42 @@ fn with_auth<T>(message: T, value: Option<&str>) -> tonic::Request<T> {
     request
 }
 
+/// A session begun with `Bearer {token}`: the sender that keeps it open,
+/// once its begin is answered.
+async fn session_as(app: &TestApp, token: &str) -> mpsc::Sender<SessionRequest> {
+    let (requests, inbox) = mpsc::channel(4);
+    let mut answers = SessionsClient::new(app.channel.clone())
+        .attach(with_auth(
+            ReceiverStream::new(inbox),
+            Some(&format!("Bearer {token}")),
+        ))
+        .await
+        .expect("attach")
+        .into_inner();
+    requests
+        .send(SessionRequest::begin(BeginSession::default()))
+        .await
+        .expect("send begin");
+    within(WAIT, "began", answers.message())
+        .await
+        .expect("began")
+        .expect("an answer");
+    requests
+}
+
+/// The open sessions, as `Bearer {token}` lists them.
+async fn sessions_listed_by(app: &TestApp, token: &str) -> Vec<pb::SessionInfo> {
+    AdminClient::new(app.channel.clone())
+        .list_sessions(with_auth(
+            pb::ListSessionsRequest {},
+            Some(&format!("Bearer {token}")),
+        ))
+        .await
+        .expect("list")
+        .into_inner()
+        .sessions
+}
+
 /// The RPCs the matrix calls: one of each service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rpc {
@@ -286,32 +322,8 @@ async fn health_and_reflection_can_be_closed_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_list_names_the_token_s_caller() {
     let app = app_with_tokens(|_| {}).await;
-    let (requests, inbox) = mpsc::channel(4);
-    let mut answers = SessionsClient::new(app.channel.clone())
-        .attach(with_auth(
-            ReceiverStream::new(inbox),
-            Some(&format!("Bearer {WRITER_TOKEN}")),
-        ))
-        .await
-        .expect("attach")
-        .into_inner();
-    requests
-        .send(SessionRequest::begin(BeginSession::default()))
-        .await
-        .expect("send begin");
-    within(WAIT, "began", answers.message())
-        .await
-        .expect("began")
-        .expect("an answer");
-    let sessions = AdminClient::new(app.channel.clone())
-        .list_sessions(with_auth(
-            pb::ListSessionsRequest {},
-            Some(&format!("Bearer {ADMIN_TOKEN}")),
-        ))
-        .await
-        .expect("list")
-        .into_inner()
-        .sessions;
+    let requests = session_as(&app, WRITER_TOKEN).await;
+    let sessions = sessions_listed_by(&app, ADMIN_TOKEN).await;
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].caller, "billing");
     assert_eq!(sessions[0].role, "writer");
@@ -706,39 +718,15 @@ mod jwt {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_subject_names_the_caller_in_the_session_list() {
         let (app, _dir) = app_with_jwks().await;
-        let (requests, inbox) = mpsc::channel(4);
         let reader = sign(
             Algorithm::ES256,
             EC_KEY,
             Some("ec-1"),
             &claims("svc-reports", "reader"),
         );
-        let mut answers = SessionsClient::new(app.channel.clone())
-            .attach(with_auth(
-                ReceiverStream::new(inbox),
-                Some(&format!("Bearer {reader}")),
-            ))
-            .await
-            .expect("attach")
-            .into_inner();
-        requests
-            .send(SessionRequest::begin(BeginSession::default()))
-            .await
-            .expect("send begin");
-        within(WAIT, "began", answers.message())
-            .await
-            .expect("began")
-            .expect("an answer");
+        let requests = session_as(&app, &reader).await;
         let admin = rsa(&claims("ops@example.test", "admin"));
-        let sessions = AdminClient::new(app.channel.clone())
-            .list_sessions(with_auth(
-                pb::ListSessionsRequest {},
-                Some(&format!("Bearer {admin}")),
-            ))
-            .await
-            .expect("list")
-            .into_inner()
-            .sessions;
+        let sessions = sessions_listed_by(&app, &admin).await;
         assert_eq!(sessions.len(), 1);
         assert_eq!(sessions[0].caller, "svc-reports");
         drop(requests);

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sqlgate::grpc::pb::{self, query_client::QueryClient, value::Kind};
+use sqlgate::grpc::pb::{query_client::QueryClient, value::Kind};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -19,7 +19,7 @@ use tonic::{Code, transport::Channel};
 
 use crate::{
     binary::Sqlgate,
-    helpers::{Backend, TEST_BOUND, spawn_app_with, within},
+    helpers::{Backend, TEST_BOUND, closed_within, select_one, spawn_app_with, within},
     session_client::Session,
     test_database::TestDatabase,
 };
@@ -169,23 +169,6 @@ async fn connection_limit() {
     }
 }
 
-/// Runs `SELECT 1`; its value, or the call's status code.
-async fn select_one(query: &mut QueryClient<Channel>) -> Result<i64, Code> {
-    let response = query
-        .execute(pb::ExecuteRequest {
-            sql: "SELECT 1".to_owned(),
-            params: vec![],
-            max_rows: 0,
-        })
-        .await
-        .map_err(|status| status.code())?
-        .into_inner();
-    match response.rows[0].values[0].kind {
-        Some(Kind::IntValue(n)) => Ok(n),
-        ref other => panic!("SELECT 1 came back as {other:?}"),
-    }
-}
-
 /// A client on a connection of its own that sqlgate admitted. A slot
 /// frees once sqlgate has seen its connection close, a moment after the
 /// client closed it, so this retries for up to 5 s.
@@ -220,21 +203,4 @@ async fn connect(address: SocketAddr) -> Option<QueryClient<Channel>> {
 /// the close was a reset.
 async fn refused_read(mut socket: TcpStream, buffer: &mut [u8]) -> usize {
     socket.read(buffer).await.unwrap_or(0)
-}
-
-/// When the server closed `socket` (end of stream or a reset), reading and
-/// discarding whatever it sends before that; `None` if it is still open
-/// after `limit`.
-async fn closed_within(mut socket: TcpStream, limit: Duration) -> Option<Instant> {
-    let mut buffer = [0; 1024];
-    tokio::time::timeout(limit, async {
-        loop {
-            match socket.read(&mut buffer).await {
-                Ok(0) | Err(_) => return Instant::now(),
-                Ok(_) => continue,
-            }
-        }
-    })
-    .await
-    .ok()
 }

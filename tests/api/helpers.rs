@@ -4,7 +4,10 @@
 //! an ephemeral port, and talks to it through the generated tonic clients
 //! over a real socket.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use sqlgate::{
     config::Settings,
@@ -12,8 +15,8 @@ use sqlgate::{
     server::Application,
 };
 use sqlx::Connection;
-use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::transport::Channel;
+use tokio::{io::AsyncReadExt, sync::oneshot, task::JoinHandle};
+use tonic::{Code, transport::Channel};
 
 use crate::test_database::{TestDatabase, mysql_admin_url, postgres_admin_url, with_database};
 
@@ -85,6 +88,17 @@ pub async fn spawn_app_with(
 }
 
 impl TestApp {
+    /// A channel of its own: one more client connection, so one more
+    /// caller (with authentication off a caller's name is its address and
+    /// port).
+    pub async fn another_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.address))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
     /// Writes `$1, $2, …` as `?` on MySQL, so one statement serves all backends.
     pub fn sql(&self, sql: &str) -> String {
         if self.backend != Backend::MySql {
@@ -264,6 +278,14 @@ pub async fn list_sessions(app: &TestApp) -> Vec<pb::SessionInfo> {
         .sessions
 }
 
+/// The kinds of a row's values.
+pub fn kinds(row: &pb::Row) -> Vec<Kind> {
+    row.values
+        .iter()
+        .map(|value| value.kind.clone().expect("a kind"))
+        .collect()
+}
+
 /// Short names for the library's value constructors (`pb::Value::int` …),
 /// for the rows of parameters the tests spell out.
 pub mod v {
@@ -313,6 +335,43 @@ pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output =
     tokio::time::timeout(limit, future)
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {limit:?}"))
+}
+
+/// Runs `SELECT 1` with `query`: its value, or the call's status code.
+pub async fn select_one(query: &mut QueryClient<Channel>) -> Result<i64, Code> {
+    let response = query
+        .execute(pb::ExecuteRequest {
+            sql: "SELECT 1".to_owned(),
+            params: vec![],
+            max_rows: 0,
+        })
+        .await
+        .map_err(|status| status.code())?
+        .into_inner();
+    match response.rows[0].values[0].kind {
+        Some(Kind::IntValue(n)) => Ok(n),
+        ref other => panic!("SELECT 1 came back as {other:?}"),
+    }
+}
+
+/// When the server closed `socket` (end of stream or a reset), reading and
+/// discarding whatever it sends before that; `None` if it is still open
+/// after `limit`.
+pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    mut socket: S,
+    limit: Duration,
+) -> Option<Instant> {
+    let mut buffer = [0; 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return Instant::now(),
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .ok()
 }
 
 /// The longest one backend's run of a test may take: a backstop for any

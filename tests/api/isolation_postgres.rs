@@ -13,19 +13,11 @@ use tonic::Code;
 
 use crate::{
     health::{next_status, watch_readiness},
-    helpers::{Backend, TestApp, error_details, spawn_app_with, v},
+    helpers::{Backend, TestApp, spawn_app_with, v},
+    isolation::{self, one_connection_app},
     session_client::{Session, text},
 };
 use tonic_health::pb::health_check_response::ServingStatus;
-
-/// sqlgate on PostgreSQL with a pool of one connection.
-async fn one_connection_app() -> Option<TestApp> {
-    spawn_app_with(Backend::Postgres, |s| {
-        s.pool.max_connections = 1;
-        s.pool.min_connections = 1;
-    })
-    .await
-}
 
 /// The one text value of a one-row, one-column result.
 async fn shown(app: &TestApp, sql: &str) -> String {
@@ -40,14 +32,7 @@ async fn shown(app: &TestApp, sql: &str) -> String {
 /// message containing `hint`.
 async fn assert_refused(app: &TestApp, sql: &str, hint: &str) {
     let status = app.execute(sql, vec![]).await.expect_err(sql);
-    assert_eq!(status.code(), Code::InvalidArgument, "{sql}: {status:?}");
-    assert!(
-        status.message().contains(hint),
-        "{sql}: the message should say {hint:?}: {}",
-        status.message()
-    );
-    let (_, _, fields) = error_details(&status);
-    assert_eq!(fields, ["sql"], "{sql}");
+    isolation::assert_refused(&status, hint, sql);
 }
 
 /// The settings a fresh sqlgate connection has, as a later caller reads them.
@@ -73,7 +58,7 @@ async fn connection_settings(app: &TestApp) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_session_settings_are_refused_in_calls_and_name_what_to_use() {
-    let Some(app) = one_connection_app().await else {
+    let Some(app) = one_connection_app(Backend::Postgres).await else {
         return;
     };
     app.run("DROP ROLE IF EXISTS sqlgate_isolation_nobody")
@@ -126,7 +111,7 @@ async fn postgres_session_settings_are_refused_in_calls_and_name_what_to_use() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_settings_changed_by_functions_are_undone_before_the_next_caller() {
-    let Some(app) = one_connection_app().await else {
+    let Some(app) = one_connection_app(Backend::Postgres).await else {
         return;
     };
     app.run("DROP ROLE IF EXISTS sqlgate_isolation_fn").await;
@@ -172,7 +157,7 @@ async fn postgres_settings_changed_by_functions_are_undone_before_the_next_calle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_temp_table_named_like_a_real_one_never_shadows_it_for_later_callers() {
-    let Some(app) = one_connection_app().await else {
+    let Some(app) = one_connection_app(Backend::Postgres).await else {
         return;
     };
     app.run("CREATE TABLE patients (id bigint PRIMARY KEY)")
@@ -221,7 +206,7 @@ async fn postgres_a_temp_table_named_like_a_real_one_never_shadows_it_for_later_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_session_advisory_locks_are_released_after_the_call_that_took_them() {
-    let Some(app) = one_connection_app().await else {
+    let Some(app) = one_connection_app(Backend::Postgres).await else {
         return;
     };
     app.run("SELECT pg_advisory_lock(4242)").await;
@@ -246,7 +231,7 @@ async fn postgres_session_advisory_locks_are_released_after_the_call_that_took_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_dropped_prepared_statements_and_notifications_never_reach_the_next_caller() {
-    let Some(app) = one_connection_app().await else {
+    let Some(app) = one_connection_app(Backend::Postgres).await else {
         return;
     };
     let mut readiness = watch_readiness(app.channel.clone()).await;
@@ -296,7 +281,7 @@ async fn postgres_dropped_prepared_statements_and_notifications_never_reach_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_session_cannot_end_or_widen_its_transaction_with_sql() {
-    let Some(app) = one_connection_app().await else {
+    let Some(app) = one_connection_app(Backend::Postgres).await else {
         return;
     };
     app.run("CREATE TABLE t (id bigint)").await;
@@ -338,7 +323,7 @@ async fn postgres_a_session_cannot_end_or_widen_its_transaction_with_sql() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_read_only_session_can_never_write() {
-    let Some(app) = one_connection_app().await else {
+    let Some(app) = one_connection_app(Backend::Postgres).await else {
         return;
     };
     app.run("CREATE TABLE t (id bigint)").await;
@@ -366,7 +351,7 @@ async fn postgres_a_read_only_session_can_never_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_what_a_session_changes_on_its_connection_is_undone_when_it_ends() {
-    let Some(app) = one_connection_app().await else {
+    let Some(app) = one_connection_app(Backend::Postgres).await else {
         return;
     };
     let before = connection_settings(&app).await;

@@ -16,7 +16,7 @@ use tonic::Code;
 
 use crate::{
     helpers::{Backend, TestApp, WAIT, within},
-    isolation_mysql::{
+    isolation::{
         EVERY_CALL, Via, assert_refused, assert_still_serving, call, one_connection_app, one_row,
     },
     observe::{DatabaseView, sqlite_write_lock_is_free},

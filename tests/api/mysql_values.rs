@@ -11,7 +11,7 @@ use sqlgate::grpc::pb::{self, ValueType, value::Kind};
 use sqlx::Executor;
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, error_details, spawn_app, v};
+use crate::helpers::{Backend, TestApp, error_details, kinds, spawn_app, v};
 
 const COLUMNS: &str = "bu, b, bits, y, e, s, iu";
 
@@ -23,12 +23,9 @@ async fn create(app: &TestApp) {
     .await;
 }
 
-/// Reads every row's values (in `COLUMNS` order) and checks the columns.
-async fn read(app: &TestApp) -> Vec<Vec<Kind>> {
-    let response = app
-        .run(&format!("SELECT {COLUMNS} FROM m ORDER BY id"))
-        .await;
-    let described: Vec<(&str, ValueType, &str)> = response
+/// Each column's name, type and database type, as `response` describes them.
+fn described(response: &pb::ExecuteResponse) -> Vec<(&str, ValueType, &str)> {
+    response
         .columns
         .iter()
         .map(|c| {
@@ -38,9 +35,16 @@ async fn read(app: &TestApp) -> Vec<Vec<Kind>> {
                 c.db_type.as_str(),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Reads every row's values (in `COLUMNS` order) and checks the columns.
+async fn read(app: &TestApp) -> Vec<Vec<Kind>> {
+    let response = app
+        .run(&format!("SELECT {COLUMNS} FROM m ORDER BY id"))
+        .await;
     assert_eq!(
-        described,
+        described(&response),
         vec![
             ("bu", ValueType::Decimal, "bigint unsigned"),
             ("b", ValueType::Bool, "boolean"),
@@ -191,14 +195,6 @@ async fn mysql_values_sent_as_parameters_come_back_the_same() {
     assert_eq!(response.rows.len(), 1);
     assert_eq!(response.rows[0].values[0].kind, Some(Kind::IntValue(0)));
     app.stop().await;
-}
-
-/// The kinds of a row's values.
-fn kinds(row: &pb::Row) -> Vec<Kind> {
-    row.values
-        .iter()
-        .map(|value| value.kind.clone().expect("a kind"))
-        .collect()
 }
 
 fn instant(seconds: i64, nanos: i32) -> pb::Value {
@@ -401,19 +397,8 @@ async fn mysql_text_with_binary_collations_is_text_and_binary_columns_stay_bytes
     let back = app
         .run("SELECT j, vc, c, tx, l1, vb, bn, bl FROM texts")
         .await;
-    let described: Vec<(&str, ValueType, &str)> = back
-        .columns
-        .iter()
-        .map(|c| {
-            (
-                c.name.as_str(),
-                ValueType::try_from(c.r#type).expect("a known type"),
-                c.db_type.as_str(),
-            )
-        })
-        .collect();
     assert_eq!(
-        described,
+        described(&back),
         vec![
             ("j", ValueType::Text, "text"),
             ("vc", ValueType::Text, "varchar"),

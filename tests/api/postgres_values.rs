@@ -8,7 +8,7 @@ use prost_types::Timestamp;
 use sqlgate::grpc::pb::{self, ValueList, ValueType, value::Kind};
 use tonic::Code;
 
-use crate::helpers::{Backend, error_details, spawn_app, v};
+use crate::helpers::{Backend, error_details, kinds, spawn_app, v};
 
 fn dec(s: &str) -> pb::Value {
     v::of(Kind::DecimalValue(s.to_owned()))
@@ -16,13 +16,6 @@ fn dec(s: &str) -> pb::Value {
 
 fn array(values: Vec<pb::Value>) -> pb::Value {
     v::of(Kind::ArrayValue(ValueList { values }))
-}
-
-fn kinds(row: &pb::Row) -> Vec<Kind> {
-    row.values
-        .iter()
-        .map(|value| value.kind.clone().expect("a kind"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -387,16 +387,6 @@ async fn a_read_only_connection_is_read_write_again_for_the_next_caller(backend:
 }
 on_every_backend!(a_read_only_connection_is_read_write_again_for_the_next_caller);
 
-/// A channel of its own: one more client connection, so one more caller
-/// (with authentication off a caller's name is its address and port).
-async fn another_client(app: &TestApp) -> Channel {
-    Channel::from_shared(format!("http://{}", app.address))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
-}
-
 async fn sessions_of(channel: &Channel) -> Vec<pb::SessionInfo> {
     AdminClient::new(channel.clone())
         .list_sessions(pb::ListSessionsRequest {})
@@ -433,7 +423,7 @@ async fn a_writer_sees_and_ends_only_its_own_sessions(backend: Backend) {
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert_eq!(error_details(&status).0, "ROLE_FORBIDS");
 
-    let (alice, bob) = (another_client(&app).await, another_client(&app).await);
+    let (alice, bob) = (app.another_channel().await, app.another_channel().await);
     let mut hers = Session::begin_on(alice.clone(), BeginSession::labelled([("who", "alice")]))
         .await
         .expect("alice's session");
@@ -480,7 +470,7 @@ async fn an_admin_sees_every_callers_sessions(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |_| {}).await else {
         return;
     };
-    let (alice, bob) = (another_client(&app).await, another_client(&app).await);
+    let (alice, bob) = (app.another_channel().await, app.another_channel().await);
     let hers = Session::begin_on(alice.clone(), BeginSession::default())
         .await
         .expect("alice's");

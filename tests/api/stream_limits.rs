@@ -190,14 +190,6 @@ async fn watch_concurrency(
     })
 }
 
-async fn connect(app: &TestApp) -> Channel {
-    Channel::from_shared(format!("http://{}", app.address))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
-}
-
 /// Runs `sql` once per channel given, all at once; every call must succeed.
 async fn call_all(channels: impl Iterator<Item = Channel>, sql: &str) {
     let calls: Vec<_> = channels
@@ -238,7 +230,7 @@ async fn postgres_one_connection_has_at_most_max_concurrent_streams_calls_open()
     let sql = format!("SELECT pg_sleep({})", sleep.as_secs_f64());
     // Two HTTP/2 connections (a tonic Channel is one), each warmed up so
     // that the server's SETTINGS have arrived.
-    let channels = [connect(&app).await, connect(&app).await];
+    let channels = [app.another_channel().await, app.another_channel().await];
     for channel in &channels {
         pb::query_client::QueryClient::new(channel.clone())
             .execute(pb::ExecuteRequest {

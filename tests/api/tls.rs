@@ -51,7 +51,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     binary::{Sqlgate, free_address},
-    helpers::{Backend, TEST_BOUND, within},
+    helpers::{Backend, TEST_BOUND, closed_within, select_one, within},
     session_client::Session,
     test_database::{TestDatabase, running_in_ci},
 };
@@ -293,23 +293,6 @@ impl TlsClient {
     }
 }
 
-/// Runs `SELECT 1` over `channel`: its value, or the status code.
-async fn select_one(channel: Channel) -> Result<i64, tonic::Code> {
-    let response = QueryClient::new(channel)
-        .execute(pb::ExecuteRequest {
-            sql: "SELECT 1".to_owned(),
-            params: vec![],
-            max_rows: 0,
-        })
-        .await
-        .map_err(|status| status.code())?
-        .into_inner();
-    match response.rows[0].values[0].kind {
-        Some(Kind::IntValue(n)) => Ok(n),
-        ref other => panic!("SELECT 1 came back as {other:?}"),
-    }
-}
-
 /// Whether a gRPC call with `client` is served (`SELECT 1`); connecting
 /// and calling are both bounded.
 async fn call_with(client: &TlsClient, address: SocketAddr) -> Result<i64, String> {
@@ -317,28 +300,13 @@ async fn call_with(client: &TlsClient, address: SocketAddr) -> Result<i64, Strin
         .channel(address)
         .await
         .map_err(|err| format!("connect: {err}"))?;
-    within(Duration::from_secs(10), "a call", select_one(channel))
-        .await
-        .map_err(|code| format!("call: {code:?}"))
-}
-
-/// When `socket` is closed by the server (end of stream or reset), reading
-/// and discarding what it sends before; `None` if still open after `limit`.
-async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
-    mut socket: S,
-    limit: Duration,
-) -> Option<Instant> {
-    let mut buffer = [0; 1024];
-    tokio::time::timeout(limit, async {
-        loop {
-            match socket.read(&mut buffer).await {
-                Ok(0) | Err(_) => return Instant::now(),
-                Ok(_) => continue,
-            }
-        }
-    })
+    within(
+        Duration::from_secs(10),
+        "a call",
+        select_one(&mut QueryClient::new(channel)),
+    )
     .await
-    .ok()
+    .map_err(|code| format!("call: {code:?}"))
 }
 
 // ---------------------------------------------------------------- servers
@@ -393,6 +361,25 @@ impl Server {
             task: Some(task),
             _db: None,
         }
+    }
+
+    /// Runs `sql` through this sqlgate, over a plaintext client
+    /// connection of its own; panics if the call fails.
+    async fn run(&self, sql: &str) -> pb::ExecuteResponse {
+        let channel = Channel::from_shared(format!("http://{}", self.address))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        QueryClient::new(channel)
+            .execute(pb::ExecuteRequest {
+                sql: sql.to_owned(),
+                params: vec![],
+                max_rows: 0,
+            })
+            .await
+            .expect("query over TLS")
+            .into_inner()
     }
 
     async fn stop(mut self) {
@@ -492,7 +479,7 @@ async fn tls_and_plaintext() {
         .connect()
         .await
     {
-        Ok(channel) => select_one(channel).await,
+        Ok(channel) => select_one(&mut QueryClient::new(channel)).await,
         Err(_) => Err(tonic::Code::Unavailable),
     };
     assert!(plaintext.is_err(), "{plaintext:?}");
@@ -681,7 +668,10 @@ async fn client_ca_rotation() {
     let old_client = TlsClient::new(&server_ca, Some(&old_ca.client("old", &[], false)));
     let new_client = TlsClient::new(&server_ca, Some(&new_ca.client("new", &[], false)));
     let old_channel = old_client.channel(address).await.expect("connect");
-    assert_eq!(select_one(old_channel.clone()).await, Ok(1));
+    assert_eq!(
+        select_one(&mut QueryClient::new(old_channel.clone())).await,
+        Ok(1)
+    );
     assert!(new_client.verdict(address).await.is_err());
 
     secret.write_generation(&[
@@ -705,7 +695,7 @@ async fn client_ca_rotation() {
         "{refused:?}"
     );
     assert_eq!(call_with(&new_client, address).await, Ok(1));
-    assert_eq!(select_one(old_channel).await, Ok(1));
+    assert_eq!(select_one(&mut QueryClient::new(old_channel)).await, Ok(1));
     server.stop().await;
 }
 
@@ -741,7 +731,10 @@ async fn rotation() {
     .await;
     let open = TlsClient::new(&ca, None);
     let open_channel = open.channel(address).await.expect("connect");
-    assert_eq!(select_one(open_channel.clone()).await, Ok(1));
+    assert_eq!(
+        select_one(&mut QueryClient::new(open_channel.clone())).await,
+        Ok(1)
+    );
     let mut session = Session::begin_on(open_channel.clone(), pb::BeginSession::default())
         .await
         .expect("begin");
@@ -784,7 +777,10 @@ async fn rotation() {
         .await
         .expect("insert after the rotation");
     session.commit().await;
-    assert_eq!(select_one(open_channel.clone()).await, Ok(1));
+    assert_eq!(
+        select_one(&mut QueryClient::new(open_channel.clone())).await,
+        Ok(1)
+    );
     assert_eq!(open.server_names(), ["sqlgate-first"], "one connection");
     let count = QueryClient::new(fresh.channel(address).await.expect("connect"))
         .execute(pb::ExecuteRequest {
@@ -1140,24 +1136,13 @@ async fn postgres_tls() {
         &format!("sslmode=verify-full&sslrootcert={ca_file}"),
     );
     let server = Server::start_on(&url, |_| {}).await;
-    let channel = Channel::from_shared(format!("http://{}", server.address))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut query = QueryClient::new(channel);
-    let tls = query
-        .execute(pb::ExecuteRequest {
-            sql: "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
-                  FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-                  WHERE a.application_name = 'sqlgate'"
-                .to_owned(),
-            params: vec![],
-            max_rows: 0,
-        })
-        .await
-        .expect("query over TLS")
-        .into_inner();
+    let tls = server
+        .run(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'sqlgate'",
+        )
+        .await;
     let values: Vec<_> = tls.rows[0].values.iter().map(|v| v.kind.clone()).collect();
     let Some(Kind::IntValue(encrypted)) = values[0] else {
         panic!("{values:?}")
@@ -1342,20 +1327,7 @@ async fn mysql_tls() {
         &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca_file}"),
     );
     let server = Server::start_on(&url, |_| {}).await;
-    let channel = Channel::from_shared(format!("http://{}", server.address))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let status = QueryClient::new(channel)
-        .execute(pb::ExecuteRequest {
-            sql: "SHOW STATUS LIKE 'Ssl_version'".to_owned(),
-            params: vec![],
-            max_rows: 0,
-        })
-        .await
-        .expect("query over TLS")
-        .into_inner();
+    let status = server.run("SHOW STATUS LIKE 'Ssl_version'").await;
     let version = status.rows[0].values[1].kind.clone();
     assert!(
         matches!(&version, Some(Kind::TextValue(v)) if v.starts_with("TLSv1")),

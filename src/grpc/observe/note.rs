@@ -63,11 +63,20 @@ impl Caller {
     /// The caller the layer resolved for `request` (or, outside the served
     /// stack, as its connection info says).
     pub(crate) fn of<T>(request: &tonic::Request<T>) -> Self {
-        let extensions = request.extensions();
+        Self::in_extensions(request.extensions())
+    }
+
+    /// [`Caller::of`] a request with these `extensions`.
+    pub(crate) fn in_extensions(extensions: &http::Extensions) -> Self {
         extensions
             .get::<Caller>()
             .cloned()
             .unwrap_or_else(|| Self::from_connection(extensions.get::<TcpConnectInfo>()))
+    }
+
+    /// The TCP peer, when the transport knows it.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        self.peer
     }
 }
 

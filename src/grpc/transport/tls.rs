@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use x509_parser::{certificate::X509Certificate, extensions::GeneralName};
 
 use crate::config::{ClientAuth, TlsSettings};
-use crate::grpc::identity::ClientCertificate;
+use crate::grpc::{identity::ClientCertificate, poll::spawn_poll};
 
 /// The protocol offered in ALPN: gRPC is HTTP/2 only.
 const ALPN_H2: &[u8] = b"h2";
@@ -91,21 +91,8 @@ impl ServerTls {
     /// Starts polling the files every `tls.reload_interval`, until `stop`.
     pub(crate) fn spawn_reload(self: &Arc<Self>, stop: CancellationToken) -> JoinHandle<()> {
         let tls = self.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(tls.settings.reload_interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = ticks.tick() => {}
-                }
-                let polled = tls.clone();
-                // File reads and key parsing block: off the async workers.
-                if let Err(err) = tokio::task::spawn_blocking(move || polled.reload()).await {
-                    tracing::warn!(error = %err, "TLS reload task failed");
-                }
-            }
+        spawn_poll(tls.settings.reload_interval, stop, "TLS", move || {
+            tls.reload();
         })
     }
 
