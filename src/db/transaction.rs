@@ -469,9 +469,10 @@ impl<DB: Driver> Checkout<DB> {
         )
     }
 
-    /// Gives back a connection after `failure`: clean ones are released;
-    /// broken ones, and ones whose state a statement may have changed, are
-    /// closed; the rest are abandoned (cancelled, then recovered or closed).
+    /// Gives back a connection after `failure`: clean ones are released
+    /// (reset first if a statement may have changed their state); broken
+    /// ones are closed; the rest are abandoned (cancelled, then recovered —
+    /// or closed, if a statement may have changed their state).
     pub(crate) async fn give_back_after(self, failure: &Failure) {
         if failure.breaks_connection() {
             self.close();
