@@ -116,6 +116,7 @@ async fn serve(
     log_filter: Option<String>,
     insecure: bool,
 ) -> ExitCode {
+    let mut signals = ShutdownSignals::install();
     let overrides = Overrides {
         listen,
         database_url,
@@ -155,11 +156,11 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    let shutdown = async {
-        shutdown_signal().await;
+    let shutdown = async move {
+        signals.next().await;
         // A second signal means "now": skip the drain.
-        tokio::spawn(async {
-            shutdown_signal().await;
+        tokio::spawn(async move {
+            signals.next().await;
             eprintln!("sqlgate: second signal; exiting without draining");
             std::process::exit(1);
         });
@@ -173,26 +174,57 @@ async fn serve(
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, listened for from the start of `serve`: a signal
+/// that arrives while sqlgate is still starting is kept, and shuts it down
+/// (gracefully) as soon as it serves, instead of killing it half-built.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    /// Starts listening (where the platform cannot, Ctrl-C alone is awaited).
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+
+    /// Resolves on the next SIGINT or SIGTERM (one received before counts).
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            let interrupt = async {
+                match &mut self.interrupt {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let terminate = async {
+                match &mut self.terminate {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -324,12 +324,26 @@ async fn sqlite_serve_with_no_database_setting_keeps_its_data_in_the_working_dir
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_network_address_without_tls_or_authentication_needs_insecure() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_address().port();
-    // Every address of the machine, not only loopback.
-    let listen = format!("0.0.0.0:{port}");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display());
-    let base = ["--listen", listen.as_str(), "--database-url", url.as_str()];
+    // Every address of the machine, not only loopback; a port of its own
+    // for each start, so that no start meets the one before it.
+    let on_every_address = || {
+        let port = free_address().port();
+        let loopback: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        (format!("0.0.0.0:{port}"), loopback)
+    };
+    let args = |listen: &str| {
+        vec![
+            "--listen".to_owned(),
+            listen.to_owned(),
+            "--database-url".to_owned(),
+            url.clone(),
+        ]
+    };
 
+    let (listen, _) = on_every_address();
+    let base = args(&listen);
+    let base: Vec<&str> = base.iter().map(String::as_str).collect();
     let output = refused(&base, &[]).await;
     let lines: Vec<_> = output
         .iter()
@@ -341,8 +355,11 @@ async fn a_network_address_without_tls_or_authentication_needs_insecure() {
     }
 
     // With --insecure it serves, and says so once, loudly.
-    let mut sqlgate = Sqlgate::start(&[&base[..], &["--insecure"]].concat(), &[]);
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let (listen, address) = on_every_address();
+    let mut insecure = args(&listen);
+    insecure.push("--insecure".to_owned());
+    let insecure: Vec<&str> = insecure.iter().map(String::as_str).collect();
+    let mut sqlgate = Sqlgate::start(&insecure, &[]);
     sqlgate.wait_listening(address).await;
     let (status, output) = sqlgate.stop().await;
     assert_eq!(status.code(), Some(0), "{output:?}");
@@ -353,9 +370,12 @@ async fn a_network_address_without_tls_or_authentication_needs_insecure() {
     assert_eq!(warnings, 1, "{output:?}");
 
     // A token configured: served without --insecure.
+    let (listen, address) = on_every_address();
+    let with_token = args(&listen);
+    let with_token: Vec<&str> = with_token.iter().map(String::as_str).collect();
     let hash = "0".repeat(64);
     let mut sqlgate = Sqlgate::start(
-        &base,
+        &with_token,
         &[("SQLGATE_AUTH__TOKENS", &format!("billing:writer:{hash}"))],
     );
     sqlgate.wait_listening(address).await;
