@@ -208,12 +208,16 @@ async fn run_unit<DB: Driver>(
 ) -> Result<Vec<QueryOutput>, Error> {
     // The server id costs a round trip; fetch it only for shapes that ran
     // out their deadline before, so that a repeat can be cancelled and the
-    // connection kept (see `TimeoutMemory`).
-    let want_server_id = statements
-        .iter()
-        .any(|statement| db.timed_out().has_timed_out(&statement.fingerprint));
-    let mut checkout = Checkout::take(db, &deadline, want_server_id).await?;
+    // connection kept (see `TimeoutMemory`), and for statements that may
+    // change the connection: one may have switched off what stops a
+    // statement on a closed connection (`set_config` with a computed
+    // name), so a cut one must be cancelled by id, never just dropped.
     let leaves_state = statements.iter().any(Statement::leaves_state);
+    let want_server_id = leaves_state
+        || statements
+            .iter()
+            .any(|statement| db.timed_out().has_timed_out(&statement.fingerprint));
+    let mut checkout = Checkout::take(db, &deadline, want_server_id).await?;
     if leaves_state {
         checkout.note_state_change();
     }

@@ -443,3 +443,50 @@ async fn postgres_only_calls_that_may_change_the_connection_pay_for_a_reset() {
     direct.close().await.expect("close");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_call_that_switches_off_the_servers_own_stops_is_still_cancelled() {
+    let Some(app) = spawn_app_with(Backend::Postgres, |_| {}).await else {
+        return;
+    };
+    let mut view = crate::observe::DatabaseView::of(&app).await;
+    // The names are computed, so no parser can read them: the batch turns
+    // off statement_timeout and the closed-connection check for itself,
+    // then sleeps far past its 1 s deadline.
+    let statement = |sql: &str| pb::BatchStatement {
+        sql: sql.to_owned(),
+        params: vec![],
+    };
+    let batch = pb::ExecuteBatchRequest {
+        statements: vec![
+            statement("SELECT set_config(lower('STATEMENT_TIMEOUT'), '0', false)"),
+            statement("SELECT set_config(lower('CLIENT_CONNECTION_CHECK_INTERVAL'), '0', false)"),
+            statement("SELECT pg_sleep(30)"),
+        ],
+        max_rows: 0,
+    };
+    let mut client = crate::helpers::raw_query_client(app.address);
+    let status = client
+        .execute_batch(crate::deadlines::request(
+            batch,
+            std::time::Duration::from_secs(1),
+        ))
+        .await
+        .expect_err("past its deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // The sleep is cancelled on the server by id, not left running on a
+    // connection sqlgate dropped.
+    let started = std::time::Instant::now();
+    while view.running("pg_sleep").await > 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "pg_sleep still runs on the server {:?} after the deadline",
+            started.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // And the next caller has the connection's own settings again.
+    let timeout = shown(&app, "SELECT current_setting('statement_timeout')").await;
+    assert_ne!(timeout, "0", "statement_timeout");
+    app.stop().await;
+}
