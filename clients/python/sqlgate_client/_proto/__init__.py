@@ -1,0 +1,1 @@
+"""Generated stubs; see clients/python/generate.py."""
