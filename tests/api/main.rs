@@ -11,6 +11,7 @@ mod batch;
 mod binary;
 mod call_log;
 mod caller_limits;
+mod client_scenario;
 mod config;
 mod connection_limits;
 mod deadlines;
