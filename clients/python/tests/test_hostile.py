@@ -89,3 +89,22 @@ def test_transaction_control_is_refused_in_a_session(client):
 def test_unknown_isolation_is_refused(client):
     with pytest.raises(ValueError, match="unknown isolation"):
         client.session(isolation="chaos")
+
+
+def test_a_session_ended_from_outside_says_why(client, server, table_name):
+    import grpc as _grpc
+
+    from sqlgate_client import Aborted
+    from sqlgate_client._proto.sqlgate.v1 import admin_pb2, admin_pb2_grpc
+
+    client.execute(f"CREATE TABLE {table_name} (id int8)")
+    with pytest.raises(Aborted) as error:
+        with client.session() as tx:
+            tx.execute(f"INSERT INTO {table_name} VALUES (1)")
+            with _grpc.insecure_channel(server.target) as channel:
+                admin_pb2_grpc.AdminStub(channel).TerminateSession(
+                    admin_pb2.TerminateSessionRequest(session_id=tx.session_id), timeout=10
+                )
+            tx.execute("SELECT 1")
+    assert error.value.metadata.get("end_reason") == "terminated"
+    assert server.database.query(f"SELECT count(*) FROM {table_name}") == "0"

@@ -3,6 +3,9 @@
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Admin } from "../src/gen/sqlgate/v1/admin_pb.js";
 import { Code, Decimal, Double, LocalTime, SqlgateError, type SqlValue } from "../src/index.js";
 import { serverForSuite, skipReason } from "./server.js";
 
@@ -77,5 +80,22 @@ describe("a careless caller", { skip }, () => {
     assert.ok(control instanceof SqlgateError);
     assert.equal(control.code, Code.InvalidArgument);
     await assert.rejects(fixture.client.session({ isolation: "chaos" as "serializable" }), RangeError);
+  });
+
+  test("a session ended from outside says why", async () => {
+    const table = `t_terminated_${Date.now()}`;
+    await fixture.client.execute(`CREATE TABLE ${table} (id int8)`);
+    const admin = createClient(Admin, createGrpcTransport({ baseUrl: fixture.server.baseUrl }));
+    const error = await fixture.client
+      .transaction(async (tx) => {
+        await tx.execute(`INSERT INTO ${table} VALUES (1)`);
+        await admin.terminateSession({ sessionId: tx.sessionId }, { timeoutMs: 10_000 });
+        await tx.execute("SELECT 1");
+      })
+      .catch((e: unknown) => e);
+    assert.ok(error instanceof SqlgateError, String(error));
+    assert.equal(error.code, Code.Aborted);
+    assert.equal(error.metadata["end_reason"], "terminated");
+    assert.equal(fixture.server.psql(`SELECT count(*) FROM ${table}`), "0");
   });
 });
