@@ -3,6 +3,7 @@ methods as the blocking ones, awaited."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -124,6 +125,9 @@ class AsyncSession:
         self._call: Any = None
         self._answers = _requests.Answers()
         self._next_id = 0
+        # The answers of one request are read before the next is sent, so
+        # requests awaited together (asyncio.gather) run one after another.
+        self._turn = asyncio.Lock()
         #: The id sqlgate gave the session, once begun.
         self.session_id = ""
 
@@ -140,6 +144,10 @@ class AsyncSession:
 
     async def execute(self, sql: str, *params: Any, timeout: float | None = None) -> Result:
         """Runs one statement inside the session; ``timeout`` bounds it."""
+        async with self._turn:
+            return await self._execute(sql, params, timeout)
+
+    async def _execute(self, sql: str, params: tuple[Any, ...], timeout: float | None) -> Result:
         self._check_open()
         self._next_id += 1
         request_id = self._next_id
@@ -154,20 +162,21 @@ class AsyncSession:
 
     async def commit(self) -> None:
         """Commits and ends the session."""
-        self._check_open()
-        await self._write(_requests.COMMIT)
-        try:
-            self._answers.ending(await self._read(), "committed")
-        finally:
-            await self.close()
+        async with self._turn:
+            await self._end(_requests.COMMIT, "committed")
 
     async def rollback(self) -> None:
         """Rolls back and ends the session."""
-        if self._answers.ended:
-            return await self.close()
-        await self._write(_requests.ROLLBACK)
+        async with self._turn:
+            if self._answers.ended:
+                return await self.close()
+            await self._end(_requests.ROLLBACK, "rolled_back")
+
+    async def _end(self, request: session_pb2.SessionRequest, expected: str) -> None:
+        self._check_open()
+        await self._write(request)
         try:
-            self._answers.ending(await self._read(), "rolled_back")
+            self._answers.ending(await self._read(), expected)
         finally:
             await self.close()
 

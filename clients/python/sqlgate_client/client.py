@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -128,6 +129,9 @@ class Session:
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._answers = _requests.Answers()
         self._next_id = 0
+        # One request at a time: its answers are read before the next is
+        # sent, whichever thread sends it.
+        self._turn = threading.Lock()
         self._requests.put(begin)
         self._call = stub.Attach(iter(self._requests.get, _END), timeout=timeout, metadata=metadata)
         try:
@@ -139,6 +143,10 @@ class Session:
 
     def execute(self, sql: str, *params: Any, timeout: float | None = None) -> Result:
         """Runs one statement inside the session; ``timeout`` bounds it."""
+        with self._turn:
+            return self._execute(sql, params, timeout)
+
+    def _execute(self, sql: str, params: tuple[Any, ...], timeout: float | None) -> Result:
         self._check_open()
         self._next_id += 1
         request_id = self._next_id
@@ -153,20 +161,21 @@ class Session:
 
     def commit(self) -> None:
         """Commits and ends the session."""
-        self._check_open()
-        self._requests.put(_requests.COMMIT)
-        try:
-            self._answers.ending(self._read(), "committed")
-        finally:
-            self.close()
+        with self._turn:
+            self._end(_requests.COMMIT, "committed")
 
     def rollback(self) -> None:
         """Rolls back and ends the session."""
-        if self._answers.ended:
-            return self.close()
-        self._requests.put(_requests.ROLLBACK)
+        with self._turn:
+            if self._answers.ended:
+                return self.close()
+            self._end(_requests.ROLLBACK, "rolled_back")
+
+    def _end(self, request: session_pb2.SessionRequest, expected: str) -> None:
+        self._check_open()
+        self._requests.put(request)
         try:
-            self._answers.ending(self._read(), "rolled_back")
+            self._answers.ending(self._read(), expected)
         finally:
             self.close()
 

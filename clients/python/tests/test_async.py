@@ -45,3 +45,11 @@ async def test_a_deadline_is_typed(client):
     # sqlgate's own deadline carries its reason; a client-side one cannot.
     with pytest.raises(DeadlineExceeded):
         await client.execute("SELECT pg_sleep(5)", timeout=0.3)
+
+
+async def test_requests_awaited_together_run_in_turn(client):
+    import asyncio
+
+    async with client.session() as tx:
+        results = await asyncio.gather(*(tx.execute("SELECT $1::int8 * 10", n) for n in range(1, 6)))
+    assert [r.scalar() for r in results] == [10, 20, 30, 40, 50]

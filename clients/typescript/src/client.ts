@@ -196,6 +196,7 @@ export class Session implements AsyncDisposable {
   private nextId = 0n;
   private done = false;
   private deadline: NodeJS.Timeout | undefined;
+  private turns: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly client: RpcClient<typeof Sessions>,
@@ -234,8 +235,13 @@ export class Session implements AsyncDisposable {
     return this.executeWith({ sql, params });
   }
 
-  /** Like execute, with a statement timeout of its own. */
-  async executeWith(statement: { sql: string; params?: SqlValue[]; timeoutMs?: number }): Promise<Result> {
+  /** Like execute, with a statement timeout of its own. Requests sent
+   * together run one after the other, in the order they were called. */
+  executeWith(statement: { sql: string; params?: SqlValue[]; timeoutMs?: number }): Promise<Result> {
+    return this.inTurn(() => this.run(statement));
+  }
+
+  private async run(statement: { sql: string; params?: SqlValue[]; timeoutMs?: number }): Promise<Result> {
     this.checkOpen();
     const requestId = ++this.nextId;
     this.requests.push(
@@ -274,16 +280,28 @@ export class Session implements AsyncDisposable {
     }
   }
 
-  /** Commits and ends the session. */
-  async commit(): Promise<void> {
-    this.checkOpen();
-    await this.end("commit");
+  /** Commits and ends the session (after the requests sent before it). */
+  commit(): Promise<void> {
+    return this.inTurn(async () => {
+      this.checkOpen();
+      await this.end("commit");
+    });
   }
 
-  /** Rolls back and ends the session. */
-  async rollback(): Promise<void> {
-    if (this.done) return this.close();
-    await this.end("rollback");
+  /** Rolls back and ends the session (after the requests sent before it). */
+  rollback(): Promise<void> {
+    return this.inTurn(async () => {
+      if (this.done) return this.close();
+      await this.end("rollback");
+    });
+  }
+
+  /** Runs `step` once every step called before it has settled: the answers
+   * of one request must be read before the next is sent. */
+  private inTurn<T>(step: () => Promise<T>): Promise<T> {
+    const turn = this.turns.then(step);
+    this.turns = turn.catch(() => undefined);
+    return turn;
   }
 
   /** Rolls back unless committed, and always closes the stream. */

@@ -98,4 +98,14 @@ describe("a careless caller", { skip }, () => {
     assert.equal(error.metadata["end_reason"], "terminated");
     assert.equal(fixture.server.psql(`SELECT count(*) FROM ${table}`), "0");
   });
+
+  test("requests sent together in one session run in turn", async () => {
+    const answers = await fixture.client.transaction((tx) =>
+      Promise.all([1n, 2n, 3n, 4n].map((n) => tx.execute("SELECT $1::int8 * 10", n))),
+    );
+    assert.deepEqual(
+      answers.map((result) => result.rows),
+      [[[10n]], [[20n]], [[30n]], [[40n]]],
+    );
+  });
 });
