@@ -220,6 +220,11 @@ export type SessionResponse = Message<"sqlgate.v1.SessionResponse"> & {
     case: "rolledBack";
   } | {
     /**
+     * The request failed. `code` is the gRPC status code as a number
+     * (google.rpc.Code: 3 INVALID_ARGUMENT, 6 ALREADY_EXISTS, 10 ABORTED…),
+     * and `details` carry the same google.rpc.ErrorInfo (reason, SQLSTATE in
+     * metadata["sqlstate"]), BadRequest and RetryInfo a call's status would.
+     *
      * @generated from field: google.rpc.Status error = 7;
      */
     value: Status;
