@@ -106,7 +106,7 @@ export class Client {
       () => abort.abort(new ConnectError("the stream's deadline passed", Code.DeadlineExceeded)),
       this.timeoutMs,
     );
-    const headers = { ...this.headers, "grpc-timeout": `${Math.max(1, Math.ceil(this.timeoutMs))}m` };
+    const headers = { ...this.headers, "grpc-timeout": grpcTimeout(this.timeoutMs) };
     try {
       for await (const frame of this.query.executeStream(request, { headers, signal: abort.signal })) {
         if (frame.frame.case === "rows") {
@@ -216,7 +216,7 @@ export class Session implements AsyncDisposable {
       () => this.abort.abort(new ConnectError("the session's deadline passed", Code.DeadlineExceeded)),
       this.timeoutMs,
     );
-    const headers = { ...this.headers, "grpc-timeout": `${Math.max(1, Math.ceil(this.timeoutMs))}m` };
+    const headers = { ...this.headers, "grpc-timeout": grpcTimeout(this.timeoutMs) };
     this.answers = this.client.attach(this.requests, { headers, signal: this.abort.signal })[Symbol.asyncIterator]();
     this.requests.push(request);
     try {
@@ -369,6 +369,12 @@ export class Session implements AsyncDisposable {
   private checkOpen(): void {
     if (this.done) throw new SqlgateError(Code.FailedPrecondition, "the session has ended");
   }
+}
+
+/** A `grpc-timeout` header value: at most eight digits, so long deadlines go in seconds. */
+function grpcTimeout(ms: number): string {
+  const whole = Math.max(1, Math.ceil(ms));
+  return whole <= 99_999_999 ? `${whole}m` : `${Math.min(99_999_999, Math.ceil(whole / 1000))}S`;
 }
 
 function protocol(message: string): SqlgateError {
