@@ -230,7 +230,7 @@ export class Session implements AsyncDisposable {
     }
   }
 
-  /** Runs one statement inside the session; `timeoutMs` bounds it. */
+  /** Runs one statement inside the session (bounded by sqlgate's session statement timeout; see executeWith). */
   async execute(sql: string, ...params: SqlValue[]): Promise<Result> {
     return this.executeWith({ sql, params });
   }
