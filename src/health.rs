@@ -72,10 +72,21 @@ pub struct ProbeReport {
 impl HealthState {
     /// Everything SERVING: sqlgate starts with a connected pool.
     pub fn new() -> Arc<Self> {
+        Self::starting(true)
+    }
+
+    /// Liveness SERVING; readiness SERVING only if the database was
+    /// `reached` at start-up (otherwise the probe makes it ready later).
+    pub fn starting(reached: bool) -> Arc<Self> {
+        let readiness = if reached {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
         let statuses = READINESS_NAMES
             .iter()
-            .chain([LIVENESS].iter())
-            .map(|name| (*name, watch::channel(ServingStatus::Serving).0))
+            .map(|name| (*name, watch::channel(readiness).0))
+            .chain([(LIVENESS, watch::channel(ServingStatus::Serving).0)])
             .collect();
         Arc::new(Self {
             statuses,
@@ -133,7 +144,9 @@ pub fn spawn_probe(
     tokio::spawn(async move {
         let mut failures = 0u32;
         let mut successes = 0u32;
-        let mut up = true;
+        // From what start-up found: a database not reached then needs
+        // `success_threshold` good probes before sqlgate is ready.
+        let mut up = db.is_reachable();
         let mut waiting_since: Option<Instant> = None;
         let mut saturated = false;
         let mut interval = tokio::time::interval(settings.probe_interval);
@@ -151,7 +164,7 @@ pub fn spawn_probe(
                 failures = 0;
                 if !up && successes >= settings.success_threshold {
                     up = true;
-                    tracing::info!("database reachable again; ready");
+                    tracing::info!("database reachable; ready");
                 }
             } else {
                 failures += 1;

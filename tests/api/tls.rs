@@ -328,6 +328,7 @@ fn settings_for(database_url: &str) -> Settings {
     };
     settings.pool.max_connections = 2;
     settings.pool.acquire_timeout = Duration::from_secs(2);
+    settings.shutdown.delay = Duration::ZERO;
     settings
 }
 
