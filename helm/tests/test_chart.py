@@ -4,6 +4,7 @@ matches what the binary does (health service names, port, grace period)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import kubernetes_validate
@@ -16,6 +17,7 @@ from conftest import (
     CHART,
     KUBE_VERSION,
     RELEASE,
+    REPO,
     container,
     health_names,
     kinds,
@@ -144,21 +146,39 @@ def test_an_existing_secret_is_used_and_none_is_created() -> None:
     assert env["SQLGATE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "app-db", "key": "url"}
 
 
-def test_tls_mounts_the_secret_and_probes_by_tcp() -> None:
+def test_tls_mounts_the_secret_and_probes_over_tls_with_the_binary() -> None:
+    liveness, _ = health_names()
     manifests = render(values_of("tls"))
     sqlgate = container(manifests)
     tls = settings_toml(manifests)["tls"]
-    mount = next(m for m in sqlgate["volumeMounts"] if m["name"] == "tls")
-    assert tls["cert_file"] == f"{mount['mountPath']}/tls.crt"
-    assert tls["key_file"] == f"{mount['mountPath']}/tls.key"
-    assert tls["client_ca_file"] == f"{mount['mountPath']}/ca.crt"
+    mount = next(m for m in sqlgate["volumeMounts"] if m["name"] == "tls")["mountPath"]
+    assert tls["cert_file"] == f"{mount}/tls.crt"
+    assert tls["key_file"] == f"{mount}/tls.key"
+    assert tls["client_ca_file"] == f"{mount}/ca.crt"
     assert tls["client_auth"] == "required"
     volumes = one(manifests, "Deployment")["spec"]["template"]["spec"]["volumes"]
     assert {"name": "tls", "secret": {"secretName": "sqlgate-tls"}} in volumes
-    # The kubelet's gRPC probes cannot speak TLS.
-    for probe in ["startupProbe", "livenessProbe", "readinessProbe"]:
-        assert sqlgate[probe]["tcpSocket"] == {"port": "grpc"}, probe
+    # The kubelet's gRPC probes cannot speak TLS: `sqlgate health` does.
+    port = settings_toml(manifests)["listen"].rsplit(":", 1)[1]
+    for probe, service in [
+        ("startupProbe", liveness),
+        ("livenessProbe", liveness),
+        ("readinessProbe", "readiness"),
+    ]:
+        command = sqlgate[probe]["exec"]["command"]
+        assert command[:4] == ["/usr/local/bin/sqlgate", "health", "--service", service], probe
+        options = dict(zip(command[4::2], command[5::2]))
+        assert options["--addr"] == f"127.0.0.1:{port}"
+        assert options["--tls-ca"] == f"{mount}/ca.crt"
+        assert options["--tls-server-name"] == f"{RELEASE}.apps.svc"
+        # mTLS: the pod's own certificate is the probe's.
+        assert options["--tls-cert"] == tls["cert_file"]
+        assert options["--tls-key"] == tls["key_file"]
+        assert options["--timeout"] == f"{sqlgate[probe]['timeoutSeconds']}s"
     assert "--insecure" not in sqlgate["args"]
+    # The path the image installs the binary at.
+    entrypoint = re.search(r'^ENTRYPOINT \["([^"]+)"\]', (REPO / "Dockerfile").read_text(), re.M)
+    assert entrypoint and entrypoint.group(1) == "/usr/local/bin/sqlgate"
 
 
 def test_hpa_off_sets_replicas() -> None:

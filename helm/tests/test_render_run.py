@@ -20,6 +20,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import (
+    NAMESPACE,
+    RELEASE,
     binary,
     container,
     merged,
@@ -76,24 +78,39 @@ class Pod:
     """The rendered container, run as a process: the ConfigMap's files in a
     directory standing for its mount, env from the rendered Secret."""
 
-    def __init__(self, manifests: list[dict[str, Any]], root: Path) -> None:
+    def __init__(
+        self,
+        manifests: list[dict[str, Any]],
+        root: Path,
+        secrets: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        """`secrets`: the files of Secrets the cluster would hold (by name)."""
         self.manifests = manifests
         sqlgate = container(manifests)
         pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod["volumes"]}
-        args = list(sqlgate["args"])
+        self.mounts: dict[str, str] = {}
+        for mount in sqlgate["volumeMounts"]:
+            name = mount.get("subPath")
+            local = root / mount["name"]
+            self.mounts[mount["mountPath"]] = str(local / name) if name else str(local)
+        # The files, with the paths they name inside the container mapped
+        # as the mounts are (the settings file names the TLS files).
         for mount in sqlgate["volumeMounts"]:
             volume = volumes[mount["name"]]
-            assert "configMap" in volume, f"only ConfigMap volumes here: {mount}"
-            config = one(manifests, "ConfigMap", volume["configMap"]["name"])
+            if "configMap" in volume:
+                files = one(manifests, "ConfigMap", volume["configMap"]["name"])["data"]
+            else:
+                files = (secrets or {})[volume["secret"]["secretName"]]
             local = root / mount["name"]
             local.mkdir(exist_ok=True)
             name = mount.get("subPath")
-            for key, text in config["data"].items():
+            for key, text in files.items():
                 if name is None or key == name:
+                    for mounted, here in self.mounts.items():
+                        text = text.replace(f'"{mounted}/', f'"{here}/')
                     (local / key).write_text(text)
-            target = str(local / name) if name else str(local)
-            args = [target if a == mount["mountPath"] else a.replace(mount["mountPath"], target) for a in args]
+        args = [self.local(a) for a in sqlgate["args"]]
         env = {k: v for k, v in os.environ.items() if not k.startswith("SQLGATE_")}
         for var in sqlgate.get("env", []):
             if "value" in var:
@@ -119,6 +136,13 @@ class Pod:
             text=True,
         )
 
+    def local(self, path: str) -> str:
+        """`path` as seen in the container, mapped to where its volume is here."""
+        for mounted, local in self.mounts.items():
+            if path == mounted or path.startswith(mounted + "/"):
+                return local + path[len(mounted):]
+        return path
+
     def output(self) -> str:
         if self.process.poll() is None:
             self.process.kill()
@@ -127,8 +151,19 @@ class Pod:
 
     def probe(self, name: str) -> str:
         """One kubelet gRPC probe: Check(service) on the probe's port with its
-        timeout; the status name, or why it failed."""
+        timeout; the status name, or why it failed. An exec probe runs its
+        command (the binary at the image's path is this build's)."""
         spec = self.container[name]
+        if "exec" in spec:
+            command = [self.local(part) for part in spec["exec"]["command"]]
+            assert command[0] == "/usr/local/bin/sqlgate", command
+            ran = subprocess.run(
+                [str(binary()), *command[1:]],
+                capture_output=True,
+                text=True,
+                timeout=spec.get("timeoutSeconds", 1) + 5,
+            )
+            return "SERVING" if ran.returncode == 0 else f"exit {ran.returncode}: {ran.stderr.strip()}"
         grpc_probe = spec["grpc"]
         with grpc.insecure_channel(f"127.0.0.1:{grpc_probe['port']}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -213,6 +248,59 @@ def test_the_rendered_pod_with_its_database_down_is_live_not_ready(tmp_path: Pat
         pod.until("startupProbe", "SERVING", pod.container["startupProbe"]["failureThreshold"])
         assert pod.probe("livenessProbe") == "SERVING"
         assert pod.probe("readinessProbe") == "NOT_SERVING"
+    finally:
+        pod.process.kill()
+        pod.process.wait()
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def tls_secret(directory: Path, names: list[str]) -> dict[str, str]:
+    """A kubernetes.io/tls Secret's files as cert-manager writes them: a
+    certificate for `names` (server and client use), its key, and the CA."""
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test CA", cwd=directory)
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "tls.key", "-out", "tls.csr", "-subj", f"/CN={names[0]}", cwd=directory)
+    (directory / "ext.cnf").write_text(
+        "subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "tls.crt", "-days", "2", "-extfile", "ext.cnf", cwd=directory)
+    return {name: (directory / name).read_text() for name in ["tls.crt", "tls.key", "ca.crt"]}
+
+
+def test_the_rendered_pod_with_mtls_is_probed_over_tls_by_its_own_binary(tmp_path: Path) -> None:
+    if not binary().exists():
+        skip_or_fail(f"no sqlgate binary at {binary()}: run cargo build first")
+    if not postgres_reachable():
+        skip_or_fail("the test PostgreSQL is unreachable")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    secret = tls_secret(certs, [f"{RELEASE}.{NAMESPACE}.svc", f"{RELEASE}.{NAMESPACE}.svc.cluster.local"])
+    values = {
+        "database": {"url": POSTGRES_URL},
+        "port": free_port(),
+        "tls": {"enabled": True, "secretName": "sqlgate-tls", "clientAuth": "required"},
+        "settings": {"auth": {"client_certificates": {"default_role": "reader"}}},
+    }
+    pod = Pod(render(values), tmp_path, secrets={"sqlgate-tls": secret})
+    try:
+        assert "--insecure" not in pod.args
+        pod.until("startupProbe", "SERVING", pod.container["startupProbe"]["failureThreshold"])
+        pod.until("readinessProbe", "SERVING", 20)
+        # Plaintext, as the kubelet's own gRPC probe would ask: refused.
+        plain = pod.container["readinessProbe"]
+        port = values["port"]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.RpcError):
+                health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service="readiness"),
+                    timeout=plain["timeoutSeconds"],
+                )
     finally:
         pod.process.kill()
         pod.process.wait()

@@ -57,8 +57,10 @@ use super::{
 };
 use crate::config::TransportSettings;
 
+mod client_tls;
 mod tls;
 
+pub(crate) use client_tls::ProbeTls;
 pub(crate) use tls::ServerTls;
 
 /// Who may connect (TLS, and mTLS's client CA) and who may call (the
