@@ -56,12 +56,20 @@ pub(crate) async fn first_contact<DB: Driver>(
 /// reads an empty answer as a protocol error), and a server that answers
 /// that it is starting, shutting down or full (PostgreSQL `57P0x`,
 /// `53300`, SQLSTATE class `08`).
-/// A TLS handshake that fails (a certificate not valid for the name, an
-/// unknown issuer) also comes as an I/O error, of kind `InvalidData`: that
-/// one is a configuration to fix.
+/// Some I/O errors are configurations to fix, though: a TLS handshake that
+/// fails (a certificate not valid for the name, an unknown issuer: kind
+/// `InvalidData`), and a file the URL names (`sslrootcert`, `ssl-ca`…)
+/// that is missing or unreadable.
 fn not_reachable_yet(err: &sqlx::Error) -> bool {
+    use std::io::ErrorKind;
     match err {
-        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        sqlx::Error::Io(io) => !matches!(
+            io.kind(),
+            ErrorKind::InvalidData
+                | ErrorKind::NotFound
+                | ErrorKind::PermissionDenied
+                | ErrorKind::InvalidInput
+        ),
         sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             code.starts_with("57P") || code == "53300" || code.starts_with("08")
@@ -92,6 +100,8 @@ mod tests {
             "invalid peer certificate: UnknownIssuer",
         ));
         assert!(!not_reachable_yet(&certificate));
+        let missing_ca = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert!(!not_reachable_yet(&missing_ca));
         assert!(not_reachable_yet(&sqlx::Error::PoolTimedOut));
         assert!(!not_reachable_yet(&sqlx::Error::Configuration(
             "bad".into()

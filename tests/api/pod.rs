@@ -149,23 +149,31 @@ async fn postgres_the_binary_starts_not_ready_while_the_database_is_unreachable_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_port_with_nothing_listening_starts_not_ready_but_a_bad_configuration_stops() {
+async fn a_database_not_there_yet_starts_not_ready_but_a_bad_configuration_stops() {
+    // Nothing listening on the port; a host name that does not resolve (yet).
     let nothing = free_address();
-    let (sqlgate, address) = Sqlgate::serving(
-        &format!("postgres://postgres@{nothing}/postgres"),
-        &[("SQLGATE_POOL__ACQUIRE_TIMEOUT", "1s")],
-    )
-    .await;
-    let channel = channel(address).await;
-    assert_eq!(health(&channel, "liveness").await, ServingStatus::Serving);
-    assert_eq!(
-        health(&channel, "readiness").await,
-        ServingStatus::NotServing
-    );
-    let (status, output) = sqlgate.stop().await;
-    assert_eq!(status.code(), Some(0), "{output:#?}");
+    for url in [
+        format!("postgres://postgres@{nothing}/postgres"),
+        "postgres://postgres@db.not-there-yet.invalid:5432/postgres".to_owned(),
+    ] {
+        let (sqlgate, address) =
+            Sqlgate::serving(&url, &[("SQLGATE_POOL__ACQUIRE_TIMEOUT", "1s")]).await;
+        let channel = channel(address).await;
+        assert_eq!(health(&channel, "liveness").await, ServingStatus::Serving);
+        assert_eq!(
+            health(&channel, "readiness").await,
+            ServingStatus::NotServing,
+            "{url}"
+        );
+        let (status, output) = sqlgate.stop().await;
+        assert_eq!(status.code(), Some(0), "{output:#?}");
+    }
 
     // Configurations no waiting can fix stop start-up, with one line.
+    let postgres = host_and_database(&postgres_admin_url()).0;
+    let missing_ca = format!(
+        "postgres://postgres@{postgres}/postgres?sslmode=verify-full&sslrootcert=/nonexistent/ca.crt"
+    );
     for (url, code, says) in [
         (
             "postgres://postgres@127.0.0.1:notaport/postgres",
@@ -173,6 +181,8 @@ async fn a_database_port_with_nothing_listening_starts_not_ready_but_a_bad_confi
             "the database URL is invalid",
         ),
         ("oracle://db/orcl", 2, "`database_url`"),
+        // A CA file the URL names that is not there.
+        (missing_ca.as_str(), 1, "cannot start"),
     ] {
         let (status, output) = Sqlgate::start(
             &[
