@@ -72,10 +72,21 @@ pub struct ProbeReport {
 impl HealthState {
     /// Everything SERVING: sqlgate starts with a connected pool.
     pub fn new() -> Arc<Self> {
+        Self::starting(true)
+    }
+
+    /// Liveness SERVING; readiness SERVING only if the database was
+    /// `reached` at start-up (otherwise the probe makes it ready later).
+    pub fn starting(reached: bool) -> Arc<Self> {
+        let readiness = if reached {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
         let statuses = READINESS_NAMES
             .iter()
-            .chain([LIVENESS].iter())
-            .map(|name| (*name, watch::channel(ServingStatus::Serving).0))
+            .map(|name| (*name, watch::channel(readiness).0))
+            .chain([(LIVENESS, watch::channel(ServingStatus::Serving).0)])
             .collect();
         Arc::new(Self {
             statuses,
@@ -133,7 +144,9 @@ pub fn spawn_probe(
     tokio::spawn(async move {
         let mut failures = 0u32;
         let mut successes = 0u32;
-        let mut up = true;
+        // From what start-up found: a database not reached then needs
+        // `success_threshold` good probes before sqlgate is ready.
+        let mut up = db.is_reachable();
         let mut waiting_since: Option<Instant> = None;
         let mut saturated = false;
         let mut interval = tokio::time::interval(settings.probe_interval);
@@ -151,7 +164,7 @@ pub fn spawn_probe(
                 failures = 0;
                 if !up && successes >= settings.success_threshold {
                     up = true;
-                    tracing::info!("database reachable again; ready");
+                    tracing::info!("database reachable; ready");
                 }
             } else {
                 failures += 1;
@@ -333,22 +346,72 @@ fn watch_until_stopped(
     Box::pin(futures::stream::once(async move { first }).chain(changes))
 }
 
+/// How `sqlgate health` speaks TLS to a sqlgate whose listener has it on.
+#[derive(Debug, Clone, Default)]
+pub struct HealthTls {
+    /// The CA the server's certificate must chain to.
+    pub ca_file: std::path::PathBuf,
+    /// The name the server's certificate must carry (default: the host of
+    /// the address).
+    pub server_name: Option<String>,
+    /// A client certificate and its key, for a listener that requires
+    /// mTLS (`tls.client_auth = "required"`).
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
 /// `sqlgate health`: asks the health service at `address` about `service`
 /// within `timeout`, as an exec probe, a Docker `HEALTHCHECK` or an ECS
 /// health check would. `Ok` only when it answers SERVING; otherwise what
-/// it answered, or why it could not ask (plaintext only: with TLS on, use
-/// a TLS-capable probe).
-pub async fn ask(address: &str, service: &str, timeout: Duration) -> Result<(), String> {
+/// it answered, or why it could not ask. Plaintext, or TLS with `tls`.
+pub async fn ask(
+    address: &str,
+    service: &str,
+    timeout: Duration,
+    tls: Option<&HealthTls>,
+) -> Result<(), String> {
     use tonic_health::pb::health_client::HealthClient;
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map_err(|err| format!("{address:?} is not an address: {err}"))?
         .connect_timeout(timeout)
         .timeout(timeout);
+    let probe_tls = match tls {
+        None => None,
+        Some(tls) => {
+            let host = address
+                .rsplit_once(':')
+                .map_or(address, |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let name = tls.server_name.as_deref().unwrap_or(host);
+            let client = tls
+                .client
+                .as_ref()
+                .map(|(cert, key)| (cert.as_path(), key.as_path()));
+            Some(Arc::new(crate::grpc::transport::ProbeTls::new(
+                &tls.ca_file,
+                name,
+                client,
+            )?))
+        }
+    };
     let asked = async {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|err| format!("cannot connect to {address}: {err}"))?;
+        let channel = match probe_tls {
+            None => endpoint.connect().await,
+            Some(probe_tls) => {
+                let address = address.to_owned();
+                let connector = tower::service_fn(move |_: http::Uri| {
+                    let (probe_tls, address) = (probe_tls.clone(), address.clone());
+                    async move {
+                        probe_tls
+                            .connect(&address)
+                            .await
+                            .map(hyper_util::rt::TokioIo::new)
+                    }
+                });
+                endpoint.connect_with_connector(connector).await
+            }
+        }
+        .map_err(|err| format!("cannot connect to {address}: {}", error_chain(&err)))?;
         HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: service.to_owned(),
@@ -363,4 +426,16 @@ pub async fn ask(address: &str, service: &str, timeout: Duration) -> Result<(), 
         ServingStatus::Serving => Ok(()),
         other => Err(format!("{service}: {}", other.as_str_name())),
     }
+}
+
+/// An error and its sources, on one line (a TLS failure is several levels down).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

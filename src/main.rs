@@ -61,6 +61,19 @@ enum Command {
         /// How long to wait for the answer, e.g. `2s`.
         #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// Speak TLS, trusting this CA (PEM) for the server's certificate.
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
+        /// The name the server's certificate must carry (default: the
+        /// host of --addr).
+        #[arg(long, value_name = "NAME", requires = "tls_ca")]
+        tls_server_name: Option<String>,
+        /// A client certificate (PEM), for a listener that requires mTLS.
+        #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"])]
+        tls_cert: Option<PathBuf>,
+        /// The client certificate's private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -79,13 +92,34 @@ async fn main() -> ExitCode {
             service,
             addr,
             timeout,
-        } => match sqlgate::health::ask(&addr, &service, timeout).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(why) => {
-                eprintln!("sqlgate: not serving: {why}");
-                ExitCode::FAILURE
-            }
-        },
+            tls_ca,
+            tls_server_name,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = tls_ca.map(|ca_file| sqlgate::health::HealthTls {
+                ca_file,
+                server_name: tls_server_name,
+                client: tls_cert.zip(tls_key),
+            });
+            health_check(&addr, &service, timeout, tls.as_ref()).await
+        }
+    }
+}
+
+/// `sqlgate health`: exit 0 only when the service answers SERVING.
+async fn health_check(
+    addr: &str,
+    service: &str,
+    timeout: std::time::Duration,
+    tls: Option<&sqlgate::health::HealthTls>,
+) -> ExitCode {
+    match sqlgate::health::ask(addr, service, timeout, tls).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("sqlgate: not serving: {why}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! — the listener's TLS read from its files, and the listener bound (port 0
 //! picks a free one).
 //! [`Application::run_until_stopped`] only serves and drains: when the
-//! shutdown future resolves, readiness goes NOT_SERVING, open sessions roll
+//! shutdown future resolves, readiness goes NOT_SERVING, calls are still
+//! served for `shutdown.delay`, then the listener closes, open sessions roll
 //! back, calls get the drain timeout to finish, what still runs is cut, and
 //! the pool is closed.
 
@@ -121,11 +122,22 @@ impl Application {
             "sqlgate serving"
         );
         let drain = settings.shutdown.drain_timeout;
+        let delay = settings.shutdown.delay;
         let stopping = async move {
             shutdown.await;
             // Readiness first, so that no new traffic is sent here.
             health.set_stopping();
-            tracing::info!("shutting down: not ready, draining");
+            // Load balancers and endpoint lists learn of it with a lag:
+            // calls routed here meanwhile are still served, until the delay
+            // is over; only then does the listener close.
+            if !delay.is_zero() {
+                tracing::info!(
+                    ?delay,
+                    "shutting down: not ready; still serving for the delay"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            tracing::info!("shutting down: no new connections, draining");
             // Open sessions would hold the drain open: roll them back first
             // (new ones are refused from now on).
             sessions.shut_down(drain).await;
@@ -171,7 +183,7 @@ async fn wire<DB: Driver>(settings: &Settings) -> Result<Wired, Error> {
         .await?,
     );
     let pool: Arc<dyn PoolHandle> = database.clone();
-    let health = HealthState::new();
+    let health = HealthState::starting(pool.is_reachable());
     let sessions = SessionRegistry::new(settings.sessions.clone(), settings.pool.max_connections);
     let max_request = settings.transport.max_request_bytes;
     // Calls to the two services that reach the database are admitted by

@@ -123,7 +123,8 @@ impl Default for RoleSettings {
     }
 }
 
-/// HTTP/2 settings that let the server notice dead peers.
+/// HTTP/2 settings: noticing dead peers, bounding sockets, and how long
+/// a client connection may live.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransportSettings {
@@ -150,6 +151,26 @@ pub struct TransportSettings {
     /// closed as soon as they are accepted, so that no caller can exhaust
     /// sqlgate's file descriptors or memory by opening sockets.
     pub max_connections: u32,
+    /// A client connection older than this is asked to go away (HTTP/2
+    /// GOAWAY): its calls in flight and its open sessions go on, and the
+    /// client opens a new connection for its next calls, which a Service
+    /// in front of several replicas may route to another one. HTTP/2
+    /// connections live long and a Service balances connections, not
+    /// calls: without this, replicas added later get no traffic from
+    /// clients already connected. Unset (the default): never.
+    #[serde(default, with = "humantime_serde")]
+    pub max_connection_age: Option<Duration>,
+    /// Up to this much is added, at random, to each connection's
+    /// `max_connection_age`, so that connections opened together (at a
+    /// rollout) are not all sent away together. Unset: a tenth of the age.
+    #[serde(default, with = "humantime_serde")]
+    pub max_connection_age_jitter: Option<Duration>,
+    /// How long, after its GOAWAY, a connection's calls in flight and open
+    /// sessions may go on before the connection is closed (which cuts
+    /// them: sessions roll back). Unset (the default): as long as they
+    /// take; `sessions.max_lifetime` and the deadlines bound them anyway.
+    #[serde(default, with = "humantime_serde")]
+    pub max_connection_age_grace: Option<Duration>,
 }
 
 impl Default for PoolSettings {
@@ -195,6 +216,9 @@ impl Default for TransportSettings {
             max_concurrent_streams: 1024,
             handshake_timeout: Duration::from_secs(5),
             max_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
+            max_connection_age: None,
+            max_connection_age_jitter: None,
+            max_connection_age_grace: None,
         }
     }
 }
@@ -237,7 +261,14 @@ impl Default for HealthSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShutdownSettings {
-    /// How long in-flight calls may take to finish after SIGTERM.
+    /// After SIGTERM, how long sqlgate goes on accepting connections and
+    /// calls (readiness already NOT_SERVING) before it stops accepting:
+    /// load balancers and Kubernetes endpoints take a while to stop
+    /// routing to a pod that is going away, and calls they route meanwhile
+    /// must not be refused.
+    #[serde(with = "humantime_serde")]
+    pub delay: Duration,
+    /// How long in-flight calls may take to finish after the delay.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
 }
@@ -245,6 +276,7 @@ pub struct ShutdownSettings {
 impl Default for ShutdownSettings {
     fn default() -> Self {
         Self {
+            delay: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
         }
     }

@@ -130,6 +130,16 @@ impl Settings {
         if self.transport.max_connections == 0 {
             return fail("transport.max_connections", "must be at least 1");
         }
+        if self
+            .transport
+            .max_connection_age
+            .is_some_and(|age| age.is_zero())
+        {
+            return fail(
+                "transport.max_connection_age",
+                "must be more than zero (leave it unset for no limit)",
+            );
+        }
         if let Err((key, why)) = self.auth.validate() {
             return fail(&key, &why);
         }

@@ -7,6 +7,7 @@ mod backend;
 mod deadline;
 mod dialect;
 mod driver;
+mod first_contact;
 mod handle;
 mod interrupt;
 mod metrics;

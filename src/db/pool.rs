@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Backend, Deadline, Driver, PoolHandle, StreamFigures,
     driver::limit_statement_cache,
+    first_contact::{FirstContact, first_contact},
     metrics::{PoolMetrics, PoolSnapshot},
     timeouts::TimeoutMemory,
 };
@@ -62,6 +63,9 @@ pub(crate) struct Database<DB: Driver> {
     /// Cancelled once shutdown's drain is over: in-flight calls are then
     /// cut (cancelled on the server) so that the pool can close.
     drained: CancellationToken,
+    /// Set once the privileges of sqlgate's database user were checked
+    /// (at the first probe that reaches the database; see [`warn_if_superuser`]).
+    privileges_checked: AtomicBool,
     /// How a connection a caller may have changed is reset before reuse
     /// (`None`: it is closed instead). See `Dialect::reset_sql`.
     reset: Option<Arc<str>>,
@@ -69,8 +73,9 @@ pub(crate) struct Database<DB: Driver> {
 
 impl<DB: Driver> Database<DB> {
     /// Connects the pool. A URL that does not parse, or a database that
-    /// refuses the first connection, fails here with a message that never
-    /// contains the URL (it may hold a password).
+    /// answers and refuses the first connection, fails here with a message
+    /// that never contains the URL (it may hold a password); a database not
+    /// reachable yet leaves the pool unreachable until the probe reaches it.
     /// `statement_limit` is set on every connection as a database-side upper
     /// bound on any one statement.
     pub(crate) async fn connect(
@@ -121,21 +126,33 @@ impl<DB: Driver> Database<DB> {
             settings.max_cached_statement_bytes,
         );
 
-        let connection = match sea_orm::Database::connect(options).await {
-            Ok(connection) => connection,
-            Err(err) => {
-                return Err(Error::Unavailable(
-                    first_connection_error::<DB>(url, &err).await,
-                ));
-            }
-        };
+        // Lazily: the pool opens its connections on demand, so that a
+        // database still starting when sqlgate does is not a failed start.
+        // Only a URL that does not parse fails here.
+        options.connect_lazy(true);
+        let connection = sea_orm::Database::connect(options)
+            .await
+            .map_err(|_| Error::Unavailable("the database URL is invalid".to_owned()))?;
         let pool = DB::typed_pool(&connection);
         let control = DB::control_pool(url)?;
-        // Open the control connection now, so the first cancel does not pay for it.
-        if let Some(control) = &control {
-            drop(control.acquire().await);
-        }
-        warn_if_superuser::<DB>(&pool).await;
+        let reachable = match first_contact::<DB>(url, settings.acquire_timeout).await? {
+            FirstContact::Reached => {
+                // Open the pool's first connection and the control one now,
+                // so that neither the first call nor the first cancel pays.
+                drop(pool.acquire().await);
+                if let Some(control) = &control {
+                    drop(control.acquire().await);
+                }
+                true
+            }
+            FirstContact::Unreachable(why) => {
+                tracing::warn!(
+                    reason = %why,
+                    "database unreachable at start-up; serving, not ready until the health probe reaches it"
+                );
+                false
+            }
+        };
         let probe_url = control.is_none().then(|| ProbeUrl(url.to_owned()));
         Ok(Self {
             connection,
@@ -146,7 +163,8 @@ impl<DB: Driver> Database<DB> {
             metrics,
             settings,
             timed_out: TimeoutMemory::default(),
-            reachable: AtomicBool::new(true),
+            reachable: AtomicBool::new(reachable),
+            privileges_checked: AtomicBool::new(false),
             drained: CancellationToken::new(),
             reset: DB::reset_sql(statement_limit).map(Arc::from),
         })
@@ -276,7 +294,11 @@ impl<DB: Driver> PoolHandle for Database<DB> {
                 let Ok(mut conn) = control.acquire().await else {
                     return false;
                 };
-                return select_one::<DB>(&mut conn).await;
+                let answered = select_one::<DB>(&mut conn).await;
+                if answered && !self.privileges_checked.swap(true, Ordering::Relaxed) {
+                    warn_if_superuser::<DB>(&mut conn).await;
+                }
+                return answered;
             }
             let Some(ProbeUrl(url)) = &self.probe_url else {
                 return false;
@@ -403,38 +425,14 @@ fn with_setup<DB: Driver>(
     })
 }
 
-/// Why the pool could not connect. A pool only says that it timed out, so
-/// one direct connection is tried to learn the cause (refused, bad
-/// password, unknown database…), described without the URL.
-async fn first_connection_error<DB: Driver>(url: &str, pool_error: &sea_orm::DbErr) -> String {
-    use sqlx::Connection;
-    match DB::Connection::connect(url).await.err() {
-        Some(sqlx::Error::Configuration(_)) => "the database URL is invalid".to_owned(),
-        Some(err) => redact(&err.to_string()),
-        None => redact(&pool_error.to_string()),
-    }
-}
-
-/// Drops anything that looks like a URL from a message (it may hold a password).
-fn redact(text: &str) -> String {
-    if text.contains("://") {
-        "the database URL is invalid".to_owned()
-    } else {
-        text.to_owned()
-    }
-}
-
-/// Warns, once at start-up, when sqlgate's database user can do anything:
+/// Warns (once: at the first probe that reaches the database) when sqlgate's database user can do anything:
 /// every caller then can too (PostgreSQL `COPY … TO PROGRAM` runs a shell
 /// command on the database host). The README shows a least-privilege role.
-async fn warn_if_superuser<DB: Driver>(pool: &Pool<DB>) {
+async fn warn_if_superuser<DB: Driver>(conn: &mut DB::Connection) {
     let Some(probe) = DB::SUPERUSER_PROBE else {
         return;
     };
-    let Ok(mut conn) = pool.acquire().await else {
-        return;
-    };
-    if let Ok(true) = DB::returns_a_row(&mut conn, probe).await {
+    if let Ok(true) = DB::returns_a_row(conn, probe).await {
         tracing::warn!(
             backend = DB::BACKEND.name(),
             "sqlgate's database user is a superuser (or may run server programs or read \

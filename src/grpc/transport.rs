@@ -18,6 +18,12 @@
 //! decrypted stream. A verified client certificate's names go into every
 //! request of its connection as a [`ClientCertificate`].
 //!
+//! A client connection older than `transport.max_connection_age` (plus
+//! its jitter) is sent HTTP/2 GOAWAY, as at shutdown: its calls and
+//! sessions go on (for at most `max_connection_age_grace`), and the client
+//! reconnects for new calls, so that replicas added behind a Service get
+//! their share of long-lived clients.
+//!
 //! Every route is served under [`call_layers`], here and nowhere else, so
 //! that no service can be served without them.
 
@@ -33,13 +39,13 @@ use std::{
 use hyper::server::conn::http2;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::graceful::{GracefulShutdown, Watcher},
+    server::graceful::GracefulConnection,
     service::TowerToHyperService,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore, oneshot},
+    sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch},
 };
 use tonic::{service::Routes, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
@@ -51,8 +57,10 @@ use super::{
 };
 use crate::config::TransportSettings;
 
+mod client_tls;
 mod tls;
 
+pub(crate) use client_tls::ProbeTls;
 pub(crate) use tls::ServerTls;
 
 /// Who may connect (TLS, and mTLS's client CA) and who may call (the
@@ -91,7 +99,9 @@ pub(crate) async fn serve(
         .keep_alive_timeout(settings.keepalive_timeout)
         .max_concurrent_streams(settings.max_concurrent_streams);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a receiver until it ends: a value sent asks
+    // them all to go away, and the sender sees when the last one has.
+    let (stop_connections, stop) = watch::channel(());
     let routes = call_layers(routes.prepare(), auth);
     let slots = Arc::new(Semaphore::new(settings.max_connections as usize));
     let mut refusals = Refusals::default();
@@ -127,7 +137,8 @@ pub(crate) async fn serve(
                     local: stream.local_addr().ok(),
                     handshake_deadline: tokio::time::Instant::now() + handshake_timeout,
                     slot,
-                    graceful: graceful.watcher(),
+                    stop: stop.clone(),
+                    age: ConnectionAge::chosen(settings),
                 };
                 let connection = Connection {
                     http: builder.clone(),
@@ -142,7 +153,9 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
-    let closed = graceful.shutdown();
+    drop(stop);
+    stop_connections.send_replace(());
+    let closed = stop_connections.closed();
     tokio::pin!(closed);
     if tokio::time::timeout(drain, &mut closed).await.is_ok() {
         return;
@@ -211,7 +224,9 @@ struct Accepted {
     slot: OwnedSemaphorePermit,
     /// Taken at accept, so that a shutdown that begins during the TLS
     /// handshake still reaches the connection (and waits for it).
-    graceful: Watcher,
+    stop: watch::Receiver<()>,
+    /// When the connection is sent away for its age (`None`: never).
+    age: Option<ConnectionAge>,
 }
 
 /// One accepted client connection, served in a task of its own.
@@ -290,9 +305,12 @@ impl Connection {
         let peer = accepted.remote;
         let (stream, handshaken) = HandshakeWatch::new(stream);
         let service = with_peer(routes, accepted.local, peer, client);
-        let connection = accepted
-            .graceful
-            .watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+        let connection = until_closed(
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)),
+            accepted.stop,
+            accepted.age,
+            peer,
+        );
         tokio::pin!(connection);
         // A watch dropped before the handshake completes means the connection
         // is over: its own branch below answers then.
@@ -322,6 +340,89 @@ impl Connection {
         };
         if let Err(err) = ended {
             tracing::debug!(error = %err, peer = %peer, "connection ended with an error");
+        }
+    }
+}
+
+/// When a connection is sent away for its age, and how long its calls may
+/// then go on (`transport.max_connection_age*`).
+#[derive(Debug, Clone, Copy)]
+struct ConnectionAge {
+    /// When GOAWAY is sent: the age plus this connection's share of the jitter.
+    goaway_at: tokio::time::Instant,
+    /// How long after GOAWAY the connection is closed whatever still runs.
+    grace: Option<Duration>,
+}
+
+impl ConnectionAge {
+    /// This connection's, accepted now (`None` when connections never age).
+    fn chosen(settings: &TransportSettings) -> Option<Self> {
+        let age = settings.max_connection_age?;
+        let jitter = settings.max_connection_age_jitter.unwrap_or(age / 10);
+        Some(Self {
+            goaway_at: tokio::time::Instant::now() + age + jitter.mul_f64(random_fraction()),
+            grace: settings.max_connection_age_grace,
+        })
+    }
+}
+
+/// A number in [0, 1), different for every call (std's hasher keys are
+/// random): enough to spread connections' ages, no cryptography needed.
+fn random_fraction() -> f64 {
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(0u8) >> 11;
+    bits as f64 / (1u64 << 53) as f64
+}
+
+/// Serves `connection` until it ends. When shutdown begins (`stop`
+/// changes) or the connection reaches its `age`, it is asked to end
+/// gracefully: HTTP/2 GOAWAY, so the client opens a new connection for new
+/// calls, while the calls and sessions already open go on. An aged
+/// connection still open after its grace is closed (dropped) here; at
+/// shutdown the drain bounds it instead.
+async fn until_closed<C: GracefulConnection>(
+    connection: C,
+    mut stop: watch::Receiver<()>,
+    age: Option<ConnectionAge>,
+    peer: SocketAddr,
+) -> Result<(), C::Error> {
+    /// Resolves at `deadline`; never without one.
+    async fn at(deadline: Option<tokio::time::Instant>) {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    }
+    tokio::pin!(connection);
+    let mut going_away = false;
+    let mut stop_seen = false;
+    let mut close_at = None;
+    loop {
+        let aged_at = age.filter(|_| !going_away).map(|age| age.goaway_at);
+        tokio::select! {
+            ended = &mut connection => return ended,
+            _ = stop.changed(), if !stop_seen => {
+                stop_seen = true;
+                if !going_away {
+                    going_away = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            () = at(aged_at), if aged_at.is_some() => {
+                going_away = true;
+                connection.as_mut().graceful_shutdown();
+                close_at = age
+                    .and_then(|age| age.grace)
+                    .map(|grace| tokio::time::Instant::now() + grace);
+                tracing::debug!(peer = %peer, "connection reached its maximum age; GOAWAY sent");
+            }
+            () = at(close_at), if close_at.is_some() => {
+                tracing::debug!(
+                    peer = %peer,
+                    "connection still busy at the end of its age grace; closed"
+                );
+                return Ok(());
+            }
         }
     }
 }

@@ -40,7 +40,8 @@ fn capture(
 
 impl Sqlgate {
     /// Starts `sqlgate serve ARGS` with `envs` and no other `SQLGATE_*`
-    /// variable of this process.
+    /// variable of this process (and no shutdown delay, unless `envs` set
+    /// `SQLGATE_SHUTDOWN__DELAY`: tests stop their server at once).
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
         Self::start_in(None, args, envs)
     }
@@ -69,6 +70,7 @@ impl Sqlgate {
             }
         }
         let mut child = command
+            .env("SQLGATE_SHUTDOWN__DELAY", "0s")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

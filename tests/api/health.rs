@@ -362,7 +362,7 @@ async fn postgres_a_saturated_pool_makes_sqlgate_not_ready_after_its_duration() 
 }
 
 /// Runs `sqlgate health ARGS` and returns its exit code and stderr.
-async fn health_command(args: &[&str]) -> (Option<i32>, String) {
+pub async fn health_command(args: &[&str]) -> (Option<i32>, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sqlgate"))
         .arg("health")
         .args(args)

@@ -58,6 +58,8 @@ pub async fn spawn_app_with(
         ..Settings::default()
     };
     settings.pool.max_connections = 4;
+    // Tests stop their server at once; the tests of the delay set it.
+    settings.shutdown.delay = Duration::ZERO;
     adjust(&mut settings);
     let app = Application::build(settings).await.expect("sqlgate starts");
     let address = app.address();

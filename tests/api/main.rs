@@ -32,6 +32,7 @@ mod memory_bounds;
 mod mysql_values;
 mod observe;
 mod pg_activity;
+mod pod;
 mod pool_stats;
 mod postgres_values;
 mod proxy;

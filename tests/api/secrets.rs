@@ -217,16 +217,12 @@ async fn postgres_passwords_in_the_database_url_never_reach_logs_or_callers() {
     );
 
     // URLs that cannot start the service: a role that may not log in, a
-    // port with nothing listening, a URL that does not parse.
-    let closed = free_address();
+    // URL that does not parse. (A port with nothing listening starts, not
+    // ready: see `pod`.)
     let failing = [
         (
             format!("postgres://{locked}:{locked_password}@{host}/{database}"),
             "not permitted to log in",
-        ),
-        (
-            format!("postgres://{user}:{password}@{closed}/{database}"),
-            "cannot start",
         ),
         (
             format!("postgres://{user}:{password}@{host}:notaport/{database}"),

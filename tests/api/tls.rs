@@ -51,6 +51,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     binary::{Sqlgate, free_address},
+    health::health_command,
     helpers::{Backend, TEST_BOUND, closed_within, select_one, within},
     session_client::Session,
     test_database::{TestDatabase, running_in_ci},
@@ -328,6 +329,7 @@ fn settings_for(database_url: &str) -> Settings {
     };
     settings.pool.max_connections = 2;
     settings.pool.acquire_timeout = Duration::from_secs(2);
+    settings.shutdown.delay = Duration::ZERO;
     settings
 }
 
@@ -889,6 +891,84 @@ async fn binary_mtls() {
 }
 
 /// The lines sqlgate wrote so far that contain `part`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_command_speaks_tls_and_mtls_to_the_listener() {
+    within(TEST_BOUND, "the test", health_over_mtls()).await;
+}
+
+/// `sqlgate health --tls-ca …` against a listener that requires client
+/// certificates: SERVING with the right CA, name and client certificate;
+/// refused (exit 1, saying why) without any one of them.
+async fn health_over_mtls() {
+    let ca = Ca::new("sqlgate test CA");
+    let files = TlsFiles::new(&ca.server("sqlgate", &["sqlgate.apps.svc"]), Some(&ca));
+    let client = ca.client("kubelet-probe", &[], false);
+    std::fs::write(files.path("client.crt"), &client.cert).expect("cert");
+    std::fs::write(files.path("client.key"), &client.key).expect("key");
+    let db = TestDatabase::create(Backend::Sqlite)
+        .await
+        .expect("SQLite is always there");
+    let path = |name: &str| files.path(name).to_str().expect("path").to_owned();
+    let envs = [
+        ("SQLGATE_TLS__CERT_FILE", path("tls.crt")),
+        ("SQLGATE_TLS__KEY_FILE", path("tls.key")),
+        ("SQLGATE_TLS__CLIENT_CA_FILE", path("ca.crt")),
+        ("SQLGATE_TLS__CLIENT_AUTH", "required".to_owned()),
+    ];
+    let envs: Vec<_> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (sqlgate, address) = Sqlgate::serving(&db.url, &envs).await;
+    let address = address.to_string();
+    let (ca_file, cert, key) = (path("ca.crt"), path("client.crt"), path("client.key"));
+    let tls = |extra: &[&str]| {
+        let mut args = vec!["--addr", address.as_str(), "--tls-ca", ca_file.as_str()];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        health_command(&args).await
+    };
+    let named = ["--tls-server-name", "sqlgate.apps.svc"];
+    let identity = ["--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
+    for service in ["liveness", "readiness"] {
+        let args = [&named[..], &identity[..], &["--service", service]].concat();
+        let (code, stderr) = run(tls(&args)).await;
+        assert_eq!(code, Some(0), "{service}: {stderr}");
+    }
+    // Without the client certificate, the listener refuses the handshake.
+    let (code, stderr) = run(tls(&named)).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not serving"), "{stderr}");
+    // The certificate does not carry 127.0.0.1, the address's host.
+    let (code, stderr) = run(tls(&identity)).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    // Another CA: the server is not trusted.
+    std::fs::write(files.path("other-ca.crt"), Ca::new("another CA").pem()).expect("ca");
+    let other = path("other-ca.crt");
+    let args = [
+        &["--addr", address.as_str(), "--tls-ca", other.as_str()][..],
+        &named[..],
+        &identity[..],
+    ]
+    .concat();
+    let (code, stderr) = health_command(&args).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+    // Plaintext against TLS, and a CA file that is not one.
+    let (code, _) = health_command(&["--addr", address.as_str()]).await;
+    assert_eq!(code, Some(1));
+    let (code, stderr) =
+        health_command(&["--addr", address.as_str(), "--tls-ca", key.as_str()]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`--tls-ca`") && !stderr.contains("PRIVATE"),
+        "{stderr}"
+    );
+    let (status, output) = sqlgate.stop().await;
+    assert!(status.success(), "{status}: {output:#?}");
+}
+
 fn lines_with(sqlgate: &Sqlgate, part: &str) -> Vec<String> {
     sqlgate
         .output()

@@ -37,7 +37,7 @@ use crate::config::{ClientAuth, TlsSettings};
 use crate::grpc::{identity::ClientCertificate, poll::spawn_poll};
 
 /// The protocol offered in ALPN: gRPC is HTTP/2 only.
-const ALPN_H2: &[u8] = b"h2";
+pub(super) const ALPN_H2: &[u8] = b"h2";
 
 /// The listener's TLS: the configuration new handshakes use, replaced
 /// when the files change.
@@ -155,7 +155,7 @@ struct Files {
 }
 
 /// One file's bytes, or the reason it could not be read.
-type Contents = Result<Vec<u8>, String>;
+pub(super) type Contents = Result<Vec<u8>, String>;
 
 impl Files {
     fn read(settings: &TlsSettings) -> Self {
@@ -211,7 +211,7 @@ impl Files {
 }
 
 /// A setting's name and its path, as messages show them.
-struct FileName<'a>(&'static str, Option<&'a Path>);
+pub(super) struct FileName<'a>(pub(super) &'static str, pub(super) Option<&'a Path>);
 
 impl fmt::Display for FileName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -223,7 +223,7 @@ impl fmt::Display for FileName<'_> {
 }
 
 /// The PEM certificates in a file; at least one.
-fn certificates(
+pub(super) fn certificates(
     file: &FileName<'_>,
     contents: &Contents,
 ) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -242,7 +242,10 @@ fn certificates(
 }
 
 /// The PEM private key in a file.
-fn private_key(file: &FileName<'_>, contents: &Contents) -> Result<PrivateKeyDer<'static>, String> {
+pub(super) fn private_key(
+    file: &FileName<'_>,
+    contents: &Contents,
+) -> Result<PrivateKeyDer<'static>, String> {
     let bytes = contents
         .as_ref()
         .map_err(|err| format!("{file}: cannot read it: {err}"))?;
