@@ -145,7 +145,7 @@ async fn serve(
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log_filter);
+    telemetry::init(&settings);
     if let Exposure::Insecure(warning) = exposure {
         tracing::warn!("INSECURE: {warning}");
     }

@@ -39,8 +39,10 @@ fn capture(
 }
 
 impl Sqlgate {
-    /// Starts `sqlgate serve ARGS` with `envs` and no other `SQLGATE_*`
-    /// variable of this process.
+    /// Starts `sqlgate serve ARGS` with `envs` and no other `SQLGATE_*` or
+    /// `OTEL_*` variable of this process. Logs are text lines unless
+    /// `envs` says otherwise (`SQLGATE_LOG__FORMAT`; empty: unset, so that
+    /// sqlgate picks the format itself).
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
         Self::start_in(None, args, envs)
     }
@@ -64,12 +66,19 @@ impl Sqlgate {
             command.current_dir(dir);
         }
         for (key, _) in std::env::vars() {
-            if key.starts_with("SQLGATE_") {
+            if key.starts_with("SQLGATE_") || key.starts_with("OTEL_") {
                 command.env_remove(key);
             }
         }
+        command.env("SQLGATE_LOG__FORMAT", "text");
+        for (key, value) in envs {
+            if value.is_empty() && *key == "SQLGATE_LOG__FORMAT" {
+                command.env_remove(key);
+            } else {
+                command.env(key, value);
+            }
+        }
         let mut child = command
-            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

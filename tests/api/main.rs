@@ -26,6 +26,7 @@ mod isolation_mysql;
 mod isolation_postgres;
 mod isolation_sqlite;
 mod limits;
+mod log_format;
 mod log_privacy;
 mod memory_bounds;
 mod mysql_values;
