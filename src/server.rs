@@ -21,7 +21,7 @@ use crate::{
     db::{Backend, Database, Driver, PoolHandle},
     error::Error,
     grpc::{
-        AdminService, QueryService, SessionService,
+        AdminService, Observers, QueryService, SessionService,
         auth::Authenticator,
         limits::CallerLimits,
         pb,
@@ -30,6 +30,7 @@ use crate::{
     health::{self, HealthService, HealthState},
     query::QueryEngine,
     session::{SessionManager, SessionRegistry},
+    telemetry::{Metrics, prometheus},
 };
 
 /// How long closing the pool may wait, after the drain, for connections
@@ -50,6 +51,10 @@ pub struct Application {
     /// TLS on the listener (`None` when off), reloaded in the background.
     tls: Option<Arc<ServerTls>>,
     background: Background,
+    /// Metrics (off unless `metrics.listen` or an OTLP endpoint is set).
+    metrics: Metrics,
+    /// Where `GET /metrics` is served, when it is.
+    metrics_address: Option<SocketAddr>,
     settings: Settings,
 }
 
@@ -75,8 +80,27 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(|err| Error::Internal(format!("no local address: {err}")))?;
-        let background =
+        let metrics =
+            Metrics::start(&settings, &wired.pool, &wired.sessions).map_err(Error::Internal)?;
+        let metrics_listener = match (settings.metrics.listen, metrics.registry()) {
+            (Some(address), Some(registry)) => Some((
+                prometheus::bind(address).await.map_err(Error::Internal)?,
+                registry,
+            )),
+            _ => None,
+        };
+        let metrics_address = metrics_listener
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok());
+        let mut background =
             Background::start(&wired.pool, &wired.health, &auth, tls.as_ref(), &settings);
+        if let Some((listener, registry)) = metrics_listener {
+            background.tasks.push(prometheus::spawn(
+                listener,
+                registry,
+                background.stop.clone(),
+            ));
+        }
         Ok(Self {
             listener,
             address,
@@ -87,6 +111,8 @@ impl Application {
             auth,
             tls,
             background,
+            metrics,
+            metrics_address,
             settings,
         })
     }
@@ -94,6 +120,12 @@ impl Application {
     /// The address actually bound.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where `GET /metrics` is served (`metrics.listen`, its port chosen
+    /// when 0), or `None` when it is off.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_address
     }
 
     /// Serves until `shutdown` resolves, then drains and closes the pool.
@@ -111,6 +143,8 @@ impl Application {
             auth,
             tls,
             background,
+            metrics,
+            metrics_address,
             settings,
         } = self;
         tracing::info!(
@@ -118,8 +152,12 @@ impl Application {
             tls = tls.is_some(),
             backend = pool.backend().name(),
             max_connections = settings.pool.max_connections,
+            metrics = metrics_address.map(tracing::field::display),
             "sqlgate serving"
         );
+        let observers = Observers {
+            metrics: metrics.calls(),
+        };
         let drain = settings.shutdown.drain_timeout;
         let stopping = async move {
             shutdown.await;
@@ -137,7 +175,11 @@ impl Application {
             listener,
             routes,
             &settings.transport,
-            transport::Admission { tls, auth },
+            transport::Admission {
+                tls,
+                auth,
+                observers,
+            },
             drain,
             stopping,
             cut,
@@ -147,6 +189,8 @@ impl Application {
         pool.cut_in_flight();
         background.stop().await;
         pool.close(POOL_CLOSE_BOUND).await;
+        // Last: the final figures (sessions ended by shutdown) go out too.
+        metrics.shutdown();
         tracing::info!("pool closed; stopped");
         Ok(())
     }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Backend, Deadline, Driver, PoolHandle, StreamFigures,
     driver::limit_statement_cache,
-    metrics::{PoolMetrics, PoolSnapshot},
+    metrics::{PoolMetrics, PoolSnapshot, WaitObserver},
     timeouts::TimeoutMemory,
 };
 use crate::{
@@ -318,6 +318,10 @@ impl<DB: Driver> PoolHandle for Database<DB> {
         let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
         self.metrics
             .snapshot(DB::BACKEND, &self.settings, size, idle.min(size))
+    }
+
+    fn observe_waits(&self, observer: WaitObserver) {
+        self.metrics.observe_waits(observer);
     }
 
     fn close(&self, wait: Duration) -> BoxFuture<'_, ()> {

@@ -36,6 +36,7 @@ use tracing::Level;
 pub(crate) use note::{CallNote, Caller};
 
 use super::auth::{Authenticator, Refusal};
+use crate::telemetry::metrics::CallMetrics;
 
 /// Calls of sqlgate's own services are logged at `info`; the rest (health
 /// probes every few seconds, reflection) at `debug`.
@@ -46,12 +47,29 @@ const OWN_SERVICES: &str = "/sqlgate.";
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ObserveLayer {
     auth: Authenticator,
+    observers: Observers,
+}
+
+/// What records each call besides its log line; each part is `None` when
+/// it is off, and then costs the call nothing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Observers {
+    /// Call and operation durations (metrics on).
+    pub(crate) metrics: Option<CallMetrics>,
 }
 
 impl ObserveLayer {
     /// The layer, authenticating every call with `auth`.
     pub(crate) fn new(auth: Authenticator) -> Self {
-        Self { auth }
+        Self {
+            auth,
+            observers: Observers::default(),
+        }
+    }
+
+    /// The same layer, every call recorded by `observers` too.
+    pub(crate) fn observed_by(self, observers: Observers) -> Self {
+        Self { observers, ..self }
     }
 }
 
@@ -62,6 +80,7 @@ impl<S> Layer<S> for ObserveLayer {
         Observe {
             inner,
             auth: self.auth.clone(),
+            observers: self.observers.clone(),
         }
     }
 }
@@ -71,6 +90,7 @@ impl<S> Layer<S> for ObserveLayer {
 pub(crate) struct Observe<S> {
     inner: S,
     auth: Authenticator,
+    observers: Observers,
 }
 
 impl<S, B, ResBody> Service<http::Request<B>> for Observe<S>
@@ -109,6 +129,7 @@ where
             started: Instant::now(),
             code: None,
             refusal: None,
+            metrics: self.observers.metrics.clone(),
         };
         if let Some(refusal) = refusal {
             // The handler never runs: the answer is the refusal.
@@ -257,6 +278,8 @@ struct Call {
     code: Option<Code>,
     /// Why authentication refused the call, if it did.
     refusal: Option<Refusal>,
+    /// Where the call's duration is recorded (metrics on).
+    metrics: Option<CallMetrics>,
 }
 
 /// One call line, at a level fixed per call site.
@@ -289,6 +312,13 @@ impl Drop for Call {
     fn drop(&mut self) {
         let path = self.path.as_ref().map_or("", |path| path.path());
         let code = self.code.unwrap_or(Code::Cancelled);
+        if let Some(metrics) = &self.metrics {
+            let elapsed = self.started.elapsed();
+            metrics.call(path, code, elapsed);
+            if let Some(operation) = self.note.noted_operation() {
+                metrics.operation(operation, code, elapsed);
+            }
+        }
         // Nothing is split, locked or formatted unless the line is wanted.
         if path.starts_with(OWN_SERVICES) {
             if tracing::enabled!(Level::INFO) {

@@ -21,7 +21,7 @@ use crate::{
     config::DeadlineSettings,
     db::{Driver, transaction::Access},
     error::{DeadlinePhase, Error},
-    query::{QueryEngine, Statement, StreamEvent},
+    query::{QueryEngine, Statement, StreamEvent, operation::operation_name},
 };
 
 /// The Query service over one engine.
@@ -74,6 +74,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         let request = request.into_inner();
         let statement = self.statement(request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
+        note.operation(operation_name(&statement.sql));
         let output = self
             .engine
             .execute(statement, request.max_rows, deadline, access, hold)
@@ -95,6 +96,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         let request = request.into_inner();
         let statement = self.statement(request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
+        note.operation(operation_name(&statement.sql));
         deadline.check(DeadlinePhase::BeforeStart)?;
         let events = self
             .engine
@@ -133,6 +135,7 @@ impl<DB: Driver> Query for QueryService<DB> {
             .collect::<Result<Vec<_>, _>>();
         let statements = statements?;
         note.fingerprints(statements.iter().map(|s| s.fingerprint.as_str()));
+        note.operation("BATCH");
         let outputs = self
             .engine
             .execute_batch(statements, request.max_rows, deadline, access, hold)

@@ -34,6 +34,7 @@ mod observe;
 mod pg_activity;
 mod pool_stats;
 mod postgres_values;
+mod prometheus;
 mod proxy;
 mod query;
 mod roles;

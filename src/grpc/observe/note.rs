@@ -113,6 +113,8 @@ pub(super) struct NoteText {
     pub(super) fingerprint: Option<String>,
     /// The session a `Sessions/Attach` call opened.
     pub(super) session: Option<String>,
+    /// What the call's statement does (`SELECT`…; `BATCH` for several).
+    pub(super) operation: Option<&'static str>,
 }
 
 impl CallNote {
@@ -140,6 +142,17 @@ impl CallNote {
             .collect::<Vec<_>>()
             .join(",");
         self.text().fingerprint = Some(joined);
+    }
+
+    /// The call runs a statement of this operation (`SELECT`, `INSERT`…,
+    /// or `BATCH`), from a closed set.
+    pub(crate) fn operation(&self, operation: &'static str) {
+        self.text().operation = Some(operation);
+    }
+
+    /// The operation noted, if any.
+    pub(super) fn noted_operation(&self) -> Option<&'static str> {
+        self.text().operation
     }
 
     /// The call opened this session.
