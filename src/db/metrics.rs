@@ -70,6 +70,13 @@ impl PoolMetrics {
     }
 
     fn record_wait(&self, waited: Duration, timed_out: bool) {
+        // An event on the statement's span, when traces are exported.
+        tracing::info!(
+            target: crate::telemetry::traces::TARGET,
+            wait_ms = waited.as_secs_f64() * 1000.0,
+            timed_out,
+            "pool.wait"
+        );
         if let Some(observer) = self.wait_observer.get() {
             (observer.0)(waited, timed_out);
         }

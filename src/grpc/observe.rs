@@ -31,12 +31,16 @@ use hyper::body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Code;
 use tower::{Layer, Service};
-use tracing::Level;
 
 pub(crate) use note::{CallNote, Caller};
 
 use super::auth::{Authenticator, Refusal};
-use crate::telemetry::metrics::CallMetrics;
+use tracing::{Level, Span};
+
+use crate::telemetry::{
+    metrics::{self, CallMetrics},
+    traces,
+};
 
 /// Calls of sqlgate's own services are logged at `info`; the rest (health
 /// probes every few seconds, reflection) at `debug`.
@@ -122,6 +126,13 @@ where
             Err(refusal) => Some(refusal),
         };
         let note = CallNote::default();
+        let span = traces::rpc_span(
+            metrics::known_method(request.uri().path()),
+            request.headers(),
+        );
+        if !span.is_disabled() {
+            span.record("sqlgate.caller", tracing::field::display(&caller));
+        }
         let call = Call {
             path: request.uri().path_and_query().cloned(),
             caller: caller.clone(),
@@ -130,6 +141,7 @@ where
             code: None,
             refusal: None,
             metrics: self.observers.metrics.clone(),
+            span: span.clone(),
         };
         if let Some(refusal) = refusal {
             // The handler never runs: the answer is the refusal.
@@ -138,15 +150,19 @@ where
                     refusal: Some(refusal),
                 },
                 call: Some(call),
+                span,
             };
         }
         request.extensions_mut().insert(caller);
         request.extensions_mut().insert(note);
+        // The handler runs inside the call's span, and so do the tasks it
+        // spawns (they take the current span), so statements are its
+        // children.
+        let future = span.in_scope(|| self.inner.call(request));
         ObservedFuture {
-            inner: Answer::Handler {
-                future: self.inner.call(request),
-            },
+            inner: Answer::Handler { future },
             call: Some(call),
+            span,
         }
     }
 }
@@ -159,6 +175,8 @@ pin_project! {
         #[pin]
         inner: Answer<F>,
         call: Option<Call>,
+        // Entered at each poll (disabled when traces are off).
+        span: Span,
     }
 }
 
@@ -187,6 +205,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         let result = match this.inner.project() {
             AnswerProjection::Handler { future } => ready!(future.poll(cx)),
             AnswerProjection::Refused { refusal } => {
@@ -208,7 +227,8 @@ where
                     // A trailers-only answer (most errors) ends here.
                     call.code = grpc_status(response.headers());
                 }
-                Ok(response.map(|inner| ObservedBody { inner, call }))
+                let span = this.span.clone();
+                Ok(response.map(|inner| ObservedBody { inner, call, span }))
             }
             Err(err) => {
                 if let Some(call) = call.as_mut() {
@@ -228,6 +248,8 @@ pin_project! {
         #[pin]
         inner: B,
         call: Option<Call>,
+        // Entered at each poll: a streaming body is most of a call.
+        span: Span,
     }
 }
 
@@ -240,6 +262,7 @@ impl<B: Body> Body for ObservedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
+        let _entered = this.span.enter();
         let frame = ready!(this.inner.poll_frame(cx));
         let ended = match &frame {
             Some(Ok(frame)) => frame.trailers_ref().map(grpc_status),
@@ -280,6 +303,9 @@ struct Call {
     refusal: Option<Refusal>,
     /// Where the call's duration is recorded (metrics on).
     metrics: Option<CallMetrics>,
+    /// The call's span; it ends when the call does (disabled when traces
+    /// are off).
+    span: Span,
 }
 
 /// One call line, at a level fixed per call site.
@@ -303,6 +329,7 @@ macro_rules! call_line {
             code = ?$code,
             refused = $call.refusal.as_ref().map(Refusal::reason),
             elapsed_ms = $call.started.elapsed().as_secs_f64() * 1000.0,
+            trace_id = traces::trace_id(&$call.span),
             "{outcome}"
         );
     }};
@@ -312,6 +339,16 @@ impl Drop for Call {
     fn drop(&mut self) {
         let path = self.path.as_ref().map_or("", |path| path.path());
         let code = self.code.unwrap_or(Code::Cancelled);
+        if !self.span.is_disabled() {
+            self.span
+                .record("rpc.response.status_code", metrics::code_name(code));
+            if let Some(session) = self.note.session_id() {
+                self.span.record("sqlgate.session.id", session);
+            }
+            if is_server_error(code) {
+                self.span.record("otel.status_code", "ERROR");
+            }
+        }
         if let Some(metrics) = &self.metrics {
             let elapsed = self.started.elapsed();
             metrics.call(path, code, elapsed);
@@ -358,6 +395,20 @@ fn loggable(name: &str) -> &str {
     } else {
         "?"
     }
+}
+
+/// Codes that mark a server span as an error (the RPC conventions: the
+/// others are the caller's doing).
+fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
 }
 
 /// The `grpc-status` of response headers or trailers, if they carry one.

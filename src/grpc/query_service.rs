@@ -8,6 +8,7 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::{Instrument, Span};
 
 use super::{
     convert,
@@ -19,9 +20,12 @@ use super::{
 };
 use crate::{
     config::DeadlineSettings,
-    db::{Driver, transaction::Access},
+    db::{Backend, Driver, transaction::Access},
     error::{DeadlinePhase, Error},
-    query::{QueryEngine, Statement, StreamEvent, operation::operation_name},
+    query::{
+        QueryEngine, Statement, StreamEvent, operation::operation_name, statement::sanitized_text,
+    },
+    telemetry::{metrics::db_system, traces},
 };
 
 /// The Query service over one engine.
@@ -59,6 +63,13 @@ impl<DB: Driver> QueryService<DB> {
     }
 }
 
+/// The span of `statement` run on backend `backend`.
+fn statement_span(backend: Backend, statement: &Statement) -> Span {
+    traces::statement_span(db_system(backend), operation_name(&statement.sql), || {
+        sanitized_text(&statement.sql, backend)
+    })
+}
+
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ResultFrame, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -75,10 +86,14 @@ impl<DB: Driver> Query for QueryService<DB> {
         let statement = self.statement(request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
         note.operation(operation_name(&statement.sql));
+        let span = statement_span(DB::BACKEND, &statement);
         let output = self
             .engine
             .execute(statement, request.max_rows, deadline, access, hold)
-            .await?;
+            .instrument(span.clone())
+            .await;
+        traces::statement_done(&span, output.as_ref().map(|output| output.rows.len()));
+        let output = output?;
         note.rows(output.rows.len());
         Ok(Response::new(output.into()))
     }
@@ -98,14 +113,25 @@ impl<DB: Driver> Query for QueryService<DB> {
         note.fingerprint(&statement.fingerprint);
         note.operation(operation_name(&statement.sql));
         deadline.check(DeadlinePhase::BeforeStart)?;
-        let events = self
-            .engine
-            .execute_stream(statement, deadline, access, hold);
+        // The statement's span lives as long as its stream: the work is
+        // spawned inside it, and it ends when the stream is dropped.
+        let span = statement_span(DB::BACKEND, &statement);
+        let events = span.in_scope(|| {
+            self.engine
+                .execute_stream(statement, deadline, access, hold)
+        });
+        let mut rows_sent = 0;
         let frames = ReceiverStream::new(events).map(move |event| {
             // Counted as each batch goes out: the call's line, written
             // when the stream ends, says how many rows were sent.
-            if let Ok(StreamEvent::Rows(rows)) = &event {
-                note.rows(rows.len());
+            match &event {
+                Ok(StreamEvent::Rows(rows)) => {
+                    note.rows(rows.len());
+                    rows_sent += rows.len();
+                }
+                Ok(StreamEvent::Finished(_)) => traces::statement_done(&span, Ok(rows_sent)),
+                Err(error) => traces::statement_done(&span, Err(error)),
+                Ok(_) => {}
             }
             event.map(pb::ResultFrame::from).map_err(Status::from)
         });
@@ -136,10 +162,18 @@ impl<DB: Driver> Query for QueryService<DB> {
         let statements = statements?;
         note.fingerprints(statements.iter().map(|s| s.fingerprint.as_str()));
         note.operation("BATCH");
+        let span = traces::statement_span(db_system(DB::BACKEND), "BATCH", String::new);
+        span.record("db.operation.batch.size", statements.len());
         let outputs = self
             .engine
             .execute_batch(statements, request.max_rows, deadline, access, hold)
-            .await?;
+            .instrument(span.clone())
+            .await;
+        let rows = outputs
+            .as_ref()
+            .map(|outputs| outputs.iter().map(|o| o.rows.len()).sum());
+        traces::statement_done(&span, rows);
+        let outputs = outputs?;
         note.rows(outputs.iter().map(|o| o.rows.len()).sum());
         Ok(Response::new(pb::ExecuteBatchResponse {
             results: outputs.into_iter().map(pb::ExecuteResponse::from).collect(),

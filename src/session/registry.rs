@@ -434,6 +434,13 @@ impl SessionGuard {
         self.ended = true;
         self.registry.close(&self.entry, reason);
         tracing::info!(session = %self.entry.id, reason = reason.name(), statements = self.entry.statements(), "session ended");
+        // On the session's call span, when traces are exported.
+        tracing::info!(
+            target: crate::telemetry::traces::TARGET,
+            end_reason = reason.name(),
+            statements = self.entry.statements(),
+            "session.end"
+        );
     }
 }
 

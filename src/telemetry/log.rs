@@ -2,13 +2,20 @@
 //! with the same fields for an aggregator. Either way one line per event,
 //! to stderr, filtered by `log_filter`.
 
-use tracing_subscriber::{EnvFilter, Layer, Registry, fmt, layer::SubscriberExt};
+use tracing_subscriber::{EnvFilter, Layer, Registry, fmt};
 
 use crate::config::LogFormat;
 
 /// Dependencies whose own logging is noise at `info` (and, for the HTTP/2
 /// and gRPC stacks, would make an OTLP exporter log its own requests).
-const QUIETED: [&str; 4] = ["sqlx=warn", "h2=warn", "hyper=warn", "tonic=warn"];
+/// Exported spans ([`super::traces::TARGET`]) are never log lines.
+const QUIETED: [&str; 5] = [
+    "sqlx=warn",
+    "h2=warn",
+    "hyper=warn",
+    "tonic=warn",
+    "sqlgate::trace=off",
+];
 
 /// The log layer, its filter applied to it alone (other layers, such as
 /// trace export, choose their own spans).
@@ -43,10 +50,9 @@ pub(super) fn layer(filter: &str, format: LogFormat) -> LogLayer {
     }
 }
 
-/// Installs the log layer alone as the process's subscriber. Safe to call
-/// more than once: later calls leave the first in place.
-pub(super) fn install(filter: &str, format: LogFormat) {
-    let subscriber = Registry::default().with(layer(filter, format));
+/// Installs `subscriber` as the process's. Safe to call more than once:
+/// later calls leave the first in place.
+pub(super) fn install(subscriber: impl tracing::Subscriber + Send + Sync + 'static) {
     let _ = tracing::subscriber::set_global_default(subscriber);
     // `log` records (from dependencies that use it) are not bridged: the
     // ones worth seeing come through `tracing` already.

@@ -15,14 +15,11 @@ use opentelemetry::{
     KeyValue,
     metrics::{Histogram, Meter, MeterProvider as _},
 };
-use opentelemetry_otlp::{MetricExporter, WithExportConfig};
+use opentelemetry_otlp::MetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use tonic::Code;
 
-use super::{
-    counts,
-    otlp::{self, Endpoint},
-};
+use super::{counts, otlp};
 use crate::{
     config::Settings,
     db::{Backend, PoolHandle, PoolSnapshot, WaitObserver},
@@ -90,12 +87,8 @@ impl Metrics {
             None
         };
         if let Some(endpoint) = endpoint {
-            let exporter = MetricExporter::builder().with_tonic();
-            let exporter = match endpoint {
-                Endpoint::Configured(url) => exporter.with_endpoint(url),
-                Endpoint::FromEnvironment => exporter,
-            };
-            let exporter = exporter
+            let exporter = endpoint
+                .aim(MetricExporter::builder().with_tonic())
                 .build()
                 .map_err(|err| format!("OTLP metric exporter: {err}"))?;
             builder = builder.with_reader(PeriodicReader::builder(exporter).build());

@@ -2,6 +2,7 @@
 //! metrics alike, from the `[otlp]` settings or the standard `OTEL_*`
 //! variables.
 
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 
 use crate::config::OtlpSettings;
@@ -37,6 +38,17 @@ pub(crate) fn endpoint(settings: &OtlpSettings) -> Option<Endpoint> {
         Some(Endpoint::FromEnvironment)
     } else {
         None
+    }
+}
+
+impl Endpoint {
+    /// Points an exporter `builder` here (from the environment: as the
+    /// exporter reads it itself).
+    pub(crate) fn aim<B: WithExportConfig>(self, builder: B) -> B {
+        match self {
+            Endpoint::Configured(url) => builder.with_endpoint(url),
+            Endpoint::FromEnvironment => builder,
+        }
     }
 }
 

@@ -53,5 +53,6 @@ mod stream_starvation;
 mod streaming;
 mod test_database;
 mod tls;
+mod traces;
 mod value_refusals;
 mod values;

@@ -150,6 +150,11 @@ impl CallNote {
         self.text().operation = Some(operation);
     }
 
+    /// The session noted, if any (the text stays for the line).
+    pub(super) fn session_id(&self) -> Option<String> {
+        self.text().session.clone()
+    }
+
     /// The operation noted, if any.
     pub(super) fn noted_operation(&self) -> Option<&'static str> {
         self.text().operation
