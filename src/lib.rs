@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub(crate) mod audit;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -17,6 +17,7 @@ use tonic::service::Routes;
 use tonic_health::pb::health_server::HealthServer;
 
 use crate::{
+    audit::Audit,
     config::Settings,
     db::{Backend, Database, Driver, PoolHandle},
     error::Error,
@@ -55,6 +56,8 @@ pub struct Application {
     metrics: Metrics,
     /// Where `GET /metrics` is served, when it is.
     metrics_address: Option<SocketAddr>,
+    /// The audit trail (off unless `audit.sink` is set).
+    audit: Option<Audit>,
     settings: Settings,
 }
 
@@ -82,6 +85,10 @@ impl Application {
             .map_err(|err| Error::Internal(format!("no local address: {err}")))?;
         let metrics =
             Metrics::start(&settings, &wired.pool, &wired.sessions).map_err(Error::Internal)?;
+        let audit = Audit::start(&settings.audit.sink, backend).map_err(Error::Internal)?;
+        if let Some(audit) = &audit {
+            wired.sessions.audit_with(audit.clone());
+        }
         let metrics_listener = match (settings.metrics.listen, metrics.registry()) {
             (Some(address), Some(registry)) => Some((
                 prometheus::bind(address).await.map_err(Error::Internal)?,
@@ -113,6 +120,7 @@ impl Application {
             background,
             metrics,
             metrics_address,
+            audit,
             settings,
         })
     }
@@ -145,6 +153,7 @@ impl Application {
             background,
             metrics,
             metrics_address,
+            audit,
             settings,
         } = self;
         tracing::info!(
@@ -157,6 +166,7 @@ impl Application {
         );
         let observers = Observers {
             metrics: metrics.calls(),
+            audit,
         };
         let drain = settings.shutdown.drain_timeout;
         let stopping = async move {

@@ -37,6 +37,7 @@ pub(crate) use note::{CallNote, Caller};
 use super::auth::{Authenticator, Refusal};
 use tracing::{Level, Span};
 
+use crate::audit::{Actor, Audit, StatementRecord};
 use crate::telemetry::{
     metrics::{self, CallMetrics},
     traces,
@@ -60,6 +61,8 @@ pub(crate) struct ObserveLayer {
 pub(crate) struct Observers {
     /// Call and operation durations (metrics on).
     pub(crate) metrics: Option<CallMetrics>,
+    /// The audit trail (on when `audit.sink` is set).
+    pub(crate) audit: Option<Audit>,
 }
 
 impl ObserveLayer {
@@ -125,13 +128,17 @@ where
             Ok(None) => None,
             Err(refusal) => Some(refusal),
         };
-        let note = CallNote::default();
+        let note = CallNote::keeping_statements(self.observers.audit.is_some());
+        let tags = request_tags(request.headers());
         let span = traces::rpc_span(
             metrics::known_method(request.uri().path()),
             request.headers(),
         );
         if !span.is_disabled() {
             span.record("sqlgate.caller", tracing::field::display(&caller));
+            if !tags.is_empty() {
+                span.record("sqlgate.tags", tags.join(","));
+            }
         }
         let call = Call {
             path: request.uri().path_and_query().cloned(),
@@ -141,6 +148,8 @@ where
             code: None,
             refusal: None,
             metrics: self.observers.metrics.clone(),
+            audit: self.observers.audit.clone(),
+            tags,
             span: span.clone(),
         };
         if let Some(refusal) = refusal {
@@ -303,6 +312,10 @@ struct Call {
     refusal: Option<Refusal>,
     /// Where the call's duration is recorded (metrics on).
     metrics: Option<CallMetrics>,
+    /// Where the call's statements are recorded (audit on).
+    audit: Option<Audit>,
+    /// The caller's `sqlgate-tag` values (checked, at most [`MAX_TAGS`]).
+    tags: Vec<String>,
     /// The call's span; it ends when the call does (disabled when traces
     /// are off).
     span: Span,
@@ -349,6 +362,9 @@ impl Drop for Call {
                 self.span.record("otel.status_code", "ERROR");
             }
         }
+        if let Some(audit) = &self.audit {
+            self.audit_statements(audit, path, code);
+        }
         if let Some(metrics) = &self.metrics {
             let elapsed = self.started.elapsed();
             metrics.call(path, code, elapsed);
@@ -367,6 +383,67 @@ impl Drop for Call {
             call_line!(Level::DEBUG, self, service, method, code);
         }
     }
+}
+
+impl Call {
+    /// One audit event per statement the handler noted.
+    fn audit_statements(&self, audit: &Audit, path: &str, code: Code) {
+        let (statements, sqlstate) = self.note.take_statements();
+        if statements.is_empty() {
+            return;
+        }
+        let actor = Actor {
+            caller: self.caller.to_string(),
+            role: self.caller.identity().map(|identity| identity.role.name()),
+            peer: self.caller.peer().map(|peer| peer.to_string()),
+        };
+        let duration = self.started.elapsed();
+        for statement in statements {
+            audit.statement(StatementRecord {
+                actor: actor.clone(),
+                method: metrics::known_method(path),
+                session: None,
+                sql: statement.sql,
+                fingerprint: statement.fingerprint,
+                rows_returned: statement
+                    .rows_returned
+                    .unwrap_or_else(|| self.note.rows_sent()),
+                rows_affected: statement.rows_affected,
+                duration,
+                code,
+                sqlstate: sqlstate.clone(),
+                tags: self.tags.clone(),
+            });
+        }
+    }
+}
+
+/// The most `sqlgate-tag` values a call carries; more are ignored.
+const MAX_TAGS: usize = 8;
+/// The longest tag kept.
+const MAX_TAG_BYTES: usize = 64;
+
+/// The call's `sqlgate-tag` metadata values (like Spanner's request tags):
+/// short printable identifiers only — a value that is longer, or has
+/// spaces or odd bytes, is dropped rather than echoed into spans and the
+/// audit trail.
+fn request_tags(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all("sqlgate-tag")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|tag| {
+            !tag.is_empty()
+                && tag.len() <= MAX_TAG_BYTES
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.:=/".contains(&b))
+        })
+        .take(MAX_TAGS)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `/sqlgate.v1.Query/Execute` → (`sqlgate.v1.Query`, `Execute`); a path

@@ -63,6 +63,13 @@ impl<DB: Driver> QueryService<DB> {
     }
 }
 
+/// Notes the database's SQLSTATE, when it refused, for the audit trail.
+fn note_refusal(note: &CallNote, error: &Error) {
+    if let Some(sqlstate) = error.sqlstate() {
+        note.sqlstate(sqlstate);
+    }
+}
+
 /// The span of `statement` run on backend `backend`.
 fn statement_span(backend: Backend, statement: &Statement) -> Span {
     traces::statement_span(db_system(backend), operation_name(&statement.sql), || {
@@ -86,6 +93,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         let statement = self.statement(request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
         note.operation(operation_name(&statement.sql));
+        note.statement(&statement.sql, &statement.fingerprint);
         let span = statement_span(DB::BACKEND, &statement);
         let output = self
             .engine
@@ -93,8 +101,9 @@ impl<DB: Driver> Query for QueryService<DB> {
             .instrument(span.clone())
             .await;
         traces::statement_done(&span, output.as_ref().map(|output| output.rows.len()));
-        let output = output?;
+        let output = output.inspect_err(|error| note_refusal(&note, error))?;
         note.rows(output.rows.len());
+        note.statement_rows([(output.rows.len() as u64, output.rows_affected)]);
         Ok(Response::new(output.into()))
     }
 
@@ -112,6 +121,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         let statement = self.statement(request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
         note.operation(operation_name(&statement.sql));
+        note.statement(&statement.sql, &statement.fingerprint);
         deadline.check(DeadlinePhase::BeforeStart)?;
         // The statement's span lives as long as its stream: the work is
         // spawned inside it, and it ends when the stream is dropped.
@@ -129,8 +139,14 @@ impl<DB: Driver> Query for QueryService<DB> {
                     note.rows(rows.len());
                     rows_sent += rows.len();
                 }
-                Ok(StreamEvent::Finished(_)) => traces::statement_done(&span, Ok(rows_sent)),
-                Err(error) => traces::statement_done(&span, Err(error)),
+                Ok(StreamEvent::Finished(stats)) => {
+                    traces::statement_done(&span, Ok(rows_sent));
+                    note.statement_rows([(stats.rows_returned, stats.rows_affected)]);
+                }
+                Err(error) => {
+                    traces::statement_done(&span, Err(error));
+                    note_refusal(&note, error);
+                }
                 Ok(_) => {}
             }
             event.map(pb::ResultFrame::from).map_err(Status::from)
@@ -162,6 +178,9 @@ impl<DB: Driver> Query for QueryService<DB> {
         let statements = statements?;
         note.fingerprints(statements.iter().map(|s| s.fingerprint.as_str()));
         note.operation("BATCH");
+        for statement in &statements {
+            note.statement(&statement.sql, &statement.fingerprint);
+        }
         let span = traces::statement_span(db_system(DB::BACKEND), "BATCH", String::new);
         span.record("db.operation.batch.size", statements.len());
         let outputs = self
@@ -173,7 +192,12 @@ impl<DB: Driver> Query for QueryService<DB> {
             .as_ref()
             .map(|outputs| outputs.iter().map(|o| o.rows.len()).sum());
         traces::statement_done(&span, rows);
-        let outputs = outputs?;
+        let outputs = outputs.inspect_err(|error| note_refusal(&note, error))?;
+        note.statement_rows(
+            outputs
+                .iter()
+                .map(|output| (output.rows.len() as u64, output.rows_affected)),
+        );
         note.rows(outputs.iter().map(|o| o.rows.len()).sum());
         Ok(Response::new(pb::ExecuteBatchResponse {
             results: outputs.into_iter().map(pb::ExecuteResponse::from).collect(),

@@ -13,6 +13,7 @@ use super::{
     registry::{EndReason, SessionEntry, SessionGuard},
 };
 use crate::{
+    audit::StatementRecord,
     db::{
         CLEANUP_TIMEOUT, Deadline, Driver,
         transaction::{Access, Begin, Checkout, Failure},
@@ -41,6 +42,15 @@ pub(super) struct Session<DB: Driver> {
     /// What the owner may do: a reader's refusals to write by the database
     /// are answered PERMISSION_DENIED.
     access: Access,
+    /// The statement running now, kept for the audit trail (when it is on).
+    audited: Option<AuditedStatement>,
+}
+
+/// A session statement on its way to the audit trail.
+struct AuditedStatement {
+    sql: Arc<str>,
+    fingerprint: String,
+    started: Instant,
 }
 
 /// What cut a statement short.
@@ -93,6 +103,7 @@ impl<DB: Driver> Session<DB> {
                 dirty: false,
                 read_only: options.read_only,
                 access,
+                audited: None,
             }),
             Err(error) => {
                 guard.end(EndReason::Failed);
@@ -131,6 +142,13 @@ impl<DB: Driver> Session<DB> {
         statement: &Statement,
         deadline: Deadline,
     ) -> Option<EndReason> {
+        if self.manager.registry.audit().is_some() {
+            self.audited = Some(AuditedStatement {
+                sql: statement.sql.clone(),
+                fingerprint: statement.fingerprint.clone(),
+                started: Instant::now(),
+            });
+        }
         if let Err(error) = statement.check_for_session(self.read_only) {
             return self.failed(request_id, error).await;
         }
@@ -167,6 +185,7 @@ impl<DB: Driver> Session<DB> {
                     rows_returned: sink.rows_returned(),
                     elapsed: started.elapsed(),
                 };
+                self.audit(stats.rows_returned, rows_affected, None);
                 let finished = SessionEvent::Frame {
                     request_id,
                     event: StreamEvent::Finished(stats),
@@ -244,6 +263,7 @@ impl<DB: Driver> Session<DB> {
     /// is in an unknown state, or the backend's transaction did not survive
     /// the interrupt.
     async fn failed(&mut self, request_id: u64, error: Error) -> Option<EndReason> {
+        self.audit(0, 0, Some(&error));
         if aborts_transaction::<DB>(&error) {
             self.entry.mark_aborted();
         }
@@ -255,6 +275,28 @@ impl<DB: Driver> Session<DB> {
             .tell(SessionEvent::Error { request_id, error })
             .await;
         ends.then_some(EndReason::Failed)
+    }
+
+    /// Hands the statement running now to the audit trail (when it is on):
+    /// its rows, or the error its caller got.
+    fn audit(&mut self, rows_returned: u64, rows_affected: u64, error: Option<&Error>) {
+        let (Some(audit), Some(statement)) = (self.manager.registry.audit(), self.audited.take())
+        else {
+            return;
+        };
+        audit.statement(StatementRecord {
+            actor: self.entry.owner.actor(),
+            method: "sqlgate.v1.Sessions/Attach",
+            session: Some(self.entry.id.clone()),
+            sql: statement.sql,
+            fingerprint: statement.fingerprint,
+            rows_returned,
+            rows_affected,
+            duration: statement.started.elapsed(),
+            code: error.map_or(tonic::Code::Ok, Error::code),
+            sqlstate: error.and_then(Error::sqlstate).map(str::to_owned),
+            tags: Vec::new(),
+        });
     }
 
     /// Ends the session. `Commit` commits (a failed commit ends it as

@@ -138,19 +138,10 @@ pub(crate) fn statement_done(span: &Span, outcome: Result<usize, &Error>) {
         Err(error) => {
             span.record("otel.status_code", "ERROR");
             span.record("error.type", super::metrics::code_name(error.code()));
-            if let Some(sqlstate) = sqlstate(error) {
+            if let Some(sqlstate) = error.sqlstate() {
                 span.record("db.response.status_code", sqlstate);
             }
         }
-    }
-}
-
-/// The SQLSTATE (or SQLite result code) the database answered, if it did.
-fn sqlstate(error: &Error) -> Option<&str> {
-    match error {
-        Error::Database(failure) => Some(failure.sqlstate.as_str()),
-        Error::InBatch { source, .. } => sqlstate(source),
-        _ => None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 #![allow(unreachable_pub)]
 
+mod audit;
 mod auth;
 mod backend_settings;
 mod bad_input;

@@ -21,7 +21,7 @@ use crate::{
 
 /// `GET path` over plain HTTP/1.1 (one request, then the server closes);
 /// the status code and the body.
-async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
     http_raw(
         address,
         &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),

@@ -104,6 +104,21 @@ pub(crate) struct CallNote(Arc<Shared>);
 struct Shared {
     rows: AtomicU64,
     text: Mutex<NoteText>,
+    /// Whether statements are kept for the audit trail (it is on).
+    keeps_statements: bool,
+}
+
+/// A statement of the call, kept for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct NotedStatement {
+    /// The caller's text (parsed for the trail, never written).
+    pub(super) sql: Arc<str>,
+    /// Its fingerprint.
+    pub(super) fingerprint: String,
+    /// Rows sent back (`None`: the call's count).
+    pub(super) rows_returned: Option<u64>,
+    /// Rows the database changed.
+    pub(super) rows_affected: u64,
 }
 
 /// The note's text fields, taken once when the line is written.
@@ -115,6 +130,10 @@ pub(super) struct NoteText {
     pub(super) session: Option<String>,
     /// What the call's statement does (`SELECT`…; `BATCH` for several).
     pub(super) operation: Option<&'static str>,
+    /// The call's statements, when the audit trail keeps them.
+    pub(super) statements: Vec<NotedStatement>,
+    /// The database's SQLSTATE, when it refused the call's statement.
+    pub(super) sqlstate: Option<String>,
 }
 
 impl CallNote {
@@ -127,6 +146,52 @@ impl CallNote {
             .get::<CallNote>()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// A note that keeps the call's statements for the audit trail when
+    /// `keep` (else statements cost nothing).
+    pub(super) fn keeping_statements(keep: bool) -> Self {
+        Self(Arc::new(Shared {
+            keeps_statements: keep,
+            ..Shared::default()
+        }))
+    }
+
+    /// The call runs `sql` (kept only for the audit trail).
+    pub(crate) fn statement(&self, sql: &Arc<str>, fingerprint: &str) {
+        if self.0.keeps_statements {
+            self.text().statements.push(NotedStatement {
+                sql: sql.clone(),
+                fingerprint: fingerprint.to_owned(),
+                rows_returned: None,
+                rows_affected: 0,
+            });
+        }
+    }
+
+    /// The call's statements ended with these rows returned and affected,
+    /// in order.
+    pub(crate) fn statement_rows(&self, rows: impl IntoIterator<Item = (u64, u64)>) {
+        if self.0.keeps_statements {
+            let mut text = self.text();
+            for (statement, (returned, affected)) in text.statements.iter_mut().zip(rows) {
+                statement.rows_returned = Some(returned);
+                statement.rows_affected = affected;
+            }
+        }
+    }
+
+    /// The database refused the call's statement with this SQLSTATE.
+    pub(crate) fn sqlstate(&self, sqlstate: &str) {
+        if self.0.keeps_statements {
+            self.text().sqlstate = Some(sqlstate.to_owned());
+        }
+    }
+
+    /// The statements and SQLSTATE noted, emptied.
+    pub(super) fn take_statements(&self) -> (Vec<NotedStatement>, Option<String>) {
+        let mut text = self.text();
+        (std::mem::take(&mut text.statements), text.sqlstate.take())
     }
 
     /// The call runs the statement with this fingerprint.
