@@ -12,6 +12,8 @@ use super::{
     client::ClientLink,
     registry::{EndReason, SessionEntry, SessionGuard},
 };
+use tracing::Instrument;
+
 use crate::{
     audit::StatementRecord,
     db::{
@@ -24,6 +26,8 @@ use crate::{
         executor::run_statement,
         frames::{FrameSink, FrameTarget},
     },
+    query::{operation::operation_name, statement::sanitized_text},
+    telemetry::{metrics::db_system, traces},
 };
 
 /// An open session.
@@ -163,8 +167,27 @@ impl<DB: Driver> Session<DB> {
             request_id,
         };
         let mut sink = FrameSink::new(target, &self.manager.limits);
-        let ran = self.run_interruptible(statement, &mut sink, deadline).await;
+        // A child of the Attach call's span (the session's task runs in it).
+        let span = traces::statement_span(
+            db_system(DB::BACKEND),
+            operation_name(&statement.sql),
+            || sanitized_text(&statement.sql, DB::BACKEND),
+        );
+        let ran = self
+            .run_interruptible(statement, &mut sink, deadline)
+            .instrument(span.clone())
+            .await;
         self.entry.statement_finished();
+        match &ran {
+            Ran::Finished(Ok(_)) => traces::statement_done(
+                &span,
+                Ok(usize::try_from(sink.rows_returned()).unwrap_or(usize::MAX)),
+            ),
+            Ran::Finished(Err(Failure::Clean(error) | Failure::Dirty(error))) => {
+                traces::statement_done(&span, Err(error));
+            }
+            _ => {}
+        }
 
         match ran {
             Ran::Finished(Ok(rows_affected)) => {

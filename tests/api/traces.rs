@@ -3,7 +3,10 @@
 //! caller's `traceparent` is continued, each call has its server span and
 //! each statement a client span under it (a stream's statement span lasts
 //! as long as the stream), a session's end is an event on its call's span,
-//! and no parameter value reaches a span or the log at `debug`.
+//! and — the canary test — a parameter value sent through Execute,
+//! ExecuteStream, ExecuteBatch and a session, in statements that succeed
+//! and that fail, reaches no span, no log line at `debug`, no metric and
+//! no audit event.
 
 use std::{
     sync::{Arc, Mutex},
@@ -24,7 +27,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
 
 use crate::{
-    binary::{Sqlgate, channel},
+    binary::{Sqlgate, channel, free_address},
     helpers::v,
     secrets::assert_absent,
     session_client::Session,
@@ -136,14 +139,21 @@ fn traced<T>(message: T) -> Request<T> {
     request
 }
 
-/// A sqlgate on a SQLite file of its own, exporting to `collector`, logging at debug.
-async fn start(collector: std::net::SocketAddr) -> (Sqlgate, std::net::SocketAddr, TempDir) {
+/// A sqlgate on a SQLite file of its own, exporting to `collector`,
+/// logging at debug, auditing to `audit.jsonl` in its directory, serving
+/// metrics at the returned address.
+async fn start(
+    collector: std::net::SocketAddr,
+) -> (Sqlgate, std::net::SocketAddr, std::net::SocketAddr, TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("traces.db").display()
     );
     let endpoint = format!("http://{collector}");
+    let audit = dir.path().join("audit.jsonl").display().to_string();
+    let metrics = free_address();
+    let metrics_listen = metrics.to_string();
     let (sqlgate, address) = Sqlgate::serving(
         &url,
         &[
@@ -151,16 +161,18 @@ async fn start(collector: std::net::SocketAddr) -> (Sqlgate, std::net::SocketAdd
             ("OTEL_BSP_SCHEDULE_DELAY", "50"),
             ("OTEL_SERVICE_NAME", "sqlgate-under-test"),
             ("SQLGATE_LOG_FILTER", "debug"),
+            ("SQLGATE_AUDIT__SINK", audit.as_str()),
+            ("SQLGATE_METRICS__LISTEN", metrics_listen.as_str()),
         ],
     )
     .await;
-    (sqlgate, address, dir)
+    (sqlgate, address, metrics, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_values() {
     let collector = Collector::default();
-    let (sqlgate, address, _dir) = start(collector.start().await).await;
+    let (sqlgate, address, metrics, dir) = start(collector.start().await).await;
     let mut query = QueryClient::new(channel(address).await);
     let canary = || vec![v::text(CANARY)];
     let execute = |sql: &str, params: Vec<pb::Value>| pb::ExecuteRequest {
@@ -225,6 +237,23 @@ async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_v
         }))
         .await
         .expect("batch");
+    let failed_batch = query
+        .execute_batch(traced(pb::ExecuteBatchRequest {
+            statements: vec![
+                pb::BatchStatement {
+                    sql: "SELECT $1".to_owned(),
+                    params: canary(),
+                },
+                pb::BatchStatement {
+                    sql: "INSERT INTO notes (body) VALUES ($1)".to_owned(),
+                    params: canary(),
+                },
+            ],
+            max_rows: 0,
+        }))
+        .await
+        .expect_err("a duplicate in a batch");
+    assert_eq!(failed_batch.code(), Code::AlreadyExists);
     let mut session = Session::begin_on(channel(address).await, BeginSession::default())
         .await
         .expect("begin");
@@ -236,6 +265,17 @@ async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_v
         ))
         .await;
     session.outcome(1).await.expect("a session's select");
+    session
+        .send(SessionRequest::execute(
+            2,
+            "INSERT INTO notes (body) VALUES ($1)".to_owned(),
+            canary(),
+        ))
+        .await;
+    session
+        .outcome(2)
+        .await
+        .expect_err("a duplicate in a session");
     session.rollback().await;
 
     // The call's span continues the caller's trace.
@@ -336,6 +376,31 @@ async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_v
         .find(|kv| kv.key == "end_reason")
         .and_then(|kv| kv.value.as_ref()?.value.as_ref());
     assert_eq!(reason, Some(&AnyValue::StringValue("rollback".to_owned())));
+    // Its statements are children of its call's span.
+    let session_statement = collector
+        .wait_for("session statement", |span| {
+            child_of(&attach)(span) && attribute(span, "error.type").is_some()
+        })
+        .await;
+    assert_eq!(
+        attribute(&session_statement, "db.query.text").as_deref(),
+        Some("insert into notes (body) values ($1)")
+    );
+
+    // Nor in the metrics, nor in the audit trail (which did record the
+    // statements, the failing ones included).
+    let (status, text) = crate::prometheus::http_get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        !text.contains("CANARY-PHI"),
+        "a value reached the metrics: {text}"
+    );
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit trail");
+    assert!(audit.contains("\"code\":\"ALREADY_EXISTS\""), "{audit}");
+    assert!(
+        !audit.contains("CANARY-PHI"),
+        "a value reached the audit trail: {audit}"
+    );
 
     // No value anywhere: not in a span, not in the log at debug.
     let (_, output) = sqlgate.stop().await;
