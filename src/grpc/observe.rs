@@ -32,16 +32,13 @@ use pin_project_lite::pin_project;
 use tonic::Code;
 use tower::{Layer, Service};
 
-pub(crate) use note::{CallNote, Caller};
+pub(crate) use note::{CallNote, Caller, RequestTags};
 
 use super::auth::{Authenticator, Refusal};
 use tracing::{Level, Span};
 
 use crate::audit::{Actor, Audit, StatementRecord};
-use crate::telemetry::{
-    metrics::{self, CallMetrics},
-    traces,
-};
+use crate::telemetry::{metrics::CallMetrics, names, traces};
 
 /// Calls of sqlgate's own services are logged at `info`; the rest (health
 /// probes every few seconds, reflection) at `debug`.
@@ -130,10 +127,7 @@ where
         };
         let note = CallNote::keeping_statements(self.observers.audit.is_some());
         let tags = request_tags(request.headers());
-        let span = traces::rpc_span(
-            metrics::known_method(request.uri().path()),
-            request.headers(),
-        );
+        let span = traces::rpc_span(names::known_method(request.uri().path()), request.headers());
         if !span.is_disabled() {
             span.record("sqlgate.caller", tracing::field::display(&caller));
             if !tags.is_empty() {
@@ -164,6 +158,9 @@ where
         }
         request.extensions_mut().insert(caller);
         request.extensions_mut().insert(note);
+        if let Some(tags) = call.tags_for_handler() {
+            request.extensions_mut().insert(tags);
+        }
         // The handler runs inside the call's span, and so do the tasks it
         // spawns (they take the current span), so statements are its
         // children.
@@ -354,7 +351,7 @@ impl Drop for Call {
         let code = self.code.unwrap_or(Code::Cancelled);
         if !self.span.is_disabled() {
             self.span
-                .record("rpc.response.status_code", metrics::code_name(code));
+                .record("rpc.response.status_code", names::code_name(code));
             if let Some(session) = self.note.session_id() {
                 self.span.record("sqlgate.session.id", session);
             }
@@ -386,6 +383,11 @@ impl Drop for Call {
 }
 
 impl Call {
+    /// The call's tags as handlers read them, when it has any.
+    fn tags_for_handler(&self) -> Option<RequestTags> {
+        (!self.tags.is_empty()).then(|| RequestTags(self.tags.clone()))
+    }
+
     /// One audit event per statement the handler noted.
     fn audit_statements(&self, audit: &Audit, path: &str, code: Code) {
         let (statements, sqlstate) = self.note.take_statements();
@@ -401,7 +403,7 @@ impl Call {
         for statement in statements {
             audit.statement(StatementRecord {
                 actor: actor.clone(),
-                method: metrics::known_method(path),
+                method: names::known_method(path),
                 session: None,
                 sql: statement.sql,
                 fingerprint: statement.fingerprint,

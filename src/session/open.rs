@@ -318,7 +318,7 @@ impl<DB: Driver> Session<DB> {
             duration: statement.started.elapsed(),
             code: error.map_or(tonic::Code::Ok, Error::code),
             sqlstate: error.and_then(Error::sqlstate).map(str::to_owned),
-            tags: Vec::new(),
+            tags: self.entry.owner.tags.clone(),
         });
     }
 

@@ -99,6 +99,8 @@ pub struct SessionOwner {
     /// The caller's role: a reader's session is read-only at the database,
     /// whatever its `begin` asked for.
     pub role: Role,
+    /// The `sqlgate-tag` values of the Attach call (request tags).
+    pub tags: Vec<String>,
 }
 
 impl SessionOwner {
@@ -151,6 +153,8 @@ pub struct SessionSummary {
     pub caller: String,
     /// The owner's role.
     pub role: Role,
+    /// See [`SessionOwner::tags`].
+    pub tags: Vec<String>,
     /// See `SessionEntry::labels`.
     pub labels: BTreeMap<String, String>,
     /// The state now.
@@ -233,6 +237,7 @@ impl SessionEntry {
             peer: self.owner.peer.clone(),
             caller: self.owner.name.clone(),
             role: self.owner.role,
+            tags: self.owner.tags.clone(),
             labels: self.labels.clone(),
             state,
             started_at: self.started_at,

@@ -2,12 +2,13 @@
 //! format (`log`), metrics and their instruments (`metrics`), the
 //! Prometheus endpoint (`prometheus`), traces over OTLP (`traces`), where
 //! OTLP export goes (`otlp`), and the process-wide counts metrics report
-//! by kind (`counts`). Nothing here ever carries a parameter value or a
+//! by kind (`counts`), and the names calls are given (`names`). Nothing here ever carries a parameter value or a
 //! row.
 
 pub(crate) mod counts;
 mod log;
 pub(crate) mod metrics;
+pub(crate) mod names;
 mod otlp;
 pub(crate) mod prometheus;
 pub(crate) mod traces;

@@ -87,6 +87,7 @@ pub(crate) fn rpc_span(method: &'static str, headers: &http::HeaderMap) -> Span 
         sqlgate.caller = tracing::field::Empty,
         sqlgate.session.id = tracing::field::Empty,
         sqlgate.tags = tracing::field::Empty,
+        sqlgate.session.labels = tracing::field::Empty,
     );
     if !span.is_disabled() {
         let parent = TraceContextPropagator::new().extract(&Headers(headers));
@@ -137,12 +138,27 @@ pub(crate) fn statement_done(span: &Span, outcome: Result<usize, &Error>) {
         }
         Err(error) => {
             span.record("otel.status_code", "ERROR");
-            span.record("error.type", super::metrics::code_name(error.code()));
+            span.record("error.type", super::names::code_name(error.code()));
             if let Some(sqlstate) = error.sqlstate() {
                 span.record("db.response.status_code", sqlstate);
             }
         }
     }
+}
+
+/// Records a session's labels (`k=v,…`) on its call's span, the current
+/// one where the session runs.
+pub(crate) fn session_labels(labels: &std::collections::BTreeMap<String, String>) {
+    let span = Span::current();
+    if span.is_disabled() || labels.is_empty() {
+        return;
+    }
+    let text = labels
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    span.record("sqlgate.session.labels", text);
 }
 
 /// The trace id of `span` (32 hex digits), when it is exported.

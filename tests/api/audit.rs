@@ -120,12 +120,17 @@ async fn statements_and_sessions_are_audited_without_values(backend: Backend) {
         })
         .await
         .expect("batch");
-    let mut session = Session::begin_on(
+    let mut session = Session::begin_tagged(
         app.channel.clone(),
         BeginSession::labelled([("service", "billing")]),
+        &["nightly-job"],
     )
     .await
     .expect("begin");
+    // The Attach call's tags show in ListSessions.
+    let listed = crate::helpers::list_sessions(&app).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].tags, ["nightly-job"]);
     let session_id = session.id.clone();
     session
         .send(SessionRequest::execute(
@@ -193,6 +198,7 @@ async fn statements_and_sessions_are_audited_without_values(backend: Backend) {
     assert_eq!(in_session.len(), 1, "{events:#?}");
     assert_eq!(in_session[0]["session"], session_id.as_str());
     assert_eq!(in_session[0]["rows_affected"], 1);
+    assert_eq!(in_session[0]["tags"], serde_json::json!(["nightly-job"]));
     let ended: Vec<_> = events
         .iter()
         .filter(|e| e["event"] == "session_end")

@@ -92,6 +92,22 @@ impl fmt::Display for Caller {
     }
 }
 
+/// The call's `sqlgate-tag` values, checked by the layer (see
+/// `request_tags`), for handlers that keep them (a session's owner).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RequestTags(pub(crate) Vec<String>);
+
+impl RequestTags {
+    /// The tags of `request`'s call (none outside the layer).
+    pub(crate) fn of<T>(request: &tonic::Request<T>) -> Vec<String> {
+        request
+            .extensions()
+            .get::<RequestTags>()
+            .map(|tags| tags.0.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// What only the handler knows about its call (statement fingerprints,
 /// rows sent, the session id), shared with the layer that writes the
 /// call's line when the response ends. Cheap to clone and to update from
