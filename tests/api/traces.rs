@@ -14,11 +14,18 @@ use std::{
 };
 
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
+    collector::{
+        metrics::v1::{
+            ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+            metrics_service_server::{MetricsService, MetricsServiceServer},
+        },
+        trace::v1::{
+            ExportTraceServiceRequest, ExportTraceServiceResponse,
+            trace_service_server::{TraceService, TraceServiceServer},
+        },
     },
-    common::v1::any_value::Value as AnyValue,
+    common::v1::{KeyValue, any_value::Value as AnyValue},
+    metrics::v1::{Metric, metric::Data, number_data_point},
     trace::v1::{Span, span::SpanKind},
 };
 use sqlgate::grpc::pb::{self, BeginSession, SessionRequest, query_client::QueryClient};
@@ -40,10 +47,29 @@ const PARENT_SPAN_ID: &str = "b7ad6b7169203331";
 /// The value no span or log line may carry.
 const CANARY: &str = "CANARY-PHI-7f3a91";
 
-/// Keeps every span exported to it.
+/// Keeps every span and metric exported to it.
 #[derive(Debug, Default, Clone)]
 struct Collector {
     spans: Arc<Mutex<Vec<Span>>>,
+    metrics: Arc<Mutex<Vec<Metric>>>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let mut metrics = self.metrics.lock().expect("metrics");
+        for resource in request.into_inner().resource_metrics {
+            for scope in resource.scope_metrics {
+                metrics.extend(scope.metrics);
+            }
+        }
+        Ok(Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -71,10 +97,10 @@ impl Collector {
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
-        let service = TraceServiceServer::new(self.clone());
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(service)
+                .add_service(TraceServiceServer::new(self.clone()))
+                .add_service(MetricsServiceServer::new(self.clone()))
                 .serve_with_incoming(TcpListenerStream::new(listener)),
         );
         address
@@ -417,6 +443,112 @@ async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_v
             .any(|line| line.contains("call done") && line.contains(TRACE_ID)),
         "no call line carries the trace id"
     );
+}
+
+/// Whether `attributes` hold `key` = the string `value`.
+fn has(attributes: &[KeyValue], key: &str, value: &str) -> bool {
+    attributes.iter().any(|kv| {
+        kv.key == key
+            && kv.value.as_ref().and_then(|v| v.value.as_ref())
+                == Some(&AnyValue::StringValue(value.to_owned()))
+    })
+}
+
+impl Collector {
+    /// Waits (up to 20 s) until an export of metric `name` gives `wanted`
+    /// a data point it accepts (exports are cumulative: later ones count
+    /// everything so far).
+    async fn wait_for_metric(&self, name: &str, wanted: impl Fn(&Data) -> bool) {
+        let started = Instant::now();
+        loop {
+            let metrics = self.metrics.lock().expect("metrics").clone();
+            if metrics
+                .iter()
+                .filter(|metric| metric.name == name)
+                .filter_map(|metric| metric.data.as_ref())
+                .any(&wanted)
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no fitting {name} within 20 s: {:#?}",
+                metrics
+                    .iter()
+                    .filter(|m| m.name == name)
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_a_known_workload_arrive_over_otlp() {
+    let collector = Collector::default();
+    let endpoint = format!("http://{}", collector.start().await);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
+    let (sqlgate, address) = Sqlgate::serving(
+        &url,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+            ("SQLGATE_POOL__MAX_CONNECTIONS", "7"),
+        ],
+    )
+    .await;
+    let mut query = QueryClient::new(channel(address).await);
+    for _ in 0..3 {
+        query
+            .execute(pb::ExecuteRequest {
+                sql: "SELECT 1".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect("select");
+    }
+    query
+        .execute(pb::ExecuteRequest {
+            sql: "SELEC 1".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("syntax");
+    let calls = |code: &'static str, count: u64| {
+        move |data: &Data| match data {
+            Data::Histogram(histogram) => histogram.data_points.iter().any(|point| {
+                has(&point.attributes, "rpc.method", "sqlgate.v1.Query/Execute")
+                    && has(&point.attributes, "rpc.response.status_code", code)
+                    && point.count == count
+            }),
+            _ => false,
+        }
+    };
+    collector
+        .wait_for_metric("rpc.server.call.duration", calls("OK", 3))
+        .await;
+    collector
+        .wait_for_metric("rpc.server.call.duration", calls("INVALID_ARGUMENT", 1))
+        .await;
+    collector
+        .wait_for_metric("db.client.connection.max", |data| match data {
+            Data::Sum(sum) => sum
+                .data_points
+                .iter()
+                .any(|point| point.value == Some(number_data_point::Value::AsInt(7))),
+            _ => false,
+        })
+        .await;
+    collector
+        .wait_for_metric("db.client.operation.duration", |data| match data {
+            Data::Histogram(histogram) => histogram.data_points.iter().any(|point| {
+                has(&point.attributes, "db.operation.name", "SELECT") && point.count == 3
+            }),
+            _ => false,
+        })
+        .await;
+    let _ = sqlgate.stop().await;
 }
 
 fn hex(bytes: &[u8]) -> String {
