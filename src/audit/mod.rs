@@ -84,10 +84,15 @@ enum Record {
     SessionEnd(SessionEndRecord),
 }
 
+/// Records waiting for the writer; past this (a sink that stopped taking
+/// lines) new events are dropped, each drop logged as an error, rather
+/// than holding calls or growing memory without bound.
+const QUEUE: usize = 65_536;
+
 /// The audit trail's handle: cheap to clone; `None` where it is off.
 #[derive(Debug, Clone)]
 pub(crate) struct Audit {
-    records: mpsc::Sender<(SystemTime, RecordBox)>,
+    records: mpsc::SyncSender<(SystemTime, RecordBox)>,
 }
 
 /// A record on its way to the writer.
@@ -108,7 +113,7 @@ impl Audit {
             return Ok(None);
         }
         let lines = sink::start(sink)?;
-        let (records, inbox) = mpsc::channel::<(SystemTime, RecordBox)>();
+        let (records, inbox) = mpsc::sync_channel::<(SystemTime, RecordBox)>(QUEUE);
         std::thread::Builder::new()
             .name("sqlgate-audit-format".to_owned())
             .spawn(move || {
@@ -124,16 +129,22 @@ impl Audit {
 
     /// Records a statement.
     pub(crate) fn statement(&self, record: StatementRecord) {
-        let _ = self
-            .records
-            .send((SystemTime::now(), RecordBox(Record::Statement(record))));
+        self.queue(Record::Statement(record));
     }
 
     /// Records a session's end.
     pub(crate) fn session_end(&self, record: SessionEndRecord) {
-        let _ = self
+        self.queue(Record::SessionEnd(record));
+    }
+
+    /// Hands `record` to the writer without waiting.
+    fn queue(&self, record: Record) {
+        if let Err(mpsc::TrySendError::Full(_)) = self
             .records
-            .send((SystemTime::now(), RecordBox(Record::SessionEnd(record))));
+            .try_send((SystemTime::now(), RecordBox(record)))
+        {
+            tracing::error!("audit: the sink is not keeping up; an audit event was dropped");
+        }
     }
 }
 

@@ -8,10 +8,13 @@ use std::{
     sync::mpsc,
 };
 
+/// Lines formatted and waiting to be written.
+const LINES_QUEUED: usize = 1024;
+
 /// Starts the writer for `sink` (`stdout` or a path); the sender lines go
 /// to. The file is opened here, so that a path sqlgate cannot write stops
 /// start-up.
-pub(super) fn start(sink: &str) -> Result<mpsc::Sender<String>, String> {
+pub(super) fn start(sink: &str) -> Result<mpsc::SyncSender<String>, String> {
     let mut out: Box<dyn Write + Send> = if sink == "stdout" {
         Box::new(std::io::stdout())
     } else {
@@ -22,7 +25,9 @@ pub(super) fn start(sink: &str) -> Result<mpsc::Sender<String>, String> {
             .map_err(|err| format!("cannot open the audit file {sink}: {err}"))?;
         Box::new(file)
     };
-    let (sender, lines) = mpsc::channel::<String>();
+    // Bounded: a stalled sink holds the formatter, whose own bounded
+    // queue then fills (see `Audit`), so memory stays bounded.
+    let (sender, lines) = mpsc::sync_channel::<String>(LINES_QUEUED);
     std::thread::Builder::new()
         .name("sqlgate-audit".to_owned())
         .spawn(move || {
