@@ -20,10 +20,13 @@
 //!   wire conversions, and the one tower layer every call passes.
 //! - [`health`]: the `grpc.health.v1` reporter and the readiness probe.
 //! - [`server`]: [`server::Application`] wires everything, serves, drains.
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: the log (text or JSON), traces over OTLP, metrics
+//!   (Prometheus and OTLP).
+//! - `audit`: the audit trail, one JSON line per statement and session end.
 
 #![forbid(unsafe_code)]
 
+pub(crate) mod audit;
 pub mod config;
 pub mod db;
 pub mod error;

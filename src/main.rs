@@ -179,7 +179,7 @@ async fn serve(
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log_filter);
+    let telemetry = telemetry::init(&settings);
     if let Exposure::Insecure(warning) = exposure {
         tracing::warn!("INSECURE: {warning}");
     }
@@ -199,7 +199,9 @@ async fn serve(
             std::process::exit(1);
         });
     };
-    match app.run_until_stopped(shutdown).await {
+    let served = app.run_until_stopped(shutdown).await;
+    telemetry.shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("sqlgate: {err}");

@@ -18,11 +18,12 @@ use tonic::service::Routes;
 use tonic_health::pb::health_server::HealthServer;
 
 use crate::{
+    audit::Audit,
     config::Settings,
     db::{Backend, Database, Driver, PoolHandle},
     error::Error,
     grpc::{
-        AdminService, QueryService, SessionService,
+        AdminService, Observers, QueryService, SessionService,
         auth::Authenticator,
         limits::CallerLimits,
         pb,
@@ -31,6 +32,7 @@ use crate::{
     health::{self, HealthService, HealthState},
     query::QueryEngine,
     session::{SessionManager, SessionRegistry},
+    telemetry::{Metrics, prometheus},
 };
 
 /// How long closing the pool may wait, after the drain, for connections
@@ -51,6 +53,12 @@ pub struct Application {
     /// TLS on the listener (`None` when off), reloaded in the background.
     tls: Option<Arc<ServerTls>>,
     background: Background,
+    /// Metrics (off unless `metrics.listen` or an OTLP endpoint is set).
+    metrics: Metrics,
+    /// Where `GET /metrics` is served, when it is.
+    metrics_address: Option<SocketAddr>,
+    /// The audit trail (off unless `audit.sink` is set).
+    audit: Option<Audit>,
     settings: Settings,
 }
 
@@ -76,8 +84,31 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(|err| Error::Internal(format!("no local address: {err}")))?;
-        let background =
+        let metrics =
+            Metrics::start(&settings, &wired.pool, &wired.sessions).map_err(Error::Internal)?;
+        let audit = Audit::start(&settings.audit.sink, backend).map_err(Error::Internal)?;
+        if let Some(audit) = &audit {
+            wired.sessions.audit_with(audit.clone());
+        }
+        let metrics_listener = match (settings.metrics.listen, metrics.registry()) {
+            (Some(address), Some(registry)) => Some((
+                prometheus::bind(address).await.map_err(Error::Internal)?,
+                registry,
+            )),
+            _ => None,
+        };
+        let metrics_address = metrics_listener
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok());
+        let mut background =
             Background::start(&wired.pool, &wired.health, &auth, tls.as_ref(), &settings);
+        if let Some((listener, registry)) = metrics_listener {
+            background.tasks.push(prometheus::spawn(
+                listener,
+                registry,
+                background.stop.clone(),
+            ));
+        }
         Ok(Self {
             listener,
             address,
@@ -88,6 +119,9 @@ impl Application {
             auth,
             tls,
             background,
+            metrics,
+            metrics_address,
+            audit,
             settings,
         })
     }
@@ -95,6 +129,12 @@ impl Application {
     /// The address actually bound.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where `GET /metrics` is served (`metrics.listen`, its port chosen
+    /// when 0), or `None` when it is off.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_address
     }
 
     /// Serves until `shutdown` resolves, then drains and closes the pool.
@@ -112,6 +152,9 @@ impl Application {
             auth,
             tls,
             background,
+            metrics,
+            metrics_address,
+            audit,
             settings,
         } = self;
         tracing::info!(
@@ -119,8 +162,13 @@ impl Application {
             tls = tls.is_some(),
             backend = pool.backend().name(),
             max_connections = settings.pool.max_connections,
+            metrics = metrics_address.map(tracing::field::display),
             "sqlgate serving"
         );
+        let observers = Observers {
+            metrics: metrics.calls(),
+            audit,
+        };
         let drain = settings.shutdown.drain_timeout;
         let delay = settings.shutdown.delay;
         let stopping = async move {
@@ -149,7 +197,11 @@ impl Application {
             listener,
             routes,
             &settings.transport,
-            transport::Admission { tls, auth },
+            transport::Admission {
+                tls,
+                auth,
+                observers,
+            },
             drain,
             stopping,
             cut,
@@ -159,6 +211,8 @@ impl Application {
         pool.cut_in_flight();
         background.stop().await;
         pool.close(POOL_CLOSE_BOUND).await;
+        // Last: the final figures (sessions ended by shutdown) go out too.
+        metrics.shutdown();
         tracing::info!("pool closed; stopped");
         Ok(())
     }

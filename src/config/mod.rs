@@ -11,6 +11,7 @@
 //! included, lives in `tls`.
 
 mod auth;
+mod observability;
 mod sections;
 mod tls;
 mod validate;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use auth::{
     AuthSettings, ClientCertificateSettings, DEFAULT_OPEN_SERVICES, JwtSettings, TokenEntry,
 };
+pub use observability::{AuditSettings, LogFormat, LogSettings, MetricsSettings, OtlpSettings};
 pub use sections::{
     CallerLimitSettings, DeadlineSettings, HealthSettings, LimitSettings, MethodBudget,
     PoolSettings, RoleSettings, SessionSettings, ShutdownSettings, TransportSettings,
@@ -67,6 +69,14 @@ pub struct Settings {
     pub roles: RoleSettings,
     /// Log filter in `tracing` syntax, e.g. `info,sqlgate=debug`.
     pub log_filter: String,
+    /// How log lines are written (`text` or `json`).
+    pub log: LogSettings,
+    /// The Prometheus endpoint (off unless `listen` is set).
+    pub metrics: MetricsSettings,
+    /// Traces and metrics over OTLP (off unless an endpoint is set).
+    pub otlp: OtlpSettings,
+    /// The audit trail (off unless a sink is set).
+    pub audit: AuditSettings,
 }
 
 impl Default for Settings {
@@ -85,6 +95,10 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             roles: RoleSettings::default(),
             log_filter: "info".to_owned(),
+            log: LogSettings::default(),
+            metrics: MetricsSettings::default(),
+            otlp: OtlpSettings::default(),
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -136,7 +150,7 @@ impl Settings {
 }
 
 /// The top-level keys of [`Settings`].
-const TOP_LEVEL_KEYS: [&str; 13] = [
+const TOP_LEVEL_KEYS: [&str; 17] = [
     "listen",
     "database_url",
     "pool",
@@ -150,6 +164,10 @@ const TOP_LEVEL_KEYS: [&str; 13] = [
     "tls",
     "roles",
     "log_filter",
+    "log",
+    "metrics",
+    "otlp",
+    "audit",
 ];
 
 /// Whether a `SQLGATE_*` variable (its name without the prefix) is meant

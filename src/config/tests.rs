@@ -178,3 +178,39 @@ fn roles_and_caller_limits_come_from_the_environment_and_are_checked() {
         Ok(())
     });
 }
+
+#[test]
+fn observability_sections_load_from_the_environment_and_are_checked() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SQLGATE_LOG__FORMAT", "json");
+        jail.set_env("SQLGATE_METRICS__LISTEN", "0.0.0.0:9464");
+        jail.set_env("SQLGATE_OTLP__ENDPOINT", "http://collector:4317");
+        jail.set_env("SQLGATE_AUDIT__SINK", "stdout");
+        let settings = Settings::load(None, &Overrides::default()).expect("loads");
+        assert_eq!(settings.log.format, Some(LogFormat::Json));
+        assert_eq!(
+            settings.metrics.listen,
+            Some("0.0.0.0:9464".parse().expect("address"))
+        );
+        assert_eq!(settings.otlp.endpoint, "http://collector:4317");
+        assert_eq!(settings.audit.sink, "stdout");
+
+        jail.set_env("SQLGATE_METRICS__LISTEN", "");
+        let settings = Settings::load(None, &Overrides::default()).expect("loads");
+        assert_eq!(settings.metrics.listen, None, "empty means off");
+
+        jail.set_env("SQLGATE_METRICS__LISTEN", "everywhere");
+        let err = Settings::load(None, &Overrides::default())
+            .expect_err("not an address")
+            .to_string();
+        assert!(err.contains("metrics.listen"), "{err}");
+
+        jail.set_env("SQLGATE_METRICS__LISTEN", "");
+        jail.set_env("SQLGATE_LOG__FORMAT", "xml");
+        let err = Settings::load(None, &Overrides::default())
+            .expect_err("unknown format")
+            .to_string();
+        assert!(err.contains("log.format"), "{err}");
+        Ok(())
+    });
+}

@@ -3,8 +3,9 @@
 
 use std::{
     collections::VecDeque,
+    fmt,
     sync::{
-        Mutex,
+        Mutex, OnceLock,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -24,6 +25,18 @@ pub(crate) struct PoolMetrics {
     calls_total: AtomicU64,
     connections_opened: AtomicU64,
     recent_waits: Mutex<VecDeque<Duration>>,
+    /// Told every wait, when metrics are exported (unset: nothing to do).
+    wait_observer: OnceLock<WaitObserver>,
+}
+
+/// Receives every acquire wait (the time, and whether it timed out), for
+/// the exported wait-time histogram.
+pub struct WaitObserver(pub Box<dyn Fn(Duration, bool) + Send + Sync>);
+
+impl fmt::Debug for WaitObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WaitObserver")
+    }
 }
 
 /// A caller waiting for a connection; counted until finished.
@@ -51,7 +64,22 @@ impl PoolMetrics {
         self.calls_total.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn record_wait(&self, waited: Duration) {
+    /// Tells `observer` every wait from now on (the first observer stays).
+    pub(crate) fn observe_waits(&self, observer: WaitObserver) {
+        let _ = self.wait_observer.set(observer);
+    }
+
+    fn record_wait(&self, waited: Duration, timed_out: bool) {
+        // An event on the statement's span, when traces are exported.
+        tracing::info!(
+            target: crate::telemetry::traces::TARGET,
+            wait_ms = waited.as_secs_f64() * 1000.0,
+            timed_out,
+            "pool.wait"
+        );
+        if let Some(observer) = self.wait_observer.get() {
+            (observer.0)(waited, timed_out);
+        }
         if let Ok(mut waits) = self.recent_waits.lock() {
             if waits.len() == WAIT_WINDOW {
                 waits.pop_front();
@@ -105,7 +133,7 @@ impl PoolMetrics {
 impl Waiting<'_> {
     /// The connection came.
     pub(crate) fn finish(mut self) {
-        self.metrics.record_wait(self.started.elapsed());
+        self.metrics.record_wait(self.started.elapsed(), false);
         self.done = true;
     }
 
@@ -114,7 +142,7 @@ impl Waiting<'_> {
         self.metrics
             .acquire_timeouts
             .fetch_add(1, Ordering::Relaxed);
-        self.metrics.record_wait(self.started.elapsed());
+        self.metrics.record_wait(self.started.elapsed(), true);
         self.done = true;
     }
 }

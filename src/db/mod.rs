@@ -25,7 +25,7 @@ pub use dialect::Isolation;
 pub(crate) use driver::Driver;
 pub use handle::{PoolHandle, StreamFigures};
 pub(crate) use interrupt::Interrupt;
-pub use metrics::PoolSnapshot;
+pub use metrics::{PoolSnapshot, WaitObserver};
 pub(crate) use pool::Database;
 
 /// How long any cleanup step may take — a cancel reaching the server, a

@@ -25,7 +25,7 @@ use super::{
     Backend, Deadline, Driver, PoolHandle, StreamFigures,
     driver::limit_statement_cache,
     first_contact::{FirstContact, first_contact},
-    metrics::{PoolMetrics, PoolSnapshot},
+    metrics::{PoolMetrics, PoolSnapshot, WaitObserver},
     timeouts::TimeoutMemory,
 };
 use crate::{
@@ -340,6 +340,10 @@ impl<DB: Driver> PoolHandle for Database<DB> {
         let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
         self.metrics
             .snapshot(DB::BACKEND, &self.settings, size, idle.min(size))
+    }
+
+    fn observe_waits(&self, observer: WaitObserver) {
+        self.metrics.observe_waits(observer);
     }
 
     fn close(&self, wait: Duration) -> BoxFuture<'_, ()> {

@@ -9,7 +9,10 @@ use std::{any::Any, sync::Arc};
 use sqlx::{Pool, pool::PoolConnection};
 
 use super::{CLEANUP_TIMEOUT, Database, Deadline, Driver, Interrupt, Isolation};
-use crate::error::{DeadlinePhase, Error};
+use crate::{
+    error::{DeadlinePhase, Error},
+    telemetry::counts::{self, CloseCause},
+};
 
 /// Why database work did not finish, and what it left the connection in.
 #[derive(Debug)]
@@ -375,7 +378,7 @@ impl<DB: Driver> Checkout<DB> {
             Ok(Err(failure)) => failure.error,
             Err(_) => Error::DeadlineExceeded(DeadlinePhase::Database),
         };
-        self.close();
+        self.close_for(CloseCause::Broken);
         Err(failure)
     }
 
@@ -475,7 +478,7 @@ impl<DB: Driver> Checkout<DB> {
     /// or closed, if a statement may have changed their state).
     pub(crate) async fn give_back_after(self, failure: &Failure) {
         if failure.breaks_connection() {
-            self.close();
+            self.close_for(CloseCause::Broken);
         } else if failure.leaves_connection_dirty() {
             self.abandon();
         } else {
@@ -508,13 +511,20 @@ impl<DB: Driver> Checkout<DB> {
             // first wait for the statement's pending output. The server
             // notices and rolls back (PostgreSQL also stops the statement:
             // client_connection_check_interval).
+            counts::connection_closed(CloseCause::Abandoned);
             drop(conn.detach());
         });
     }
 
-    /// Closes the connection at once: the server rolls back whatever it
-    /// still holds.
+    /// Closes the connection at once, after a rollback or reset that
+    /// failed: the server rolls back whatever it still holds.
     pub(crate) fn close(self) {
+        self.close_for(CloseCause::ResetFailed);
+    }
+
+    /// [`Self::close`], counted under `cause`.
+    pub(crate) fn close_for(self, cause: CloseCause) {
+        counts::connection_closed(cause);
         drop(self.conn.detach());
     }
 
@@ -523,6 +533,6 @@ impl<DB: Driver> Checkout<DB> {
     /// back in time.
     pub(crate) async fn discard(self) {
         self.canceller.cancel(false).await;
-        self.close();
+        self.close_for(CloseCause::Discarded);
     }
 }

@@ -124,6 +124,9 @@ impl Error {
 
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
+        if let Error::DeadlineExceeded(phase) = &err {
+            crate::telemetry::counts::deadline_exceeded(*phase);
+        }
         let details = err.details();
         tonic::Status::with_error_details(err.code(), err.to_string(), details)
     }

@@ -18,6 +18,7 @@ mod session_service;
 pub(crate) mod transport;
 
 pub(crate) use admin_service::AdminService;
+pub(crate) use observe::Observers;
 pub(crate) use query_service::QueryService;
 pub(crate) use session_service::SessionService;
 

@@ -31,11 +31,14 @@ use hyper::body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Code;
 use tower::{Layer, Service};
-use tracing::Level;
 
-pub(crate) use note::{CallNote, Caller};
+pub(crate) use note::{CallNote, Caller, RequestTags};
 
 use super::auth::{Authenticator, Refusal};
+use tracing::{Level, Span};
+
+use crate::audit::{Actor, Audit, StatementRecord};
+use crate::telemetry::{metrics::CallMetrics, names, traces};
 
 /// Calls of sqlgate's own services are logged at `info`; the rest (health
 /// probes every few seconds, reflection) at `debug`.
@@ -46,12 +49,31 @@ const OWN_SERVICES: &str = "/sqlgate.";
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ObserveLayer {
     auth: Authenticator,
+    observers: Observers,
+}
+
+/// What records each call besides its log line; each part is `None` when
+/// it is off, and then costs the call nothing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Observers {
+    /// Call and operation durations (metrics on).
+    pub(crate) metrics: Option<CallMetrics>,
+    /// The audit trail (on when `audit.sink` is set).
+    pub(crate) audit: Option<Audit>,
 }
 
 impl ObserveLayer {
     /// The layer, authenticating every call with `auth`.
     pub(crate) fn new(auth: Authenticator) -> Self {
-        Self { auth }
+        Self {
+            auth,
+            observers: Observers::default(),
+        }
+    }
+
+    /// The same layer, every call recorded by `observers` too.
+    pub(crate) fn observed_by(self, observers: Observers) -> Self {
+        Self { observers, ..self }
     }
 }
 
@@ -62,6 +84,7 @@ impl<S> Layer<S> for ObserveLayer {
         Observe {
             inner,
             auth: self.auth.clone(),
+            observers: self.observers.clone(),
         }
     }
 }
@@ -71,6 +94,7 @@ impl<S> Layer<S> for ObserveLayer {
 pub(crate) struct Observe<S> {
     inner: S,
     auth: Authenticator,
+    observers: Observers,
 }
 
 impl<S, B, ResBody> Service<http::Request<B>> for Observe<S>
@@ -101,7 +125,15 @@ where
             Ok(None) => None,
             Err(refusal) => Some(refusal),
         };
-        let note = CallNote::default();
+        let note = CallNote::keeping_statements(self.observers.audit.is_some());
+        let tags = request_tags(request.headers());
+        let span = traces::rpc_span(names::known_method(request.uri().path()), request.headers());
+        if !span.is_disabled() {
+            span.record("sqlgate.caller", tracing::field::display(&caller));
+            if !tags.is_empty() {
+                span.record("sqlgate.tags", tags.join(","));
+            }
+        }
         let call = Call {
             path: request.uri().path_and_query().cloned(),
             caller: caller.clone(),
@@ -109,6 +141,10 @@ where
             started: Instant::now(),
             code: None,
             refusal: None,
+            metrics: self.observers.metrics.clone(),
+            audit: self.observers.audit.clone(),
+            tags,
+            span: span.clone(),
         };
         if let Some(refusal) = refusal {
             // The handler never runs: the answer is the refusal.
@@ -117,15 +153,22 @@ where
                     refusal: Some(refusal),
                 },
                 call: Some(call),
+                span,
             };
         }
         request.extensions_mut().insert(caller);
         request.extensions_mut().insert(note);
+        if let Some(tags) = call.tags_for_handler() {
+            request.extensions_mut().insert(tags);
+        }
+        // The handler runs inside the call's span, and so do the tasks it
+        // spawns (they take the current span), so statements are its
+        // children.
+        let future = span.in_scope(|| self.inner.call(request));
         ObservedFuture {
-            inner: Answer::Handler {
-                future: self.inner.call(request),
-            },
+            inner: Answer::Handler { future },
             call: Some(call),
+            span,
         }
     }
 }
@@ -138,6 +181,8 @@ pin_project! {
         #[pin]
         inner: Answer<F>,
         call: Option<Call>,
+        // Entered at each poll (disabled when traces are off).
+        span: Span,
     }
 }
 
@@ -166,6 +211,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         let result = match this.inner.project() {
             AnswerProjection::Handler { future } => ready!(future.poll(cx)),
             AnswerProjection::Refused { refusal } => {
@@ -187,7 +233,8 @@ where
                     // A trailers-only answer (most errors) ends here.
                     call.code = grpc_status(response.headers());
                 }
-                Ok(response.map(|inner| ObservedBody { inner, call }))
+                let span = this.span.clone();
+                Ok(response.map(|inner| ObservedBody { inner, call, span }))
             }
             Err(err) => {
                 if let Some(call) = call.as_mut() {
@@ -207,6 +254,8 @@ pin_project! {
         #[pin]
         inner: B,
         call: Option<Call>,
+        // Entered at each poll: a streaming body is most of a call.
+        span: Span,
     }
 }
 
@@ -219,6 +268,7 @@ impl<B: Body> Body for ObservedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
+        let _entered = this.span.enter();
         let frame = ready!(this.inner.poll_frame(cx));
         let ended = match &frame {
             Some(Ok(frame)) => frame.trailers_ref().map(grpc_status),
@@ -257,6 +307,15 @@ struct Call {
     code: Option<Code>,
     /// Why authentication refused the call, if it did.
     refusal: Option<Refusal>,
+    /// Where the call's duration is recorded (metrics on).
+    metrics: Option<CallMetrics>,
+    /// Where the call's statements are recorded (audit on).
+    audit: Option<Audit>,
+    /// The caller's `sqlgate-tag` values (checked, at most [`MAX_TAGS`]).
+    tags: Vec<String>,
+    /// The call's span; it ends when the call does (disabled when traces
+    /// are off).
+    span: Span,
 }
 
 /// One call line, at a level fixed per call site.
@@ -280,6 +339,7 @@ macro_rules! call_line {
             code = ?$code,
             refused = $call.refusal.as_ref().map(Refusal::reason),
             elapsed_ms = $call.started.elapsed().as_secs_f64() * 1000.0,
+            trace_id = traces::trace_id(&$call.span),
             "{outcome}"
         );
     }};
@@ -289,6 +349,26 @@ impl Drop for Call {
     fn drop(&mut self) {
         let path = self.path.as_ref().map_or("", |path| path.path());
         let code = self.code.unwrap_or(Code::Cancelled);
+        if !self.span.is_disabled() {
+            self.span
+                .record("rpc.response.status_code", names::code_name(code));
+            if let Some(session) = self.note.session_id() {
+                self.span.record("sqlgate.session.id", session);
+            }
+            if is_server_error(code) {
+                self.span.record("otel.status_code", "ERROR");
+            }
+        }
+        if let Some(audit) = &self.audit {
+            self.audit_statements(audit, path, code);
+        }
+        if let Some(metrics) = &self.metrics {
+            let elapsed = self.started.elapsed();
+            metrics.call(path, code, elapsed);
+            if let Some(operation) = self.note.noted_operation() {
+                metrics.operation(operation, code, elapsed);
+            }
+        }
         // Nothing is split, locked or formatted unless the line is wanted.
         if path.starts_with(OWN_SERVICES) {
             if tracing::enabled!(Level::INFO) {
@@ -300,6 +380,72 @@ impl Drop for Call {
             call_line!(Level::DEBUG, self, service, method, code);
         }
     }
+}
+
+impl Call {
+    /// The call's tags as handlers read them, when it has any.
+    fn tags_for_handler(&self) -> Option<RequestTags> {
+        (!self.tags.is_empty()).then(|| RequestTags(self.tags.clone()))
+    }
+
+    /// One audit event per statement the handler noted.
+    fn audit_statements(&self, audit: &Audit, path: &str, code: Code) {
+        let (statements, sqlstate) = self.note.take_statements();
+        if statements.is_empty() {
+            return;
+        }
+        let actor = Actor {
+            caller: self.caller.to_string(),
+            role: self.caller.identity().map(|identity| identity.role.name()),
+            peer: self.caller.peer().map(|peer| peer.to_string()),
+        };
+        let duration = self.started.elapsed();
+        for statement in statements {
+            audit.statement(StatementRecord {
+                actor: actor.clone(),
+                method: names::known_method(path),
+                session: None,
+                sql: statement.sql,
+                fingerprint: statement.fingerprint,
+                rows_returned: statement
+                    .rows_returned
+                    .unwrap_or_else(|| self.note.rows_sent()),
+                rows_affected: statement.rows_affected,
+                duration,
+                code,
+                sqlstate: sqlstate.clone(),
+                tags: self.tags.clone(),
+            });
+        }
+    }
+}
+
+/// The most `sqlgate-tag` values a call carries; more are ignored.
+const MAX_TAGS: usize = 8;
+/// The longest tag kept.
+const MAX_TAG_BYTES: usize = 64;
+
+/// The call's `sqlgate-tag` metadata values (like Spanner's request tags):
+/// short printable identifiers only — a value that is longer, or has
+/// spaces or odd bytes, is dropped rather than echoed into spans and the
+/// audit trail.
+fn request_tags(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all("sqlgate-tag")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|tag| {
+            !tag.is_empty()
+                && tag.len() <= MAX_TAG_BYTES
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.:=/".contains(&b))
+        })
+        .take(MAX_TAGS)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `/sqlgate.v1.Query/Execute` → (`sqlgate.v1.Query`, `Execute`); a path
@@ -328,6 +474,20 @@ fn loggable(name: &str) -> &str {
     } else {
         "?"
     }
+}
+
+/// Codes that mark a server span as an error (the RPC conventions: the
+/// others are the caller's doing).
+fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
 }
 
 /// The `grpc-status` of response headers or trailers, if they carry one.

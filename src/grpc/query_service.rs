@@ -8,6 +8,7 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::{Instrument, Span};
 
 use super::{
     convert,
@@ -19,9 +20,12 @@ use super::{
 };
 use crate::{
     config::DeadlineSettings,
-    db::{Driver, transaction::Access},
+    db::{Backend, Driver, transaction::Access},
     error::{DeadlinePhase, Error},
-    query::{QueryEngine, Statement, StreamEvent},
+    query::{
+        QueryEngine, Statement, StreamEvent, operation::operation_name, statement::sanitized_text,
+    },
+    telemetry::{metrics::db_system, traces},
 };
 
 /// The Query service over one engine.
@@ -59,6 +63,20 @@ impl<DB: Driver> QueryService<DB> {
     }
 }
 
+/// Notes the database's SQLSTATE, when it refused, for the audit trail.
+fn note_refusal(note: &CallNote, error: &Error) {
+    if let Some(sqlstate) = error.sqlstate() {
+        note.sqlstate(sqlstate);
+    }
+}
+
+/// The span of `statement` run on backend `backend`.
+fn statement_span(backend: Backend, statement: &Statement) -> Span {
+    traces::statement_span(db_system(backend), operation_name(&statement.sql), || {
+        sanitized_text(&statement.sql, backend)
+    })
+}
+
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ResultFrame, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -74,11 +92,18 @@ impl<DB: Driver> Query for QueryService<DB> {
         let request = request.into_inner();
         let statement = self.statement(request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
+        note.operation(operation_name(&statement.sql));
+        note.statement(&statement.sql, &statement.fingerprint);
+        let span = statement_span(DB::BACKEND, &statement);
         let output = self
             .engine
             .execute(statement, request.max_rows, deadline, access, hold)
-            .await?;
+            .instrument(span.clone())
+            .await;
+        traces::statement_done(&span, output.as_ref().map(|output| output.rows.len()));
+        let output = output.inspect_err(|error| note_refusal(&note, error))?;
         note.rows(output.rows.len());
+        note.statement_rows([(output.rows.len() as u64, output.rows_affected)]);
         Ok(Response::new(output.into()))
     }
 
@@ -95,15 +120,34 @@ impl<DB: Driver> Query for QueryService<DB> {
         let request = request.into_inner();
         let statement = self.statement(request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
+        note.operation(operation_name(&statement.sql));
+        note.statement(&statement.sql, &statement.fingerprint);
         deadline.check(DeadlinePhase::BeforeStart)?;
-        let events = self
-            .engine
-            .execute_stream(statement, deadline, access, hold);
+        // The statement's span lives as long as its stream: the work is
+        // spawned inside it, and it ends when the stream is dropped.
+        let span = statement_span(DB::BACKEND, &statement);
+        let events = span.in_scope(|| {
+            self.engine
+                .execute_stream(statement, deadline, access, hold)
+        });
+        let mut rows_sent = 0;
         let frames = ReceiverStream::new(events).map(move |event| {
             // Counted as each batch goes out: the call's line, written
             // when the stream ends, says how many rows were sent.
-            if let Ok(StreamEvent::Rows(rows)) = &event {
-                note.rows(rows.len());
+            match &event {
+                Ok(StreamEvent::Rows(rows)) => {
+                    note.rows(rows.len());
+                    rows_sent += rows.len();
+                }
+                Ok(StreamEvent::Finished(stats)) => {
+                    traces::statement_done(&span, Ok(rows_sent));
+                    note.statement_rows([(stats.rows_returned, stats.rows_affected)]);
+                }
+                Err(error) => {
+                    traces::statement_done(&span, Err(error));
+                    note_refusal(&note, error);
+                }
+                Ok(_) => {}
             }
             event.map(pb::ResultFrame::from).map_err(Status::from)
         });
@@ -133,10 +177,27 @@ impl<DB: Driver> Query for QueryService<DB> {
             .collect::<Result<Vec<_>, _>>();
         let statements = statements?;
         note.fingerprints(statements.iter().map(|s| s.fingerprint.as_str()));
+        note.operation("BATCH");
+        for statement in &statements {
+            note.statement(&statement.sql, &statement.fingerprint);
+        }
+        let span = traces::statement_span(db_system(DB::BACKEND), "BATCH", String::new);
+        span.record("db.operation.batch.size", statements.len());
         let outputs = self
             .engine
             .execute_batch(statements, request.max_rows, deadline, access, hold)
-            .await?;
+            .instrument(span.clone())
+            .await;
+        let rows = outputs
+            .as_ref()
+            .map(|outputs| outputs.iter().map(|o| o.rows.len()).sum());
+        traces::statement_done(&span, rows);
+        let outputs = outputs.inspect_err(|error| note_refusal(&note, error))?;
+        note.statement_rows(
+            outputs
+                .iter()
+                .map(|output| (output.rows.len() as u64, output.rows_affected)),
+        );
         note.rows(outputs.iter().map(|o| o.rows.len()).sum());
         Ok(Response::new(pb::ExecuteBatchResponse {
             results: outputs.into_iter().map(pb::ExecuteResponse::from).collect(),

@@ -15,7 +15,7 @@ use super::{
     convert,
     identity::Role,
     limits::CallSlot,
-    observe::{CallNote, Caller},
+    observe::{CallNote, Caller, RequestTags},
     pb::{self, sessions_server::Sessions},
 };
 use crate::{
@@ -62,6 +62,7 @@ impl<DB: Driver> Sessions for SessionService<DB> {
                 .peer()
                 .map_or_else(|| "unknown".to_owned(), |peer| peer.to_string()),
             role: caller.role(self.anonymous),
+            tags: RequestTags::of(&request),
         };
         let hold = CallSlot::take(&mut request);
         let mut requests = request.into_inner();

@@ -53,7 +53,7 @@ use tower::{Layer, Service};
 use super::{
     auth::Authenticator,
     identity::ClientCertificate,
-    observe::{Observe, ObserveLayer},
+    observe::{Observe, ObserveLayer, Observers},
 };
 use crate::config::TransportSettings;
 
@@ -70,6 +70,8 @@ pub(crate) struct Admission {
     pub(crate) tls: Option<Arc<ServerTls>>,
     /// Checks every call's credentials (off when none are configured).
     pub(crate) auth: Authenticator,
+    /// What records every call besides its log line (metrics, audit…).
+    pub(crate) observers: Observers,
 }
 
 /// How long, after the drain, the calls it cut have to get their answer
@@ -91,7 +93,11 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
     cut_in_flight: impl FnOnce(),
 ) {
-    let Admission { tls, auth } = admission;
+    let Admission {
+        tls,
+        auth,
+        observers,
+    } = admission;
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -102,7 +108,7 @@ pub(crate) async fn serve(
     // Every connection holds a receiver until it ends: a value sent asks
     // them all to go away, and the sender sees when the last one has.
     let (stop_connections, stop) = watch::channel(());
-    let routes = call_layers(routes.prepare(), auth);
+    let routes = call_layers(routes.prepare(), auth, observers);
     let slots = Arc::new(Semaphore::new(settings.max_connections as usize));
     let mut refusals = Refusals::default();
     let handshake_timeout = settings.handshake_timeout;
@@ -173,10 +179,10 @@ pub(crate) async fn serve(
 }
 
 /// The layers every call passes through, outermost first: today the one
-/// that observes it (the call log) and authenticates it with `auth` before
-/// any handler runs; tracing, metrics and audit attach to that same layer.
-fn call_layers(routes: Routes, auth: Authenticator) -> Observe<Routes> {
-    ObserveLayer::new(auth).layer(routes)
+/// that observes it (the call log, and `observers`: metrics…) and
+/// authenticates it with `auth` before any handler runs.
+fn call_layers(routes: Routes, auth: Authenticator, observers: Observers) -> Observe<Routes> {
+    ObserveLayer::new(auth).observed_by(observers).layer(routes)
 }
 
 /// Adds the peer's address to every request, where the call layers and

@@ -190,7 +190,9 @@ impl<DB: Driver> QueryEngine<DB> {
 async fn spawn_unit<T: Send + 'static>(
     work: impl Future<Output = Result<T, Error>> + Send + 'static,
 ) -> Result<T, Error> {
-    tokio::spawn(work)
+    // In the caller's span (none when traces are off): the statement's
+    // work and its pool wait belong to its call.
+    tokio::spawn(tracing::Instrument::in_current_span(work))
         .await
         .map_err(|err| Error::Internal(format!("database task failed: {err}")))?
 }

@@ -7,6 +7,7 @@ mod engine;
 pub(crate) mod executor;
 pub(crate) mod frames;
 mod mysql;
+pub mod operation;
 mod postgres;
 pub(crate) mod sql;
 mod sqlite;

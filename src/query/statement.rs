@@ -213,6 +213,49 @@ pub fn fingerprint(sql: &str) -> String {
     hash(&normalize(sql))
 }
 
+/// The statement as spans may show it (`db.query.text`): comments
+/// removed, string and numeric literals replaced by `?`, and — beyond what
+/// the fingerprint does — double-quoted text on MySQL (a string there)
+/// and dollar-quoted bodies (PostgreSQL) replaced by `?` too, so that no
+/// value written into the text survives. Placeholders stay as they are.
+pub fn sanitized_text(sql: &str, backend: crate::db::Backend) -> String {
+    let normalized = normalize(sql);
+    let mut out = String::with_capacity(normalized.len());
+    let mut rest = normalized.as_str();
+    while let Some(at) = rest.find(['"', '$']) {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if tail.starts_with('"') && backend == crate::db::Backend::MySql {
+            let end = tail[1..].find('"').map_or(tail.len(), |end| end + 2);
+            out.push('?');
+            rest = &tail[end..];
+        } else if let Some(tag_end) = dollar_tag_end(tail) {
+            let tag = &tail[..tag_end];
+            let end = tail[tag_end..]
+                .find(tag)
+                .map_or(tail.len(), |end| tag_end + end + tag.len());
+            out.push('?');
+            rest = &tail[end..];
+        } else {
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// If `text` starts with a dollar-quote tag (`$$`, `$body$`), its length.
+fn dollar_tag_end(text: &str) -> Option<usize> {
+    let inner = text.strip_prefix('$')?;
+    let name_len = inner
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(inner.len());
+    let name = &inner[..name_len];
+    let starts_as_tag = name.is_empty() || !name.starts_with(|c: char| c.is_ascii_digit());
+    (starts_as_tag && inner[name_len..].starts_with('$')).then_some(name_len + 2)
+}
+
 /// FNV-1a of the normalized text, as 16 hex digits.
 fn hash(normalized: &str) -> String {
     const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -321,6 +364,33 @@ fn normalize(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sanitized_text_keeps_no_literal() {
+        use crate::db::Backend;
+        assert_eq!(
+            sanitized_text(
+                "SELECT * FROM t WHERE a = 'CANARY' AND b = 42 AND c = $1",
+                Backend::Postgres
+            ),
+            "select * from t where a = ? and b = ? and c = $1"
+        );
+        assert_eq!(
+            sanitized_text(
+                "DO $body$ BEGIN PERFORM 'x'; END $body$; SELECT $$CANARY$$",
+                Backend::Postgres
+            ),
+            "do ?; select ?"
+        );
+        assert_eq!(
+            sanitized_text("SELECT \"CANARY\" FROM t WHERE x = ?", Backend::MySql),
+            "select ? from t where x = ?"
+        );
+        assert_eq!(
+            sanitized_text("SELECT \"Name\" FROM t", Backend::Postgres),
+            "select \"Name\" from t"
+        );
+    }
 
     fn stmt(sql: &str) -> Result<Statement, Error> {
         Statement::new(

@@ -83,7 +83,8 @@ pub(crate) fn run_stream<DB: Driver>(
         }
     };
     db.count_call();
-    tokio::spawn(Box::pin(async move {
+    // In the statement's span (none when traces are off).
+    tokio::spawn(tracing::Instrument::in_current_span(Box::pin(async move {
         // Fails only if the reader is gone already: nothing to do then
         // (the slot and the hold are given back as the task ends).
         let Ok(last) = sender.clone().reserve_owned().await else {
@@ -107,7 +108,7 @@ pub(crate) fn run_stream<DB: Driver>(
                 last.send(Err(error));
             }
         }
-    }));
+    })));
     receiver
 }
 

@@ -171,8 +171,11 @@ impl<DB: Driver> SessionManager<DB> {
         outbound: mpsc::Sender<SessionEvent>,
     ) {
         let manager = self.clone();
-        self.registry.spawn(Box::pin(runner::run(
-            manager, owner, hold, inbound, outbound,
-        )));
+        // In the Attach call's span: the session's statements are its
+        // children, its end an event on it.
+        self.registry
+            .spawn(tracing::Instrument::in_current_span(Box::pin(runner::run(
+                manager, owner, hold, inbound, outbound,
+            ))));
     }
 }

@@ -12,7 +12,10 @@ use super::{
     client::ClientLink,
     registry::{EndReason, SessionEntry, SessionGuard},
 };
+use tracing::Instrument;
+
 use crate::{
+    audit::StatementRecord,
     db::{
         CLEANUP_TIMEOUT, Deadline, Driver,
         transaction::{Access, Begin, Checkout, Failure},
@@ -23,6 +26,8 @@ use crate::{
         executor::run_statement,
         frames::{FrameSink, FrameTarget},
     },
+    query::{operation::operation_name, statement::sanitized_text},
+    telemetry::{metrics::db_system, traces},
 };
 
 /// An open session.
@@ -41,6 +46,15 @@ pub(super) struct Session<DB: Driver> {
     /// What the owner may do: a reader's refusals to write by the database
     /// are answered PERMISSION_DENIED.
     access: Access,
+    /// The statement running now, kept for the audit trail (when it is on).
+    audited: Option<AuditedStatement>,
+}
+
+/// A session statement on its way to the audit trail.
+struct AuditedStatement {
+    sql: Arc<str>,
+    fingerprint: String,
+    started: Instant,
 }
 
 /// What cut a statement short.
@@ -93,6 +107,7 @@ impl<DB: Driver> Session<DB> {
                 dirty: false,
                 read_only: options.read_only,
                 access,
+                audited: None,
             }),
             Err(error) => {
                 guard.end(EndReason::Failed);
@@ -131,6 +146,13 @@ impl<DB: Driver> Session<DB> {
         statement: &Statement,
         deadline: Deadline,
     ) -> Option<EndReason> {
+        if self.manager.registry.audit().is_some() {
+            self.audited = Some(AuditedStatement {
+                sql: statement.sql.clone(),
+                fingerprint: statement.fingerprint.clone(),
+                started: Instant::now(),
+            });
+        }
         if let Err(error) = statement.check_for_session(self.read_only) {
             return self.failed(request_id, error).await;
         }
@@ -145,8 +167,27 @@ impl<DB: Driver> Session<DB> {
             request_id,
         };
         let mut sink = FrameSink::new(target, &self.manager.limits);
-        let ran = self.run_interruptible(statement, &mut sink, deadline).await;
+        // A child of the Attach call's span (the session's task runs in it).
+        let span = traces::statement_span(
+            db_system(DB::BACKEND),
+            operation_name(&statement.sql),
+            || sanitized_text(&statement.sql, DB::BACKEND),
+        );
+        let ran = self
+            .run_interruptible(statement, &mut sink, deadline)
+            .instrument(span.clone())
+            .await;
         self.entry.statement_finished();
+        match &ran {
+            Ran::Finished(Ok(_)) => traces::statement_done(
+                &span,
+                Ok(usize::try_from(sink.rows_returned()).unwrap_or(usize::MAX)),
+            ),
+            Ran::Finished(Err(Failure::Clean(error) | Failure::Dirty(error))) => {
+                traces::statement_done(&span, Err(error));
+            }
+            _ => {}
+        }
 
         match ran {
             Ran::Finished(Ok(rows_affected)) => {
@@ -167,6 +208,7 @@ impl<DB: Driver> Session<DB> {
                     rows_returned: sink.rows_returned(),
                     elapsed: started.elapsed(),
                 };
+                self.audit(stats.rows_returned, rows_affected, None);
                 let finished = SessionEvent::Frame {
                     request_id,
                     event: StreamEvent::Finished(stats),
@@ -244,6 +286,7 @@ impl<DB: Driver> Session<DB> {
     /// is in an unknown state, or the backend's transaction did not survive
     /// the interrupt.
     async fn failed(&mut self, request_id: u64, error: Error) -> Option<EndReason> {
+        self.audit(0, 0, Some(&error));
         if aborts_transaction::<DB>(&error) {
             self.entry.mark_aborted();
         }
@@ -255,6 +298,28 @@ impl<DB: Driver> Session<DB> {
             .tell(SessionEvent::Error { request_id, error })
             .await;
         ends.then_some(EndReason::Failed)
+    }
+
+    /// Hands the statement running now to the audit trail (when it is on):
+    /// its rows, or the error its caller got.
+    fn audit(&mut self, rows_returned: u64, rows_affected: u64, error: Option<&Error>) {
+        let (Some(audit), Some(statement)) = (self.manager.registry.audit(), self.audited.take())
+        else {
+            return;
+        };
+        audit.statement(StatementRecord {
+            actor: self.entry.owner.actor(),
+            method: "sqlgate.v1.Sessions/Attach",
+            session: Some(self.entry.id.clone()),
+            sql: statement.sql,
+            fingerprint: statement.fingerprint,
+            rows_returned,
+            rows_affected,
+            duration: statement.started.elapsed(),
+            code: error.map_or(tonic::Code::Ok, Error::code),
+            sqlstate: error.and_then(Error::sqlstate).map(str::to_owned),
+            tags: self.entry.owner.tags.clone(),
+        });
     }
 
     /// Ends the session. `Commit` commits (a failed commit ends it as

@@ -14,7 +14,13 @@ use std::{
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::SessionSettings, db::transaction::Hold, error::Error, grpc::identity::Role};
+use crate::{
+    audit::{Actor, Audit, SessionEndRecord},
+    config::SessionSettings,
+    db::transaction::Hold,
+    error::Error,
+    grpc::identity::Role,
+};
 
 /// Why a session ended. Every end is counted under one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,6 +99,19 @@ pub struct SessionOwner {
     /// The caller's role: a reader's session is read-only at the database,
     /// whatever its `begin` asked for.
     pub role: Role,
+    /// The `sqlgate-tag` values of the Attach call (request tags).
+    pub tags: Vec<String>,
+}
+
+impl SessionOwner {
+    /// The owner as the audit trail names it.
+    pub(crate) fn actor(&self) -> Actor {
+        Actor {
+            caller: self.name.clone(),
+            role: Some(self.role.name()),
+            peer: Some(self.peer.clone()),
+        }
+    }
 }
 
 /// One open session, as operators see it.
@@ -134,6 +153,8 @@ pub struct SessionSummary {
     pub caller: String,
     /// The owner's role.
     pub role: Role,
+    /// See [`SessionOwner::tags`].
+    pub tags: Vec<String>,
     /// See `SessionEntry::labels`.
     pub labels: BTreeMap<String, String>,
     /// The state now.
@@ -216,6 +237,7 @@ impl SessionEntry {
             peer: self.owner.peer.clone(),
             caller: self.owner.name.clone(),
             role: self.owner.role,
+            tags: self.owner.tags.clone(),
             labels: self.labels.clone(),
             state,
             started_at: self.started_at,
@@ -241,6 +263,8 @@ pub struct SessionRegistry {
     tasks: TaskTracker,
     /// When shutdown began (set once, by [`SessionRegistry::shut_down`]).
     shutdown_began: std::sync::OnceLock<tokio::time::Instant>,
+    /// The audit trail, when it is on (set once, at start-up).
+    audit: std::sync::OnceLock<Audit>,
 }
 
 impl SessionRegistry {
@@ -258,7 +282,18 @@ impl SessionRegistry {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             shutdown_began: std::sync::OnceLock::new(),
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records every session's statements and end in `audit` from now on.
+    pub(crate) fn audit_with(&self, audit: Audit) {
+        let _ = self.audit.set(audit);
+    }
+
+    /// The audit trail, when it is on.
+    pub(crate) fn audit(&self) -> Option<&Audit> {
+        self.audit.get()
     }
 
     /// The session settings in force.
@@ -405,6 +440,16 @@ impl SessionRegistry {
         if let Ok(mut ended) = self.ended.lock() {
             *ended.entry(reason).or_default() += 1;
         }
+        if let Some(audit) = self.audit() {
+            audit.session_end(SessionEndRecord {
+                actor: entry.owner.actor(),
+                session: entry.id.clone(),
+                reason: reason.name(),
+                statements: entry.statements(),
+                duration: entry.started.elapsed(),
+                labels: entry.labels.clone(),
+            });
+        }
         entry.ended.cancel();
     }
 }
@@ -434,6 +479,13 @@ impl SessionGuard {
         self.ended = true;
         self.registry.close(&self.entry, reason);
         tracing::info!(session = %self.entry.id, reason = reason.name(), statements = self.entry.statements(), "session ended");
+        // On the session's call span, when traces are exported.
+        tracing::info!(
+            target: crate::telemetry::traces::TARGET,
+            end_reason = reason.name(),
+            statements = self.entry.statements(),
+            "session.end"
+        );
     }
 }
 

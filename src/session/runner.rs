@@ -47,6 +47,7 @@ pub(super) async fn run<DB: Driver>(
     if owner.role.is_read_only() {
         options.read_only = true;
     }
+    crate::telemetry::traces::session_labels(&options.labels);
     let guard = match manager.registry.open(owner, options.labels.clone(), hold) {
         Ok(guard) => guard,
         Err(error) => {

@@ -39,9 +39,11 @@ fn capture(
 }
 
 impl Sqlgate {
-    /// Starts `sqlgate serve ARGS` with `envs` and no other `SQLGATE_*`
-    /// variable of this process (and no shutdown delay, unless `envs` set
-    /// `SQLGATE_SHUTDOWN__DELAY`: tests stop their server at once).
+    /// Starts `sqlgate serve ARGS` with `envs` and no other `SQLGATE_*` or
+    /// `OTEL_*` variable of this process, and no shutdown delay unless `envs`
+    /// set `SQLGATE_SHUTDOWN__DELAY` (tests stop their server at once). Logs
+    /// are text lines unless `envs` says otherwise (`SQLGATE_LOG__FORMAT`;
+    /// empty: unset, so that sqlgate picks the format itself).
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
         Self::start_in(None, args, envs)
     }
@@ -65,13 +67,20 @@ impl Sqlgate {
             command.current_dir(dir);
         }
         for (key, _) in std::env::vars() {
-            if key.starts_with("SQLGATE_") {
+            if key.starts_with("SQLGATE_") || key.starts_with("OTEL_") {
                 command.env_remove(key);
             }
         }
+        command.env("SQLGATE_LOG__FORMAT", "text");
+        command.env("SQLGATE_SHUTDOWN__DELAY", "0s");
+        for (key, value) in envs {
+            if value.is_empty() && *key == "SQLGATE_LOG__FORMAT" {
+                command.env_remove(key);
+            } else {
+                command.env(key, value);
+            }
+        }
         let mut child = command
-            .env("SQLGATE_SHUTDOWN__DELAY", "0s")
-            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

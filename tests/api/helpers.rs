@@ -32,6 +32,8 @@ pub enum Backend {
 pub struct TestApp {
     pub backend: Backend,
     pub address: SocketAddr,
+    /// Where `GET /metrics` is served, when `metrics.listen` is set.
+    pub metrics_address: Option<SocketAddr>,
     pub query: QueryClient<Channel>,
     pub admin: AdminClient<Channel>,
     pub channel: Channel,
@@ -63,6 +65,7 @@ pub async fn spawn_app_with(
     adjust(&mut settings);
     let app = Application::build(settings).await.expect("sqlgate starts");
     let address = app.address();
+    let metrics_address = app.metrics_address();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -80,6 +83,7 @@ pub async fn spawn_app_with(
     Some(TestApp {
         backend,
         address,
+        metrics_address,
         query: QueryClient::new(channel.clone()),
         admin: AdminClient::new(channel.clone()),
         channel,

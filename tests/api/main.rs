@@ -4,6 +4,7 @@
 
 #![allow(unreachable_pub)]
 
+mod audit;
 mod auth;
 mod backend_settings;
 mod bad_input;
@@ -27,6 +28,7 @@ mod isolation_mysql;
 mod isolation_postgres;
 mod isolation_sqlite;
 mod limits;
+mod log_format;
 mod log_privacy;
 mod memory_bounds;
 mod mysql_values;
@@ -35,6 +37,7 @@ mod pg_activity;
 mod pod;
 mod pool_stats;
 mod postgres_values;
+mod prometheus;
 mod proxy;
 mod query;
 mod roles;
@@ -53,5 +56,6 @@ mod stream_starvation;
 mod streaming;
 mod test_database;
 mod tls;
+mod traces;
 mod value_refusals;
 mod values;

@@ -50,9 +50,22 @@ impl Session {
     pub async fn attach(
         channel: Channel,
     ) -> Result<(mpsc::Sender<SessionRequest>, Streaming<SessionResponse>), tonic::Status> {
+        Self::attach_tagged(channel, &[]).await
+    }
+
+    /// [`Session::attach`], the call carrying `tags` as `sqlgate-tag` metadata.
+    pub async fn attach_tagged(
+        channel: Channel,
+        tags: &[&str],
+    ) -> Result<(mpsc::Sender<SessionRequest>, Streaming<SessionResponse>), tonic::Status> {
         let (requests, inbox) = mpsc::channel(16);
+        let mut call = tonic::Request::new(ReceiverStream::new(inbox));
+        for tag in tags {
+            call.metadata_mut()
+                .append("sqlgate-tag", tag.parse().expect("a tag"));
+        }
         let answers = SessionsClient::new(channel)
-            .attach(ReceiverStream::new(inbox))
+            .attach(call)
             .await?
             .into_inner();
         Ok((requests, answers))
@@ -69,7 +82,16 @@ impl Session {
 
     /// Begins a session with `begin` over `channel`.
     pub async fn begin_on(channel: Channel, begin: BeginSession) -> Result<Self, tonic::Status> {
-        let (requests, mut answers) = Self::attach(channel).await?;
+        Self::begin_tagged(channel, begin, &[]).await
+    }
+
+    /// [`Session::begin_on`], the Attach call carrying `tags`.
+    pub async fn begin_tagged(
+        channel: Channel,
+        begin: BeginSession,
+        tags: &[&str],
+    ) -> Result<Self, tonic::Status> {
+        let (requests, mut answers) = Self::attach_tagged(channel, tags).await?;
         requests
             .send(SessionRequest::begin(begin))
             .await

@@ -108,6 +108,7 @@ impl From<SessionSummary> for pb::SessionInfo {
             statements_executed: summary.statements,
             caller: summary.caller,
             role: summary.role.name().to_owned(),
+            tags: summary.tags,
         }
     }
 }

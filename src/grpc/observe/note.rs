@@ -92,6 +92,22 @@ impl fmt::Display for Caller {
     }
 }
 
+/// The call's `sqlgate-tag` values, checked by the layer (see
+/// `request_tags`), for handlers that keep them (a session's owner).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RequestTags(pub(crate) Vec<String>);
+
+impl RequestTags {
+    /// The tags of `request`'s call (none outside the layer).
+    pub(crate) fn of<T>(request: &tonic::Request<T>) -> Vec<String> {
+        request
+            .extensions()
+            .get::<RequestTags>()
+            .map(|tags| tags.0.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// What only the handler knows about its call (statement fingerprints,
 /// rows sent, the session id), shared with the layer that writes the
 /// call's line when the response ends. Cheap to clone and to update from
@@ -104,6 +120,21 @@ pub(crate) struct CallNote(Arc<Shared>);
 struct Shared {
     rows: AtomicU64,
     text: Mutex<NoteText>,
+    /// Whether statements are kept for the audit trail (it is on).
+    keeps_statements: bool,
+}
+
+/// A statement of the call, kept for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct NotedStatement {
+    /// The caller's text (parsed for the trail, never written).
+    pub(super) sql: Arc<str>,
+    /// Its fingerprint.
+    pub(super) fingerprint: String,
+    /// Rows sent back (`None`: the call's count).
+    pub(super) rows_returned: Option<u64>,
+    /// Rows the database changed.
+    pub(super) rows_affected: u64,
 }
 
 /// The note's text fields, taken once when the line is written.
@@ -113,6 +144,12 @@ pub(super) struct NoteText {
     pub(super) fingerprint: Option<String>,
     /// The session a `Sessions/Attach` call opened.
     pub(super) session: Option<String>,
+    /// What the call's statement does (`SELECT`…; `BATCH` for several).
+    pub(super) operation: Option<&'static str>,
+    /// The call's statements, when the audit trail keeps them.
+    pub(super) statements: Vec<NotedStatement>,
+    /// The database's SQLSTATE, when it refused the call's statement.
+    pub(super) sqlstate: Option<String>,
 }
 
 impl CallNote {
@@ -125,6 +162,52 @@ impl CallNote {
             .get::<CallNote>()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// A note that keeps the call's statements for the audit trail when
+    /// `keep` (else statements cost nothing).
+    pub(super) fn keeping_statements(keep: bool) -> Self {
+        Self(Arc::new(Shared {
+            keeps_statements: keep,
+            ..Shared::default()
+        }))
+    }
+
+    /// The call runs `sql` (kept only for the audit trail).
+    pub(crate) fn statement(&self, sql: &Arc<str>, fingerprint: &str) {
+        if self.0.keeps_statements {
+            self.text().statements.push(NotedStatement {
+                sql: sql.clone(),
+                fingerprint: fingerprint.to_owned(),
+                rows_returned: None,
+                rows_affected: 0,
+            });
+        }
+    }
+
+    /// The call's statements ended with these rows returned and affected,
+    /// in order.
+    pub(crate) fn statement_rows(&self, rows: impl IntoIterator<Item = (u64, u64)>) {
+        if self.0.keeps_statements {
+            let mut text = self.text();
+            for (statement, (returned, affected)) in text.statements.iter_mut().zip(rows) {
+                statement.rows_returned = Some(returned);
+                statement.rows_affected = affected;
+            }
+        }
+    }
+
+    /// The database refused the call's statement with this SQLSTATE.
+    pub(crate) fn sqlstate(&self, sqlstate: &str) {
+        if self.0.keeps_statements {
+            self.text().sqlstate = Some(sqlstate.to_owned());
+        }
+    }
+
+    /// The statements and SQLSTATE noted, emptied.
+    pub(super) fn take_statements(&self) -> (Vec<NotedStatement>, Option<String>) {
+        let mut text = self.text();
+        (std::mem::take(&mut text.statements), text.sqlstate.take())
     }
 
     /// The call runs the statement with this fingerprint.
@@ -140,6 +223,22 @@ impl CallNote {
             .collect::<Vec<_>>()
             .join(",");
         self.text().fingerprint = Some(joined);
+    }
+
+    /// The call runs a statement of this operation (`SELECT`, `INSERT`…,
+    /// or `BATCH`), from a closed set.
+    pub(crate) fn operation(&self, operation: &'static str) {
+        self.text().operation = Some(operation);
+    }
+
+    /// The session noted, if any (the text stays for the line).
+    pub(super) fn session_id(&self) -> Option<String> {
+        self.text().session.clone()
+    }
+
+    /// The operation noted, if any.
+    pub(super) fn noted_operation(&self) -> Option<&'static str> {
+        self.text().operation
     }
 
     /// The call opened this session.

@@ -107,7 +107,7 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[SessionInfo, _Mapping]]] = ...) -> None: ...
 
 class SessionInfo(_message.Message):
-    __slots__ = ("session_id", "peer", "labels", "state", "started_at", "age", "idle", "current_statement_fingerprint", "statements_executed", "caller", "role")
+    __slots__ = ("session_id", "peer", "labels", "state", "started_at", "age", "idle", "current_statement_fingerprint", "statements_executed", "caller", "role", "tags")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,7 @@ class SessionInfo(_message.Message):
     STATEMENTS_EXECUTED_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     peer: str
     labels: _containers.ScalarMap[str, str]
@@ -137,7 +138,8 @@ class SessionInfo(_message.Message):
     statements_executed: int
     caller: str
     role: str
-    def __init__(self, session_id: _Optional[str] = ..., peer: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., current_statement_fingerprint: _Optional[str] = ..., statements_executed: _Optional[int] = ..., caller: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., peer: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., current_statement_fingerprint: _Optional[str] = ..., statements_executed: _Optional[int] = ..., caller: _Optional[str] = ..., role: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TerminateSessionRequest(_message.Message):
     __slots__ = ("session_id",)

@@ -1,0 +1,251 @@
+//! The audit trail: one JSON line per statement (Execute, ExecuteStream,
+//! each statement of a batch, each statement of a session) and per
+//! session end, in a file of its own — who, which session, fingerprint,
+//! operation, tables, rows, outcome, request tags — and never a value
+//! (nor does the value reach the metrics, served at the same time).
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlgate::grpc::pb::{self, BeginSession, SessionRequest};
+use tonic::Code;
+
+use crate::{
+    helpers::{Backend, TestApp, spawn_app_with, v},
+    session_client::Session,
+};
+
+/// The value no audit line may carry.
+const CANARY: &str = "CANARY-PHI-a9c2";
+
+/// Waits (up to 10 s) until the trail has at least `count` lines; all of them, parsed.
+async fn lines(path: &std::path::Path, count: usize) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.len() >= count {
+            assert!(
+                !text.contains("CANARY-PHI"),
+                "a value reached the audit trail:\n{text}"
+            );
+            return lines
+                .iter()
+                .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+                .collect();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{} audit lines, expected {count}:\n{text}",
+            lines.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn execute(app: &TestApp, sql: &str, params: Vec<pb::Value>) -> tonic::Request<pb::ExecuteRequest> {
+    tonic::Request::new(pb::ExecuteRequest {
+        sql: app.sql(sql),
+        params,
+        max_rows: 0,
+    })
+}
+
+async fn statements_and_sessions_are_audited_without_values(backend: Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trail = dir.path().join("audit.jsonl");
+    let sink = trail.display().to_string();
+    let Some(app) = spawn_app_with(backend, |settings| {
+        settings.audit.sink = sink;
+        settings.metrics.listen = Some("127.0.0.1:0".parse().expect("address"));
+    })
+    .await
+    else {
+        return;
+    };
+    let mut query = app.query.clone();
+    let canary = || vec![v::text(CANARY)];
+    query
+        .execute(execute(
+            &app,
+            "CREATE TABLE patients (name VARCHAR(64) PRIMARY KEY)",
+            vec![],
+        ))
+        .await
+        .expect("create");
+    query
+        .execute(execute(
+            &app,
+            "INSERT INTO patients (name) VALUES ($1)",
+            canary(),
+        ))
+        .await
+        .expect("insert");
+    let mut tagged = execute(&app, "SELECT name FROM patients WHERE name = $1", canary());
+    tagged
+        .metadata_mut()
+        .insert("sqlgate-tag", "checkout-42".parse().expect("tag"));
+    tagged
+        .metadata_mut()
+        .append("sqlgate-tag", "has space".parse().expect("tag"));
+    query.execute(tagged).await.expect("select");
+    let duplicate = query
+        .execute(execute(
+            &app,
+            "INSERT INTO patients (name) VALUES ($1)",
+            canary(),
+        ))
+        .await
+        .expect_err("duplicate");
+    assert_eq!(duplicate.code(), Code::AlreadyExists);
+    let mut stream = query
+        .execute_stream(execute(&app, "SELECT name FROM patients", vec![]))
+        .await
+        .expect("stream")
+        .into_inner();
+    while stream.message().await.expect("frame").is_some() {}
+    query
+        .execute_batch(pb::ExecuteBatchRequest {
+            statements: vec![
+                pb::BatchStatement {
+                    sql: app.sql("UPDATE patients SET name = $1 WHERE name = $2"),
+                    params: [canary(), canary()].concat(),
+                },
+                pb::BatchStatement {
+                    sql: app.sql("DELETE FROM patients WHERE name = $1"),
+                    params: canary(),
+                },
+            ],
+            max_rows: 0,
+        })
+        .await
+        .expect("batch");
+    let mut session = Session::begin_tagged(
+        app.channel.clone(),
+        BeginSession::labelled([("service", "billing")]),
+        &["nightly-job"],
+    )
+    .await
+    .expect("begin");
+    // The Attach call's tags show in ListSessions.
+    let listed = crate::helpers::list_sessions(&app).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].tags, ["nightly-job"]);
+    let session_id = session.id.clone();
+    session
+        .send(SessionRequest::execute(
+            7,
+            app.sql("INSERT INTO patients (name) VALUES ($1)"),
+            canary(),
+        ))
+        .await;
+    session.outcome(7).await.expect("a session's insert");
+    session.commit().await;
+
+    let events = lines(&trail, 9).await;
+    let statement = |sql_operation: &str, method: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| {
+                e["event"] == "statement"
+                    && e["operation"] == sql_operation
+                    && e["method"] == method
+            })
+            .collect()
+    };
+    let select = statement("SELECT", "sqlgate.v1.Query/Execute");
+    assert_eq!(select.len(), 1, "{events:#?}");
+    let select = select[0];
+    assert_eq!(select["tables"], serde_json::json!(["patients"]));
+    assert_eq!(select["rows_returned"], 1);
+    assert_eq!(select["code"], "OK");
+    assert_eq!(
+        select["tags"],
+        serde_json::json!(["checkout-42"]),
+        "a tag with a space is dropped"
+    );
+    assert!(
+        select["caller"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("127.0.0.1:"))
+    );
+    assert!(
+        select["fingerprint"]
+            .as_str()
+            .is_some_and(|f| f.len() == 16)
+    );
+    assert!(chrono::DateTime::parse_from_rfc3339(select["time"].as_str().expect("time")).is_ok());
+
+    let inserts = statement("INSERT", "sqlgate.v1.Query/Execute");
+    assert_eq!(inserts.len(), 2, "{events:#?}");
+    assert_eq!(inserts[0]["rows_affected"], 1);
+    assert_eq!(inserts[1]["code"], "ALREADY_EXISTS");
+    assert!(inserts[1]["sqlstate"].is_string(), "{:?}", inserts[1]);
+
+    let streamed = statement("SELECT", "sqlgate.v1.Query/ExecuteStream");
+    assert_eq!(streamed.len(), 1, "{events:#?}");
+    assert_eq!(streamed[0]["rows_returned"], 1);
+
+    assert_eq!(
+        statement("UPDATE", "sqlgate.v1.Query/ExecuteBatch").len(),
+        1
+    );
+    let deleted = statement("DELETE", "sqlgate.v1.Query/ExecuteBatch");
+    assert_eq!(deleted.len(), 1, "{events:#?}");
+    assert_eq!(deleted[0]["rows_affected"], 1);
+
+    let in_session = statement("INSERT", "sqlgate.v1.Sessions/Attach");
+    assert_eq!(in_session.len(), 1, "{events:#?}");
+    assert_eq!(in_session[0]["session"], session_id.as_str());
+    assert_eq!(in_session[0]["rows_affected"], 1);
+    assert_eq!(in_session[0]["tags"], serde_json::json!(["nightly-job"]));
+    let ended: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "session_end")
+        .collect();
+    assert_eq!(ended.len(), 1, "{events:#?}");
+    assert_eq!(ended[0]["session"], session_id.as_str());
+    assert_eq!(ended[0]["reason"], "commit");
+    assert_eq!(ended[0]["statements"], 1);
+    assert_eq!(ended[0]["labels"]["service"], "billing");
+    let metrics = app.metrics_address.expect("metrics served");
+    let (status, text) = crate::prometheus::http_get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("sqlgate_session_ended"), "{text}");
+    assert!(
+        !text.contains("CANARY-PHI"),
+        "a value reached the metrics: {text}"
+    );
+    let _ = app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_and_sessions_are_audited_without_values_sqlite() {
+    statements_and_sessions_are_audited_without_values(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_and_sessions_are_audited_without_values_postgres() {
+    statements_and_sessions_are_audited_without_values(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_and_sessions_are_audited_without_values_mysql() {
+    statements_and_sessions_are_audited_without_values(Backend::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_file_that_cannot_be_written_stops_start_up() {
+    let settings = sqlgate::config::Settings {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        database_url: "sqlite::memory:".to_owned(),
+        audit: sqlgate::config::AuditSettings {
+            sink: "/nonexistent-directory/audit.jsonl".to_owned(),
+        },
+        ..Default::default()
+    };
+    let error = sqlgate::server::Application::build(settings)
+        .await
+        .expect_err("refused");
+    assert!(error.to_string().contains("audit"), "{error}");
+}
