@@ -30,6 +30,7 @@ mod log_privacy;
 mod memory_bounds;
 mod mysql_values;
 mod observe;
+mod owned_database;
 mod pg_activity;
 mod pool_stats;
 mod postgres_values;
