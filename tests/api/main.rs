@@ -16,6 +16,7 @@ mod connection_limits;
 mod deadlines;
 mod discovery;
 mod errors;
+mod faults;
 mod fixtures;
 mod fuzz;
 mod health;
