@@ -160,7 +160,7 @@ impl Mix {
 struct Tally {
     /// Answers by kind and code.
     codes: BTreeMap<(CallKind, i32), u64>,
-    /// Answers that came later than their deadline plus [`MARGIN`].
+    /// Answers that came later than their deadline plus the margin.
     late: Vec<String>,
     /// Wrong answers: a row other than the one asked for, a short stream, a
     /// code the call may not answer.
@@ -221,6 +221,8 @@ struct Worker {
     /// Codes a call may answer besides those of its kind: UNAVAILABLE and
     /// the transport's own codes while sqlgate shuts down.
     lenient: Arc<AtomicBool>,
+    /// How far past its deadline an answer may come.
+    margin: Duration,
 }
 
 /// The statements, in the backend's spelling.
@@ -235,6 +237,17 @@ struct Statements {
 impl Load {
     /// Starts `mix` against `rig`'s sqlgate; keys start with `prefix`.
     pub fn start(rig: &Rig, mix: Mix, ledger: Ledger, prefix: &str) -> Self {
+        Self::start_with_margin(rig, mix, ledger, prefix, MARGIN)
+    }
+
+    /// [`Load::start`], allowing answers up to `margin` past their deadline.
+    pub fn start_with_margin(
+        rig: &Rig,
+        mix: Mix,
+        ledger: Ledger,
+        prefix: &str,
+        margin: Duration,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(Mutex::new(Tally::default()));
         let lenient = Arc::new(AtomicBool::new(false));
@@ -251,6 +264,7 @@ impl Load {
             keys: Arc::default(),
             prefix: prefix.to_owned(),
             lenient: lenient.clone(),
+            margin,
         };
         let workers = mix
             .workers()
@@ -322,7 +336,7 @@ impl Load {
         };
         assert!(
             tally.late.is_empty(),
-            "answers later than their deadline + {MARGIN:?}:\n{}\n{report}",
+            "answers later than their deadline + the margin:\n{}\n{report}",
             tally.late.join("\n")
         );
         assert!(
@@ -385,7 +399,7 @@ impl Worker {
         if code == Code::Ok {
             tally.last_ok.insert(kind, started);
         }
-        if took > deadline + MARGIN {
+        if took > deadline + self.margin {
             tally
                 .late
                 .push(format!("{kind:?} answered {code:?} after {took:?}"));
