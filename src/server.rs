@@ -173,6 +173,7 @@ impl Application {
         let delay = settings.shutdown.delay;
         let stopping = async move {
             shutdown.await;
+            let drain_began = tokio::time::Instant::now();
             // Readiness first, so that no new traffic is sent here.
             health.set_stopping();
             // Load balancers and endpoint lists learn of it with a lag:
@@ -189,6 +190,7 @@ impl Application {
             // Open sessions would hold the drain open: roll them back first
             // (new ones are refused from now on).
             sessions.shut_down(drain).await;
+            drain_began
         };
         // At the drain's end whatever still runs is cut, answered and
         // cancelled on the server, so that closing the pool does not wait.

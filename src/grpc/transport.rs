@@ -79,7 +79,10 @@ pub(crate) struct Admission {
 const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 /// Accepts connections until `shutdown` resolves, then lets in-flight
-/// calls finish for up to `drain`. Calls still running then are cut by
+/// calls finish until `drain` after the moment `shutdown` resolves to (when
+/// the drain began: whatever shutdown did first, such as ending sessions,
+/// spends the same drain, so that the drain is never waited out twice).
+/// Calls still running then are cut by
 /// `cut_in_flight` (answered, and cancelled on the server); their answers
 /// get [`ANSWER_GRACE`] to leave, and whatever is still open is dropped.
 /// With TLS, every connection is TLS, with the certificate current when
@@ -90,7 +93,7 @@ pub(crate) async fn serve(
     settings: &TransportSettings,
     admission: Admission,
     drain: Duration,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = tokio::time::Instant>,
     cut_in_flight: impl FnOnce(),
 ) {
     let Admission {
@@ -113,9 +116,9 @@ pub(crate) async fn serve(
     let mut refusals = Refusals::default();
     let handshake_timeout = settings.handshake_timeout;
     tokio::pin!(shutdown);
-    loop {
+    let drain_began = loop {
         tokio::select! {
-            () = &mut shutdown => break,
+            began = &mut shutdown => break began,
             accepted = listener.accept() => {
                 let (stream, remote) = match accepted {
                     Ok(accepted) => accepted,
@@ -157,13 +160,16 @@ pub(crate) async fn serve(
                 tokio::spawn(connection.serve(stream, tls));
             }
         }
-    }
+    };
     drop(listener);
     drop(stop);
     stop_connections.send_replace(());
     let closed = stop_connections.closed();
     tokio::pin!(closed);
-    if tokio::time::timeout(drain, &mut closed).await.is_ok() {
+    if tokio::time::timeout_at(drain_began + drain, &mut closed)
+        .await
+        .is_ok()
+    {
         return;
     }
     cut_in_flight();

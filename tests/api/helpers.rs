@@ -107,22 +107,7 @@ impl TestApp {
 
     /// Writes `$1, $2, …` as `?` on MySQL, so one statement serves all backends.
     pub fn sql(&self, sql: &str) -> String {
-        if self.backend != Backend::MySql {
-            return sql.to_owned();
-        }
-        let mut out = String::with_capacity(sql.len());
-        let mut chars = sql.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-                while chars.peek().is_some_and(char::is_ascii_digit) {
-                    chars.next();
-                }
-                out.push('?');
-            } else {
-                out.push(c);
-            }
-        }
-        out
+        sql_for(self.backend, sql)
     }
 
     /// Runs `sql` through sqlgate's Execute.
@@ -226,6 +211,27 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// `sql` for `backend`: `$1, $2, …` written as `?` on MySQL, so one
+/// statement serves all backends.
+pub fn sql_for(backend: Backend, sql: &str) -> String {
+    if backend != Backend::MySql {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            while chars.peek().is_some_and(char::is_ascii_digit) {
+                chars.next();
+            }
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A Query client that sends `grpc-timeout` without enforcing it itself

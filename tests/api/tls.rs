@@ -20,7 +20,7 @@
 use std::{
     io,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -53,8 +53,9 @@ use crate::{
     binary::{Sqlgate, free_address},
     health::health_command,
     helpers::{Backend, TEST_BOUND, closed_within, select_one, within},
+    owned_database::{OwnedMariaDb, OwnedPostgres},
     session_client::Session,
-    test_database::{TestDatabase, running_in_ci},
+    test_database::TestDatabase,
 };
 
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
@@ -996,114 +997,13 @@ async fn wait_for_line(sqlgate: &Sqlgate, part: &str) -> String {
 // ---------------------------------------------------------------- the database
 
 /// A PostgreSQL cluster of the test's own (the machine's server is shared
-/// and must not be reconfigured): TLS with a certificate of the test's CA,
-/// and plaintext TCP refused by `pg_hba.conf`, so that a connection that
-/// works is a TLS one. Stopped and removed on drop.
-struct TlsPostgres {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-}
-
-/// The newest PostgreSQL server binaries installed, if any.
-fn postgres_bin() -> Option<PathBuf> {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("initdb").exists().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin)
-}
-
-/// Whether this process runs as root (PostgreSQL's tools then run as the
-/// `postgres` user: the server refuses to run as root).
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
-}
-
-/// Gives `path` (and all below it) to OS user `user`, when root.
-fn owned_by(user: &str, path: &Path) {
-    if running_as_root() {
-        let status = std::process::Command::new("chown")
-            .args(["-R", &format!("{user}:{user}")])
-            .arg(path)
-            .status()
-            .expect("chown");
-        assert!(status.success());
-    }
-}
-
-/// Runs PostgreSQL tool `tool` of `bin` with `args` (as `postgres` when
-/// root); panics with its output if it fails.
-fn pg_tool(bin: &Path, tool: &str, args: &[&str]) {
-    let program = bin.join(tool);
-    let mut command = if running_as_root() {
-        let mut command = std::process::Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(&program);
-        command
-    } else {
-        std::process::Command::new(&program)
-    };
-    let output = command.args(args).output().expect("run a PostgreSQL tool");
-    assert!(
-        output.status.success(),
-        "{tool} {args:?}: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-impl TlsPostgres {
-    /// Starts a cluster serving `server`'s certificate; `None` (loudly,
-    /// and never in CI) where PostgreSQL's server binaries are missing.
-    async fn start(server: &Pem) -> Option<Self> {
-        let Some(bin) = postgres_bin() else {
-            assert!(
-                !running_in_ci(),
-                "PostgreSQL's initdb is missing in CI (CI is set)"
-            );
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPING: no /usr/lib/postgresql/*/bin/initdb for a TLS cluster"
-            );
-            return None;
-        };
-        let port = free_address().port();
-        let server = server.clone();
-        tokio::task::spawn_blocking(move || Self::create(bin, port, &server))
-            .await
-            .expect("cluster set-up")
-            .into()
-    }
-
-    fn create(bin: PathBuf, port: u16, server: &Pem) -> Self {
-        let dir = tempfile::tempdir().expect("dir");
-        let data = dir.path().join("data");
-        let cluster = Self { bin, port, dir };
-        let owned_by_postgres = |path: &Path| owned_by("postgres", path);
-        owned_by_postgres(cluster.dir.path());
-        let data_arg = data.to_str().expect("path");
-        pg_tool(
-            &cluster.bin,
-            "initdb",
-            &[
-                "-D",
-                data_arg,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-        );
+/// and must not be reconfigured): TLS with `server`'s certificate, and
+/// plaintext TCP refused by `pg_hba.conf`, so that a connection that works
+/// is a TLS one. `None` (loudly, never in CI) where PostgreSQL's server
+/// binaries are missing.
+async fn tls_postgres(server: &Pem) -> Option<OwnedPostgres> {
+    let server = server.clone();
+    OwnedPostgres::start_with(move |data| {
         std::fs::write(data.join("server.crt"), &server.cert).expect("cert");
         std::fs::write(data.join("server.key"), &server.key).expect("key");
         {
@@ -1124,52 +1024,10 @@ impl TlsPostgres {
         )
         .expect("pg_hba.conf");
         let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).expect("conf");
-        conf.push_str(&format!(
-            "\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
-             unix_socket_directories = '{}'\nssl = on\n\
-             ssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
-             fsync = off\nshared_buffers = 16MB\n",
-            cluster.dir.path().display()
-        ));
+        conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
         std::fs::write(data.join("postgresql.conf"), conf).expect("conf");
-        owned_by_postgres(cluster.dir.path());
-        let log = cluster.dir.path().join("server.log");
-        pg_tool(
-            &cluster.bin,
-            "pg_ctl",
-            &[
-                "-D",
-                data_arg,
-                "-l",
-                log.to_str().expect("path"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
-        cluster
-    }
-
-    /// A URL of the cluster's `postgres` database at `host`, with `params`.
-    fn url(&self, host: &str, params: &str) -> String {
-        format!("postgres://postgres@{host}:{}/postgres?{params}", self.port)
-    }
-}
-
-impl Drop for TlsPostgres {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        if let Some(data) = data.to_str() {
-            let _ = std::panic::catch_unwind(|| {
-                pg_tool(
-                    &self.bin,
-                    "pg_ctl",
-                    &["-D", data, "-m", "immediate", "-w", "stop"],
-                );
-            });
-        }
-    }
+    })
+    .await
 }
 
 /// Why sqlgate could not start over `url`: the error of `Application::build`.
@@ -1202,10 +1060,10 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
 async fn postgres_tls() {
     let ca = Ca::new("database CA");
     // Named `localhost` only: 127.0.0.1 is not a name it carries.
-    let Some(postgres) = TlsPostgres::start(&ca.server("database", &["localhost"])).await else {
+    let Some(postgres) = tls_postgres(&ca.server("database", &["localhost"])).await else {
         return;
     };
-    let ca_file = postgres.dir.path().join("database-ca.crt");
+    let ca_file = postgres.dir().join("database-ca.crt");
     std::fs::write(&ca_file, ca.pem()).expect("ca");
     let ca_file = ca_file.to_str().expect("path").to_owned();
 
@@ -1241,7 +1099,7 @@ async fn postgres_tls() {
 
     // What fails, and says why: a name the certificate does not carry,
     // a CA that did not sign it, and plaintext (refused by the server).
-    let other_ca = postgres.dir.path().join("other-ca.crt");
+    let other_ca = postgres.dir().join("other-ca.crt");
     std::fs::write(&other_ca, Ca::new("another CA").pem()).expect("ca");
     let other_ca = other_ca.to_str().expect("path");
     for (url, says) in [
@@ -1269,122 +1127,23 @@ async fn postgres_tls() {
     }
 }
 
-/// A MariaDB server of the test's own, serving TLS with a certificate of
-/// the test's CA and refusing connections without it
-/// (`require_secure_transport`); `root` without a password. Stopped and
-/// removed on drop.
-struct TlsMariaDb {
-    dir: tempfile::TempDir,
-    server: std::process::Child,
-    port: u16,
-}
-
-impl TlsMariaDb {
-    /// Starts a server with `server`'s certificate; `None` (loudly, never
-    /// in CI) where MariaDB's server binaries are missing.
-    async fn start(server: &Pem) -> Option<Self> {
-        let binaries = [
-            Path::new("/usr/bin/mariadb-install-db"),
-            Path::new("/usr/sbin/mariadbd"),
-        ];
-        if binaries.iter().any(|binary| !binary.exists()) {
-            assert!(
-                !running_in_ci(),
-                "MariaDB's server binaries are missing in CI (CI is set)"
-            );
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPING: no mariadb-install-db / mariadbd for a TLS server"
-            );
-            return None;
-        }
-        let port = free_address().port();
-        let server = server.clone();
-        let mariadb = tokio::task::spawn_blocking(move || Self::create(port, &server))
-            .await
-            .expect("server set-up");
-        // Ready once it accepts a (TLS) connection.
-        let url = mariadb.url("127.0.0.1", "ssl-mode=REQUIRED");
-        let started = Instant::now();
-        loop {
-            use sqlx::Connection;
-            match sqlx::MySqlConnection::connect(&url).await {
-                Ok(conn) => {
-                    let _ = conn.close().await;
-                    break;
-                }
-                Err(err) => assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "MariaDB did not start within 30 s: {err}\n{}",
-                    std::fs::read_to_string(mariadb.dir.path().join("error.log"))
-                        .unwrap_or_default()
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Some(mariadb)
-    }
-
-    fn create(port: u16, server: &Pem) -> Self {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = |name: &str| dir.path().join(name).to_str().expect("path").to_owned();
-        std::fs::write(dir.path().join("server.crt"), &server.cert).expect("cert");
-        std::fs::write(dir.path().join("server.key"), &server.key).expect("key");
-        owned_by("mysql", dir.path());
-        let user = running_as_root().then_some("--user=mysql");
-        let output = std::process::Command::new("mariadb-install-db")
-            .args(["--no-defaults", &format!("--datadir={}", path("data"))])
-            .args(user)
-            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-            .output()
-            .expect("mariadb-install-db");
-        assert!(
-            output.status.success(),
-            "mariadb-install-db: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        // mariadbd drops to `mysql` itself, so that this very process is
-        // the server, and stopping it stops the server.
-        let server = std::process::Command::new("/usr/sbin/mariadbd")
-            .arg("--no-defaults")
-            .args(user)
-            .args([
-                format!("--datadir={}", path("data")),
-                format!("--port={port}"),
-                "--bind-address=127.0.0.1".to_owned(),
-                format!("--socket={}", path("mysqld.sock")),
-                format!("--pid-file={}", path("mysqld.pid")),
-                format!("--log-error={}", path("error.log")),
-                format!("--ssl-cert={}", path("server.crt")),
-                format!("--ssl-key={}", path("server.key")),
-                "--require-secure-transport=ON".to_owned(),
-                "--skip-log-bin".to_owned(),
-                "--innodb-buffer-pool-size=16M".to_owned(),
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("mariadbd");
-        Self { dir, server, port }
-    }
-
-    /// A URL of the server's `mysql` database at `host`, with `params`.
-    fn url(&self, host: &str, params: &str) -> String {
-        format!("mysql://root@{host}:{}/mysql?{params}", self.port)
-    }
-}
-
-impl Drop for TlsMariaDb {
-    fn drop(&mut self) {
-        // SIGTERM: a clean shutdown, waited for, before the files go.
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.server.id().to_string()])
-            .status();
-        let _ = self.server.wait();
-    }
+/// A MariaDB server of the test's own, serving TLS with `server`'s
+/// certificate and refusing connections without it
+/// (`require_secure_transport`); `root` without a password. `None`
+/// (loudly, never in CI) where MariaDB's server binaries are missing.
+async fn tls_mariadb(server: &Pem) -> Option<OwnedMariaDb> {
+    let server = server.clone();
+    OwnedMariaDb::start_with(move |dir| {
+        std::fs::write(dir.join("server.crt"), &server.cert).expect("cert");
+        std::fs::write(dir.join("server.key"), &server.key).expect("key");
+        let path = |name: &str| dir.join(name).to_str().expect("path").to_owned();
+        vec![
+            format!("--ssl-cert={}", path("server.crt")),
+            format!("--ssl-key={}", path("server.key")),
+            "--require-secure-transport=ON".to_owned(),
+        ]
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1394,10 +1153,10 @@ async fn mysql_over_tls_verifies_the_server_certificate() {
 
 async fn mysql_tls() {
     let ca = Ca::new("database CA");
-    let Some(mariadb) = TlsMariaDb::start(&ca.server("database", &["localhost"])).await else {
+    let Some(mariadb) = tls_mariadb(&ca.server("database", &["localhost"])).await else {
         return;
     };
-    let ca_file = mariadb.dir.path().join("database-ca.crt");
+    let ca_file = mariadb.dir().join("database-ca.crt");
     std::fs::write(&ca_file, ca.pem()).expect("ca");
     let ca_file = ca_file.to_str().expect("path").to_owned();
 
@@ -1419,7 +1178,7 @@ async fn mysql_tls() {
     let url = mariadb.url("127.0.0.1", &format!("ssl-mode=VERIFY_CA&ssl-ca={ca_file}"));
     Server::start_on(&url, |_| {}).await.stop().await;
 
-    let other_ca = mariadb.dir.path().join("other-ca.crt");
+    let other_ca = mariadb.dir().join("other-ca.crt");
     std::fs::write(&other_ca, Ca::new("another CA").pem()).expect("ca");
     let other_ca = other_ca.to_str().expect("path");
     for (url, says) in [
