@@ -253,5 +253,5 @@ def test_careless_values_are_refused_saying_why(values: dict[str, Any], says: st
 def test_notes_show_a_grpcurl_line_and_the_connection_budget() -> None:
     text = notes(values_of("hpa-off"))
     assert f"grpcurl -plaintext -d '{{\"sql\": \"SELECT 1\"}}' localhost:50051 sqlgate.v1.Query/Execute" in text
-    assert "48 at 3 replicas" in text
+    assert "up to 72 with 3 replicas" in text  # (3 + 1 in a rollout) x (16 + 2)
     assert "WARNING: insecure=true" in text

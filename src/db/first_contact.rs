@@ -41,6 +41,16 @@ pub(crate) async fn first_contact<DB: Driver>(
         Ok(Err(err)) if not_reachable_yet(&err) => {
             Ok(FirstContact::Unreachable(redact(&err.to_string())))
         }
+        // The database's own words and code: sqlx's `Display` adds the
+        // server's C source line (`at line 948`), which reads as a line of
+        // the caller's configuration.
+        Ok(Err(sqlx::Error::Database(db))) => {
+            let message = redact(db.message());
+            Err(Error::Unavailable(match db.code() {
+                Some(code) => format!("the database refused: {message} (SQLSTATE {code})"),
+                None => format!("the database refused: {message}"),
+            }))
+        }
         Ok(Err(err)) => Err(Error::Unavailable(redact(&err.to_string()))),
         Err(_) => Ok(FirstContact::Unreachable(format!(
             "no answer within {}",

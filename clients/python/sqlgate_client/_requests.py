@@ -39,8 +39,13 @@ def batch_request(statements: Iterable[Statement]) -> query_pb2.ExecuteBatchRequ
         params: Iterable[Any]
         if isinstance(statement, str):
             sql, params = statement, ()
-        else:
+        elif isinstance(statement, (tuple, list)) and len(statement) == 2 and not isinstance(statement[1], (str, bytes)):
             sql, params = statement
+        else:
+            raise TypeError(
+                f"statement {index + 1}: expected sql or (sql, params) with params a sequence, "
+                f"e.g. (\"INSERT INTO t VALUES ($1, $2)\", (1, 'x')); got {statement!r:.80}"
+            )
         try:
             values = to_values(tuple(params))
         except (TypeError, ValueError) as error:

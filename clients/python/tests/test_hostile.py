@@ -36,6 +36,16 @@ def test_values_without_a_lossless_form_are_refused_before_sending(client, value
     assert "parameter 1" in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [("INSERT INTO t VALUES ($1, $2)", 1, "x"), ("SELECT $1", "x"), ("SELECT 1",)],
+    ids=["parameters-not-grouped", "parameters-a-string", "sql-alone-in-a-tuple"],
+)
+def test_a_batch_item_of_the_wrong_shape_says_which_shape_it_wants(client, statement):
+    with pytest.raises(TypeError, match=r"statement 2: expected sql or \(sql, params\)"):
+        client.batch(["SELECT 1", statement])
+
+
 def test_a_bad_parameter_names_its_field(client):
     with pytest.raises(InvalidArgument) as error:
         client.execute("SELECT $1::int8, $2::int8", 1)
