@@ -17,6 +17,8 @@
 //! - [`report`]: the table and the JSON file.
 
 mod cpu;
+mod drive;
+mod floor;
 mod measure;
 mod report;
 mod setup;
@@ -68,6 +70,21 @@ pub(crate) struct Args {
     /// Internal: run as a session client to be killed (cleanup latency).
     #[arg(long, hide = true)]
     pub(crate) session_client: Option<SocketAddr>,
+    /// Internal: serve the floor (see `floor`) on this address, over
+    /// `--database-url`, until killed.
+    #[arg(long, hide = true)]
+    pub(crate) floor_server: Option<SocketAddr>,
+    /// Send `--calls` point selects to the sqlgate or floor server at this
+    /// address (whose database the benchmark has set up), then stop: a
+    /// fixed amount of work for instruction counts under callgrind.
+    #[arg(long)]
+    pub(crate) drive: Option<SocketAddr>,
+    /// With `--drive`: how many calls.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) calls: u64,
+    /// With `--drive`: how many callers at once.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) concurrency: usize,
 }
 
 /// The error every step of the benchmark returns: it only reports and stops.
@@ -78,6 +95,12 @@ async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     if let Some(address) = args.session_client {
         return session_client(address).await;
+    }
+    if let Some(address) = args.drive {
+        return drive::drive(address, args.calls, args.concurrency).await;
+    }
+    if let Some(address) = args.floor_server {
+        return floor::serve_floor(address, &args.database_url, setup::POOL_SIZE).await;
     }
     let setup = prepare(&args).await?;
     let wanted = |name: &str| args.only.as_deref().is_none_or(|only| name.contains(only));
@@ -104,8 +127,9 @@ async fn main() -> Result<(), BoxError> {
         results.extend(deadline_storm(&setup).await?);
     }
     report(&args, &setup, &results)?;
-    let mut child = setup.child;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    for mut child in [setup.child, setup.floor_child] {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
     Ok(())
 }

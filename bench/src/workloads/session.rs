@@ -120,6 +120,7 @@ pub(crate) async fn session_update(setup: &Setup) -> Result<Measurement, BoxErro
         8,
         direct,
         via,
+        None,
         (0.0, ""),
     )
     .await
