@@ -21,6 +21,7 @@ mod fuzz;
 mod health;
 mod health_shutdown;
 mod helpers;
+mod inline_begin;
 mod isolation;
 mod isolation_mysql;
 mod isolation_postgres;
