@@ -62,10 +62,17 @@ impl Exchange {
 /// the server ends the stream. The request side stays open meanwhile, so
 /// that only the server ends the session.
 async fn exchange(app: &TestApp, requests: Vec<SessionRequest>) -> Exchange {
+    exchange_then(app, requests, false).await
+}
+
+/// As [`exchange`]; with `half_close`, the client closes its side right
+/// after sending (as a client whose request iterator runs out does).
+async fn exchange_then(app: &TestApp, requests: Vec<SessionRequest>, half_close: bool) -> Exchange {
     let (sender, mut answers) = Session::attach(app.channel.clone()).await.expect("attach");
     for request in requests {
         sender.send(request).await.expect("send");
     }
+    let sender = (!half_close).then_some(sender);
     let mut seen = Vec::new();
     let ended = loop {
         let next = tokio::time::timeout(std::time::Duration::from_secs(10), answers.message())
@@ -114,6 +121,11 @@ async fn a_transaction_in_one_message(backend: Backend) {
     assert!(done.ended.is_ok(), "{:?}", done.ended);
     assert_eq!(app.count("t").await, 1);
 
+    // The client may close its side once the one message is sent.
+    let done = exchange_then(&app, vec![one_message(&app, 8, 10)], true).await;
+    assert_eq!(done.kinds(), ["began", "done 8", "committed"]);
+    assert_eq!(app.count("t").await, 2);
+
     // A first statement without commit_after: the session goes on.
     let select = SessionExecute::new(
         1,
@@ -135,10 +147,10 @@ async fn a_transaction_in_one_message(backend: Backend) {
     );
     assert_eq!(done.rows(1).len(), 1);
     assert!(done.ended.is_ok(), "{:?}", done.ended);
-    assert_eq!(app.count("t").await, 3);
+    assert_eq!(app.count("t").await, 4);
 
     let ended = app.pool_stats().await.sessions_ended;
-    assert_eq!(ended.get("commit"), Some(&2));
+    assert_eq!(ended.get("commit"), Some(&3));
     view.assert_settles_clean(&app, CLEANUP_BOUND).await;
     app.stop().await;
 }

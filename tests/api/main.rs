@@ -52,5 +52,6 @@ mod stream_starvation;
 mod streaming;
 mod test_database;
 mod tls;
+mod unix_sockets;
 mod value_refusals;
 mod values;
