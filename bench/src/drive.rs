@@ -11,7 +11,7 @@ use futures::StreamExt;
 use sqlgate::grpc::pb::{self, query_client::QueryClient};
 use tonic::transport::Channel;
 
-use crate::{BoxError, floor::POINT};
+use crate::{BoxError, workloads::POINT};
 
 /// Sends `calls` point selects to `address` from `concurrency` callers
 /// over one connection, each waiting for its answer; fails on the first

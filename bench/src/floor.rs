@@ -6,10 +6,15 @@
 //! on this machine, so sqlgate is compared with it as well as with a
 //! direct client.
 //!
-//! It runs as a child process of the benchmark (`--floor-server ADDR`),
-//! like sqlgate, so that its CPU time is read apart from the client's.
+//! Its own binary (`sqlgate-floor ADDR DATABASE_URL POOL_SIZE SQL`),
+//! started by the benchmark as a child process like sqlgate, so that its
+//! CPU time is read apart from the client's, and with sqlgate's allocator
+//! (mimalloc), so that the comparison is of the work done, not of malloc.
+//! `SQL` is the statement it serves, given by the benchmark.
 
 use std::net::SocketAddr;
+
+use mimalloc::MiMalloc;
 
 use sqlgate::grpc::pb::{
     self, ExecuteBatchRequest, ExecuteBatchResponse, ExecuteRequest, ExecuteResponse,
@@ -19,17 +24,31 @@ use sqlgate::grpc::pb::{
 use sqlx::{PgPool, Row, postgres::PgPoolOptions};
 use tonic::{Request, Response, Status};
 
-use crate::BoxError;
+#[global_allocator]
+static ALLOCATOR: MiMalloc = MiMalloc;
 
-/// The one statement the floor serves (the point-select workload's).
-pub(crate) const POINT: &str = "SELECT id, name, amount, created FROM bench_items WHERE id = $1";
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const USAGE: &str = "usage: sqlgate-floor ADDR DATABASE_URL POOL_SIZE SQL";
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [listen, database_url, pool_size, sql] = args.as_slice() else {
+        return Err(USAGE.into());
+    };
+    // Static, as a service's statements are: sqlx takes it without a copy.
+    let sql: &'static str = Box::leak(sql.clone().into_boxed_str());
+    serve_floor(listen.parse()?, database_url, pool_size.parse()?, sql).await
+}
 
 /// Serves the floor on `listen` over a pool of `pool_size` connections to
-/// `database_url`, until the process is killed.
-pub(crate) async fn serve_floor(
+/// `database_url`, answering `sql` only, until the process is killed.
+async fn serve_floor(
     listen: SocketAddr,
     database_url: &str,
     pool_size: u32,
+    sql: &'static str,
 ) -> Result<(), BoxError> {
     // Configured as sqlgate's pool and the direct client's.
     let pool = PgPoolOptions::new()
@@ -40,7 +59,7 @@ pub(crate) async fn serve_floor(
         .await?;
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(QueryServer::new(Floor { pool }))
+        .add_service(QueryServer::new(Floor { pool, sql }))
         .serve(listen)
         .await?;
     Ok(())
@@ -49,6 +68,8 @@ pub(crate) async fn serve_floor(
 /// The floor's service: the point select, nothing else.
 struct Floor {
     pool: PgPool,
+    /// The point select's text (the only statement served).
+    sql: &'static str,
 }
 
 #[tonic::async_trait]
@@ -58,7 +79,7 @@ impl Query for Floor {
         request: Request<ExecuteRequest>,
     ) -> Result<Response<ExecuteResponse>, Status> {
         let request = request.into_inner();
-        if request.sql != POINT {
+        if request.sql != self.sql {
             return Err(Status::unimplemented(
                 "the floor serves the point select only",
             ));
@@ -66,7 +87,7 @@ impl Query for Floor {
         let Some(Kind::IntValue(id)) = request.params.first().and_then(|p| p.kind.clone()) else {
             return Err(Status::invalid_argument("one int64 parameter"));
         };
-        let row = sqlx::query(POINT)
+        let row = sqlx::query(self.sql)
             .bind(id)
             .fetch_one(&self.pool)
             .await

@@ -18,7 +18,6 @@
 
 mod cpu;
 mod drive;
-mod floor;
 mod measure;
 mod report;
 mod setup;
@@ -70,10 +69,6 @@ pub(crate) struct Args {
     /// Internal: run as a session client to be killed (cleanup latency).
     #[arg(long, hide = true)]
     pub(crate) session_client: Option<SocketAddr>,
-    /// Internal: serve the floor (see `floor`) on this address, over
-    /// `--database-url`, until killed.
-    #[arg(long, hide = true)]
-    pub(crate) floor_server: Option<SocketAddr>,
     /// Send `--calls` point selects to the sqlgate or floor server at this
     /// address (whose database the benchmark has set up), then stop: a
     /// fixed amount of work for instruction counts under callgrind.
@@ -99,9 +94,6 @@ async fn main() -> Result<(), BoxError> {
     if let Some(address) = args.drive {
         return drive::drive(address, args.calls, args.concurrency).await;
     }
-    if let Some(address) = args.floor_server {
-        return floor::serve_floor(address, &args.database_url, setup::POOL_SIZE).await;
-    }
     let setup = prepare(&args).await?;
     let wanted = |name: &str| args.only.as_deref().is_none_or(|only| name.contains(only));
     let mut results = Vec::new();
@@ -118,7 +110,8 @@ async fn main() -> Result<(), BoxError> {
         results.push(stream_rows(&setup, true).await?);
     }
     if wanted("session") {
-        results.push(session_update(&setup).await?);
+        results.push(session_update(&setup, false).await?);
+        results.push(session_update(&setup, true).await?);
     }
     if wanted("cleanup") {
         results.push(cleanup_latency(&setup, &args).await?);

@@ -12,7 +12,7 @@ use sqlgate::grpc::pb::{admin_client::AdminClient, query_client::QueryClient};
 use sqlx::{Connection, Executor, PgPool, postgres::PgPoolOptions};
 use tonic::transport::Channel;
 
-use crate::{Args, BoxError};
+use crate::{Args, BoxError, workloads::POINT};
 
 /// What every workload runs against, and how the rounds are run.
 pub(crate) struct Setup {
@@ -190,12 +190,12 @@ pub(crate) async fn prepare(args: &Args) -> Result<Setup, BoxError> {
     let channel = connect_when_up(address, "sqlgate").await?;
     let channels = connections(address).await?;
     let floor_address = free_address()?;
-    let floor_child = tokio::process::Command::new(&exe)
+    let floor_child = tokio::process::Command::new(exe.with_file_name("sqlgate-floor"))
         .args([
-            "--floor-server",
             &floor_address.to_string(),
-            "--database-url",
             &format!("{url}?application_name=sqlgate-floor"),
+            &pool_size.to_string(),
+            POINT,
         ])
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -7,11 +7,13 @@ use tonic::transport::Channel;
 use super::request;
 use crate::{
     BoxError,
-    floor::POINT,
     measure::ab,
     report::Measurement,
     setup::{Setup, query_clients},
 };
+
+/// The point select: one row by primary key (the floor serves it too).
+pub(crate) const POINT: &str = "SELECT id, name, amount, created FROM bench_items WHERE id = $1";
 
 /// The direct client reads every column into the Rust type an application
 /// would use, as sqlgate's client receives every value: the same work on
