@@ -17,6 +17,7 @@
 //! - [`report`]: the table and the JSON file.
 
 mod cpu;
+mod drive;
 mod measure;
 mod report;
 mod setup;
@@ -68,6 +69,17 @@ pub(crate) struct Args {
     /// Internal: run as a session client to be killed (cleanup latency).
     #[arg(long, hide = true)]
     pub(crate) session_client: Option<SocketAddr>,
+    /// Send `--calls` point selects to the sqlgate or floor server at this
+    /// address (whose database the benchmark has set up), then stop: a
+    /// fixed amount of work for instruction counts under callgrind.
+    #[arg(long)]
+    pub(crate) drive: Option<SocketAddr>,
+    /// With `--drive`: how many calls.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) calls: u64,
+    /// With `--drive`: how many callers at once.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) concurrency: usize,
 }
 
 /// The error every step of the benchmark returns: it only reports and stops.
@@ -78,6 +90,9 @@ async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     if let Some(address) = args.session_client {
         return session_client(address).await;
+    }
+    if let Some(address) = args.drive {
+        return drive::drive(address, args.calls, args.concurrency).await;
     }
     let setup = prepare(&args).await?;
     let wanted = |name: &str| args.only.as_deref().is_none_or(|only| name.contains(only));
@@ -95,7 +110,8 @@ async fn main() -> Result<(), BoxError> {
         results.push(stream_rows(&setup, true).await?);
     }
     if wanted("session") {
-        results.push(session_update(&setup).await?);
+        results.push(session_update(&setup, false).await?);
+        results.push(session_update(&setup, true).await?);
     }
     if wanted("cleanup") {
         results.push(cleanup_latency(&setup, &args).await?);
@@ -104,8 +120,9 @@ async fn main() -> Result<(), BoxError> {
         results.extend(deadline_storm(&setup).await?);
     }
     report(&args, &setup, &results)?;
-    let mut child = setup.child;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    for mut child in [setup.child, setup.floor_child] {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
     Ok(())
 }

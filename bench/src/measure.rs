@@ -22,6 +22,8 @@ pub(crate) enum Side {
     Direct,
     PgBouncer,
     Sqlgate,
+    /// The floor server (see `floor`), for the workloads it serves.
+    Floor,
 }
 
 /// How a round's order is written in the JSON: `sqlgate, direct`.
@@ -116,15 +118,18 @@ where
     Ok(sample)
 }
 
-/// Rounds of a throughput workload, its sides (direct, sqlgate, and
-/// PgBouncer when given) in a random order in each round; the median of
-/// each side's rates, and the median of the per-round ratios.
+/// Rounds of a throughput workload, its sides (direct, sqlgate, the floor
+/// when `floor` is given, and PgBouncer when given) in a random order in
+/// each round; the median of each side's rates, and the median of the
+/// per-round ratios. `floor` is the same client as `via`, calling the floor
+/// server instead of sqlgate.
 pub(crate) async fn ab<D, DF, S, SF>(
     setup: &Setup,
     name: String,
     concurrency: usize,
     direct: D,
     via: S,
+    floor: Option<S>,
     target: (f64, &str),
 ) -> Result<Measurement, BoxError>
 where
@@ -140,15 +145,20 @@ where
     let (mut direct_rates, mut via_rates, mut bouncer_rates) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ratios, mut bouncer_ratios, mut orders) = (Vec::new(), Vec::new(), Vec::new());
     let (mut direct_lat, mut via_lat) = (Vec::new(), Vec::new());
-    let (mut direct_cpu, mut via_cpu) = (Vec::new(), Vec::new());
+    let (mut direct_cpu, mut via_cpu, mut floor_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut floor_rates, mut floor_ratios) = (Vec::new(), Vec::new());
     let sqlgate_pid = setup.child.id();
+    let floor_pid = setup.floor_child.id();
     let mut sides = vec![Side::Direct, Side::Sqlgate];
     if setup.bouncer.is_some() {
         sides.push(Side::PgBouncer);
     }
+    if floor.is_some() {
+        sides.push(Side::Floor);
+    }
     for _ in 0..setup.rounds {
         let order = setup.shuffled(&sides);
-        let (mut d, mut s, mut b) = (0.0, 0.0, None);
+        let (mut d, mut s, mut b, mut f) = (0.0, 0.0, None, None);
         for side in &order {
             match side {
                 Side::Direct => {
@@ -164,6 +174,14 @@ where
                         let sample =
                             closed_loop(concurrency, setup.seconds, through(bouncer)).await?;
                         b = Some(sample.rate());
+                    }
+                }
+                Side::Floor => {
+                    if let Some(floor) = &floor {
+                        let before = CpuTimes::now(floor_pid);
+                        let sample = closed_loop(concurrency, setup.seconds, floor.clone()).await?;
+                        floor_cpu.push(CpuTimes::now(floor_pid).per_op_since(before, sample.ops));
+                        f = Some(sample.rate());
                     }
                 }
                 Side::Sqlgate => {
@@ -182,12 +200,18 @@ where
             bouncer_rates.push(b);
             bouncer_ratios.push(s / b);
         }
+        if let Some(f) = f {
+            floor_rates.push(f);
+            floor_ratios.push(s / f);
+        }
         orders.push(order_text(&order));
     }
     let (direct_rate, via_rate) = (median(direct_rates), median(via_rates));
     let bouncer_rate = (!bouncer_rates.is_empty()).then(|| median(bouncer_rates));
     let ratio = median(ratios.clone());
     let bouncer_ratio = (!bouncer_ratios.is_empty()).then(|| median(bouncer_ratios.clone()));
+    let floor_rate = (!floor_rates.is_empty()).then(|| median(floor_rates));
+    let floor_ratio = (!floor_ratios.is_empty()).then(|| median(floor_ratios.clone()));
     eprintln!(
         "{name}: direct {direct_rate:.0}/s, sqlgate {via_rate:.0}/s, ratio {ratio:.2} \
          (rounds: {}){}",
@@ -197,6 +221,12 @@ where
             ratios_text(&bouncer_ratios)
         ))
     );
+    if let Some(rate) = floor_rate {
+        eprintln!(
+            "{name}: floor {rate:.0}/s (sqlgate / floor by round: {})",
+            ratios_text(&floor_ratios)
+        );
+    }
     Ok(Measurement {
         workload: name,
         unit: "ops/s".into(),
@@ -217,5 +247,9 @@ where
         deadline_exceeded: None,
         direct_cpu: median_cpu(direct_cpu),
         sqlgate_cpu: median_cpu(via_cpu),
+        floor: floor_rate,
+        floor_ratio,
+        floor_ratios,
+        floor_cpu: median_cpu(floor_cpu),
     })
 }

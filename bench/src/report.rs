@@ -38,6 +38,15 @@ pub(crate) struct Measurement {
     pub(crate) direct_cpu: Option<CpuPerOp>,
     /// CPU per operation of each process, sqlgate side (median round).
     pub(crate) sqlgate_cpu: Option<CpuPerOp>,
+    /// The floor server's rate (see `floor`), for the workloads it serves.
+    pub(crate) floor: Option<f64>,
+    /// The median of `floor_ratios`.
+    pub(crate) floor_ratio: Option<f64>,
+    /// sqlgate / floor in each round.
+    pub(crate) floor_ratios: Vec<f64>,
+    /// CPU per operation of each process, floor side (median round; its
+    /// `sqlgate` figure is the floor server's).
+    pub(crate) floor_cpu: Option<CpuPerOp>,
 }
 
 /// Prints the table and writes `latest.md` and `latest.json` to `--out`.
@@ -124,6 +133,7 @@ pub(crate) fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Res
             ));
         }
     }
+    table.push_str(&floor_table(results));
     println!("{table}");
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("latest.md"), &table)?;
@@ -138,4 +148,41 @@ pub(crate) fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Res
         }))?,
     )?;
     Ok(())
+}
+
+/// The workloads the floor server also ran (see `floor`): sqlgate against
+/// the cheapest gRPC service that answers the same call, in throughput and
+/// in CPU per call of the server process. Empty when none did.
+fn floor_table(results: &[Measurement]) -> String {
+    let with_floor: Vec<_> = results
+        .iter()
+        .filter_map(|m| Some((m, m.floor?, m.floor_ratio?)))
+        .collect();
+    if with_floor.is_empty() {
+        return String::new();
+    }
+    let mut table = String::from(
+        "\nAgainst the floor (a minimal tonic server: decode, the same sqlx query on a pool \
+         of the same size, encode; nothing else), in the same rounds:\n\n\
+         | workload | floor ops/s | sqlgate / floor | by round | server CPU µs per call: floor | \
+         sqlgate | sqlgate / floor CPU | client CPU µs: floor side | sqlgate side |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (m, floor, ratio) in with_floor {
+        let (floor_cpu, via_cpu) = (
+            m.floor_cpu.unwrap_or_default(),
+            m.sqlgate_cpu.unwrap_or_default(),
+        );
+        table.push_str(&format!(
+            "| {} | {floor:.2} | {ratio:.2} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} |\n",
+            m.workload,
+            ratios_text(&m.floor_ratios),
+            floor_cpu.sqlgate,
+            via_cpu.sqlgate,
+            via_cpu.sqlgate / floor_cpu.sqlgate.max(f64::MIN_POSITIVE),
+            floor_cpu.client,
+            via_cpu.client,
+        ));
+    }
+    table
 }

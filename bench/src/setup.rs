@@ -12,7 +12,7 @@ use sqlgate::grpc::pb::{admin_client::AdminClient, query_client::QueryClient};
 use sqlx::{Connection, Executor, PgPool, postgres::PgPoolOptions};
 use tonic::transport::Channel;
 
-use crate::{Args, BoxError};
+use crate::{Args, BoxError, workloads::POINT};
 
 /// What every workload runs against, and how the rounds are run.
 pub(crate) struct Setup {
@@ -25,6 +25,10 @@ pub(crate) struct Setup {
     pub(crate) admin: AdminClient<Channel>,
     pub(crate) child: tokio::process::Child,
     pub(crate) address: SocketAddr,
+    /// The floor server (see `floor`), a child process like sqlgate.
+    pub(crate) floor_child: tokio::process::Child,
+    /// Connections to the floor, as many as `channels` has to sqlgate.
+    pub(crate) floor_channels: Vec<Channel>,
     pub(crate) rows: i64,
     pub(crate) stream_rows: i64,
     pub(crate) rounds: usize,
@@ -83,16 +87,13 @@ impl Rng {
 /// gRPC connections the benchmark's callers spread over.
 const CLIENT_CONNECTIONS: usize = 4;
 
+/// Connections in each side's pool: sqlgate's, the direct client's, the
+/// floor's.
+pub(crate) const POOL_SIZE: u32 = 16;
+
 /// Query clients, one per connection; callers pick by their counter.
-pub(crate) fn query_clients(setup: &Setup) -> Arc<Vec<QueryClient<Channel>>> {
-    Arc::new(
-        setup
-            .channels
-            .iter()
-            .cloned()
-            .map(QueryClient::new)
-            .collect(),
-    )
+pub(crate) fn query_clients(channels: &[Channel]) -> Arc<Vec<QueryClient<Channel>>> {
+    Arc::new(channels.iter().cloned().map(QueryClient::new).collect())
 }
 
 /// Creates the data, starts sqlgate, connects both sides.
@@ -104,7 +105,7 @@ pub(crate) async fn prepare(args: &Args) -> Result<Setup, BoxError> {
     };
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
     let seconds = args.seconds.unwrap_or(if args.quick { 0.3 } else { 3.0 });
-    let pool_size = 16;
+    let pool_size = POOL_SIZE;
     let seed = args.seed.unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -163,9 +164,7 @@ pub(crate) async fn prepare(args: &Args) -> Result<Setup, BoxError> {
     // The workspace builds both binaries into one target directory.
     let exe = std::env::current_exe()?;
     let binary = exe.with_file_name("sqlgate");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let address = listener.local_addr()?;
-    drop(listener);
+    let address = free_address()?;
     let child = tokio::process::Command::new(&binary)
         .args([
             "serve",
@@ -188,29 +187,21 @@ pub(crate) async fn prepare(args: &Args) -> Result<Setup, BoxError> {
                 binary.display()
             )
         })?;
-    let started = Instant::now();
-    let channel = loop {
-        if let Ok(channel) = Channel::from_shared(format!("http://{address}"))?
-            .initial_stream_window_size(4 << 20)
-            .initial_connection_window_size(8 << 20)
-            .connect()
-            .await
-        {
-            break channel;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            return Err("sqlgate did not start".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let mut channels = Vec::new();
-    for _ in 0..CLIENT_CONNECTIONS {
-        channels.push(
-            Channel::from_shared(format!("http://{address}"))?
-                .connect()
-                .await?,
-        );
-    }
+    let channel = connect_when_up(address, "sqlgate").await?;
+    let channels = connections(address).await?;
+    let floor_address = free_address()?;
+    let floor_child = tokio::process::Command::new(exe.with_file_name("sqlgate-floor"))
+        .args([
+            &floor_address.to_string(),
+            &format!("{url}?application_name=sqlgate-floor"),
+            &pool_size.to_string(),
+            POINT,
+        ])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    connect_when_up(floor_address, "the floor server").await?;
+    let floor_channels = connections(floor_address).await?;
     let bouncer = match &args.pgbouncer_url {
         Some(url) => Some(
             PgPoolOptions::new()
@@ -231,6 +222,8 @@ pub(crate) async fn prepare(args: &Args) -> Result<Setup, BoxError> {
         channels,
         child,
         address,
+        floor_child,
+        floor_channels,
         rows,
         stream_rows,
         rounds,
@@ -239,4 +232,43 @@ pub(crate) async fn prepare(args: &Args) -> Result<Setup, BoxError> {
         seed,
         order: std::sync::Mutex::new(Rng::new(seed)),
     })
+}
+
+/// A loopback address with a free port, for a child process to listen on.
+fn free_address() -> Result<SocketAddr, BoxError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// The first connection to a child server, retried until it listens (at
+/// most 10 s); its stream window fits a 1,000-row frame.
+async fn connect_when_up(address: SocketAddr, what: &str) -> Result<Channel, BoxError> {
+    let started = Instant::now();
+    loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{address}"))?
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(8 << 20)
+            .connect()
+            .await
+        {
+            return Ok(channel);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(format!("{what} did not start").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`CLIENT_CONNECTIONS`] more connections to a server that is up.
+async fn connections(address: SocketAddr) -> Result<Vec<Channel>, BoxError> {
+    let mut channels = Vec::new();
+    for _ in 0..CLIENT_CONNECTIONS {
+        channels.push(
+            Channel::from_shared(format!("http://{address}"))?
+                .connect()
+                .await?,
+        );
+    }
+    Ok(channels)
 }

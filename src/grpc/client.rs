@@ -22,12 +22,21 @@ impl SessionRequest {
     /// Runs `sql` with `params` in the session under the server's default
     /// statement timeout; `request_id` tags every answer to it.
     pub fn execute(request_id: u64, sql: impl Into<String>, params: Vec<pb::Value>) -> Self {
-        Self::of(Request::Execute(SessionExecute {
-            request_id,
-            sql: sql.into(),
-            params,
-            timeout: None,
-        }))
+        Self::of(Request::Execute(SessionExecute::new(
+            request_id, sql, params,
+        )))
+    }
+
+    /// Runs `sql` with `params` and commits right after it (rolls back if
+    /// it fails): the session ends with this request.
+    pub fn execute_and_commit(
+        request_id: u64,
+        sql: impl Into<String>,
+        params: Vec<pb::Value>,
+    ) -> Self {
+        Self::of(Request::Execute(
+            SessionExecute::new(request_id, sql, params).then_commit(),
+        ))
     }
 
     /// As [`SessionRequest::execute`], with a timeout of its own for this
@@ -45,10 +54,8 @@ impl SessionRequest {
             nanos: 999_999_999,
         });
         Self::of(Request::Execute(SessionExecute {
-            request_id,
-            sql: sql.into(),
-            params,
             timeout: Some(timeout),
+            ..SessionExecute::new(request_id, sql, params)
         }))
     }
 
@@ -69,7 +76,39 @@ impl SessionRequest {
     }
 }
 
+impl SessionExecute {
+    /// `sql` with `params`, tagged `request_id`, under the server's default
+    /// statement timeout.
+    pub fn new(request_id: u64, sql: impl Into<String>, params: Vec<pb::Value>) -> Self {
+        Self {
+            request_id,
+            sql: sql.into(),
+            params,
+            ..Self::default()
+        }
+    }
+
+    /// The same statement, committing the session right after it (rolling
+    /// back if it fails).
+    pub fn then_commit(self) -> Self {
+        Self {
+            commit_after: true,
+            ..self
+        }
+    }
+}
+
 impl BeginSession {
+    /// These options with `first` as the session's first statement (inline
+    /// begin: begin and statement in one message; with
+    /// [`SessionExecute::then_commit`], the whole transaction).
+    pub fn with_first(self, first: SessionExecute) -> Self {
+        Self {
+            first: Some(first),
+            ..self
+        }
+    }
+
     /// Default options with `labels` (shown by `Admin/ListSessions`), the
     /// usual way a caller tags its sessions.
     pub fn labelled<K: Into<String>, V: Into<String>>(

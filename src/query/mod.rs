@@ -2,6 +2,7 @@
 //! gRPC layer only decodes requests into [`Statement`]s and encodes what
 //! comes back; everything about running SQL lives here.
 
+mod analysed;
 pub(crate) mod codec;
 mod engine;
 pub(crate) mod executor;

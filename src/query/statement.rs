@@ -6,10 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{
-    sql::{Analysis, Refusal},
-    value::SqlValue,
-};
+use super::{analysed::Analysed, sql::Refusal, value::SqlValue};
 use crate::{config::LimitSettings, db::Backend, error::Error};
 
 /// One statement ready to run.
@@ -21,8 +18,9 @@ pub struct Statement {
     pub params: Vec<SqlValue>,
     /// See [`fingerprint`].
     pub fingerprint: String,
-    /// What the text does, read once with `backend`'s lexer.
-    analysis: Analysis,
+    /// What the text does, read with `backend`'s lexer (once per distinct
+    /// text: see [`Analysed`]).
+    analysed: Arc<Analysed>,
     backend: Backend,
 }
 
@@ -45,17 +43,16 @@ impl Statement {
                 ),
             ));
         }
-        let analysis = Analysis::of(&sql, backend);
-        if analysis.is_empty() {
+        Self::check_param_count(params.len(), limits)?;
+        let analysed = Analysed::of(sql, backend);
+        if analysed.analysis.is_empty() {
             return Err(Error::invalid_request("sql", "statement is empty"));
         }
-        Self::check_param_count(params.len(), limits)?;
-        let fingerprint = fingerprint(&sql);
         Ok(Self {
-            sql: sql.into(),
+            sql: analysed.sql.clone(),
             params,
-            fingerprint,
-            analysis,
+            fingerprint: analysed.fingerprint.clone(),
+            analysed,
             backend,
         })
     }
@@ -77,25 +74,25 @@ impl Statement {
     /// they can run without a wrapping transaction, since a refused result
     /// leaves nothing half-done.
     pub fn is_plain_read(&self) -> bool {
-        self.analysis.plain_read
+        self.analysed.analysis.plain_read
     }
 
     /// True when the statement may change connection state that outlives
     /// it (see [`Analysis::leaves_state`]): its connection must be reset or
     /// closed before anyone else gets it.
     pub fn leaves_state(&self) -> bool {
-        self.analysis.leaves_state
+        self.analysed.analysis.leaves_state
     }
 
     /// The number of parameters the text expects.
     pub fn expected_parameters(&self) -> usize {
-        self.analysis.parameters
+        self.analysed.analysis.parameters
     }
 
     /// Refuses what a call (one transaction on a pooled connection) must
     /// not run; `batch_len` is the number of statements in the call.
     pub fn check_for_call(&self, batch_len: usize) -> Result<(), Error> {
-        match &self.analysis.refusal {
+        match &self.analysed.analysis.refusal {
             Some(Refusal::SessionState { what }) => Err(refuse(format!(
                 "{what} would change the pooled connection for later callers; {}",
                 self.set_instead()
@@ -105,13 +102,13 @@ impl Statement {
                  (sqlgate.v1.Sessions/Attach) for a transaction across statements"
             ))),
             Some(_) => self.check_anywhere(),
-            None if batch_len > 1 && self.analysis.implicit_commit => Err(refuse(
+            None if batch_len > 1 && self.analysed.analysis.implicit_commit => Err(refuse(
                 "this statement commits implicitly on MySQL, which would break the batch's \
                  atomicity; run it on its own",
             )),
             None if batch_len > 1
                 && self.backend == Backend::MySql
-                && self.analysis.calls_procedure =>
+                && self.analysed.analysis.calls_procedure =>
             {
                 Err(refuse(
                     "CALL in a batch: a MySQL procedure may commit, which would break the \
@@ -126,20 +123,20 @@ impl Statement {
     /// must not run. Session state is allowed: the session's connection is
     /// reset or closed before anyone else gets it.
     pub fn check_for_session(&self, read_only: bool) -> Result<(), Error> {
-        if read_only && self.backend == Backend::MySql && self.analysis.calls_procedure {
+        if read_only && self.backend == Backend::MySql && self.analysed.analysis.calls_procedure {
             return Err(refuse(
                 "a read-only session cannot CALL a procedure on MySQL: a procedure may end the \
                  read-only transaction and start a writing one",
             ));
         }
-        match &self.analysis.refusal {
+        match &self.analysed.analysis.refusal {
             Some(Refusal::SessionState { .. }) => Ok(()),
             Some(Refusal::TransactionControl { what }) => Err(refuse(format!(
                 "{what}: a session's transaction is the one sqlgate began; end it with the \
                  session's commit or rollback message"
             ))),
             Some(_) => self.check_anywhere(),
-            None if self.analysis.implicit_commit => Err(refuse(
+            None if self.analysed.analysis.implicit_commit => Err(refuse(
                 "this statement commits implicitly on MySQL, which would end the session's \
                  transaction; run it as a call outside the session",
             )),
@@ -149,7 +146,7 @@ impl Statement {
 
     /// Refusals that hold in calls and sessions alike.
     fn check_anywhere(&self) -> Result<(), Error> {
-        match &self.analysis.refusal {
+        match &self.analysed.analysis.refusal {
             Some(Refusal::ConnectionObject { what, instead }) => Err(refuse(format!(
                 "{what} is not supported through sqlgate: {instead}"
             ))),

@@ -45,7 +45,14 @@ pub struct BeginOptions {
 #[derive(Debug)]
 pub enum SessionCommand {
     /// Open the transaction; must come first.
-    Begin(BeginOptions),
+    Begin {
+        /// How the transaction is opened.
+        options: BeginOptions,
+        /// The first statement, run as soon as the transaction is open
+        /// (inline begin: one message instead of two): an `Execute`, or
+        /// an `Invalid` when it did not decode.
+        first: Option<Box<SessionCommand>>,
+    },
     /// Run one statement.
     Execute {
         /// Echoed on every answer to this request.
@@ -54,6 +61,9 @@ pub enum SessionCommand {
         statement: Statement,
         /// The statement's own time limit, if the client set one.
         timeout: Option<Duration>,
+        /// Commit when it succeeds, roll back when it fails; either way
+        /// the session ends (a transaction in one exchange).
+        commit_after: bool,
     },
     /// Commit and end.
     Commit,
@@ -65,6 +75,9 @@ pub enum SessionCommand {
         request_id: u64,
         /// What was wrong.
         error: Error,
+        /// The request asked to commit after it: it failed, so the
+        /// session rolls back and ends.
+        commit_after: bool,
     },
 }
 

@@ -57,6 +57,17 @@ struct AuditedStatement {
     started: Instant,
 }
 
+/// How a session's statement ended, for the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Executed {
+    /// It succeeded; the client has its frames and `done`.
+    Done,
+    /// It failed; the client has its `error`, and the session goes on.
+    Failed,
+    /// The session must end, for this reason.
+    End(EndReason),
+}
+
 /// What cut a statement short.
 #[derive(Debug, Clone, Copy)]
 enum Interruption {
@@ -139,13 +150,13 @@ impl<DB: Driver> Session<DB> {
     /// or error). Whatever interrupts it (its deadline, the client leaving,
     /// a terminate, shutdown, the session's lifetime) cancels it on the
     /// server first, then waits for it to stop so that the connection stays
-    /// in a known state. Returns why the session must end, if it must.
+    /// in a known state.
     pub(super) async fn execute(
         &mut self,
         request_id: u64,
         statement: &Statement,
         deadline: Deadline,
-    ) -> Option<EndReason> {
+    ) -> Executed {
         if self.manager.registry.audit().is_some() {
             self.audited = Some(AuditedStatement {
                 sql: statement.sql.clone(),
@@ -197,11 +208,11 @@ impl<DB: Driver> Session<DB> {
                     && self.checkout.still_in_transaction().await == Some(false)
                 {
                     self.dirty = true;
-                    return Some(EndReason::TransactionLost);
+                    return Executed::End(EndReason::TransactionLost);
                 }
                 if let Err(failure) = sink.flush().await {
                     self.dirty = failure.leaves_connection_dirty();
-                    return Some(EndReason::ClientGone);
+                    return Executed::End(EndReason::ClientGone);
                 }
                 let stats = StreamStats {
                     rows_affected,
@@ -214,10 +225,10 @@ impl<DB: Driver> Session<DB> {
                     event: StreamEvent::Finished(stats),
                 };
                 if !self.client.tell(finished).await {
-                    return Some(EndReason::ClientGone);
+                    return Executed::End(EndReason::ClientGone);
                 }
                 self.client.tell(SessionEvent::Done { request_id }).await;
-                None
+                Executed::Done
             }
             Ran::Finished(Err(failure)) => {
                 self.dirty = failure.leaves_connection_dirty();
@@ -226,7 +237,7 @@ impl<DB: Driver> Session<DB> {
                         let error = error.after_deadline(deadline.expired());
                         self.failed(request_id, error).await
                     }
-                    _ => Some(EndReason::ClientGone),
+                    _ => Executed::End(EndReason::ClientGone),
                 }
             }
             Ran::Interrupted {
@@ -242,7 +253,7 @@ impl<DB: Driver> Session<DB> {
                 dirty,
             } => {
                 self.dirty = dirty;
-                Some(reason)
+                Executed::End(reason)
             }
         }
     }
@@ -285,7 +296,7 @@ impl<DB: Driver> Session<DB> {
     /// Answers a failed request; the session goes on unless the connection
     /// is in an unknown state, or the backend's transaction did not survive
     /// the interrupt.
-    async fn failed(&mut self, request_id: u64, error: Error) -> Option<EndReason> {
+    async fn failed(&mut self, request_id: u64, error: Error) -> Executed {
         self.audit(0, 0, Some(&error));
         if aborts_transaction::<DB>(&error) {
             self.entry.mark_aborted();
@@ -297,7 +308,11 @@ impl<DB: Driver> Session<DB> {
         self.client
             .tell(SessionEvent::Error { request_id, error })
             .await;
-        ends.then_some(EndReason::Failed)
+        if ends {
+            Executed::End(EndReason::Failed)
+        } else {
+            Executed::Failed
+        }
     }
 
     /// Hands the statement running now to the audit trail (when it is on):

@@ -11,7 +11,7 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{
     BeginOptions, Inbound, SessionCommand, SessionEvent, SessionManager,
     client::ClientLink,
-    open::Session,
+    open::{Executed, Session},
     registry::{EndReason, SessionOwner},
 };
 use crate::{
@@ -38,7 +38,7 @@ pub(super) async fn run<DB: Driver>(
     outbound: mpsc::Sender<SessionEvent>,
 ) {
     let client = ClientLink::new(outbound, manager.registry.clone());
-    let Some(mut options) = wait_for_begin(&manager, &mut inbound, &client).await else {
+    let Some((mut options, first)) = wait_for_begin(&manager, &mut inbound, &client).await else {
         return;
     };
     // A reader's session is read-only whatever it asked for: its reads
@@ -62,13 +62,19 @@ pub(super) async fn run<DB: Driver>(
         session.end(EndReason::ClientGone).await;
         return;
     }
+    // Inline begin: the first statement came with begin.
+    if let Some(first) = first
+        && let Some(reason) = handle(&manager, &mut session, &client, *first).await
+    {
+        session.end(reason).await;
+        return;
+    }
 
     let settings = manager.registry.settings();
     let idle_timeout = options
         .idle_timeout
         .unwrap_or(settings.default_idle_timeout)
         .min(settings.max_idle_timeout);
-    let max_statements = settings.max_statements;
     let reason = loop {
         let idle_end = Instant::from_std(session.entry().last_activity()) + idle_timeout;
         let message = tokio::select! {
@@ -100,55 +106,77 @@ pub(super) async fn run<DB: Driver>(
             Some(Inbound::Command(command)) => command,
         };
         session.entry().touch();
-        match command {
-            SessionCommand::Begin(_) => {
-                let error = Error::SessionProtocol("the session has already begun".to_owned());
-                refuse(&client, 0, error).await;
-            }
-            SessionCommand::Invalid { request_id, error } => {
-                refuse(&client, request_id, error).await;
-            }
-            SessionCommand::Execute {
-                request_id,
-                statement,
-                timeout,
-            } => {
-                if session.entry().statements() >= max_statements {
-                    let error = Error::SessionProtocol(format!(
-                        "the session ran its maximum of {max_statements} statements; commit or roll back"
-                    ));
-                    refuse(&client, request_id, error).await;
-                    continue;
-                }
-                let deadline = manager.statement_budget.deadline(timeout);
-                if let Some(reason) = session.execute(request_id, &statement, deadline).await {
-                    break reason;
-                }
-                session.entry().touch();
-            }
-            // After `committed` / `rolled_back` the stream ends (status OK):
-            // a client reading to the end is not left waiting.
-            SessionCommand::Commit => {
-                session.end(EndReason::Commit).await;
-                return;
-            }
-            SessionCommand::Rollback => {
-                session.end(EndReason::Rollback).await;
-                return;
-            }
+        if let Some(reason) = handle(&manager, &mut session, &client, command).await {
+            break reason;
         }
     };
+    // After `committed` / `rolled_back` the stream ends (status OK): a
+    // client reading to the end is not left waiting.
     session.end(reason).await;
 }
 
-/// Waits for the first request, which must be `begin`; anything else (or
-/// nothing within [`BEGIN_WAIT`], or shutdown) ends the stream with a clear
-/// status.
+/// Runs one request of an open session; returns why the session ends, if
+/// this request ends it (commit, rollback, a statement run with
+/// `commit_after`, or a failure the session cannot survive).
+async fn handle<DB: Driver>(
+    manager: &SessionManager<DB>,
+    session: &mut Session<DB>,
+    client: &ClientLink,
+    command: SessionCommand,
+) -> Option<EndReason> {
+    match command {
+        SessionCommand::Begin { .. } => {
+            let error = Error::SessionProtocol("the session has already begun".to_owned());
+            refuse(client, 0, error).await;
+            None
+        }
+        SessionCommand::Invalid {
+            request_id,
+            error,
+            commit_after,
+        } => {
+            refuse(client, request_id, error).await;
+            commit_after.then_some(EndReason::Rollback)
+        }
+        SessionCommand::Execute {
+            request_id,
+            statement,
+            timeout,
+            commit_after,
+        } => {
+            let max_statements = manager.registry.settings().max_statements;
+            let executed = if session.entry().statements() >= max_statements {
+                let error = Error::SessionProtocol(format!(
+                    "the session ran its maximum of {max_statements} statements; commit or roll back"
+                ));
+                refuse(client, request_id, error).await;
+                Executed::Failed
+            } else {
+                let deadline = manager.statement_budget.deadline(timeout);
+                let executed = session.execute(request_id, &statement, deadline).await;
+                session.entry().touch();
+                executed
+            };
+            match executed {
+                Executed::End(reason) => Some(reason),
+                Executed::Done if commit_after => Some(EndReason::Commit),
+                Executed::Failed if commit_after => Some(EndReason::Rollback),
+                Executed::Done | Executed::Failed => None,
+            }
+        }
+        SessionCommand::Commit => Some(EndReason::Commit),
+        SessionCommand::Rollback => Some(EndReason::Rollback),
+    }
+}
+
+/// Waits for the first request, which must be `begin` (with its first
+/// statement, if it carries one); anything else (or nothing within
+/// [`BEGIN_WAIT`], or shutdown) ends the stream with a clear status.
 async fn wait_for_begin<DB: Driver>(
     manager: &SessionManager<DB>,
     inbound: &mut mpsc::Receiver<Inbound>,
     client: &ClientLink,
-) -> Option<BeginOptions> {
+) -> Option<(BeginOptions, Option<Box<SessionCommand>>)> {
     let first = tokio::select! {
         message = inbound.recv() => message,
         () = client.gone() => return None,
@@ -164,7 +192,9 @@ async fn wait_for_begin<DB: Driver>(
         }
     };
     let refusal = match first {
-        Some(Inbound::Command(SessionCommand::Begin(options))) => return Some(options),
+        Some(Inbound::Command(SessionCommand::Begin { options, first })) => {
+            return Some((options, first));
+        }
         Some(Inbound::Command(SessionCommand::Invalid { error, .. })) => error,
         Some(Inbound::Command(_)) => {
             Error::SessionProtocol("a session starts with begin".to_owned())

@@ -546,6 +546,7 @@ impl Rpc {
                         seconds: 5,
                         nanos: 0,
                     }),
+                    first: None,
                 }))
                 .encode_to_vec(),
                 session(R::Execute(pb::SessionExecute {
@@ -556,6 +557,7 @@ impl Rpc {
                         seconds: 2,
                         nanos: 0,
                     }),
+                    commit_after: false,
                 }))
                 .encode_to_vec(),
                 session(R::Execute(pb::SessionExecute {
@@ -563,6 +565,19 @@ impl Rpc {
                     sql: app.sql("INSERT INTO fuzz_scratch (body) VALUES ($1)"),
                     params: vec![v::text("session")],
                     timeout: None,
+                    commit_after: false,
+                }))
+                .encode_to_vec(),
+                // Inline begin carrying a statement that commits after it.
+                session(R::Begin(pb::BeginSession {
+                    first: Some(pb::SessionExecute {
+                        request_id: 4,
+                        sql: app.sql("INSERT INTO fuzz_scratch (body) VALUES ($1)"),
+                        params: vec![v::text("inline")],
+                        timeout: None,
+                        commit_after: true,
+                    }),
+                    ..pb::BeginSession::default()
                 }))
                 .encode_to_vec(),
                 session(R::Commit(pb::CommitSession {})).encode_to_vec(),
@@ -577,6 +592,7 @@ impl Rpc {
                         seconds: i64::MAX,
                         nanos: 999_999_999,
                     }),
+                    first: None,
                 }))
                 .encode_to_vec(),
                 session(R::Begin(pb::BeginSession {
@@ -595,6 +611,7 @@ impl Rpc {
                         seconds: i64::MAX,
                         nanos: i32::MAX,
                     }),
+                    commit_after: false,
                 }))
                 .encode_to_vec(),
                 session(R::Execute(pb::SessionExecute {
@@ -605,6 +622,7 @@ impl Rpc {
                         seconds: i64::MIN,
                         nanos: 0,
                     }),
+                    commit_after: false,
                 }))
                 .encode_to_vec(),
             ],
@@ -686,6 +704,7 @@ impl Rpc {
                     sql,
                     params: vec![value],
                     timeout: None,
+                    commit_after: false,
                 })),
             }
             .encode_to_vec(),

@@ -9,7 +9,7 @@ mod stream;
 use sqlgate::grpc::pb;
 
 pub(crate) use self::{
-    select::{point_select, range_select},
+    select::{POINT, point_select, range_select},
     session::{cleanup_latency, session_client, session_update},
     storm::deadline_storm,
     stream::stream_rows,

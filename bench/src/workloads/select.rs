@@ -2,6 +2,7 @@
 
 use sqlgate::grpc::pb::{self, query_client::QueryClient};
 use sqlx::{PgPool, Row};
+use tonic::transport::Channel;
 
 use super::request;
 use crate::{
@@ -11,7 +12,8 @@ use crate::{
     setup::{Setup, query_clients},
 };
 
-const POINT: &str = "SELECT id, name, amount, created FROM bench_items WHERE id = $1";
+/// The point select: one row by primary key (the floor serves it too).
+pub(crate) const POINT: &str = "SELECT id, name, amount, created FROM bench_items WHERE id = $1";
 
 /// The direct client reads every column into the Rust type an application
 /// would use, as sqlgate's client receives every value: the same work on
@@ -38,7 +40,8 @@ pub(crate) async fn point_select(
         decode_item(&row)?;
         Ok(())
     };
-    let via = point_select_via_sqlgate(setup);
+    let via = point_select_via(setup, &setup.channels);
+    let floor = point_select_via(setup, &setup.floor_channels);
     let (target, text) = if concurrency == 16 {
         (0.6, "≥ 0.6 × direct")
     } else {
@@ -50,22 +53,24 @@ pub(crate) async fn point_select(
         concurrency,
         direct,
         via,
+        Some(floor),
         (target, text),
     )
     .await
 }
 
-/// One point select through sqlgate per call, spread over the client
-/// connections.
-pub(crate) fn point_select_via_sqlgate(
+/// One point select per call through the server at the other end of
+/// `channels` (sqlgate's or the floor's), spread over those connections.
+pub(crate) fn point_select_via(
     setup: &Setup,
+    channels: &[Channel],
 ) -> impl Fn(u64) -> futures::future::BoxFuture<'static, Result<(), BoxError>>
 + Send
 + Sync
 + Clone
 + 'static {
     let rows = setup.rows;
-    let clients = query_clients(setup);
+    let clients = query_clients(channels);
     move |i: u64| {
         let mut client = clients[i as usize % clients.len()].clone();
         Box::pin(async move {
@@ -113,6 +118,7 @@ pub(crate) async fn range_select(setup: &Setup) -> Result<Measurement, BoxError>
         4,
         direct,
         via,
+        None,
         (0.0, ""),
     )
     .await

@@ -95,32 +95,82 @@ async fn one_session(channel: Channel, id: i64) -> Result<(), BoxError> {
     .await
 }
 
-/// Begin, update one row, commit: a short transaction per call.
-pub(crate) async fn session_update(setup: &Setup) -> Result<Measurement, BoxError> {
+/// One session in one message: a begin carrying the update with
+/// `commit_after`; waits for `committed`.
+async fn one_message_session(channel: Channel, id: i64) -> Result<(), BoxError> {
+    let update = pb::SessionExecute::new(1, SESSION_UPDATE, vec![pb::Value::int(id)]).then_commit();
+    let begin = pb::SessionRequest::begin(pb::BeginSession::default().with_first(update));
+    let mut answers = SessionsClient::new(channel)
+        .attach(futures::stream::iter([begin]))
+        .await?
+        .into_inner();
+    wait_for(&mut answers, "committed", |a| {
+        matches!(a.response, Some(Answer::Committed(_)))
+    })
+    .await
+}
+
+/// The direct side of the session workloads: BEGIN, the update, COMMIT,
+/// each awaited (what a direct client needs for a transaction).
+fn direct_update(
+    rows: i64,
+) -> impl Fn(PgPool, u64) -> futures::future::BoxFuture<'static, Result<(), BoxError>>
++ Send
++ Sync
++ Clone
++ 'static {
+    move |pool: PgPool, i: u64| {
+        Box::pin(async move {
+            let mut tx = pool.begin().await?;
+            sqlx::query(SESSION_UPDATE)
+                .bind((i as i64 % rows) + 1)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+/// Begin, update one row, commit: a short transaction per call. With
+/// `one_message`, sqlgate's side sends it as one message (inline begin and
+/// `commit_after`) and waits once; otherwise it awaits each step, as the
+/// direct side does.
+pub(crate) async fn session_update(
+    setup: &Setup,
+    one_message: bool,
+) -> Result<Measurement, BoxError> {
     let rows = setup.rows;
-    let direct = move |pool: PgPool, i: u64| async move {
-        let mut tx = pool.begin().await?;
-        sqlx::query(SESSION_UPDATE)
-            .bind((i as i64 % rows) + 1)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    };
     let channels = setup.channels.clone();
     let via = move |i: u64| {
-        one_session(
-            channels[i as usize % channels.len()].clone(),
-            (i as i64 % rows) + 1,
+        let channel = channels[i as usize % channels.len()].clone();
+        let id = (i as i64 % rows) + 1;
+        let call: futures::future::BoxFuture<'static, Result<(), BoxError>> = if one_message {
+            Box::pin(one_message_session(channel, id))
+        } else {
+            Box::pin(one_session(channel, id))
+        };
+        call
+    };
+    let (name, target) = if one_message {
+        (
+            "session in one message: begin carrying the update with commit_after (concurrency 8)",
+            (0.7, "≥ 0.7 × direct"),
+        )
+    } else {
+        (
+            "session: begin, update one row, commit (concurrency 8)",
+            (0.0, ""),
         )
     };
     ab(
         setup,
-        "session: begin, update one row, commit (concurrency 8)".into(),
+        name.into(),
         8,
-        direct,
+        direct_update(rows),
         via,
-        (0.0, ""),
+        None,
+        target,
     )
     .await
 }

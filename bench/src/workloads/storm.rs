@@ -9,7 +9,7 @@ use std::{
 
 use sqlgate::grpc::pb::query_client::QueryClient;
 
-use super::{request, select::point_select_via_sqlgate};
+use super::{request, select::point_select_via};
 use crate::{
     BoxError,
     measure::{closed_loop, median, order_text, percentile, ratios_text},
@@ -126,7 +126,7 @@ async fn storm_caller(
 /// storm in a random order in each round; and how the timed-out calls
 /// were answered. Any answer to them but DEADLINE_EXCEEDED fails the run.
 pub(crate) async fn deadline_storm(setup: &Setup) -> Result<Vec<Measurement>, BoxError> {
-    let healthy = point_select_via_sqlgate(setup);
+    let healthy = point_select_via(setup, &setup.channels);
     let mut storm_clients = Vec::new();
     for _ in 0..STORM_CALLERS {
         storm_clients.push(query_client_without_local_deadline(setup.address).await?);

@@ -37,7 +37,9 @@ pub fn statement(
 }
 
 /// Decodes one session request; what cannot be decoded becomes
-/// [`SessionCommand::Invalid`], answered for that request only.
+/// [`SessionCommand::Invalid`], answered for that request only. A begin
+/// whose options decode but whose first statement does not still begins:
+/// its first statement is the invalid command.
 pub fn session_command(
     request: pb::SessionRequest,
     limits: &LimitSettings,
@@ -48,36 +50,52 @@ pub fn session_command(
         None => SessionCommand::Invalid {
             request_id: 0,
             error: Error::invalid_request("request", "empty session request"),
+            commit_after: false,
         },
-        Some(R::Begin(begin)) => match begin_options(begin) {
-            Ok(options) => SessionCommand::Begin(options),
-            Err(error) => SessionCommand::Invalid {
-                request_id: 0,
-                error,
-            },
-        },
-        Some(R::Execute(execute)) => {
-            let request_id = execute.request_id;
-            let timeout = match execute.timeout.map(Duration::try_from).transpose() {
-                Ok(timeout) => timeout,
-                Err(_) => {
-                    return SessionCommand::Invalid {
-                        request_id,
-                        error: Error::invalid_request("timeout", "must not be negative"),
-                    };
-                }
-            };
-            match statement(execute.sql, execute.params, limits, backend) {
-                Ok(statement) => SessionCommand::Execute {
-                    request_id,
-                    statement,
-                    timeout,
+        Some(R::Begin(mut begin)) => {
+            let first = begin.first.take();
+            match begin_options(begin) {
+                Ok(options) => SessionCommand::Begin {
+                    options,
+                    first: first.map(|first| Box::new(execute_command(first, limits, backend))),
                 },
-                Err(error) => SessionCommand::Invalid { request_id, error },
+                Err(error) => SessionCommand::Invalid {
+                    request_id: 0,
+                    error,
+                    commit_after: false,
+                },
             }
         }
+        Some(R::Execute(execute)) => execute_command(execute, limits, backend),
         Some(R::Commit(_)) => SessionCommand::Commit,
         Some(R::Rollback(_)) => SessionCommand::Rollback,
+    }
+}
+
+/// One execute (on its own, or a begin's first statement) as a command.
+fn execute_command(
+    execute: pb::SessionExecute,
+    limits: &LimitSettings,
+    backend: Backend,
+) -> SessionCommand {
+    let (request_id, commit_after) = (execute.request_id, execute.commit_after);
+    let invalid = |error| SessionCommand::Invalid {
+        request_id,
+        error,
+        commit_after,
+    };
+    let timeout = match execute.timeout.map(Duration::try_from).transpose() {
+        Ok(timeout) => timeout,
+        Err(_) => return invalid(Error::invalid_request("timeout", "must not be negative")),
+    };
+    match statement(execute.sql, execute.params, limits, backend) {
+        Ok(statement) => SessionCommand::Execute {
+            request_id,
+            statement,
+            timeout,
+            commit_after,
+        },
+        Err(error) => invalid(error),
     }
 }
 

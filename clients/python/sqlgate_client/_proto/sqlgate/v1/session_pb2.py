@@ -28,7 +28,7 @@ from sqlgate_client._proto.sqlgate.v1 import query_pb2 as sqlgate_dot_v1_dot_que
 from sqlgate_client._proto.sqlgate.v1 import value_pb2 as sqlgate_dot_v1_dot_value__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sqlgate/v1/session.proto\x12\nsqlgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17google/rpc/status.proto\x1a\x16sqlgate/v1/query.proto\x1a\x16sqlgate/v1/value.proto\"\xd3\x01\n\x0eSessionRequest\x12)\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32\x18.sqlgate.v1.BeginSessionH\x00\x12-\n\x07\x65xecute\x18\x02 \x01(\x0b\x32\x1a.sqlgate.v1.SessionExecuteH\x00\x12+\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\x19.sqlgate.v1.CommitSessionH\x00\x12/\n\x08rollback\x18\x04 \x01(\x0b\x32\x1b.sqlgate.v1.RollbackSessionH\x00\x42\t\n\x07request\"\xe6\x01\n\x0c\x42\x65ginSession\x12-\n\tisolation\x18\x01 \x01(\x0e\x32\x1a.sqlgate.v1.IsolationLevel\x12\x11\n\tread_only\x18\x02 \x01(\x08\x12\x34\n\x06labels\x18\x03 \x03(\x0b\x32$.sqlgate.v1.BeginSession.LabelsEntry\x12/\n\x0cidle_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x01\n\x0eSessionExecute\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.sqlgate.v1.Value\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x0f\n\rCommitSession\"\x11\n\x0fRollbackSession\"\xbd\x02\n\x0fSessionResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12)\n\x05\x62\x65gan\x18\x02 \x01(\x0b\x32\x18.sqlgate.v1.SessionBeganH\x00\x12(\n\x05\x66rame\x18\x03 \x01(\x0b\x32\x17.sqlgate.v1.ResultFrameH\x00\x12\'\n\x04\x64one\x18\x04 \x01(\x0b\x32\x17.sqlgate.v1.RequestDoneH\x00\x12\x31\n\tcommitted\x18\x05 \x01(\x0b\x32\x1c.sqlgate.v1.SessionCommittedH\x00\x12\x34\n\x0brolled_back\x18\x06 \x01(\x0b\x32\x1d.sqlgate.v1.SessionRolledBackH\x00\x12#\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\n\n\x08response\"\"\n\x0cSessionBegan\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\r\n\x0bRequestDone\"\x12\n\x10SessionCommitted\"\x13\n\x11SessionRolledBack*\xc2\x01\n\x0eIsolationLevel\x12\x1f\n\x1bISOLATION_LEVEL_UNSPECIFIED\x10\x00\x12$\n ISOLATION_LEVEL_READ_UNCOMMITTED\x10\x01\x12\"\n\x1eISOLATION_LEVEL_READ_COMMITTED\x10\x02\x12#\n\x1fISOLATION_LEVEL_REPEATABLE_READ\x10\x03\x12 \n\x1cISOLATION_LEVEL_SERIALIZABLE\x10\x04\x32Q\n\x08Sessions\x12\x45\n\x06\x41ttach\x12\x1a.sqlgate.v1.SessionRequest\x1a\x1b.sqlgate.v1.SessionResponse(\x01\x30\x01\x42\x12\n\x0e\x64\x65v.sqlgate.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sqlgate/v1/session.proto\x12\nsqlgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17google/rpc/status.proto\x1a\x16sqlgate/v1/query.proto\x1a\x16sqlgate/v1/value.proto\"\xd3\x01\n\x0eSessionRequest\x12)\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32\x18.sqlgate.v1.BeginSessionH\x00\x12-\n\x07\x65xecute\x18\x02 \x01(\x0b\x32\x1a.sqlgate.v1.SessionExecuteH\x00\x12+\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\x19.sqlgate.v1.CommitSessionH\x00\x12/\n\x08rollback\x18\x04 \x01(\x0b\x32\x1b.sqlgate.v1.RollbackSessionH\x00\x42\t\n\x07request\"\x91\x02\n\x0c\x42\x65ginSession\x12-\n\tisolation\x18\x01 \x01(\x0e\x32\x1a.sqlgate.v1.IsolationLevel\x12\x11\n\tread_only\x18\x02 \x01(\x08\x12\x34\n\x06labels\x18\x03 \x03(\x0b\x32$.sqlgate.v1.BeginSession.LabelsEntry\x12/\n\x0cidle_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x05\x66irst\x18\x05 \x01(\x0b\x32\x1a.sqlgate.v1.SessionExecute\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\x0eSessionExecute\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.sqlgate.v1.Value\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63ommit_after\x18\x05 \x01(\x08\"\x0f\n\rCommitSession\"\x11\n\x0fRollbackSession\"\xbd\x02\n\x0fSessionResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12)\n\x05\x62\x65gan\x18\x02 \x01(\x0b\x32\x18.sqlgate.v1.SessionBeganH\x00\x12(\n\x05\x66rame\x18\x03 \x01(\x0b\x32\x17.sqlgate.v1.ResultFrameH\x00\x12\'\n\x04\x64one\x18\x04 \x01(\x0b\x32\x17.sqlgate.v1.RequestDoneH\x00\x12\x31\n\tcommitted\x18\x05 \x01(\x0b\x32\x1c.sqlgate.v1.SessionCommittedH\x00\x12\x34\n\x0brolled_back\x18\x06 \x01(\x0b\x32\x1d.sqlgate.v1.SessionRolledBackH\x00\x12#\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\n\n\x08response\"\"\n\x0cSessionBegan\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\r\n\x0bRequestDone\"\x12\n\x10SessionCommitted\"\x13\n\x11SessionRolledBack*\xc2\x01\n\x0eIsolationLevel\x12\x1f\n\x1bISOLATION_LEVEL_UNSPECIFIED\x10\x00\x12$\n ISOLATION_LEVEL_READ_UNCOMMITTED\x10\x01\x12\"\n\x1eISOLATION_LEVEL_READ_COMMITTED\x10\x02\x12#\n\x1fISOLATION_LEVEL_REPEATABLE_READ\x10\x03\x12 \n\x1cISOLATION_LEVEL_SERIALIZABLE\x10\x04\x32Q\n\x08Sessions\x12\x45\n\x06\x41ttach\x12\x1a.sqlgate.v1.SessionRequest\x1a\x1b.sqlgate.v1.SessionResponse(\x01\x30\x01\x42\x12\n\x0e\x64\x65v.sqlgate.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,30 +38,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.sqlgate.v1P\001'
   _globals['_BEGINSESSION_LABELSENTRY']._loaded_options = None
   _globals['_BEGINSESSION_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_ISOLATIONLEVEL']._serialized_start=1172
-  _globals['_ISOLATIONLEVEL']._serialized_end=1366
+  _globals['_ISOLATIONLEVEL']._serialized_start=1237
+  _globals['_ISOLATIONLEVEL']._serialized_end=1431
   _globals['_SESSIONREQUEST']._serialized_start=146
   _globals['_SESSIONREQUEST']._serialized_end=357
   _globals['_BEGINSESSION']._serialized_start=360
-  _globals['_BEGINSESSION']._serialized_end=590
-  _globals['_BEGINSESSION_LABELSENTRY']._serialized_start=545
-  _globals['_BEGINSESSION_LABELSENTRY']._serialized_end=590
-  _globals['_SESSIONEXECUTE']._serialized_start=593
-  _globals['_SESSIONEXECUTE']._serialized_end=721
-  _globals['_COMMITSESSION']._serialized_start=723
-  _globals['_COMMITSESSION']._serialized_end=738
-  _globals['_ROLLBACKSESSION']._serialized_start=740
-  _globals['_ROLLBACKSESSION']._serialized_end=757
-  _globals['_SESSIONRESPONSE']._serialized_start=760
-  _globals['_SESSIONRESPONSE']._serialized_end=1077
-  _globals['_SESSIONBEGAN']._serialized_start=1079
-  _globals['_SESSIONBEGAN']._serialized_end=1113
-  _globals['_REQUESTDONE']._serialized_start=1115
-  _globals['_REQUESTDONE']._serialized_end=1128
-  _globals['_SESSIONCOMMITTED']._serialized_start=1130
-  _globals['_SESSIONCOMMITTED']._serialized_end=1148
-  _globals['_SESSIONROLLEDBACK']._serialized_start=1150
-  _globals['_SESSIONROLLEDBACK']._serialized_end=1169
-  _globals['_SESSIONS']._serialized_start=1368
-  _globals['_SESSIONS']._serialized_end=1449
+  _globals['_BEGINSESSION']._serialized_end=633
+  _globals['_BEGINSESSION_LABELSENTRY']._serialized_start=588
+  _globals['_BEGINSESSION_LABELSENTRY']._serialized_end=633
+  _globals['_SESSIONEXECUTE']._serialized_start=636
+  _globals['_SESSIONEXECUTE']._serialized_end=786
+  _globals['_COMMITSESSION']._serialized_start=788
+  _globals['_COMMITSESSION']._serialized_end=803
+  _globals['_ROLLBACKSESSION']._serialized_start=805
+  _globals['_ROLLBACKSESSION']._serialized_end=822
+  _globals['_SESSIONRESPONSE']._serialized_start=825
+  _globals['_SESSIONRESPONSE']._serialized_end=1142
+  _globals['_SESSIONBEGAN']._serialized_start=1144
+  _globals['_SESSIONBEGAN']._serialized_end=1178
+  _globals['_REQUESTDONE']._serialized_start=1180
+  _globals['_REQUESTDONE']._serialized_end=1193
+  _globals['_SESSIONCOMMITTED']._serialized_start=1195
+  _globals['_SESSIONCOMMITTED']._serialized_end=1213
+  _globals['_SESSIONROLLEDBACK']._serialized_start=1215
+  _globals['_SESSIONROLLEDBACK']._serialized_end=1234
+  _globals['_SESSIONS']._serialized_start=1433
+  _globals['_SESSIONS']._serialized_end=1514
 # @@protoc_insertion_point(module_scope)

@@ -39,7 +39,7 @@ class SessionRequest(_message.Message):
     def __init__(self, begin: _Optional[_Union[BeginSession, _Mapping]] = ..., execute: _Optional[_Union[SessionExecute, _Mapping]] = ..., commit: _Optional[_Union[CommitSession, _Mapping]] = ..., rollback: _Optional[_Union[RollbackSession, _Mapping]] = ...) -> None: ...
 
 class BeginSession(_message.Message):
-    __slots__ = ("isolation", "read_only", "labels", "idle_timeout")
+    __slots__ = ("isolation", "read_only", "labels", "idle_timeout", "first")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -51,23 +51,27 @@ class BeginSession(_message.Message):
     READ_ONLY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
     isolation: IsolationLevel
     read_only: bool
     labels: _containers.ScalarMap[str, str]
     idle_timeout: _duration_pb2.Duration
-    def __init__(self, isolation: _Optional[_Union[IsolationLevel, str]] = ..., read_only: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    first: SessionExecute
+    def __init__(self, isolation: _Optional[_Union[IsolationLevel, str]] = ..., read_only: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., first: _Optional[_Union[SessionExecute, _Mapping]] = ...) -> None: ...
 
 class SessionExecute(_message.Message):
-    __slots__ = ("request_id", "sql", "params", "timeout")
+    __slots__ = ("request_id", "sql", "params", "timeout", "commit_after")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_AFTER_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     sql: str
     params: _containers.RepeatedCompositeFieldContainer[_value_pb2.Value]
     timeout: _duration_pb2.Duration
-    def __init__(self, request_id: _Optional[int] = ..., sql: _Optional[str] = ..., params: _Optional[_Iterable[_Union[_value_pb2.Value, _Mapping]]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    commit_after: bool
+    def __init__(self, request_id: _Optional[int] = ..., sql: _Optional[str] = ..., params: _Optional[_Iterable[_Union[_value_pb2.Value, _Mapping]]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., commit_after: _Optional[bool] = ...) -> None: ...
 
 class CommitSession(_message.Message):
     __slots__ = ()

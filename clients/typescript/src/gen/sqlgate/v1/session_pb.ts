@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sqlgate/v1/session.proto.
  */
 export const file_sqlgate_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("ChhzcWxnYXRlL3YxL3Nlc3Npb24ucHJvdG8SCnNxbGdhdGUudjEi0wEKDlNlc3Npb25SZXF1ZXN0EikKBWJlZ2luGAEgASgLMhguc3FsZ2F0ZS52MS5CZWdpblNlc3Npb25IABItCgdleGVjdXRlGAIgASgLMhouc3FsZ2F0ZS52MS5TZXNzaW9uRXhlY3V0ZUgAEisKBmNvbW1pdBgDIAEoCzIZLnNxbGdhdGUudjEuQ29tbWl0U2Vzc2lvbkgAEi8KCHJvbGxiYWNrGAQgASgLMhsuc3FsZ2F0ZS52MS5Sb2xsYmFja1Nlc3Npb25IAEIJCgdyZXF1ZXN0IuYBCgxCZWdpblNlc3Npb24SLQoJaXNvbGF0aW9uGAEgASgOMhouc3FsZ2F0ZS52MS5Jc29sYXRpb25MZXZlbBIRCglyZWFkX29ubHkYAiABKAgSNAoGbGFiZWxzGAMgAygLMiQuc3FsZ2F0ZS52MS5CZWdpblNlc3Npb24uTGFiZWxzRW50cnkSLwoMaWRsZV90aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEigAEKDlNlc3Npb25FeGVjdXRlEhIKCnJlcXVlc3RfaWQYASABKAQSCwoDc3FsGAIgASgJEiEKBnBhcmFtcxgDIAMoCzIRLnNxbGdhdGUudjEuVmFsdWUSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiIPCg1Db21taXRTZXNzaW9uIhEKD1JvbGxiYWNrU2Vzc2lvbiK9AgoPU2Vzc2lvblJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSKQoFYmVnYW4YAiABKAsyGC5zcWxnYXRlLnYxLlNlc3Npb25CZWdhbkgAEigKBWZyYW1lGAMgASgLMhcuc3FsZ2F0ZS52MS5SZXN1bHRGcmFtZUgAEicKBGRvbmUYBCABKAsyFy5zcWxnYXRlLnYxLlJlcXVlc3REb25lSAASMQoJY29tbWl0dGVkGAUgASgLMhwuc3FsZ2F0ZS52MS5TZXNzaW9uQ29tbWl0dGVkSAASNAoLcm9sbGVkX2JhY2sYBiABKAsyHS5zcWxnYXRlLnYxLlNlc3Npb25Sb2xsZWRCYWNrSAASIwoFZXJyb3IYByABKAsyEi5nb29nbGUucnBjLlN0YXR1c0gAQgoKCHJlc3BvbnNlIiIKDFNlc3Npb25CZWdhbhISCgpzZXNzaW9uX2lkGAEgASgJIg0KC1JlcXVlc3REb25lIhIKEFNlc3Npb25Db21taXR0ZWQiEwoRU2Vzc2lvblJvbGxlZEJhY2sqwgEKDklzb2xhdGlvbkxldmVsEh8KG0lTT0xBVElPTl9MRVZFTF9VTlNQRUNJRklFRBAAEiQKIElTT0xBVElPTl9MRVZFTF9SRUFEX1VOQ09NTUlUVEVEEAESIgoeSVNPTEFUSU9OX0xFVkVMX1JFQURfQ09NTUlUVEVEEAISIwofSVNPTEFUSU9OX0xFVkVMX1JFUEVBVEFCTEVfUkVBRBADEiAKHElTT0xBVElPTl9MRVZFTF9TRVJJQUxJWkFCTEUQBDJRCghTZXNzaW9ucxJFCgZBdHRhY2gSGi5zcWxnYXRlLnYxLlNlc3Npb25SZXF1ZXN0Ghsuc3FsZ2F0ZS52MS5TZXNzaW9uUmVzcG9uc2UoATABQhIKDmRldi5zcWxnYXRlLnYxUAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_rpc_status, file_sqlgate_v1_query, file_sqlgate_v1_value]);
+  fileDesc("ChhzcWxnYXRlL3YxL3Nlc3Npb24ucHJvdG8SCnNxbGdhdGUudjEi0wEKDlNlc3Npb25SZXF1ZXN0EikKBWJlZ2luGAEgASgLMhguc3FsZ2F0ZS52MS5CZWdpblNlc3Npb25IABItCgdleGVjdXRlGAIgASgLMhouc3FsZ2F0ZS52MS5TZXNzaW9uRXhlY3V0ZUgAEisKBmNvbW1pdBgDIAEoCzIZLnNxbGdhdGUudjEuQ29tbWl0U2Vzc2lvbkgAEi8KCHJvbGxiYWNrGAQgASgLMhsuc3FsZ2F0ZS52MS5Sb2xsYmFja1Nlc3Npb25IAEIJCgdyZXF1ZXN0IpECCgxCZWdpblNlc3Npb24SLQoJaXNvbGF0aW9uGAEgASgOMhouc3FsZ2F0ZS52MS5Jc29sYXRpb25MZXZlbBIRCglyZWFkX29ubHkYAiABKAgSNAoGbGFiZWxzGAMgAygLMiQuc3FsZ2F0ZS52MS5CZWdpblNlc3Npb24uTGFiZWxzRW50cnkSLwoMaWRsZV90aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEikKBWZpcnN0GAUgASgLMhouc3FsZ2F0ZS52MS5TZXNzaW9uRXhlY3V0ZRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpYBCg5TZXNzaW9uRXhlY3V0ZRISCgpyZXF1ZXN0X2lkGAEgASgEEgsKA3NxbBgCIAEoCRIhCgZwYXJhbXMYAyADKAsyES5zcWxnYXRlLnYxLlZhbHVlEioKB3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMY29tbWl0X2FmdGVyGAUgASgIIg8KDUNvbW1pdFNlc3Npb24iEQoPUm9sbGJhY2tTZXNzaW9uIr0CCg9TZXNzaW9uUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBIpCgViZWdhbhgCIAEoCzIYLnNxbGdhdGUudjEuU2Vzc2lvbkJlZ2FuSAASKAoFZnJhbWUYAyABKAsyFy5zcWxnYXRlLnYxLlJlc3VsdEZyYW1lSAASJwoEZG9uZRgEIAEoCzIXLnNxbGdhdGUudjEuUmVxdWVzdERvbmVIABIxCgljb21taXR0ZWQYBSABKAsyHC5zcWxnYXRlLnYxLlNlc3Npb25Db21taXR0ZWRIABI0Cgtyb2xsZWRfYmFjaxgGIAEoCzIdLnNxbGdhdGUudjEuU2Vzc2lvblJvbGxlZEJhY2tIABIjCgVlcnJvchgHIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzSABCCgoIcmVzcG9uc2UiIgoMU2Vzc2lvbkJlZ2FuEhIKCnNlc3Npb25faWQYASABKAkiDQoLUmVxdWVzdERvbmUiEgoQU2Vzc2lvbkNvbW1pdHRlZCITChFTZXNzaW9uUm9sbGVkQmFjayrCAQoOSXNvbGF0aW9uTGV2ZWwSHwobSVNPTEFUSU9OX0xFVkVMX1VOU1BFQ0lGSUVEEAASJAogSVNPTEFUSU9OX0xFVkVMX1JFQURfVU5DT01NSVRURUQQARIiCh5JU09MQVRJT05fTEVWRUxfUkVBRF9DT01NSVRURUQQAhIjCh9JU09MQVRJT05fTEVWRUxfUkVQRUFUQUJMRV9SRUFEEAMSIAocSVNPTEFUSU9OX0xFVkVMX1NFUklBTElaQUJMRRAEMlEKCFNlc3Npb25zEkUKBkF0dGFjaBIaLnNxbGdhdGUudjEuU2Vzc2lvblJlcXVlc3QaGy5zcWxnYXRlLnYxLlNlc3Npb25SZXNwb25zZSgBMAFCEgoOZGV2LnNxbGdhdGUudjFQAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_rpc_status, file_sqlgate_v1_query, file_sqlgate_v1_value]);
 
 /**
  * What a client sends on a session stream.
@@ -92,6 +92,18 @@ export type BeginSession = Message<"sqlgate.v1.BeginSession"> & {
    * @generated from field: google.protobuf.Duration idle_timeout = 4;
    */
   idleTimeout?: Duration | undefined;
+
+  /**
+   * Inline begin: the session's first statement, run as soon as the
+   * transaction is open, without waiting for another message. Its answers
+   * follow `began` and are those of any execute (frames, then `done` or
+   * `error`, tagged with its request_id). With its `commit_after` set, a
+   * whole transaction (begin, one statement, commit) is one message.
+   * Unset: the session waits for its first execute, as before.
+   *
+   * @generated from field: sqlgate.v1.SessionExecute first = 5;
+   */
+  first?: SessionExecute | undefined;
 };
 
 /**
@@ -130,6 +142,19 @@ export type SessionExecute = Message<"sqlgate.v1.SessionExecute"> & {
    * @generated from field: google.protobuf.Duration timeout = 4;
    */
   timeout?: Duration | undefined;
+
+  /**
+   * Commit right after this statement, sparing the client a round trip:
+   * when it succeeds the answers are its frames, `done`, then `committed`
+   * (or, if the commit fails, the stream ends with the commit's error
+   * status, rolled back). When the statement fails the transaction is
+   * rolled back instead: `error`, then `rolled_back`. Either way the
+   * session is over and the stream ends; requests sent after this one are
+   * not run.
+   *
+   * @generated from field: bool commit_after = 5;
+   */
+  commitAfter: boolean;
 };
 
 /**

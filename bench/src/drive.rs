@@ -1,0 +1,49 @@
+//! A fixed number of point selects against one server (sqlgate or the
+//! floor), for instruction counts: run the server under
+//! `valgrind --tool=callgrind`, drive a warm-up, dump its counters
+//! (`callgrind_control -d`), drive `--calls`, dump again; the second dump
+//! divided by the calls is the server's instructions per call. Unlike CPU
+//! time on a shared machine, the count repeats from run to run.
+
+use std::net::SocketAddr;
+
+use futures::StreamExt;
+use sqlgate::grpc::pb::{self, query_client::QueryClient};
+use tonic::transport::Channel;
+
+use crate::{BoxError, workloads::POINT};
+
+/// Sends `calls` point selects to `address` from `concurrency` callers
+/// over one connection, each waiting for its answer; fails on the first
+/// error or a missing row.
+pub(crate) async fn drive(
+    address: SocketAddr,
+    calls: u64,
+    concurrency: usize,
+) -> Result<(), BoxError> {
+    let channel = Channel::from_shared(format!("http://{address}"))?
+        .connect()
+        .await?;
+    let client = QueryClient::new(channel);
+    let mut answers = futures::stream::iter(0..calls)
+        .map(|i| {
+            let mut client = client.clone();
+            async move {
+                let request = pb::ExecuteRequest {
+                    sql: POINT.into(),
+                    params: vec![pb::Value::int((i as i64 % 10_000) + 1)],
+                    max_rows: 1000,
+                };
+                let response = client.execute(request).await?.into_inner();
+                if response.rows.len() != 1 {
+                    return Err::<(), BoxError>("point select returned no row".into());
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(concurrency.max(1));
+    while let Some(answer) = answers.next().await {
+        answer?;
+    }
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Fewer round trips per transaction: a `begin` may carry the session's
+//! first statement, and an `execute` may ask to commit after it, so that
+//! begin–statement–commit is one message. What the client sees in every
+//! outcome (success, a failing statement, a failing commit), and what a
+//! careless or hostile client gets for requests sqlgate must not run.
+
+use sqlgate::grpc::pb::{
+    self, BeginSession, SessionExecute, SessionRequest, session_response::Response as Answer,
+};
+use tonic::Code;
+
+use crate::{
+    helpers::{Backend, TestApp, spawn_app, v},
+    observe::DatabaseView,
+    on_every_backend,
+    session_client::{CLEANUP_BOUND, Session},
+};
+
+/// What the server answered on one stream, in order, and how the stream
+/// ended (`Ok` for status OK).
+struct Exchange {
+    answers: Vec<(u64, Answer)>,
+    ended: Result<(), tonic::Status>,
+}
+
+impl Exchange {
+    /// The answers' kinds, for comparing sequences: `began`, `frame 1`,
+    /// `done 1`, `error 1 INVALID_ARGUMENT`, `committed`, `rolled_back`.
+    fn kinds(&self) -> Vec<String> {
+        self.answers
+            .iter()
+            .filter_map(|(id, answer)| match answer {
+                Answer::Began(_) => Some("began".to_owned()),
+                // Metadata and stats frames vary by statement and backend.
+                Answer::Frame(_) => None,
+                Answer::Done(_) => Some(format!("done {id}")),
+                Answer::Error(error) => Some(format!("error {id} {:?}", Code::from(error.code))),
+                Answer::Committed(_) => Some("committed".to_owned()),
+                Answer::RolledBack(_) => Some("rolled_back".to_owned()),
+            })
+            .collect()
+    }
+
+    /// The rows answering `request_id`.
+    fn rows(&self, request_id: u64) -> Vec<pb::Row> {
+        self.answers
+            .iter()
+            .filter(|(id, _)| *id == request_id)
+            .filter_map(|(_, answer)| match answer {
+                Answer::Frame(pb::ResultFrame {
+                    frame: Some(pb::result_frame::Frame::Rows(batch)),
+                }) => Some(batch.rows.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+}
+
+/// Sends `requests` on one new session stream without waiting for any
+/// answer (as a client that pipelines does), then reads every answer until
+/// the server ends the stream. The request side stays open meanwhile, so
+/// that only the server ends the session.
+async fn exchange(app: &TestApp, requests: Vec<SessionRequest>) -> Exchange {
+    exchange_then(app, requests, false).await
+}
+
+/// As [`exchange`]; with `half_close`, the client closes its side right
+/// after sending (as a client whose request iterator runs out does).
+async fn exchange_then(app: &TestApp, requests: Vec<SessionRequest>, half_close: bool) -> Exchange {
+    let (sender, mut answers) = Session::attach(app.channel.clone()).await.expect("attach");
+    for request in requests {
+        sender.send(request).await.expect("send");
+    }
+    let sender = (!half_close).then_some(sender);
+    let mut seen = Vec::new();
+    let ended = loop {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), answers.message())
+            .await
+            .expect("the server answers within 10 s");
+        match next {
+            Ok(Some(answer)) => {
+                let response = answer.response.expect("an answer has a response");
+                seen.push((answer.request_id, response));
+            }
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(status),
+        }
+    };
+    drop(sender);
+    Exchange {
+        answers: seen,
+        ended,
+    }
+}
+
+fn insert(app: &TestApp, request_id: u64, id: i64) -> SessionExecute {
+    SessionExecute::new(
+        request_id,
+        app.sql("INSERT INTO t (id) VALUES ($1)"),
+        vec![v::int(id)],
+    )
+}
+
+/// A begin that carries its statement and commits after it.
+fn one_message(app: &TestApp, request_id: u64, id: i64) -> SessionRequest {
+    SessionRequest::begin(
+        BeginSession::default().with_first(insert(app, request_id, id).then_commit()),
+    )
+}
+
+async fn a_transaction_in_one_message(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
+    let mut view = DatabaseView::of(&app).await;
+
+    let done = exchange(&app, vec![one_message(&app, 7, 1)]).await;
+    assert_eq!(done.kinds(), ["began", "done 7", "committed"]);
+    assert!(done.ended.is_ok(), "{:?}", done.ended);
+    assert_eq!(app.count("t").await, 1);
+
+    // The client may close its side once the one message is sent.
+    let done = exchange_then(&app, vec![one_message(&app, 8, 10)], true).await;
+    assert_eq!(done.kinds(), ["began", "done 8", "committed"]);
+    assert_eq!(app.count("t").await, 2);
+
+    // A first statement without commit_after: the session goes on.
+    let select = SessionExecute::new(
+        1,
+        app.sql("SELECT id FROM t WHERE id = $1"),
+        vec![v::int(1)],
+    );
+    let done = exchange(
+        &app,
+        vec![
+            SessionRequest::begin(BeginSession::default().with_first(select)),
+            SessionRequest::execute(2, app.sql("INSERT INTO t (id) VALUES (2)"), vec![]),
+            SessionRequest::execute_and_commit(3, app.sql("INSERT INTO t (id) VALUES (3)"), vec![]),
+        ],
+    )
+    .await;
+    assert_eq!(
+        done.kinds(),
+        ["began", "done 1", "done 2", "done 3", "committed"]
+    );
+    assert_eq!(done.rows(1).len(), 1);
+    assert!(done.ended.is_ok(), "{:?}", done.ended);
+    assert_eq!(app.count("t").await, 4);
+
+    let ended = app.pool_stats().await.sessions_ended;
+    assert_eq!(ended.get("commit"), Some(&3));
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
+    app.stop().await;
+}
+on_every_backend!(a_transaction_in_one_message);
+
+async fn a_failing_statement_rolls_back_instead_of_committing(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
+    app.run("INSERT INTO t (id) VALUES (1)").await;
+    let mut view = DatabaseView::of(&app).await;
+
+    // The first statement fails (duplicate key): error, rolled back, end.
+    let done = exchange(&app, vec![one_message(&app, 4, 1)]).await;
+    assert_eq!(
+        done.kinds(),
+        ["began", "error 4 AlreadyExists", "rolled_back"]
+    );
+    assert!(done.ended.is_ok(), "{:?}", done.ended);
+
+    // A statement earlier in the session is rolled back with it.
+    let done = exchange(
+        &app,
+        vec![
+            SessionRequest::begin(BeginSession::default().with_first(insert(&app, 1, 2))),
+            SessionRequest::begin(BeginSession::default()),
+            SessionRequest::execute_and_commit(
+                3,
+                app.sql("INSERT INTO missing (id) VALUES (1)"),
+                vec![],
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        done.kinds(),
+        [
+            "began",
+            "done 1",
+            "error 0 FailedPrecondition",
+            "error 3 InvalidArgument",
+            "rolled_back"
+        ]
+    );
+    assert_eq!(app.count("t").await, 1, "nothing of either session is kept");
+    let ended = app.pool_stats().await.sessions_ended;
+    assert_eq!(ended.get("rollback"), Some(&2));
+    assert_eq!(ended.get("commit"), None);
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
+    app.stop().await;
+}
+on_every_backend!(a_failing_statement_rolls_back_instead_of_committing);
+
+/// A commit that fails (a deferred constraint checked at commit): the
+/// statement's `done` has gone out, then the stream ends with the commit's
+/// error, and nothing is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_commit_ends_the_stream_with_its_error() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+        .await;
+    app.run("INSERT INTO t (id) VALUES (1)").await;
+    let mut view = DatabaseView::of(&app).await;
+
+    let done = exchange(&app, vec![one_message(&app, 5, 1)]).await;
+    assert_eq!(done.kinds(), ["began", "done 5"]);
+    let status = done.ended.expect_err("the commit fails");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert_eq!(app.count("t").await, 1);
+    assert_eq!(
+        app.pool_stats().await.sessions_ended.get("failed"),
+        Some(&1)
+    );
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
+    app.stop().await;
+}
+
+/// What a careless or hostile client might send with a begin or a
+/// commit_after, and what it gets: nothing runs that must not, nothing
+/// after the commit runs, and no transaction is left open.
+async fn what_a_one_message_transaction_will_not_do(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
+    let mut view = DatabaseView::of(&app).await;
+
+    // Transaction control as the first statement is refused; commit_after
+    // then rolls back.
+    let commit = SessionExecute::new(1, "COMMIT", vec![]).then_commit();
+    let done = exchange(
+        &app,
+        vec![SessionRequest::begin(
+            BeginSession::default().with_first(commit),
+        )],
+    )
+    .await;
+    assert_eq!(
+        done.kinds(),
+        ["began", "error 1 InvalidArgument", "rolled_back"]
+    );
+
+    // A first statement that does not decode (a parameter missing its
+    // value) is answered for itself, and rolls back.
+    let undecodable = SessionExecute {
+        params: vec![pb::Value { kind: None }],
+        ..insert(&app, 2, 1).then_commit()
+    };
+    let done = exchange(
+        &app,
+        vec![SessionRequest::begin(
+            BeginSession::default().with_first(undecodable),
+        )],
+    )
+    .await;
+    assert_eq!(
+        done.kinds(),
+        ["began", "error 2 InvalidArgument", "rolled_back"]
+    );
+
+    // Begin options that do not decode: no session, and its first
+    // statement never runs.
+    let bad_begin = BeginSession {
+        isolation: 99,
+        ..BeginSession::default().with_first(insert(&app, 3, 1).then_commit())
+    };
+    let done = exchange(&app, vec![SessionRequest::begin(bad_begin)]).await;
+    assert_eq!(done.kinds(), Vec::<String>::new());
+    assert_eq!(
+        done.ended.expect_err("refused").code(),
+        Code::InvalidArgument
+    );
+
+    // A read-only begin cannot write through its first statement.
+    let read_only = BeginSession {
+        read_only: true,
+        ..BeginSession::default().with_first(insert(&app, 4, 1).then_commit())
+    };
+    let done = exchange(&app, vec![SessionRequest::begin(read_only)]).await;
+    let kinds = done.kinds();
+    assert_eq!(kinds.first().map(String::as_str), Some("began"));
+    assert!(kinds[1].starts_with("error 4 "), "{kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some("rolled_back"));
+    assert_eq!(app.count("t").await, 0);
+
+    // Requests pipelined after a commit_after are never run, nor is a
+    // second commit_after.
+    let done = exchange(
+        &app,
+        vec![
+            one_message(&app, 5, 1),
+            SessionRequest::execute(6, app.sql("INSERT INTO t (id) VALUES (2)"), vec![]),
+            SessionRequest::execute_and_commit(7, app.sql("INSERT INTO t (id) VALUES (3)"), vec![]),
+            SessionRequest::commit(),
+        ],
+    )
+    .await;
+    assert_eq!(done.kinds(), ["began", "done 5", "committed"]);
+    assert!(done.ended.is_ok(), "{:?}", done.ended);
+    assert_eq!(app.count("t").await, 1);
+
+    assert_eq!(app.pool_stats().await.open_sessions, 0);
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
+    app.stop().await;
+}
+on_every_backend!(what_a_one_message_transaction_will_not_do);
