@@ -338,7 +338,8 @@ macro_rules! call_line {
             rows = $call.note.rows_sent(),
             code = ?$code,
             refused = $call.refusal.as_ref().map(Refusal::reason),
-            elapsed_ms = $call.started.elapsed().as_secs_f64() * 1000.0,
+            // Whole microseconds, so that the line shows 1.506, not 1.5055669999999999.
+            elapsed_ms = $call.started.elapsed().as_micros() as f64 / 1000.0,
             trace_id = traces::trace_id(&$call.span),
             "{outcome}"
         );
