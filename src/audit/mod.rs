@@ -22,7 +22,7 @@ use std::{
 use serde_json::json;
 use tonic::Code;
 
-use crate::{db::Backend, query::statement::sanitized_text, telemetry::names::code_name};
+use crate::{db::Backend, query::fingerprint::sanitized_text, telemetry::names::code_name};
 
 /// Who did it, as every event names them.
 #[derive(Debug, Clone, Default)]

@@ -23,7 +23,7 @@ use crate::{
     db::{Backend, Driver, transaction::Access},
     error::{DeadlinePhase, Error},
     query::{
-        QueryEngine, Statement, StreamEvent, operation::operation_name, statement::sanitized_text,
+        QueryEngine, Statement, StreamEvent, fingerprint::sanitized_text, operation::operation_name,
     },
     telemetry::{metrics::db_system, traces},
 };

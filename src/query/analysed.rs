@@ -17,7 +17,7 @@ use std::{
     sync::{Arc, Mutex, OnceLock, PoisonError},
 };
 
-use super::{sql::Analysis, statement::fingerprint};
+use super::{fingerprint::fingerprint, sql::Analysis};
 use crate::db::Backend;
 
 /// Distinct texts kept per backend.

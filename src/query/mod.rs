@@ -6,6 +6,7 @@ mod analysed;
 pub(crate) mod codec;
 mod engine;
 pub(crate) mod executor;
+pub mod fingerprint;
 pub(crate) mod frames;
 mod mysql;
 pub mod operation;

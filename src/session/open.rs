@@ -26,7 +26,7 @@ use crate::{
         executor::run_statement,
         frames::{FrameSink, FrameTarget},
     },
-    query::{operation::operation_name, statement::sanitized_text},
+    query::{fingerprint::sanitized_text, operation::operation_name},
     telemetry::{metrics::db_system, traces},
 };
 

@@ -100,7 +100,7 @@ pub(crate) fn rpc_span(method: &'static str, headers: &http::HeaderMap) -> Span 
 
 /// The span of one statement (client kind): `db.query.text` is the
 /// statement with every literal replaced by `?` (see
-/// [`crate::query::statement::sanitized_text`]), never a value.
+/// [`crate::query::fingerprint::sanitized_text`]), never a value.
 pub(crate) fn statement_span(
     db_system: &'static str,
     operation: &'static str,

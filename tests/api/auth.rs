@@ -406,7 +406,7 @@ async fn the_call_log_names_the_token_s_caller_and_never_the_token() {
         .expect_err("no token");
     assert_eq!(refused.code(), Code::Unauthenticated);
 
-    let accepted = sqlgate::query::statement::fingerprint("SELECT 1 AS accepted");
+    let accepted = sqlgate::query::fingerprint::fingerprint("SELECT 1 AS accepted");
     let lines = wait_for_call_lines(&sqlgate, 3).await;
     let line = lines
         .iter()

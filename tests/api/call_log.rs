@@ -81,7 +81,7 @@ async fn one_line_with(sqlgate: &Sqlgate, part: &str, parts: &[&str]) -> String 
 fn fingerprint_of(sql: &str) -> String {
     format!(
         "fingerprint=\"{}\"",
-        sqlgate::query::statement::fingerprint(sql)
+        sqlgate::query::fingerprint::fingerprint(sql)
     )
 }
 

@@ -64,7 +64,7 @@ async fn json_lines_carry_the_call_fields_and_every_line_is_json() {
     assert_eq!(call["rows"], 1, "{line}");
     assert_eq!(
         call["fingerprint"],
-        sqlgate::query::statement::fingerprint("SELECT 7 AS seven"),
+        sqlgate::query::fingerprint::fingerprint("SELECT 7 AS seven"),
         "{line}"
     );
     assert!(

@@ -159,7 +159,7 @@ async fn sqlite_each_query_call_logs_one_line_with_method_caller_fingerprint_row
             .cloned()
             .collect()
     };
-    let done = lines_for(&sqlgate::query::statement::fingerprint(select));
+    let done = lines_for(&sqlgate::query::fingerprint::fingerprint(select));
     assert_eq!(done.len(), 1, "one line for the select: {output:?}");
     let line = &done[0];
     for part in [
@@ -171,7 +171,7 @@ async fn sqlite_each_query_call_logs_one_line_with_method_caller_fingerprint_row
     ] {
         assert!(line.contains(part), "{part:?} missing from {line}");
     }
-    let failed = lines_for(&sqlgate::query::statement::fingerprint(failing));
+    let failed = lines_for(&sqlgate::query::fingerprint::fingerprint(failing));
     assert_eq!(failed.len(), 1, "one line for the failed call: {output:?}");
     for part in ["call failed", "code=InvalidArgument", "peer=127.0.0.1:"] {
         assert!(

@@ -201,7 +201,7 @@ async fn wait_until_running(app: &TestApp, view: &mut DatabaseView, sql: &str) {
         if executing && on_server {
             assert_eq!(
                 listed[0].current_statement_fingerprint,
-                sqlgate::query::statement::fingerprint(sql)
+                sqlgate::query::fingerprint::fingerprint(sql)
             );
             return;
         }
