@@ -72,7 +72,8 @@ impl<DB: Driver> Sessions for SessionService<DB> {
             .get("grpc-timeout")
             .and_then(|value| value.to_str().ok())
             .and_then(parse_grpc_timeout)
-            .map(|timeout| tokio::time::Instant::now() + timeout);
+            // A deadline too far to represent is no deadline.
+            .and_then(|timeout| tokio::time::Instant::now().checked_add(timeout));
         let hold = CallSlot::take(&mut request);
         let mut requests = request.into_inner();
         let (inbox, inbound) = mpsc::channel(INBOX);
