@@ -530,9 +530,14 @@ impl<DB: Driver> Checkout<DB> {
 
     /// Cancels whatever still runs on the server, then closes the
     /// connection: for a session whose cancelled statement did not come
-    /// back in time.
-    pub(crate) async fn discard(self) {
-        self.canceller.cancel(false).await;
-        self.close_for(CloseCause::Discarded);
+    /// back in time. Runs detached (the cancel is bounded by its own
+    /// timeout): on a dead path the cancel hangs too, and the session's
+    /// client is answered without waiting for it. The connection is never
+    /// handed to anyone else.
+    pub(crate) fn discard(self) {
+        tokio::spawn(async move {
+            self.canceller.cancel(false).await;
+            self.close_for(CloseCause::Discarded);
+        });
     }
 }

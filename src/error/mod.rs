@@ -112,6 +112,13 @@ pub enum Error {
          session wrote before it may have been committed; the session is closed"
     )]
     TransactionLost,
+    /// A session's COMMIT did not answer within its bound: the database
+    /// may or may not have committed, and the connection was closed.
+    #[error(
+        "the commit did not answer within its bound; its outcome is unknown (it may or may not \
+         have committed): check before retrying"
+    )]
+    CommitOutcomeUnknown,
     /// A reader tried to write: the database refused it inside the
     /// read-only transaction every reader's call and session runs in.
     #[error("the caller's role (reader) may only read; the database refused: {0}")]
@@ -226,6 +233,9 @@ impl Error {
             Error::SessionProtocol(_) => Code::FailedPrecondition,
             Error::SessionNotFound(_) => Code::NotFound,
             Error::SessionEnded("shutdown") | Error::ShuttingDown => Code::Unavailable,
+            Error::SessionEnded("call_deadline") | Error::CommitOutcomeUnknown => {
+                Code::DeadlineExceeded
+            }
             Error::SessionEnded(_) | Error::TransactionLost => Code::Aborted,
             Error::Internal(_) => Code::Internal,
         }

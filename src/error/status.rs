@@ -43,6 +43,7 @@ impl Error {
             Error::SessionNotFound(_) => "SESSION_NOT_FOUND",
             Error::SessionEnded(_) => "SESSION_ENDED",
             Error::TransactionLost => "TRANSACTION_LOST",
+            Error::CommitOutcomeUnknown => "COMMIT_OUTCOME_UNKNOWN",
             Error::ReadOnlyRole(_) => "READ_ONLY_ROLE",
             Error::Forbidden(_) => "ROLE_FORBIDS",
             Error::CallerLimit { .. } => "CALLER_LIMIT",

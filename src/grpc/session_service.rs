@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{
     codec::UNDECODABLE,
     convert,
+    deadline::parse_grpc_timeout,
     identity::Role,
     limits::CallSlot,
     observe::{CallNote, Caller, RequestTags},
@@ -64,6 +65,15 @@ impl<DB: Driver> Sessions for SessionService<DB> {
             role: caller.role(self.anonymous),
             tags: RequestTags::of(&request),
         };
+        // sqlgate enforces the call's own deadline itself: the session ends
+        // when it passes, whether or not the client library enforces it.
+        let call_end = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            // A deadline too far to represent is no deadline.
+            .and_then(|timeout| tokio::time::Instant::now().checked_add(timeout));
         let hold = CallSlot::take(&mut request);
         let mut requests = request.into_inner();
         let (inbox, inbound) = mpsc::channel(INBOX);
@@ -96,7 +106,8 @@ impl<DB: Driver> Sessions for SessionService<DB> {
                 }
             }
         });
-        self.manager.attach(owner, hold, inbound, outbound);
+        self.manager
+            .attach(owner, hold, call_end, inbound, outbound);
         let responses = ReceiverStream::new(events).map(move |event| {
             note_event(&note, &event);
             convert::session_response(event)

@@ -175,11 +175,13 @@ impl<DB: Driver> SessionManager<DB> {
     /// keeps `hold` until the session has ended (rolled back or committed,
     /// its connection given back). The session ends when `inbound` closes
     /// without a commit, when `outbound`'s receiver is dropped (client
-    /// gone), or for any of the reasons in [`EndReason`].
+    /// gone), when `call_end` (the Attach call's own deadline, if it has
+    /// one) passes, or for any of the reasons in [`EndReason`].
     pub(crate) fn attach(
         &self,
         owner: SessionOwner,
         hold: Hold,
+        call_end: Option<tokio::time::Instant>,
         inbound: mpsc::Receiver<Inbound>,
         outbound: mpsc::Sender<SessionEvent>,
     ) {
@@ -188,7 +190,7 @@ impl<DB: Driver> SessionManager<DB> {
         // children, its end an event on it.
         self.registry
             .spawn(tracing::Instrument::in_current_span(Box::pin(runner::run(
-                manager, owner, hold, inbound, outbound,
+                manager, owner, hold, call_end, inbound, outbound,
             ))));
     }
 }

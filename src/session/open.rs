@@ -5,7 +5,10 @@
 //! back, give the connection back clean or close it, count the reason, and
 //! tell the client.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use super::{
     BeginOptions, SessionEvent, SessionManager,
@@ -27,8 +30,15 @@ use crate::{
         frames::{FrameSink, FrameTarget},
     },
     query::{fingerprint::sanitized_text, operation::operation_name},
+    telemetry::counts::CloseCause,
     telemetry::{metrics::db_system, traces},
 };
+
+/// How long an interrupted statement's answer waits for the cancel to
+/// reach the server and the statement to stop. Past it the client is
+/// answered anyway and the connection, whose state is then unknown, is
+/// closed in the background (on a dead path the cancel hangs too).
+const SETTLE_GRACE: Duration = Duration::from_millis(500);
 
 /// An open session.
 pub(super) struct Session<DB: Driver> {
@@ -39,6 +49,9 @@ pub(super) struct Session<DB: Driver> {
     client: ClientLink,
     /// When the session must end, whatever it is doing.
     lifetime_end: tokio::time::Instant,
+    /// The Attach call's own deadline (its `grpc-timeout`), if it has one:
+    /// the session ends when it passes.
+    call_end: Option<tokio::time::Instant>,
     /// A statement was cut off and the connection's state is unknown.
     dirty: bool,
     /// The session's transaction is read-only.
@@ -93,9 +106,14 @@ impl<DB: Driver> Session<DB> {
         options: &BeginOptions,
         guard: SessionGuard,
         client: ClientLink,
+        call_end: Option<tokio::time::Instant>,
     ) -> Option<Self> {
         let access = Access::read_only_if(guard.entry().owner.role.is_read_only());
-        let deadline = manager.statement_budget.deadline(None);
+        let budget = manager.statement_budget;
+        let deadline = budget.deadline(call_end.map(|end| {
+            end.saturating_duration_since(tokio::time::Instant::now())
+                .min(budget.default)
+        }));
         let begin = Begin::Session {
             isolation: options.isolation,
             read_only: options.read_only,
@@ -110,6 +128,7 @@ impl<DB: Driver> Session<DB> {
             Ok(checkout) => Some(Self {
                 lifetime_end: tokio::time::Instant::now()
                     + manager.registry.settings().max_lifetime,
+                call_end,
                 manager: manager.clone(),
                 checkout,
                 entry: guard.entry().clone(),
@@ -136,6 +155,12 @@ impl<DB: Driver> Session<DB> {
     /// When the session's maximum lifetime runs out.
     pub(super) fn lifetime_end(&self) -> tokio::time::Instant {
         self.lifetime_end
+    }
+
+    /// Resolves when the Attach call's own deadline passes (never, when
+    /// the call has none).
+    pub(super) fn call_ended(&self) -> impl Future<Output = ()> + Send + use<DB> {
+        until(self.call_end)
     }
 
     /// Tells the client the transaction is open; false if it is gone.
@@ -279,13 +304,23 @@ impl<DB: Driver> Session<DB> {
             () = tokio::time::sleep_until(self.lifetime_end) => {
                 Interruption::End(EndReason::MaxLifetime)
             }
+            () = until(self.call_end) => Interruption::End(EndReason::CallDeadline),
         };
         // Cancel on the server, then let the statement return its error, so
-        // that the connection stays in a known state.
-        canceller
-            .cancel(matches!(interruption, Interruption::End(_)))
-            .await;
-        let settled = tokio::time::timeout(CLEANUP_TIMEOUT, &mut running).await;
+        // that the connection stays in a known state. A deadline's answer
+        // waits for that only [`SETTLE_GRACE`]; past it (or past the cleanup
+        // bound for the other interruptions) the connection counts as dirty
+        // and is closed, never reused.
+        let bound = match interruption {
+            Interruption::Deadline | Interruption::End(EndReason::CallDeadline) => SETTLE_GRACE,
+            Interruption::End(_) => CLEANUP_TIMEOUT,
+        };
+        let stop_in_process = matches!(interruption, Interruption::End(_));
+        let settled = tokio::time::timeout(bound, async {
+            canceller.cancel(stop_in_process).await;
+            (&mut running).await
+        })
+        .await;
         let dirty = !matches!(settled, Ok(Ok(_) | Err(Failure::Clean(_))));
         Ran::Interrupted {
             by: interruption,
@@ -345,16 +380,33 @@ impl<DB: Driver> Session<DB> {
     pub(super) async fn end(mut self, reason: EndReason) {
         let client = self.client.clone();
         match reason {
-            EndReason::Commit => match self.checkout.commit().await {
-                Ok(()) => {
-                    self.give_back(EndReason::Commit).await;
-                    client.tell(SessionEvent::Committed).await;
+            EndReason::Commit => {
+                let bound = self.commit_bound();
+                match tokio::time::timeout_at(bound, self.checkout.commit()).await {
+                    Ok(Ok(())) => {
+                        self.give_back(EndReason::Commit).await;
+                        client.tell(SessionEvent::Committed).await;
+                    }
+                    Ok(Err(failure)) => {
+                        self.roll_back(EndReason::Failed).await;
+                        client.tell(SessionEvent::Ended(failure.error)).await;
+                    }
+                    Err(_) => {
+                        // The COMMIT may or may not have reached the
+                        // database: never say committed or rolled back.
+                        let reason = if self.call_end.is_some_and(|end| end <= bound) {
+                            EndReason::CallDeadline
+                        } else {
+                            EndReason::Failed
+                        };
+                        self.checkout.close_for(CloseCause::Broken);
+                        self.guard.end(reason);
+                        client
+                            .tell(SessionEvent::Ended(Error::CommitOutcomeUnknown))
+                            .await;
+                    }
                 }
-                Err(failure) => {
-                    self.roll_back(EndReason::Failed).await;
-                    client.tell(SessionEvent::Ended(failure.error)).await;
-                }
-            },
+            }
             EndReason::Rollback => {
                 self.roll_back(EndReason::Rollback).await;
                 client.tell(SessionEvent::RolledBack).await;
@@ -379,15 +431,39 @@ impl<DB: Driver> Session<DB> {
         }
     }
 
+    /// How long a COMMIT may take: the Attach call's remaining deadline,
+    /// and never more than a session statement's default budget
+    /// (`deadlines.session_execute.default`).
+    fn commit_bound(&self) -> tokio::time::Instant {
+        let longest = tokio::time::Instant::now() + self.manager.statement_budget.default;
+        self.call_end.map_or(longest, |end| end.min(longest))
+    }
+
+    /// How long a ROLLBACK may take before the connection is closed
+    /// instead (which rolls back too): the cleanup bound, cut to just past
+    /// the Attach call's deadline, so that the client hears of its
+    /// session's end about when its deadline passes.
+    fn rollback_bound(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let cleanup = now + CLEANUP_TIMEOUT;
+        self.call_end
+            .map_or(cleanup, |end| cleanup.min(end.max(now) + SETTLE_GRACE))
+    }
+
     /// Rolls back and gives the connection back, or closes it (after a
-    /// cancel) when it is dirty or the rollback fails; counts `reason`.
+    /// cancel, in the background) when it is dirty or the rollback fails
+    /// or takes too long; counts `reason`.
     async fn roll_back(mut self, reason: EndReason) {
         if self.dirty {
-            self.checkout.discard().await;
+            self.checkout.discard();
             self.guard.end(reason);
             return;
         }
-        if self.checkout.rollback().await {
+        let bound = self.rollback_bound();
+        if tokio::time::timeout_at(bound, self.checkout.rollback())
+            .await
+            .unwrap_or(false)
+        {
             self.give_back(reason).await;
         } else {
             self.checkout.close();
@@ -399,6 +475,14 @@ impl<DB: Driver> Session<DB> {
     async fn give_back(self, reason: EndReason) {
         self.checkout.release().await;
         self.guard.end(reason);
+    }
+}
+
+/// Resolves at `end`, or never when there is none.
+pub(super) async fn until(end: Option<tokio::time::Instant>) {
+    match end {
+        Some(end) => tokio::time::sleep_until(end).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -46,6 +46,8 @@ pub enum EndReason {
     /// A statement ended the session's transaction by itself (a stored
     /// procedure's COMMIT): sqlgate can no longer vouch for atomicity.
     TransactionLost,
+    /// The Attach call's own deadline (its `grpc-timeout`) passed.
+    CallDeadline,
 }
 
 impl EndReason {
@@ -62,6 +64,7 @@ impl EndReason {
             EndReason::Shutdown => "shutdown",
             EndReason::Failed => "failed",
             EndReason::TransactionLost => "transaction_lost",
+            EndReason::CallDeadline => "call_deadline",
         }
     }
 }

@@ -11,12 +11,12 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{
     BeginOptions, Inbound, SessionCommand, SessionEvent, SessionManager,
     client::ClientLink,
-    open::{Executed, Session},
+    open::{Executed, Session, until},
     registry::{EndReason, SessionOwner},
 };
 use crate::{
     db::{Driver, transaction::Hold},
-    error::Error,
+    error::{DeadlinePhase, Error},
 };
 
 /// After the client's side of the stream ends, how long to watch for its
@@ -34,11 +34,14 @@ pub(super) async fn run<DB: Driver>(
     manager: SessionManager<DB>,
     owner: SessionOwner,
     hold: Hold,
+    call_end: Option<tokio::time::Instant>,
     mut inbound: mpsc::Receiver<Inbound>,
     outbound: mpsc::Sender<SessionEvent>,
 ) {
     let client = ClientLink::new(outbound, manager.registry.clone());
-    let Some((mut options, first)) = wait_for_begin(&manager, &mut inbound, &client).await else {
+    let Some((mut options, first)) =
+        wait_for_begin(&manager, &mut inbound, &client, call_end).await
+    else {
         return;
     };
     // A reader's session is read-only whatever it asked for: its reads
@@ -55,7 +58,9 @@ pub(super) async fn run<DB: Driver>(
             return;
         }
     };
-    let Some(mut session) = Session::begin(&manager, &options, guard, client.clone()).await else {
+    let Some(mut session) =
+        Session::begin(&manager, &options, guard, client.clone(), call_end).await
+    else {
         return;
     };
     if !session.announce().await {
@@ -84,6 +89,7 @@ pub(super) async fn run<DB: Driver>(
             () = client.gone() => break EndReason::ClientGone,
             () = tokio::time::sleep_until(session.lifetime_end()) => break EndReason::MaxLifetime,
             () = tokio::time::sleep_until(idle_end) => break EndReason::IdleTimeout,
+            () = session.call_ended() => break EndReason::CallDeadline,
             message = inbound.recv() => message,
         };
         let command = match message {
@@ -176,12 +182,19 @@ async fn wait_for_begin<DB: Driver>(
     manager: &SessionManager<DB>,
     inbound: &mut mpsc::Receiver<Inbound>,
     client: &ClientLink,
+    call_end: Option<tokio::time::Instant>,
 ) -> Option<(BeginOptions, Option<Box<SessionCommand>>)> {
     let first = tokio::select! {
         message = inbound.recv() => message,
         () = client.gone() => return None,
         () = manager.registry.shutting_down() => {
             client.tell(SessionEvent::Ended(Error::ShuttingDown)).await;
+            return None;
+        }
+        () = until(call_end) => {
+            client.tell(SessionEvent::Ended(Error::DeadlineExceeded(
+                DeadlinePhase::BeforeStart,
+            ))).await;
             return None;
         }
         () = tokio::time::sleep(BEGIN_WAIT) => {

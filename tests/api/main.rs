@@ -45,6 +45,7 @@ mod proxy;
 mod query;
 mod roles;
 mod secrets;
+mod session_call_deadline;
 mod session_client;
 mod session_client_gone;
 mod session_end;

@@ -58,8 +58,24 @@ impl Session {
         channel: Channel,
         tags: &[&str],
     ) -> Result<(mpsc::Sender<SessionRequest>, Streaming<SessionResponse>), tonic::Status> {
+        Self::attach_call(channel, tags, None).await
+    }
+
+    /// [`Session::attach_tagged`], the call carrying a `grpc-timeout`
+    /// header when `timeout` is set (by hand: tonic's client-side timeout
+    /// would cut the call locally and hide what the server does).
+    pub async fn attach_call(
+        channel: Channel,
+        tags: &[&str],
+        timeout: Option<Duration>,
+    ) -> Result<(mpsc::Sender<SessionRequest>, Streaming<SessionResponse>), tonic::Status> {
         let (requests, inbox) = mpsc::channel(16);
         let mut call = tonic::Request::new(ReceiverStream::new(inbox));
+        if let Some(timeout) = timeout {
+            let header = format!("{}m", timeout.as_millis());
+            call.metadata_mut()
+                .insert("grpc-timeout", header.parse().expect("ascii"));
+        }
         for tag in tags {
             call.metadata_mut()
                 .append("sqlgate-tag", tag.parse().expect("a tag"));
@@ -91,7 +107,18 @@ impl Session {
         begin: BeginSession,
         tags: &[&str],
     ) -> Result<Self, tonic::Status> {
-        let (requests, mut answers) = Self::attach_tagged(channel, tags).await?;
+        Self::begin_call(channel, begin, tags, None).await
+    }
+
+    /// [`Session::begin_tagged`], the Attach call carrying a
+    /// `grpc-timeout` of `timeout` when set.
+    pub async fn begin_call(
+        channel: Channel,
+        begin: BeginSession,
+        tags: &[&str],
+        timeout: Option<Duration>,
+    ) -> Result<Self, tonic::Status> {
+        let (requests, mut answers) = Self::attach_call(channel, tags, timeout).await?;
         requests
             .send(SessionRequest::begin(begin))
             .await
@@ -275,6 +302,18 @@ impl Session {
 /// makes every later "cleaned up" assertion mean something.
 pub async fn session_holding_a_write(app: &TestApp, view: &mut DatabaseView, id: i64) -> Session {
     let mut session = Session::begin(app, &[]).await.expect("begin");
+    write_and_see_it_open(app, view, &mut session, id).await;
+    session
+}
+
+/// Inserts `id` into `t` in `session`, then checks that the database sees
+/// the session's transaction open.
+pub async fn write_and_see_it_open(
+    app: &TestApp,
+    view: &mut DatabaseView,
+    session: &mut Session,
+    id: i64,
+) {
     session
         .execute(app, 1, "INSERT INTO t VALUES ($1)", vec![v::int(id)])
         .await
@@ -284,7 +323,6 @@ pub async fn session_holding_a_write(app: &TestApp, view: &mut DatabaseView, id:
         seen.open_transactions, 1,
         "the database sees the session's open transaction: {seen:?}"
     );
-    session
 }
 
 /// A sqlgate over `backend` with a table `t`, the database's view of its

@@ -636,20 +636,25 @@ impl Worker {
             other => return Err(Failure::Wrong(Code::Ok, format!("no began: {other:?}"))),
         }
         for (n, key) in keys.iter().enumerate() {
-            send(SessionRequest::execute_within(
+            let sent = send(SessionRequest::execute_within(
                 n as u64 + 1,
                 self.sql.insert.clone(),
                 vec![pb::Value::text(key), pb::Value::text("session")],
                 Duration::from_secs(1),
             ))
-            .await?;
+            .await;
+            if sent.is_err() {
+                return Err(why_ended(&mut answers).await);
+            }
             loop {
                 match next_answer(&mut answers).await? {
                     Answer::Done(_) => break,
                     Answer::Error(error) => {
                         // The statement failed: end the session; its
                         // answer is what the stream says next.
-                        send(SessionRequest::rollback()).await?;
+                        // The server may have ended the session already
+                        // (its connection closed): then the send fails.
+                        let _ = send(SessionRequest::rollback()).await;
                         let code = Code::from_i32(error.code);
                         let _ = next_answer(&mut answers).await;
                         return Err(Failure::Status(code, error.message));
@@ -663,9 +668,15 @@ impl Worker {
                 drop(answers);
                 return Ok(());
             }
-            Ending::Rollback => send(SessionRequest::rollback()).await?,
+            Ending::Rollback => {
+                if send(SessionRequest::rollback()).await.is_err() {
+                    return Err(why_ended(&mut answers).await);
+                }
+            }
             Ending::Commit => {
-                send(SessionRequest::commit()).await?;
+                if send(SessionRequest::commit()).await.is_err() {
+                    return Err(why_ended(&mut answers).await);
+                }
                 *commit_sent = true;
             }
         }
@@ -693,6 +704,17 @@ impl Worker {
                 Code::Ok,
                 format!("{ending:?} answered {other:?}"),
             )),
+        }
+    }
+}
+
+/// Why a session's stream ended, once sending to it failed (the server
+/// ended the session — its call deadline, a closed connection — and
+/// stopped reading): its final status.
+async fn why_ended(answers: &mut tonic::Streaming<SessionResponse>) -> Failure {
+    loop {
+        if let Err(failure) = next_answer(answers).await {
+            return failure;
         }
     }
 }
