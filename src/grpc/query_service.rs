@@ -70,11 +70,15 @@ fn note_refusal(note: &CallNote, error: &Error) {
     }
 }
 
-/// The span of `statement` run on backend `backend`.
-fn statement_span(backend: Backend, statement: &Statement) -> Span {
-    traces::statement_span(db_system(backend), operation_name(&statement.sql), || {
-        sanitized_text(&statement.sql, backend)
-    })
+/// The span of `statement` run on backend `backend`, in database
+/// `namespace`.
+fn statement_span(backend: Backend, namespace: Option<&str>, statement: &Statement) -> Span {
+    traces::statement_span(
+        db_system(backend),
+        namespace,
+        operation_name(&statement.sql),
+        || sanitized_text(&statement.sql, backend),
+    )
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ResultFrame, Status>> + Send>>;
@@ -94,7 +98,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         note.fingerprint(&statement.fingerprint);
         note.operation(operation_name(&statement.sql));
         note.statement(&statement.sql, &statement.fingerprint);
-        let span = statement_span(DB::BACKEND, &statement);
+        let span = statement_span(DB::BACKEND, self.engine.namespace(), &statement);
         let output = self
             .engine
             .execute(statement, request.max_rows, deadline, access, hold)
@@ -125,7 +129,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         deadline.check(DeadlinePhase::BeforeStart)?;
         // The statement's span lives as long as its stream: the work is
         // spawned inside it, and it ends when the stream is dropped.
-        let span = statement_span(DB::BACKEND, &statement);
+        let span = statement_span(DB::BACKEND, self.engine.namespace(), &statement);
         let events = span.in_scope(|| {
             self.engine
                 .execute_stream(statement, deadline, access, hold)
@@ -181,7 +185,12 @@ impl<DB: Driver> Query for QueryService<DB> {
         for statement in &statements {
             note.statement(&statement.sql, &statement.fingerprint);
         }
-        let span = traces::statement_span(db_system(DB::BACKEND), "BATCH", String::new);
+        let span = traces::statement_span(
+            db_system(DB::BACKEND),
+            self.engine.namespace(),
+            "BATCH",
+            String::new,
+        );
         span.record("db.operation.batch.size", statements.len());
         let outputs = self
             .engine
