@@ -3,7 +3,7 @@
 //! engine may do (a reader's calls are read-only at the database), and the
 //! call's place under the limits goes with its work.
 
-use std::pin::Pin;
+use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,7 +23,9 @@ use crate::{
     db::{Backend, Driver, transaction::Access},
     error::{DeadlinePhase, Error},
     query::{
-        QueryEngine, Statement, StreamEvent, operation::operation_name, statement::sanitized_text,
+        QueryEngine, Statement, StreamEvent,
+        operation::operation_name,
+        statement::{fingerprint, sanitized_text},
     },
     telemetry::{metrics::db_system, traces},
 };
@@ -52,14 +54,36 @@ impl<DB: Driver> QueryService<DB> {
         }
     }
 
-    /// What the caller of `request` may do to the database.
-    fn access<T>(&self, request: &Request<T>) -> Access {
-        Access::read_only_if(Caller::of(request).role(self.anonymous).is_read_only())
+    /// What the caller of `request` may do to the database; its role is
+    /// noted for the audit trail.
+    fn access<T>(&self, request: &Request<T>, note: &CallNote) -> Access {
+        let role = Caller::of(request).role(self.anonymous);
+        note.role(role);
+        Access::read_only_if(role.is_read_only())
     }
 
     /// Decodes one statement of a request, read as this backend reads it.
-    fn statement(&self, sql: String, params: Vec<pb::Value>) -> Result<Statement, Error> {
-        convert::statement(sql, params, self.engine.limits(), DB::BACKEND)
+    /// A statement refused here (a parameter that does not decode, too
+    /// many, an oversized text) is still noted for the audit trail — its
+    /// text within the size limit, never its values — so that the refusal
+    /// has its event.
+    fn statement(
+        &self,
+        note: &CallNote,
+        sql: String,
+        params: Vec<pb::Value>,
+    ) -> Result<Statement, Error> {
+        let limits = self.engine.limits();
+        let kept = (note.keeps_statements() && sql.len() <= limits.max_statement_bytes)
+            .then(|| sql.clone());
+        let decoded = convert::statement(sql, params, limits, DB::BACKEND);
+        if decoded.is_err()
+            && let Some(sql) = kept
+        {
+            let fingerprint = fingerprint(&sql);
+            note.statement(&Arc::from(sql), &fingerprint);
+        }
+        decoded
     }
 }
 
@@ -91,10 +115,10 @@ impl<DB: Driver> Query for QueryService<DB> {
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute);
-        let access = self.access(&request);
+        let access = self.access(&request, &note);
         let hold = CallSlot::take(&mut request);
         let request = request.into_inner();
-        let statement = self.statement(request.sql, request.params)?;
+        let statement = self.statement(&note, request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
         note.operation(operation_name(&statement.sql));
         note.statement(&statement.sql, &statement.fingerprint);
@@ -119,10 +143,10 @@ impl<DB: Driver> Query for QueryService<DB> {
     ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute_stream);
-        let access = self.access(&request);
+        let access = self.access(&request, &note);
         let hold = CallSlot::take(&mut request);
         let request = request.into_inner();
-        let statement = self.statement(request.sql, request.params)?;
+        let statement = self.statement(&note, request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
         note.operation(operation_name(&statement.sql));
         note.statement(&statement.sql, &statement.fingerprint);
@@ -164,7 +188,7 @@ impl<DB: Driver> Query for QueryService<DB> {
     ) -> Result<Response<pb::ExecuteBatchResponse>, Status> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute_batch);
-        let access = self.access(&request);
+        let access = self.access(&request, &note);
         let hold = CallSlot::take(&mut request);
         let request = request.into_inner();
         let statements = request
@@ -172,7 +196,7 @@ impl<DB: Driver> Query for QueryService<DB> {
             .into_iter()
             .enumerate()
             .map(|(index, s)| {
-                self.statement(s.sql, s.params)
+                self.statement(&note, s.sql, s.params)
                     .map_err(|err| crate::error::Error::InBatch {
                         index,
                         source: Box::new(err),
