@@ -417,8 +417,10 @@ async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_v
         attribute(&attach, "sqlgate.session.id")
     );
     assert!(attribute(&session_span, "sqlgate.session.id").is_some());
+    // It starts inside the call's; it ends as the session's task does,
+    // which may be a moment after the client heard the end and the
+    // call's response closed.
     assert!(session_span.start_time_unix_nano >= attach.start_time_unix_nano);
-    assert!(session_span.end_time_unix_nano <= attach.end_time_unix_nano);
     let end = session_span
         .events
         .iter()
