@@ -32,7 +32,7 @@ use crate::{
     setup::prepare,
     workloads::{
         cleanup_latency, deadline_storm, point_select, range_select, session_client,
-        session_update, stream_rows,
+        session_update, stream_rows, tracing_cost,
     },
 };
 
@@ -115,6 +115,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if wanted("cleanup") {
         results.push(cleanup_latency(&setup, &args).await?);
+    }
+    if wanted("tracing") {
+        results.push(tracing_cost(&args, &setup).await?);
     }
     if wanted("deadline storm") {
         results.extend(deadline_storm(&setup).await?);

@@ -11,6 +11,7 @@ mod first_contact;
 mod handle;
 mod interrupt;
 mod metrics;
+mod namespace;
 mod pool;
 mod timeouts;
 pub(crate) mod transaction;

@@ -69,6 +69,8 @@ pub(crate) struct Database<DB: Driver> {
     /// How a connection a caller may have changed is reset before reuse
     /// (`None`: it is closed instead). See `Dialect::reset_sql`.
     reset: Option<Arc<str>>,
+    /// The database the URL names (`db.namespace` on statement spans).
+    namespace: Option<Arc<str>>,
 }
 
 impl<DB: Driver> Database<DB> {
@@ -167,12 +169,18 @@ impl<DB: Driver> Database<DB> {
             privileges_checked: AtomicBool::new(false),
             drained: CancellationToken::new(),
             reset: DB::reset_sql(statement_limit).map(Arc::from),
+            namespace: super::namespace::database_name(url).map(Arc::from),
         })
     }
 
     /// How to reset a connection a caller may have changed (`None`: close it).
     pub(crate) fn reset_sql(&self) -> Option<Arc<str>> {
         self.reset.clone()
+    }
+
+    /// The database the URL names, for `db.namespace`.
+    pub(crate) fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
     }
 
     /// The pool cancels go through.

@@ -397,7 +397,12 @@ impl Call {
         }
         let actor = Actor {
             caller: self.caller.to_string(),
-            role: self.caller.identity().map(|identity| identity.role.name()),
+            // The role the call ran with, as for a session's events: a
+            // caller without an identity holds `roles.default`.
+            role: self
+                .note
+                .noted_role()
+                .or_else(|| self.caller.identity().map(|identity| identity.role.name())),
             peer: self.caller.peer().map(|peer| peer.to_string()),
         };
         let duration = self.started.elapsed();

@@ -3,7 +3,7 @@
 //! engine may do (a reader's calls are read-only at the database), and the
 //! call's place under the limits goes with its work.
 
-use std::pin::Pin;
+use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,7 +23,9 @@ use crate::{
     db::{Backend, Driver, transaction::Access},
     error::{DeadlinePhase, Error},
     query::{
-        QueryEngine, Statement, StreamEvent, fingerprint::sanitized_text, operation::operation_name,
+        QueryEngine, Statement, StreamEvent,
+        fingerprint::{fingerprint, sanitized_text},
+        operation::operation_name,
     },
     telemetry::{metrics::db_system, traces},
 };
@@ -52,14 +54,36 @@ impl<DB: Driver> QueryService<DB> {
         }
     }
 
-    /// What the caller of `request` may do to the database.
-    fn access<T>(&self, request: &Request<T>) -> Access {
-        Access::read_only_if(Caller::of(request).role(self.anonymous).is_read_only())
+    /// What the caller of `request` may do to the database; its role is
+    /// noted for the audit trail.
+    fn access<T>(&self, request: &Request<T>, note: &CallNote) -> Access {
+        let role = Caller::of(request).role(self.anonymous);
+        note.role(role);
+        Access::read_only_if(role.is_read_only())
     }
 
     /// Decodes one statement of a request, read as this backend reads it.
-    fn statement(&self, sql: String, params: Vec<pb::Value>) -> Result<Statement, Error> {
-        convert::statement(sql, params, self.engine.limits(), DB::BACKEND)
+    /// A statement refused here (a parameter that does not decode, too
+    /// many, an oversized text) is still noted for the audit trail — its
+    /// text within the size limit, never its values — so that the refusal
+    /// has its event.
+    fn statement(
+        &self,
+        note: &CallNote,
+        sql: String,
+        params: Vec<pb::Value>,
+    ) -> Result<Statement, Error> {
+        let limits = self.engine.limits();
+        let kept = (note.keeps_statements() && sql.len() <= limits.max_statement_bytes)
+            .then(|| sql.clone());
+        let decoded = convert::statement(sql, params, limits, DB::BACKEND);
+        if decoded.is_err()
+            && let Some(sql) = kept
+        {
+            let fingerprint = fingerprint(&sql);
+            note.statement(&Arc::from(sql), &fingerprint);
+        }
+        decoded
     }
 }
 
@@ -70,11 +94,15 @@ fn note_refusal(note: &CallNote, error: &Error) {
     }
 }
 
-/// The span of `statement` run on backend `backend`.
-fn statement_span(backend: Backend, statement: &Statement) -> Span {
-    traces::statement_span(db_system(backend), operation_name(&statement.sql), || {
-        sanitized_text(&statement.sql, backend)
-    })
+/// The span of `statement` run on backend `backend`, in database
+/// `namespace`.
+fn statement_span(backend: Backend, namespace: Option<&str>, statement: &Statement) -> Span {
+    traces::statement_span(
+        db_system(backend),
+        namespace,
+        operation_name(&statement.sql),
+        || sanitized_text(&statement.sql, backend),
+    )
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ResultFrame, Status>> + Send>>;
@@ -87,14 +115,14 @@ impl<DB: Driver> Query for QueryService<DB> {
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute);
-        let access = self.access(&request);
+        let access = self.access(&request, &note);
         let hold = CallSlot::take(&mut request);
         let request = request.into_inner();
-        let statement = self.statement(request.sql, request.params)?;
+        let statement = self.statement(&note, request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
         note.operation(operation_name(&statement.sql));
         note.statement(&statement.sql, &statement.fingerprint);
-        let span = statement_span(DB::BACKEND, &statement);
+        let span = statement_span(DB::BACKEND, self.engine.namespace(), &statement);
         let output = self
             .engine
             .execute(statement, request.max_rows, deadline, access, hold)
@@ -115,17 +143,17 @@ impl<DB: Driver> Query for QueryService<DB> {
     ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute_stream);
-        let access = self.access(&request);
+        let access = self.access(&request, &note);
         let hold = CallSlot::take(&mut request);
         let request = request.into_inner();
-        let statement = self.statement(request.sql, request.params)?;
+        let statement = self.statement(&note, request.sql, request.params)?;
         note.fingerprint(&statement.fingerprint);
         note.operation(operation_name(&statement.sql));
         note.statement(&statement.sql, &statement.fingerprint);
         deadline.check(DeadlinePhase::BeforeStart)?;
         // The statement's span lives as long as its stream: the work is
         // spawned inside it, and it ends when the stream is dropped.
-        let span = statement_span(DB::BACKEND, &statement);
+        let span = statement_span(DB::BACKEND, self.engine.namespace(), &statement);
         let events = span.in_scope(|| {
             self.engine
                 .execute_stream(statement, deadline, access, hold)
@@ -160,7 +188,7 @@ impl<DB: Driver> Query for QueryService<DB> {
     ) -> Result<Response<pb::ExecuteBatchResponse>, Status> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute_batch);
-        let access = self.access(&request);
+        let access = self.access(&request, &note);
         let hold = CallSlot::take(&mut request);
         let request = request.into_inner();
         let statements = request
@@ -168,7 +196,7 @@ impl<DB: Driver> Query for QueryService<DB> {
             .into_iter()
             .enumerate()
             .map(|(index, s)| {
-                self.statement(s.sql, s.params)
+                self.statement(&note, s.sql, s.params)
                     .map_err(|err| crate::error::Error::InBatch {
                         index,
                         source: Box::new(err),
@@ -181,7 +209,12 @@ impl<DB: Driver> Query for QueryService<DB> {
         for statement in &statements {
             note.statement(&statement.sql, &statement.fingerprint);
         }
-        let span = traces::statement_span(db_system(DB::BACKEND), "BATCH", String::new);
+        let span = traces::statement_span(
+            db_system(DB::BACKEND),
+            self.engine.namespace(),
+            "BATCH",
+            String::new,
+        );
         span.record("db.operation.batch.size", statements.len());
         let outputs = self
             .engine

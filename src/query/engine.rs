@@ -59,6 +59,11 @@ impl<DB: Driver> Clone for QueryEngine<DB> {
 }
 
 impl<DB: Driver> QueryEngine<DB> {
+    /// The database the engine's URL names (`db.namespace`).
+    pub(crate) fn namespace(&self) -> Option<&str> {
+        self.db.namespace()
+    }
+
     /// An engine over `db`, capped by `limits`.
     pub(crate) fn new(db: Arc<Database<DB>>, limits: LimitSettings) -> Self {
         Self { db, limits }

@@ -186,11 +186,14 @@ impl<DB: Driver> SessionManager<DB> {
         outbound: mpsc::Sender<SessionEvent>,
     ) {
         let manager = self.clone();
-        // In the Attach call's span: the session's statements are its
-        // children, its end an event on it.
-        self.registry
-            .spawn(tracing::Instrument::in_current_span(Box::pin(runner::run(
+        // In a span of its own under the Attach call's: the session's
+        // statements are its children, its end reason an attribute.
+        let span = crate::telemetry::traces::session_span();
+        self.registry.spawn(tracing::Instrument::instrument(
+            Box::pin(runner::run(
                 manager, owner, hold, call_end, inbound, outbound,
-            ))));
+            )),
+            span,
+        ));
     }
 }

@@ -15,6 +15,7 @@ use super::{
     client::ClientLink,
     registry::{EndReason, SessionEntry, SessionGuard},
 };
+use tonic::Code;
 use tracing::Instrument;
 
 use crate::{
@@ -203,9 +204,10 @@ impl<DB: Driver> Session<DB> {
             request_id,
         };
         let mut sink = FrameSink::new(target, &self.manager.limits);
-        // A child of the Attach call's span (the session's task runs in it).
+        // A child of the session's span (the session's task runs in it).
         let span = traces::statement_span(
             db_system(DB::BACKEND),
+            self.manager.db.namespace(),
             operation_name(&statement.sql),
             || sanitized_text(&statement.sql, DB::BACKEND),
         );
@@ -214,15 +216,29 @@ impl<DB: Driver> Session<DB> {
             .instrument(span.clone())
             .await;
         self.entry.statement_finished();
-        match &ran {
-            Ran::Finished(Ok(_)) => traces::statement_done(
-                &span,
-                Ok(usize::try_from(sink.rows_returned()).unwrap_or(usize::MAX)),
-            ),
-            Ran::Finished(Err(Failure::Clean(error) | Failure::Dirty(error))) => {
-                traces::statement_done(&span, Err(error));
+        let code = match &ran {
+            Ran::Finished(Ok(_)) => {
+                traces::statement_done(
+                    &span,
+                    Ok(usize::try_from(sink.rows_returned()).unwrap_or(usize::MAX)),
+                );
+                Code::Ok
             }
-            _ => {}
+            Ran::Finished(Err(
+                Failure::Clean(error) | Failure::Dirty(error) | Failure::Broken(error),
+            )) => {
+                traces::statement_done(&span, Err(error));
+                error.code()
+            }
+            Ran::Finished(Err(Failure::ReaderGone)) => Code::Cancelled,
+            Ran::Interrupted {
+                by: Interruption::Deadline,
+                ..
+            } => Code::DeadlineExceeded,
+            Ran::Interrupted { .. } => Code::Cancelled,
+        };
+        if let Some(operations) = self.manager.registry.operations() {
+            operations.operation(operation_name(&statement.sql), code, started.elapsed());
         }
 
         match ran {

@@ -268,6 +268,9 @@ pub struct SessionRegistry {
     shutdown_began: std::sync::OnceLock<tokio::time::Instant>,
     /// The audit trail, when it is on (set once, at start-up).
     audit: std::sync::OnceLock<Audit>,
+    /// Where session statements' durations go, when metrics are on (set
+    /// once, at start-up).
+    operations: std::sync::OnceLock<crate::telemetry::metrics::CallMetrics>,
 }
 
 impl SessionRegistry {
@@ -286,6 +289,7 @@ impl SessionRegistry {
             tasks: TaskTracker::new(),
             shutdown_began: std::sync::OnceLock::new(),
             audit: std::sync::OnceLock::new(),
+            operations: std::sync::OnceLock::new(),
         })
     }
 
@@ -297,6 +301,17 @@ impl SessionRegistry {
     /// The audit trail, when it is on.
     pub(crate) fn audit(&self) -> Option<&Audit> {
         self.audit.get()
+    }
+
+    /// Records every session statement's duration in `metrics` from now
+    /// on (`db.client.operation.duration`, as Query calls are).
+    pub(crate) fn measure_with(&self, metrics: crate::telemetry::metrics::CallMetrics) {
+        let _ = self.operations.set(metrics);
+    }
+
+    /// Where session statements' durations go, when metrics are on.
+    pub(crate) fn operations(&self) -> Option<&crate::telemetry::metrics::CallMetrics> {
+        self.operations.get()
     }
 
     /// The session settings in force.
@@ -482,7 +497,8 @@ impl SessionGuard {
         self.ended = true;
         self.registry.close(&self.entry, reason);
         tracing::info!(session = %self.entry.id, reason = reason.name(), statements = self.entry.statements(), "session ended");
-        // On the session's call span, when traces are exported.
+        // On the session's span, when traces are exported.
+        crate::telemetry::traces::session_ended(reason.name(), self.entry.statements());
         tracing::info!(
             target: crate::telemetry::traces::TARGET,
             end_reason = reason.name(),

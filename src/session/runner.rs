@@ -58,6 +58,7 @@ pub(super) async fn run<DB: Driver>(
             return;
         }
     };
+    crate::telemetry::traces::session_opened(&guard.entry().id);
     let Some(mut session) =
         Session::begin(&manager, &options, guard, client.clone(), call_end).await
     else {

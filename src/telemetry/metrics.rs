@@ -97,6 +97,7 @@ impl Metrics {
             wait_time.record(waited.as_secs_f64(), &pool_name);
         })));
         let calls = CallMetrics::new(&meter, backend);
+        sessions.measure_with(calls.clone());
         Ok(Self {
             provider: Some(provider),
             registry,

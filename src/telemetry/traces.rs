@@ -7,9 +7,9 @@
 //!
 //! The span tree: `rpc` (one per call, server kind, `rpc.*`) ⊃ `statement`
 //! (one per Query call, client kind, `db.*`; `pool.wait` events on it) —
-//! or, for a session, `rpc` (the `Attach` call, covering the session's
-//! life, its end reason as the `session.end` event) ⊃ one `statement` per
-//! execute.
+//! or, for a session, `rpc` (the `Attach` call) ⊃ `session` (covering the
+//! session's life, its end reason as `sqlgate.session.end_reason` and the
+//! `session.end` event) ⊃ one `statement` per execute.
 
 use opentelemetry::{
     propagation::{Extractor, TextMapPropagator},
@@ -103,6 +103,7 @@ pub(crate) fn rpc_span(method: &'static str, headers: &http::HeaderMap) -> Span 
 /// [`crate::query::fingerprint::sanitized_text`]), never a value.
 pub(crate) fn statement_span(
     db_system: &'static str,
+    namespace: Option<&str>,
     operation: &'static str,
     sanitized_text: impl FnOnce() -> String,
 ) -> Span {
@@ -113,6 +114,7 @@ pub(crate) fn statement_span(
         otel.kind = "client",
         otel.status_code = tracing::field::Empty,
         db.system.name = db_system,
+        db.namespace = tracing::field::Empty,
         db.operation.name = operation,
         db.query.text = tracing::field::Empty,
         db.operation.batch.size = tracing::field::Empty,
@@ -122,8 +124,46 @@ pub(crate) fn statement_span(
     );
     if !span.is_disabled() {
         span.record("db.query.text", sanitized_text());
+        if let Some(namespace) = namespace {
+            span.record("db.namespace", namespace);
+        }
     }
     span
+}
+
+/// The span of one session (internal kind), a child of its `Attach`
+/// call's span, covering the session's life: its statements are its
+/// children, and [`session_ended`] records why it ended.
+pub(crate) fn session_span() -> Span {
+    tracing::info_span!(
+        target: TARGET,
+        "session",
+        otel.name = "session",
+        otel.kind = "internal",
+        sqlgate.session.id = tracing::field::Empty,
+        sqlgate.session.labels = tracing::field::Empty,
+        sqlgate.session.end_reason = tracing::field::Empty,
+        sqlgate.session.statements = tracing::field::Empty,
+    )
+}
+
+/// Records on the current span (a session's, where the session runs)
+/// its id.
+pub(crate) fn session_opened(session_id: &str) {
+    let span = Span::current();
+    if !span.is_disabled() {
+        span.record("sqlgate.session.id", session_id);
+    }
+}
+
+/// Records on the current span (a session's, where the session runs)
+/// why it ended and how many statements it ran.
+pub(crate) fn session_ended(reason: &'static str, statements: u64) {
+    let span = Span::current();
+    if !span.is_disabled() {
+        span.record("sqlgate.session.end_reason", reason);
+        span.record("sqlgate.session.statements", statements);
+    }
 }
 
 /// Records how a statement ended on its span: rows returned, or the
@@ -146,8 +186,8 @@ pub(crate) fn statement_done(span: &Span, outcome: Result<usize, &Error>) {
     }
 }
 
-/// Records a session's labels (`k=v,…`) on its call's span, the current
-/// one where the session runs.
+/// Records a session's labels (`k=v,…`) on its span, the current one
+/// where the session runs.
 pub(crate) fn session_labels(labels: &std::collections::BTreeMap<String, String>) {
     let span = Span::current();
     if span.is_disabled() || labels.is_empty() {

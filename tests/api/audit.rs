@@ -249,3 +249,69 @@ async fn an_audit_file_that_cannot_be_written_stops_start_up() {
         .expect_err("refused");
     assert!(error.to_string().contains("audit"), "{error}");
 }
+
+/// The trail names the role every statement ran with — for a caller
+/// without an identity, `roles.default`, the same in Query calls and in
+/// sessions — and a call refused before its statement ran (a parameter
+/// that does not decode) still has its event, with its outcome code and
+/// without the values it carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_names_the_effective_role_and_refused_calls_are_audited() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trail = dir.path().join("audit.jsonl");
+    let sink = trail.display().to_string();
+    let Some(app) = spawn_app_with(Backend::Sqlite, |settings| {
+        settings.audit.sink = sink;
+        settings.roles.default = sqlgate::grpc::identity::Role::Writer;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut query = app.query.clone();
+    query
+        .execute(execute(&app, "SELECT 1", vec![]))
+        .await
+        .expect("select");
+    let refused = query
+        .execute(execute(
+            &app,
+            "SELECT $1, $2",
+            vec![v::text(CANARY), pb::Value { kind: None }],
+        ))
+        .await
+        .expect_err("a parameter without a value");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let mut stream_refused = execute(&app, "SELECT $1", vec![pb::Value { kind: None }]);
+    stream_refused.get_mut().sql = app.sql("SELECT $1 AS streamed");
+    let streamed = query.execute_stream(stream_refused).await;
+    assert_eq!(streamed.expect_err("refused").code(), Code::InvalidArgument);
+    let mut session = Session::begin_on(app.channel.clone(), BeginSession::default())
+        .await
+        .expect("begin");
+    session
+        .send(SessionRequest::execute(1, app.sql("SELECT 2"), vec![]))
+        .await;
+    session.outcome(1).await.expect("a session's select");
+    session.rollback().await;
+
+    let events = lines(&trail, 5).await;
+    for event in &events {
+        assert_eq!(event["role"], "writer", "{event:#?}");
+    }
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "statement" && e["code"] == "INVALID_ARGUMENT")
+        .collect();
+    assert_eq!(refused.len(), 2, "{events:#?}");
+    assert_eq!(refused[0]["method"], "sqlgate.v1.Query/Execute");
+    assert_eq!(refused[0]["operation"], "SELECT");
+    assert!(
+        refused[0]["fingerprint"]
+            .as_str()
+            .is_some_and(|f| f.len() == 16),
+        "{events:#?}"
+    );
+    assert_eq!(refused[1]["method"], "sqlgate.v1.Query/ExecuteStream");
+    let _ = app.stop().await;
+}

@@ -2,7 +2,8 @@
 //! implementing the OTLP trace service from `opentelemetry-proto`): the
 //! caller's `traceparent` is continued, each call has its server span and
 //! each statement a client span under it (a stream's statement span lasts
-//! as long as the stream), a session's end is an event on its call's span,
+//! as long as the stream), a session has a span of its own under its
+//! call's, with its end reason and its statements as children,
 //! and — the canary test — a parameter value sent through Execute,
 //! ExecuteStream, ExecuteBatch and a session, in statements that succeed
 //! and that fail, reaches no span, no log line at `debug`, no metric and
@@ -334,6 +335,11 @@ async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_v
         attribute(&statement, "db.system.name").as_deref(),
         Some("sqlite")
     );
+    // The database the URL names (SQLite's: the file's name, no path).
+    assert_eq!(
+        attribute(&statement, "db.namespace").as_deref(),
+        Some("traces.db")
+    );
     assert_eq!(
         attribute(&statement, "db.query.text").as_deref(),
         Some("select body from notes where body = $1")
@@ -387,30 +393,58 @@ async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_v
         Some("2")
     );
 
-    // A session: its call's span covers its life and says how it ended.
+    // A session: a span of its own under its call's, covering its life
+    // and saying how it ended.
     let attach = collector
         .wait_for("Attach", is_rpc("sqlgate.v1.Sessions/Attach"))
         .await;
-    let end = attach
+    let session_span = collector
+        .wait_for("session", |span| {
+            child_of(&attach)(span) && span.name == "session"
+        })
+        .await;
+    assert_eq!(session_span.kind, SpanKind::Internal as i32);
+    assert_eq!(
+        attribute(&session_span, "sqlgate.session.end_reason").as_deref(),
+        Some("rollback")
+    );
+    assert_eq!(
+        attribute(&session_span, "sqlgate.session.statements").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        attribute(&session_span, "sqlgate.session.id"),
+        attribute(&attach, "sqlgate.session.id")
+    );
+    assert!(attribute(&session_span, "sqlgate.session.id").is_some());
+    // It starts inside the call's; it ends as the session's task does,
+    // which may be a moment after the client heard the end and the
+    // call's response closed.
+    assert!(session_span.start_time_unix_nano >= attach.start_time_unix_nano);
+    let end = session_span
         .events
         .iter()
         .find(|event| event.name == "session.end")
-        .unwrap_or_else(|| panic!("no session.end event: {attach:#?}"));
+        .unwrap_or_else(|| panic!("no session.end event: {session_span:#?}"));
     let reason = end
         .attributes
         .iter()
         .find(|kv| kv.key == "end_reason")
         .and_then(|kv| kv.value.as_ref()?.value.as_ref());
     assert_eq!(reason, Some(&AnyValue::StringValue("rollback".to_owned())));
-    // Its statements are children of its call's span.
+    // Its statements are children of the session's span.
     let session_statement = collector
         .wait_for("session statement", |span| {
-            child_of(&attach)(span) && attribute(span, "error.type").is_some()
+            child_of(&session_span)(span) && attribute(span, "error.type").is_some()
         })
         .await;
     assert_eq!(
         attribute(&session_statement, "db.query.text").as_deref(),
         Some("insert into notes (body) values ($1)")
+    );
+    assert_eq!(
+        attribute(&session_statement, "db.namespace").as_deref(),
+        Some("traces.db")
     );
 
     // Nor in the metrics, nor in the audit trail (which did record the
@@ -517,6 +551,24 @@ async fn metrics_after_a_known_workload_arrive_over_otlp() {
         })
         .await
         .expect_err("syntax");
+    // Session statements are database operations too.
+    let mut session = Session::begin_on(channel(address).await, BeginSession::default())
+        .await
+        .expect("begin");
+    for request_id in 1..=2 {
+        session
+            .send(SessionRequest::execute(
+                request_id,
+                "SELECT 1".to_owned(),
+                vec![],
+            ))
+            .await;
+        session
+            .outcome(request_id)
+            .await
+            .expect("a session's select");
+    }
+    session.rollback().await;
     let calls = |code: &'static str, count: u64| {
         move |data: &Data| match data {
             Data::Histogram(histogram) => histogram.data_points.iter().any(|point| {
@@ -545,7 +597,8 @@ async fn metrics_after_a_known_workload_arrive_over_otlp() {
     collector
         .wait_for_metric("db.client.operation.duration", |data| match data {
             Data::Histogram(histogram) => histogram.data_points.iter().any(|point| {
-                has(&point.attributes, "db.operation.name", "SELECT") && point.count == 3
+                // Three Query calls and two session statements.
+                has(&point.attributes, "db.operation.name", "SELECT") && point.count == 5
             }),
             _ => false,
         })

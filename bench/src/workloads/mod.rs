@@ -5,6 +5,7 @@ mod select;
 mod session;
 mod storm;
 mod stream;
+mod tracing_cost;
 
 use sqlgate::grpc::pb;
 
@@ -13,6 +14,7 @@ pub(crate) use self::{
     session::{cleanup_latency, session_client, session_update},
     storm::deadline_storm,
     stream::stream_rows,
+    tracing_cost::tracing_cost,
 };
 
 /// A unary `Query/Execute` call for `sql`: at most 1,000 rows, and with

@@ -150,6 +150,9 @@ pub(super) struct NoteText {
     pub(super) statements: Vec<NotedStatement>,
     /// The database's SQLSTATE, when it refused the call's statement.
     pub(super) sqlstate: Option<String>,
+    /// The role the handler ran the call with (`roles.default` for a
+    /// caller without an identity).
+    pub(super) role: Option<&'static str>,
 }
 
 impl CallNote {
@@ -171,6 +174,21 @@ impl CallNote {
             keeps_statements: keep,
             ..Shared::default()
         }))
+    }
+
+    /// Whether the call's statements are kept (the audit trail is on).
+    pub(crate) fn keeps_statements(&self) -> bool {
+        self.0.keeps_statements
+    }
+
+    /// The call runs with `role`, its caller's effective role.
+    pub(crate) fn role(&self, role: Role) {
+        self.text().role = Some(role.name());
+    }
+
+    /// The effective role noted, if any.
+    pub(super) fn noted_role(&self) -> Option<&'static str> {
+        self.text().role
     }
 
     /// The call runs `sql` (kept only for the audit trail).
