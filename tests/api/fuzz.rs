@@ -458,10 +458,17 @@ impl Rpc {
                 .iter()
                 .map_while(|bytes| pb::SessionRequest::decode(bytes.as_slice()).ok())
                 .any(|request| {
-                    matches!(
-                        request.request,
-                        Some(pb::session_request::Request::Commit(_))
-                    )
+                    use pb::session_request::Request as R;
+                    // A commit, or a statement that asks to be committed
+                    // after it (also as the first statement of a begin).
+                    match request.request {
+                        Some(R::Commit(_)) => true,
+                        Some(R::Execute(execute)) => execute.commit_after,
+                        Some(R::Begin(begin)) => {
+                            begin.first.is_some_and(|first| first.commit_after)
+                        }
+                        _ => false,
+                    }
                 }),
             _ => false,
         }
