@@ -362,24 +362,29 @@ pub struct HealthTls {
 /// `sqlgate health`: asks the health service at `address` about `service`
 /// within `timeout`, as an exec probe, a Docker `HEALTHCHECK` or an ECS
 /// health check would. `Ok` only when it answers SERVING; otherwise what
-/// it answered, or why it could not ask. Plaintext, or TLS with `tls`.
+/// it answered, or why it could not ask. Plaintext, or TLS with `tls`;
+/// `address` is `host:port`, or `unix:PATH` for a Unix socket.
 pub async fn ask(
     address: &str,
     service: &str,
     timeout: Duration,
     tls: Option<&HealthTls>,
 ) -> Result<(), String> {
+    use tokio_util::either::Either;
     use tonic_health::pb::health_client::HealthClient;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+    let unix = address.strip_prefix("unix:").map(std::path::PathBuf::from);
+    // A Unix socket has no authority: the URI's is a placeholder.
+    let authority = if unix.is_some() { "localhost" } else { address };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{authority}"))
         .map_err(|err| format!("{address:?} is not an address: {err}"))?
         .connect_timeout(timeout)
         .timeout(timeout);
     let probe_tls = match tls {
         None => None,
         Some(tls) => {
-            let host = address
+            let host = authority
                 .rsplit_once(':')
-                .map_or(address, |(host, _)| host)
+                .map_or(authority, |(host, _)| host)
                 .trim_start_matches('[')
                 .trim_end_matches(']');
             let name = tls.server_name.as_deref().unwrap_or(host);
@@ -395,21 +400,29 @@ pub async fn ask(
         }
     };
     let asked = async {
-        let channel = match probe_tls {
-            None => endpoint.connect().await,
-            Some(probe_tls) => {
-                let address = address.to_owned();
-                let connector = tower::service_fn(move |_: http::Uri| {
-                    let (probe_tls, address) = (probe_tls.clone(), address.clone());
-                    async move {
-                        probe_tls
-                            .connect(&address)
-                            .await
-                            .map(hyper_util::rt::TokioIo::new)
-                    }
-                });
-                endpoint.connect_with_connector(connector).await
-            }
+        let channel = if unix.is_none() && probe_tls.is_none() {
+            endpoint.connect().await
+        } else {
+            let address = address.to_owned();
+            let connector = tower::service_fn(move |_: http::Uri| {
+                let (probe_tls, address, unix) = (probe_tls.clone(), address.clone(), unix.clone());
+                async move {
+                    let stream: crate::grpc::transport::ClientStream = match unix {
+                        Some(path) => Either::Right(tokio::net::UnixStream::connect(path).await?),
+                        None => {
+                            let tcp = tokio::net::TcpStream::connect(&address).await?;
+                            let _ = tcp.set_nodelay(true);
+                            Either::Left(tcp)
+                        }
+                    };
+                    let stream = match probe_tls {
+                        None => Either::Left(stream),
+                        Some(probe_tls) => Either::Right(probe_tls.handshake(stream).await?),
+                    };
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            });
+            endpoint.connect_with_connector(connector).await
         }
         .map_err(|err| format!("cannot connect to {address}: {}", error_chain(&err)))?;
         HealthClient::new(channel)

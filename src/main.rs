@@ -7,7 +7,7 @@ use std::{io::Read, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use sqlgate::{
-    config::{Exposure, Overrides, Settings},
+    config::{Exposure, ListenAddress, Overrides, Settings},
     grpc::auth::{check_files, hash_token},
     server::Application,
     telemetry,
@@ -32,9 +32,10 @@ enum Command {
         /// A TOML settings file.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Address to listen on (default 127.0.0.1:50051).
+        /// Address to listen on: host:port, or unix:PATH for a Unix socket
+        /// (default 127.0.0.1:50051).
         #[arg(long, value_name = "ADDR")]
-        listen: Option<std::net::SocketAddr>,
+        listen: Option<ListenAddress>,
         /// postgres://…, mysql://… or sqlite://… (default: ./sqlgate.db).
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
@@ -55,7 +56,7 @@ enum Command {
         /// `liveness`, `readiness`, `` (the server), or a service name.
         #[arg(long, default_value = "readiness")]
         service: String,
-        /// Where sqlgate listens (plaintext).
+        /// Where sqlgate listens: host:port, or unix:PATH.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
         addr: String,
         /// How long to wait for the answer, e.g. `2s`.
@@ -145,7 +146,7 @@ fn hash_stdin() -> ExitCode {
 /// `sqlgate serve`.
 async fn serve(
     config: Option<PathBuf>,
-    listen: Option<std::net::SocketAddr>,
+    listen: Option<ListenAddress>,
     database_url: Option<String>,
     log_filter: Option<String>,
     insecure: bool,
@@ -170,6 +171,12 @@ async fn serve(
             Some((key, why)) => eprintln!("sqlgate: invalid setting `{key}`: {why}"),
             None => eprintln!("sqlgate: invalid setting {err}"),
         }
+        return ExitCode::from(2);
+    }
+    // A socket path that cannot be served (no directory, a file that is
+    // not a socket, a socket in use) is a wrong setting too.
+    if let Err(why) = sqlgate::server::check_listen(&settings).await {
+        eprintln!("sqlgate: invalid setting `listen`: {why}");
         return ExitCode::from(2);
     }
     let exposure = match settings.exposure(insecure) {

@@ -2,7 +2,7 @@
 //! — the backend (read once from the URL; from then on a type parameter),
 //! the pool, the engine, the sessions, the five services, the health probe
 //! — the listener's TLS read from its files, and the listener bound (port 0
-//! picks a free one).
+//! picks a free one; or a Unix socket, for a sidecar).
 //! [`Application::run_until_stopped`] only serves and drains: when the
 //! shutdown future resolves, readiness goes NOT_SERVING, calls are still
 //! served for `shutdown.delay`, then the listener closes, open sessions roll
@@ -12,14 +12,14 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use sqlx::{MySql, Postgres, Sqlite};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::pb::health_server::HealthServer;
 
 use crate::{
     audit::Audit,
-    config::Settings,
+    config::{ListenAddress, Settings},
     db::{Backend, Database, Driver, PoolHandle},
     error::Error,
     grpc::{
@@ -27,7 +27,7 @@ use crate::{
         auth::Authenticator,
         limits::CallerLimits,
         pb,
-        transport::{self, ServerTls},
+        transport::{self, Listener, ServerTls},
     },
     health::{self, HealthService, HealthState},
     query::QueryEngine,
@@ -42,8 +42,8 @@ const POOL_CLOSE_BOUND: Duration = Duration::from_secs(3);
 /// A wired, bound, not yet serving sqlgate.
 #[derive(Debug)]
 pub struct Application {
-    listener: TcpListener,
-    address: SocketAddr,
+    listener: Listener,
+    address: ListenAddress,
     routes: Routes,
     pool: Arc<dyn PoolHandle>,
     health: Arc<HealthState>,
@@ -78,11 +78,11 @@ impl Application {
             Backend::MySql => wire::<MySql>(&settings).await?,
             Backend::Sqlite => wire::<Sqlite>(&settings).await?,
         };
-        let listener = TcpListener::bind(settings.listen).await.map_err(|err| {
-            Error::Internal(format!("cannot listen on {}: {err}", settings.listen))
-        })?;
+        let listener = Listener::bind(&settings.listen, settings.listen_mode)
+            .await
+            .map_err(Error::Internal)?;
         let address = listener
-            .local_addr()
+            .local_address()
             .map_err(|err| Error::Internal(format!("no local address: {err}")))?;
         let metrics =
             Metrics::start(&settings, &wired.pool, &wired.sessions).map_err(Error::Internal)?;
@@ -126,9 +126,9 @@ impl Application {
         })
     }
 
-    /// The address actually bound.
-    pub fn address(&self) -> SocketAddr {
-        self.address
+    /// The address actually bound (a TCP port 0 resolved).
+    pub fn address(&self) -> &ListenAddress {
+        &self.address
     }
 
     /// Where `GET /metrics` is served (`metrics.listen`, its port chosen
@@ -218,6 +218,14 @@ impl Application {
         tracing::info!("pool closed; stopped");
         Ok(())
     }
+}
+
+/// Checks, changing nothing, that `settings.listen` can be served: for a
+/// Unix socket, that its directory exists and that nothing but a stale
+/// socket is at its path. Start-up runs it first, so that a wrong path
+/// stops sqlgate with one line before it connects to anything.
+pub async fn check_listen(settings: &Settings) -> Result<(), String> {
+    transport::check_listen(&settings.listen).await
 }
 
 /// What [`wire`] builds for one backend; nothing in it names the backend.

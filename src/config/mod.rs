@@ -11,12 +11,15 @@
 //! included, lives in `tls`.
 
 mod auth;
+mod listen;
 mod observability;
 mod sections;
 mod tls;
 mod validate;
 
 use std::{net::SocketAddr, path::Path};
+
+pub use listen::{ListenAddress, MAX_UNIX_PATH_BYTES, SocketMode};
 
 use figment::{
     Figment,
@@ -43,8 +46,12 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://sqlgate.db?mode=rwc";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Address the gRPC server listens on; port 0 picks a free port.
-    pub listen: SocketAddr,
+    /// Where the gRPC server listens: `host:port` (port 0 picks a free
+    /// port) or `unix:PATH` (a Unix domain socket, for a sidecar).
+    pub listen: ListenAddress,
+    /// The permission bits of the Unix socket's file (with `listen =
+    /// "unix:…"`; ignored on TCP).
+    pub listen_mode: SocketMode,
     /// `postgres://…`, `mysql://…` (MariaDB too) or `sqlite://…`.
     pub database_url: String,
     /// The connection pool.
@@ -82,7 +89,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            listen: ListenAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            listen_mode: SocketMode::default(),
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             pool: PoolSettings::default(),
             limits: LimitSettings::default(),
@@ -108,7 +116,7 @@ impl Default for Settings {
 pub struct Overrides {
     /// `--listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<ListenAddress>,
     /// `--database-url`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
@@ -150,8 +158,9 @@ impl Settings {
 }
 
 /// The top-level keys of [`Settings`].
-const TOP_LEVEL_KEYS: [&str; 17] = [
+const TOP_LEVEL_KEYS: [&str; 18] = [
     "listen",
+    "listen_mode",
     "database_url",
     "pool",
     "limits",

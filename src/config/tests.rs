@@ -37,7 +37,7 @@ fn file_env_and_flags_layer_in_order() {
             .map_err(|e| figment::Error::from(e.to_string()))?;
         assert_eq!(settings.pool.max_connections, 7);
         assert_eq!(settings.pool.acquire_timeout, Duration::from_secs(2));
-        assert_eq!(settings.listen.port(), 7001);
+        assert_eq!(settings.listen.tcp().map(|a| a.port()), Some(7001));
         Ok(())
     });
 }
@@ -211,6 +211,43 @@ fn observability_sections_load_from_the_environment_and_are_checked() {
             .expect_err("unknown format")
             .to_string();
         assert!(err.contains("log.format"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_unix_socket_and_its_mode_come_from_the_environment() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SQLGATE_LISTEN", "unix:/run/sqlgate/sqlgate.sock");
+        jail.set_env("SQLGATE_LISTEN_MODE", "0600");
+        let settings = Settings::load(None, &Overrides::default())
+            .map_err(|e| figment::Error::from(e.to_string()))?;
+        assert_eq!(
+            settings.listen,
+            ListenAddress::Unix("/run/sqlgate/sqlgate.sock".into())
+        );
+        assert_eq!(settings.listen_mode.bits(), 0o600);
+        assert_eq!(settings.exposure(false), Ok(Exposure::Guarded));
+        jail.set_env("SQLGATE_LISTEN_MODE", "0999");
+        let err = Settings::load(None, &Overrides::default())
+            .expect_err("not octal")
+            .to_string();
+        assert!(err.contains("listen_mode"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn listen_mode_in_a_file_is_a_string_of_octal_digits() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "sqlgate.toml",
+            "listen = \"unix:sqlgate.sock\"\nlisten_mode = \"0666\"\n",
+        )?;
+        let settings = Settings::load(Some(Path::new("sqlgate.toml")), &Overrides::default())
+            .map_err(|e| figment::Error::from(e.to_string()))?;
+        assert_eq!(settings.listen_mode.bits(), 0o666);
+        assert_eq!(settings.listen.to_string(), "unix:sqlgate.sock");
         Ok(())
     });
 }

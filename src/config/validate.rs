@@ -164,11 +164,13 @@ pub enum Exposure {
 }
 
 impl Settings {
-    /// Refuses (with one line naming what to set) a non-loopback `listen`
+    /// Refuses (with one line naming what to set) a `listen` that is
+    /// neither loopback nor a Unix socket (reached only through the file
+    /// system, guarded by `listen_mode`)
     /// with neither TLS nor authentication, unless `insecure`; then it is
     /// [`Exposure::Insecure`] with the warning to log.
     pub fn exposure(&self, insecure: bool) -> Result<Exposure, String> {
-        if self.listen.ip().is_loopback() || self.tls.enabled() || self.auth.enabled() {
+        if self.listen.is_local() || self.tls.enabled() || self.auth.enabled() {
             return Ok(Exposure::Guarded);
         }
         let what = format!(

@@ -18,7 +18,8 @@
 //! A caller is its identity's name when authentication gave it one, else
 //! its address: the IP, so that a client opening more connections (or a
 //! flood of ephemeral ports) stays one caller, and for IPv6 its /64, which
-//! one client can fill with addresses. A caller's entry lives only while
+//! one client can fill with addresses. On the Unix socket, which has no
+//! addresses, it is the peer's user id (the kernel's, not a claim). A caller's entry lives only while
 //! it has something in flight, and everything in flight counts toward
 //! `limits.max_concurrent_calls`, so the table never holds more callers
 //! than that, whatever keys arrive.
@@ -39,7 +40,7 @@ use futures::future::{Either, Ready, ready};
 use tonic::{body::Body, server::NamedService};
 use tower::Service;
 
-use super::observe::Caller;
+use super::{Peer, observe::Caller};
 use crate::{
     config::{CallerLimitSettings, LimitSettings},
     db::transaction::Hold,
@@ -75,7 +76,10 @@ enum CallerKey {
     Name(Arc<str>),
     /// A client without an identity: its IPv4 address, or its IPv6 /64.
     Address(IpAddr),
-    /// Neither (not served over TCP): all such callers are one.
+    /// A client on the Unix socket without an identity: its user id.
+    Uid(u32),
+    /// None of those (no peer, or a Unix peer whose user the kernel did
+    /// not report): all such callers are one.
     Unknown,
 }
 
@@ -86,9 +90,11 @@ impl CallerKey {
         if let Some(identity) = caller.identity() {
             return Self::Name(identity.name.clone());
         }
-        caller
-            .peer()
-            .map_or(Self::Unknown, |peer| Self::Address(network(peer.ip())))
+        match caller.peer() {
+            Some(Peer::Tcp(address)) => Self::Address(network(address.ip())),
+            Some(Peer::Unix { uid: Some(uid) }) => Self::Uid(uid),
+            Some(Peer::Unix { uid: None }) | None => Self::Unknown,
+        }
     }
 }
 
@@ -111,6 +117,7 @@ impl fmt::Display for CallerKey {
             CallerKey::Name(name) => f.write_str(name),
             CallerKey::Address(ip @ IpAddr::V4(_)) => ip.fmt(f),
             CallerKey::Address(ip) => write!(f, "{ip}/64"),
+            CallerKey::Uid(uid) => write!(f, "unix:uid={uid}"),
             CallerKey::Unknown => f.write_str("unknown"),
         }
     }
@@ -454,5 +461,12 @@ mod tests {
             remote_addr: Some("10.0.0.1:4321".parse().expect("addr")),
         });
         assert_eq!(CallerKey::of(&request), address("10.0.0.1"));
+        request
+            .extensions_mut()
+            .insert(Peer::Unix { uid: Some(1000) });
+        assert_eq!(CallerKey::of(&request), CallerKey::Uid(1000));
+        assert_eq!(CallerKey::Uid(1000).to_string(), "unix:uid=1000");
+        request.extensions_mut().insert(Peer::Unix { uid: None });
+        assert_eq!(CallerKey::of(&request), CallerKey::Unknown);
     }
 }

@@ -6,11 +6,13 @@ mod admin_service;
 pub mod auth;
 mod client;
 pub mod codec;
+pub mod connect;
 pub mod convert;
 mod deadline;
 pub mod identity;
 pub(crate) mod limits;
 mod observe;
+mod peer;
 mod poll;
 mod query_service;
 mod row_batch;
@@ -19,6 +21,7 @@ pub(crate) mod transport;
 
 pub(crate) use admin_service::AdminService;
 pub(crate) use observe::Observers;
+pub(crate) use peer::Peer;
 pub(crate) use query_service::QueryService;
 pub(crate) use session_service::SessionService;
 

@@ -111,7 +111,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let mut caller = Caller::from_connection(request.extensions().get());
+        let mut caller = Caller::from_connection(request.extensions());
         let checked = self.auth.check(
             request.uri().path(),
             request.headers(),

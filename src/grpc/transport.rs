@@ -24,6 +24,9 @@
 //! reconnects for new calls, so that replicas added behind a Service get
 //! their share of long-lived clients.
 //!
+//! The listener is TCP or a Unix socket (see `listener`); a connection on
+//! either is served the same way, its [`Peer`] put into every request.
+//!
 //! Every route is served under [`call_layers`], here and nowhere else, so
 //! that no service can be served without them.
 
@@ -44,13 +47,13 @@ use hyper_util::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch},
 };
 use tonic::{service::Routes, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
 
 use super::{
+    Peer,
     auth::Authenticator,
     identity::ClientCertificate,
     observe::{Observe, ObserveLayer, Observers},
@@ -58,9 +61,11 @@ use super::{
 use crate::config::TransportSettings;
 
 mod client_tls;
+mod listener;
 mod tls;
 
 pub(crate) use client_tls::ProbeTls;
+pub(crate) use listener::{ClientStream, Listener, check_listen};
 pub(crate) use tls::ServerTls;
 
 /// Who may connect (TLS, and mTLS's client CA) and who may call (the
@@ -88,7 +93,7 @@ const ANSWER_GRACE: Duration = Duration::from_secs(1);
 /// With TLS, every connection is TLS, with the certificate current when
 /// it is accepted; every call is authenticated before its handler runs.
 pub(crate) async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     routes: Routes,
     settings: &TransportSettings,
     admission: Admission,
@@ -120,7 +125,7 @@ pub(crate) async fn serve(
         tokio::select! {
             began = &mut shutdown => break began,
             accepted = listener.accept() => {
-                let (stream, remote) = match accepted {
+                let (stream, remote, local) = match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
                         // Out of file descriptors and the like: back off, keep serving.
@@ -138,12 +143,11 @@ pub(crate) async fn serve(
                     refusals.refused(remote, settings.max_connections);
                     continue;
                 };
-                let _ = stream.set_nodelay(true);
                 // One deadline, from now, for the TLS handshake (if any)
                 // and the HTTP/2 handshake after it.
                 let accepted = Accepted {
                     remote,
-                    local: stream.local_addr().ok(),
+                    local,
                     handshake_deadline: tokio::time::Instant::now() + handshake_timeout,
                     slot,
                     stop: stop.clone(),
@@ -191,14 +195,15 @@ fn call_layers(routes: Routes, auth: Authenticator, observers: Observers) -> Obs
     ObserveLayer::new(auth).observed_by(observers).layer(routes)
 }
 
-/// Adds the peer's address to every request, where the call layers and
-/// `Request::remote_addr` look for it (call logs name the caller), and the
+/// Adds the peer to every request, where the call layers look for it
+/// (call logs name the caller; a TCP peer's address also where
+/// `Request::remote_addr` looks), and the
 /// names of the connection's verified client certificate, if it presented
 /// one, where authentication looks for them.
 fn with_peer<B, S>(
     routes: S,
     local: Option<SocketAddr>,
-    remote: SocketAddr,
+    remote: Peer,
     client: Option<ClientCertificate>,
 ) -> impl Service<
     http::Request<B>,
@@ -213,10 +218,13 @@ where
 {
     tower::service_fn(move |mut request: http::Request<B>| {
         let extensions = request.extensions_mut();
-        extensions.insert(TcpConnectInfo {
-            local_addr: local,
-            remote_addr: Some(remote),
-        });
+        extensions.insert(remote);
+        if let Peer::Tcp(remote) = remote {
+            extensions.insert(TcpConnectInfo {
+                local_addr: local,
+                remote_addr: Some(remote),
+            });
+        }
         if let Some(client) = &client {
             extensions.insert(client.clone());
         }
@@ -227,7 +235,7 @@ where
 
 /// What the accept loop hands a connection's task.
 struct Accepted {
-    remote: SocketAddr,
+    remote: Peer,
     local: Option<SocketAddr>,
     /// When the TLS and HTTP/2 handshakes must be complete.
     handshake_deadline: tokio::time::Instant,
@@ -251,7 +259,7 @@ struct Connection {
 impl Connection {
     /// Runs the TLS handshake (with `tls`) within the handshake deadline,
     /// then serves HTTP/2 over the (decrypted) stream.
-    async fn serve(self, stream: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>) {
+    async fn serve(self, stream: ClientStream, tls: Option<tokio_rustls::TlsAcceptor>) {
         let Some(tls) = tls else {
             self.serve_http2(stream, None).await;
             return;
@@ -396,7 +404,7 @@ async fn until_closed<C: GracefulConnection>(
     connection: C,
     mut stop: watch::Receiver<()>,
     age: Option<ConnectionAge>,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Result<(), C::Error> {
     /// Resolves at `deadline`; never without one.
     async fn at(deadline: Option<tokio::time::Instant>) {
@@ -455,7 +463,7 @@ impl Refusals {
 
     /// Counts a refused connection from `peer`, and logs the refusals
     /// counted so far if no line was written for [`Self::LOG_INTERVAL`].
-    fn refused(&mut self, peer: SocketAddr, max_connections: u32) {
+    fn refused(&mut self, peer: Peer, max_connections: u32) {
         self.unlogged += 1;
         if self
             .logged_at
@@ -641,7 +649,7 @@ mod tests {
             common_name: Some("billing-api".to_owned()),
             sans: vec!["spiffe://example.org/billing".to_owned()],
         };
-        let mut with_certificate = with_peer(names, None, remote, Some(client.clone()));
+        let mut with_certificate = with_peer(names, None, Peer::Tcp(remote), Some(client.clone()));
         for _ in 0..2 {
             let seen = with_certificate
                 .call(http::Request::new(()))
@@ -649,7 +657,7 @@ mod tests {
                 .expect("infallible");
             assert_eq!(seen, (Some(remote), Some(client.clone())));
         }
-        let mut without = with_peer(names, None, remote, None);
+        let mut without = with_peer(names, None, Peer::Tcp(remote), None);
         let seen = without
             .call(http::Request::new(()))
             .await

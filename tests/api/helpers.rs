@@ -10,7 +10,7 @@ use std::{
 };
 
 use sqlgate::{
-    config::Settings,
+    config::{ListenAddress, Settings},
     grpc::pb::{self, admin_client::AdminClient, query_client::QueryClient, value::Kind},
     server::Application,
 };
@@ -31,7 +31,10 @@ pub enum Backend {
 /// A running sqlgate with clients connected to it.
 pub struct TestApp {
     pub backend: Backend,
+    /// The TCP address; unspecified (`0.0.0.0:0`) on a Unix socket: see `listen`.
     pub address: SocketAddr,
+    /// Where it listens (TCP, or a Unix socket).
+    pub listen: ListenAddress,
     /// Where `GET /metrics` is served, when `metrics.listen` is set.
     pub metrics_address: Option<SocketAddr>,
     pub query: QueryClient<Channel>,
@@ -40,6 +43,14 @@ pub struct TestApp {
     pub db: TestDatabase,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
+}
+
+/// A channel to sqlgate at `listen`: over TCP, or over its Unix socket.
+pub async fn connect(listen: &ListenAddress) -> Result<Channel, tonic::transport::Error> {
+    sqlgate::grpc::connect::channel(listen, |endpoint| {
+        endpoint.connect_timeout(Duration::from_secs(5))
+    })
+    .await
 }
 
 /// Starts sqlgate on its own database; `None` when the backend is
@@ -64,7 +75,10 @@ pub async fn spawn_app_with(
     settings.shutdown.delay = Duration::ZERO;
     adjust(&mut settings);
     let app = Application::build(settings).await.expect("sqlgate starts");
-    let address = app.address();
+    let listen = app.address().clone();
+    let address = listen
+        .tcp()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let metrics_address = app.metrics_address();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -74,15 +88,11 @@ pub async fn spawn_app_with(
         .await
         .expect("sqlgate runs");
     });
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .expect("uri")
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .expect("connect to sqlgate");
+    let channel = connect(&listen).await.expect("connect to sqlgate");
     Some(TestApp {
         backend,
         address,
+        listen,
         metrics_address,
         query: QueryClient::new(channel.clone()),
         admin: AdminClient::new(channel.clone()),
@@ -98,11 +108,7 @@ impl TestApp {
     /// caller (with authentication off a caller's name is its address and
     /// port).
     pub async fn another_channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.address))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect")
+        connect(&self.listen).await.expect("connect")
     }
 
     /// Writes `$1, $2, …` as `?` on MySQL, so one statement serves all backends.

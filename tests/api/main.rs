@@ -61,6 +61,7 @@ mod streaming;
 mod test_database;
 mod tls;
 mod traces;
+mod unix_listen;
 mod unix_sockets;
 mod value_refusals;
 mod values;

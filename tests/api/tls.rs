@@ -349,7 +349,7 @@ impl Server {
         let mut settings = settings_for(database_url);
         adjust(&mut settings);
         let app = Application::build(settings).await.expect("sqlgate starts");
-        let address = app.address();
+        let address = app.address().tcp().expect("a TCP address");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             app.run_until_stopped(async {

@@ -3,7 +3,6 @@
 
 use std::{
     fmt,
-    net::SocketAddr,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -12,7 +11,10 @@ use std::{
 
 use tonic::transport::server::TcpConnectInfo;
 
-use crate::grpc::identity::{Identity, Role};
+use crate::grpc::{
+    Peer,
+    identity::{Identity, Role},
+};
 
 /// Batches name at most this many statements in their log line.
 const FINGERPRINTS_LOGGED: usize = 8;
@@ -22,17 +24,25 @@ const FINGERPRINTS_LOGGED: usize = 8;
 /// `ListSessions`, limits and audit all name the caller one way.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Caller {
-    /// The TCP peer, when the transport knows it.
-    peer: Option<SocketAddr>,
+    /// The peer, when the transport knows it.
+    peer: Option<Peer>,
     /// Who authentication says it is; `None` with authentication off.
     identity: Option<Identity>,
 }
 
 impl Caller {
-    /// The caller as the transport saw it.
-    pub(super) fn from_connection(info: Option<&TcpConnectInfo>) -> Self {
+    /// The caller as the transport saw it: the [`Peer`] it put into the
+    /// request, else (a TCP server other than sqlgate's own) tonic's
+    /// connection info.
+    pub(super) fn from_connection(extensions: &http::Extensions) -> Self {
+        let peer = extensions.get::<Peer>().copied().or_else(|| {
+            extensions
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr)
+                .map(Peer::Tcp)
+        });
         Self {
-            peer: info.and_then(TcpConnectInfo::remote_addr),
+            peer,
             identity: None,
         }
     }
@@ -71,17 +81,17 @@ impl Caller {
         extensions
             .get::<Caller>()
             .cloned()
-            .unwrap_or_else(|| Self::from_connection(extensions.get::<TcpConnectInfo>()))
+            .unwrap_or_else(|| Self::from_connection(extensions))
     }
 
-    /// The TCP peer, when the transport knows it.
-    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+    /// The peer, when the transport knows it.
+    pub(crate) fn peer(&self) -> Option<Peer> {
         self.peer
     }
 }
 
-/// The identity's name (`billing`), else the peer (`127.0.0.1:4321`), else
-/// `unknown`.
+/// The identity's name (`billing`), else the peer (`127.0.0.1:4321`,
+/// `unix:uid=1000`), else `unknown`.
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.identity, self.peer) {
@@ -310,11 +320,15 @@ mod tests {
         let mut request = tonic::Request::new(());
         CallNote::of(&request).rows(1);
         assert_eq!(Caller::of(&request).to_string(), "unknown");
-        let peer: SocketAddr = ([127, 0, 0, 1], 4321).into();
+        let peer: std::net::SocketAddr = ([127, 0, 0, 1], 4321).into();
         request.extensions_mut().insert(TcpConnectInfo {
             local_addr: None,
             remote_addr: Some(peer),
         });
         assert_eq!(Caller::of(&request).to_string(), "127.0.0.1:4321");
+        request
+            .extensions_mut()
+            .insert(Peer::Unix { uid: Some(1000) });
+        assert_eq!(Caller::of(&request).to_string(), "unix:uid=1000");
     }
 }

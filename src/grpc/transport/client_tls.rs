@@ -7,7 +7,7 @@
 use std::{path::Path, sync::Arc};
 
 use rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 use super::tls::{ALPN_H2, FileName, certificates, private_key};
@@ -63,10 +63,14 @@ impl ProbeTls {
         })
     }
 
-    /// Connects to `address` and completes the TLS handshake.
-    pub(crate) async fn connect(&self, address: &str) -> std::io::Result<TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(address).await?;
-        let _ = tcp.set_nodelay(true);
-        self.connector.connect(self.server_name.clone(), tcp).await
+    /// Completes the TLS handshake on `stream`, a connection to the
+    /// server (TCP or its Unix socket).
+    pub(crate) async fn handshake<S>(&self, stream: S) -> std::io::Result<TlsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.connector
+            .connect(self.server_name.clone(), stream)
+            .await
     }
 }
