@@ -14,6 +14,7 @@
 //! - [`measure`]: closed-loop runs, A/B rounds, medians and percentiles.
 //! - [`cpu`]: CPU time and memory of each process, from `/proc`.
 //! - [`workloads`]: what is measured.
+//! - [`unix_sides`]: the Unix socket columns of the point selects.
 //! - [`report`]: the table and the JSON file.
 
 mod cpu;
@@ -21,6 +22,7 @@ mod drive;
 mod measure;
 mod report;
 mod setup;
+mod unix_sides;
 mod workloads;
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -66,6 +68,10 @@ pub(crate) struct Args {
     /// start; the same seed repeats a run's order). Default: the clock.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
+    /// Where PostgreSQL's Unix socket is, for the point selects' columns
+    /// over it (left out when no socket is there).
+    #[arg(long, default_value = "/var/run/postgresql")]
+    pub(crate) postgres_socket_dir: PathBuf,
     /// Internal: run as a session client to be killed (cleanup latency).
     #[arg(long, hide = true)]
     pub(crate) session_client: Option<SocketAddr>,
@@ -82,6 +88,13 @@ pub(crate) struct Args {
     pub(crate) concurrency: usize,
 }
 
+impl Args {
+    /// Whether the workload family `name` (`point`, `stream`…) is run.
+    pub(crate) fn wants(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| name.contains(only))
+    }
+}
+
 /// The error every step of the benchmark returns: it only reports and stops.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -95,7 +108,7 @@ async fn main() -> Result<(), BoxError> {
         return drive::drive(address, args.calls, args.concurrency).await;
     }
     let setup = prepare(&args).await?;
-    let wanted = |name: &str| args.only.as_deref().is_none_or(|only| name.contains(only));
+    let wanted = |name: &str| args.wants(name);
     let mut results = Vec::new();
     if wanted("point") {
         for concurrency in [1usize, 16, 64] {
@@ -123,6 +136,7 @@ async fn main() -> Result<(), BoxError> {
         results.extend(deadline_storm(&setup).await?);
     }
     report(&args, &setup, &results)?;
+    setup.unix.stop().await;
     for mut child in [setup.child, setup.floor_child] {
         let _ = child.start_kill();
         let _ = child.wait().await;

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use crate::{
     BoxError,
     cpu::{CpuTimes, median_cpu},
-    report::Measurement,
+    report::{Measurement, PairMeasurement},
     setup::Setup,
 };
 
@@ -24,6 +24,51 @@ pub(crate) enum Side {
     Sqlgate,
     /// The floor server (see `floor`), for the workloads it serves.
     Floor,
+    /// The sqlgate side of the [`Pair`] at this index.
+    PairSqlgate(usize),
+    /// The direct side of the [`Pair`] at this index, when it has its own.
+    PairDirect(usize),
+}
+
+/// A column of its own, run in the same rounds as the main sides: `via`,
+/// the same client as the main sqlgate side's, calling another sqlgate
+/// process (`pid`) deployed differently, set against `direct` (the direct
+/// client over another pool) or, when `None`, the main direct side.
+pub(crate) struct Pair<S> {
+    pub(crate) name: &'static str,
+    pub(crate) via: S,
+    pub(crate) pid: Option<u32>,
+    pub(crate) direct: Option<PgPool>,
+}
+
+/// What a throughput workload runs besides the direct and sqlgate sides.
+pub(crate) struct Others<S> {
+    /// The same client as `via`, calling the floor server instead of sqlgate.
+    pub(crate) floor: Option<S>,
+    /// Columns of their own (see [`Pair`]).
+    pub(crate) pairs: Vec<Pair<S>>,
+}
+
+impl<S> Others<S> {
+    /// Nothing else.
+    pub(crate) fn none() -> Self {
+        Self {
+            floor: None,
+            pairs: Vec::new(),
+        }
+    }
+}
+
+/// A pair's pools keep no idle connection (see `unix_sides`): a short run
+/// before the measured one opens them, as the main sides' are open.
+const PAIR_WARM_UP_SECONDS: f64 = 0.2;
+
+/// One round's rates of a pair: sqlgate's, and its own direct side's.
+#[derive(Default, Clone, Copy)]
+struct PairRound {
+    sqlgate: f64,
+    direct: Option<f64>,
+    cpu: Option<crate::cpu::CpuPerOp>,
 }
 
 /// How a round's order is written in the JSON: `sqlgate, direct`.
@@ -119,17 +164,16 @@ where
 }
 
 /// Rounds of a throughput workload, its sides (direct, sqlgate, the floor
-/// when `floor` is given, and PgBouncer when given) in a random order in
-/// each round; the median of each side's rates, and the median of the
-/// per-round ratios. `floor` is the same client as `via`, calling the floor
-/// server instead of sqlgate.
+/// and the pairs of `others` when given, and PgBouncer when given) in a
+/// random order in each round; the median of each side's rates, and the
+/// median of the per-round ratios.
 pub(crate) async fn ab<D, DF, S, SF>(
     setup: &Setup,
     name: String,
     concurrency: usize,
     direct: D,
     via: S,
-    floor: Option<S>,
+    others: Others<S>,
     target: (f64, &str),
 ) -> Result<Measurement, BoxError>
 where
@@ -147,6 +191,7 @@ where
     let (mut direct_lat, mut via_lat) = (Vec::new(), Vec::new());
     let (mut direct_cpu, mut via_cpu, mut floor_cpu) = (Vec::new(), Vec::new(), Vec::new());
     let (mut floor_rates, mut floor_ratios) = (Vec::new(), Vec::new());
+    let Others { floor, pairs } = others;
     let sqlgate_pid = setup.child.id();
     let floor_pid = setup.floor_child.id();
     let mut sides = vec![Side::Direct, Side::Sqlgate];
@@ -156,11 +201,35 @@ where
     if floor.is_some() {
         sides.push(Side::Floor);
     }
+    for (index, pair) in pairs.iter().enumerate() {
+        sides.push(Side::PairSqlgate(index));
+        if pair.direct.is_some() {
+            sides.push(Side::PairDirect(index));
+        }
+    }
+    let mut pair_rounds: Vec<Vec<PairRound>> = vec![Vec::new(); pairs.len()];
     for _ in 0..setup.rounds {
         let order = setup.shuffled(&sides);
         let (mut d, mut s, mut b, mut f) = (0.0, 0.0, None, None);
+        let mut this_round = vec![PairRound::default(); pairs.len()];
         for side in &order {
-            match side {
+            match *side {
+                Side::PairSqlgate(index) => {
+                    let pair = &pairs[index];
+                    closed_loop(concurrency, PAIR_WARM_UP_SECONDS, pair.via.clone()).await?;
+                    let before = CpuTimes::now(pair.pid);
+                    let sample = closed_loop(concurrency, setup.seconds, pair.via.clone()).await?;
+                    this_round[index].cpu =
+                        Some(CpuTimes::now(pair.pid).per_op_since(before, sample.ops));
+                    this_round[index].sqlgate = sample.rate();
+                }
+                Side::PairDirect(index) => {
+                    if let Some(pool) = &pairs[index].direct {
+                        closed_loop(concurrency, PAIR_WARM_UP_SECONDS, through(pool)).await?;
+                        let sample = closed_loop(concurrency, setup.seconds, through(pool)).await?;
+                        this_round[index].direct = Some(sample.rate());
+                    }
+                }
                 Side::Direct => {
                     let before = CpuTimes::now(sqlgate_pid);
                     let sample =
@@ -204,7 +273,44 @@ where
             floor_rates.push(f);
             floor_ratios.push(s / f);
         }
-        orders.push(order_text(&order));
+        for (index, round) in this_round.into_iter().enumerate() {
+            // Against its own direct side, else the main one; and the main
+            // (TCP) sqlgate side.
+            let direct = round.direct.unwrap_or(d);
+            pair_rounds[index].push(PairRound {
+                direct: Some(direct),
+                ..round
+            });
+        }
+        orders.push(
+            order
+                .iter()
+                .map(|side| match *side {
+                    Side::PairSqlgate(index) => format!("sqlgate, {}", pairs[index].name),
+                    Side::PairDirect(index) => format!("direct, {}", pairs[index].name),
+                    other => order_text(&[other]),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+    }
+    let pair_results = pairs
+        .iter()
+        .zip(pair_rounds)
+        .map(|(pair, rounds)| pair_measurement(pair, &rounds, &via_rates))
+        .collect::<Vec<_>>();
+    for pair in &pair_results {
+        eprintln!(
+            "{name}: {}: sqlgate {:.0}/s, its direct {:.0}/s, ratio {:.2} (rounds: {}); \
+             / sqlgate on TCP {:.2} (rounds: {})",
+            pair.name,
+            pair.sqlgate,
+            pair.direct,
+            pair.ratio,
+            ratios_text(&pair.ratios),
+            pair.vs_sqlgate,
+            ratios_text(&pair.vs_sqlgate_ratios),
+        );
     }
     let (direct_rate, via_rate) = (median(direct_rates), median(via_rates));
     let bouncer_rate = (!bouncer_rates.is_empty()).then(|| median(bouncer_rates));
@@ -251,5 +357,31 @@ where
         floor_ratio,
         floor_ratios,
         floor_cpu: median_cpu(floor_cpu),
+        pairs: pair_results,
     })
+}
+
+/// A pair's figures from its `rounds` and the main sqlgate side's rates in
+/// the same rounds (`tcp_rates`).
+fn pair_measurement<S>(pair: &Pair<S>, rounds: &[PairRound], tcp_rates: &[f64]) -> PairMeasurement {
+    let ratios: Vec<f64> = rounds
+        .iter()
+        .map(|round| round.sqlgate / round.direct.unwrap_or(f64::NAN))
+        .collect();
+    let vs_sqlgate_ratios: Vec<f64> = rounds
+        .iter()
+        .zip(tcp_rates)
+        .map(|(round, tcp)| round.sqlgate / tcp)
+        .collect();
+    PairMeasurement {
+        name: pair.name.to_owned(),
+        own_direct: pair.direct.is_some(),
+        sqlgate: median(rounds.iter().map(|round| round.sqlgate).collect()),
+        direct: median(rounds.iter().filter_map(|round| round.direct).collect()),
+        ratio: median(ratios.clone()),
+        ratios,
+        vs_sqlgate: median(vs_sqlgate_ratios.clone()),
+        vs_sqlgate_ratios,
+        sqlgate_cpu: median_cpu(rounds.iter().filter_map(|round| round.cpu).collect()),
+    }
 }

@@ -47,6 +47,32 @@ pub(crate) struct Measurement {
     /// CPU per operation of each process, floor side (median round; its
     /// `sqlgate` figure is the floor server's).
     pub(crate) floor_cpu: Option<CpuPerOp>,
+    /// Columns of their own in the same rounds (the Unix socket ones).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) pairs: Vec<PairMeasurement>,
+}
+
+/// A column run in the same rounds as a workload's main sides: another
+/// sqlgate deployment, against its own direct side or the main one.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct PairMeasurement {
+    pub(crate) name: String,
+    /// Whether `direct` is a direct side of its own (else the main one).
+    pub(crate) own_direct: bool,
+    /// Median rate of this sqlgate.
+    pub(crate) sqlgate: f64,
+    /// Median rate of the direct side it is set against.
+    pub(crate) direct: f64,
+    /// The median of `ratios`.
+    pub(crate) ratio: f64,
+    /// This sqlgate / its direct side, per round.
+    pub(crate) ratios: Vec<f64>,
+    /// The median of `vs_sqlgate_ratios`.
+    pub(crate) vs_sqlgate: f64,
+    /// This sqlgate / the main (TCP, PostgreSQL over TCP) sqlgate, per round.
+    pub(crate) vs_sqlgate_ratios: Vec<f64>,
+    /// CPU per call (median round); its `sqlgate` figure is this process's.
+    pub(crate) sqlgate_cpu: Option<CpuPerOp>,
 }
 
 /// Prints the table and writes `latest.md` and `latest.json` to `--out`.
@@ -134,6 +160,7 @@ pub(crate) fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Res
         }
     }
     table.push_str(&floor_table(results));
+    table.push_str(&pair_table(results));
     println!("{table}");
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("latest.md"), &table)?;
@@ -182,6 +209,43 @@ fn floor_table(results: &[Measurement]) -> String {
             via_cpu.sqlgate / floor_cpu.sqlgate.max(f64::MIN_POSITIVE),
             floor_cpu.client,
             via_cpu.client,
+        ));
+    }
+    table
+}
+
+/// The columns run beside a workload's main sides (the Unix socket ones:
+/// see `unix_sides`). Empty when none was.
+fn pair_table(results: &[Measurement]) -> String {
+    let rows: Vec<_> = results
+        .iter()
+        .flat_map(|m| m.pairs.iter().map(move |pair| (m, pair)))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut table = String::from(
+        "\nUnix sockets, in the same rounds (against its own direct side over the same \
+         socket, or the main direct side when it has none; and against the main sqlgate \
+         side, TCP both ways):\n\n\
+         | workload | deployment | sqlgate ops/s | direct ops/s | sqlgate / direct | by round | \
+         / sqlgate on TCP | by round | server CPU µs per call |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (m, pair) in rows {
+        table.push_str(&format!(
+            "| {} | {} | {:.2} | {:.2}{} | {:.2} | {} | {:.2} | {} | {} |\n",
+            m.workload,
+            pair.name,
+            pair.sqlgate,
+            pair.direct,
+            if pair.own_direct { "" } else { " (main)" },
+            pair.ratio,
+            ratios_text(&pair.ratios),
+            pair.vs_sqlgate,
+            ratios_text(&pair.vs_sqlgate_ratios),
+            pair.sqlgate_cpu
+                .map_or_else(|| "–".to_owned(), |cpu| format!("{:.0}", cpu.sqlgate)),
         ));
     }
     table

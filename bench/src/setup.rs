@@ -12,7 +12,7 @@ use sqlgate::grpc::pb::{admin_client::AdminClient, query_client::QueryClient};
 use sqlx::{Connection, Executor, PgPool, postgres::PgPoolOptions};
 use tonic::transport::Channel;
 
-use crate::{Args, BoxError, workloads::POINT};
+use crate::{Args, BoxError, unix_sides::UnixSides, workloads::POINT};
 
 /// What every workload runs against, and how the rounds are run.
 pub(crate) struct Setup {
@@ -29,6 +29,9 @@ pub(crate) struct Setup {
     pub(crate) floor_child: tokio::process::Child,
     /// Connections to the floor, as many as `channels` has to sqlgate.
     pub(crate) floor_channels: Vec<Channel>,
+    /// sqlgate on a Unix socket, and both sides over PostgreSQL's socket
+    /// (see `unix_sides`), for the point selects.
+    pub(crate) unix: UnixSides,
     pub(crate) rows: i64,
     pub(crate) stream_rows: i64,
     pub(crate) rounds: usize,
@@ -161,34 +164,11 @@ pub(crate) async fn prepare(args: &Args) -> Result<Setup, BoxError> {
     .await?;
     direct.execute("VACUUM ANALYZE").await?;
 
-    // The workspace builds both binaries into one target directory.
     let exe = std::env::current_exe()?;
-    let binary = exe.with_file_name("sqlgate");
     let address = free_address()?;
-    let child = tokio::process::Command::new(&binary)
-        .args([
-            "serve",
-            "--listen",
-            &address.to_string(),
-            "--database-url",
-            &url,
-        ])
-        .env("SQLGATE_POOL__MAX_CONNECTIONS", pool_size.to_string())
-        .env("SQLGATE_POOL__MIN_CONNECTIONS", pool_size.to_string())
-        .env("SQLGATE_SESSIONS__MAX_POOL_SHARE", "1.0")
-        .env("SQLGATE_LOG_FILTER", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|err| {
-            format!(
-                "cannot start {}: {err} (build it first: `cargo build --workspace --bins`, \
-                 with `--release` for a release run)",
-                binary.display()
-            )
-        })?;
-    let channel = connect_when_up(address, "sqlgate").await?;
-    let channels = connections(address).await?;
+    let child = spawn_sqlgate(&address.to_string(), &url, pool_size, &[])?;
+    let channel = connect_when_up(&address.to_string(), "sqlgate").await?;
+    let channels = connections(&address.to_string()).await?;
     let floor_address = free_address()?;
     let floor_child = tokio::process::Command::new(exe.with_file_name("sqlgate-floor"))
         .args([
@@ -200,8 +180,13 @@ pub(crate) async fn prepare(args: &Args) -> Result<Setup, BoxError> {
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
-    connect_when_up(floor_address, "the floor server").await?;
-    let floor_channels = connections(floor_address).await?;
+    connect_when_up(&floor_address.to_string(), "the floor server").await?;
+    let floor_channels = connections(&floor_address.to_string()).await?;
+    let unix = if args.wants("point") {
+        UnixSides::start(args, &url, pool_size).await?
+    } else {
+        UnixSides::default()
+    };
     let bouncer = match &args.pgbouncer_url {
         Some(url) => Some(
             PgPoolOptions::new()
@@ -224,6 +209,7 @@ pub(crate) async fn prepare(args: &Args) -> Result<Setup, BoxError> {
         address,
         floor_child,
         floor_channels,
+        unix,
         rows,
         stream_rows,
         rounds,
@@ -240,17 +226,60 @@ fn free_address() -> Result<SocketAddr, BoxError> {
     Ok(listener.local_addr()?)
 }
 
-/// The first connection to a child server, retried until it listens (at
-/// most 10 s); its stream window fits a 1,000-row frame.
-async fn connect_when_up(address: SocketAddr, what: &str) -> Result<Channel, BoxError> {
+/// Starts the `sqlgate` binary beside this one, listening on `listen`
+/// (`host:port` or `unix:PATH`) over `url` with a pool of `pool_size`
+/// (all opened at start-up), with `env` besides.
+pub(crate) fn spawn_sqlgate(
+    listen: &str,
+    url: &str,
+    pool_size: u32,
+    env: &[(&str, &str)],
+) -> Result<tokio::process::Child, BoxError> {
+    // The workspace builds both binaries into one target directory.
+    let binary = std::env::current_exe()?.with_file_name("sqlgate");
+    tokio::process::Command::new(&binary)
+        .args(["serve", "--listen", listen, "--database-url", url])
+        .env("SQLGATE_POOL__MAX_CONNECTIONS", pool_size.to_string())
+        .env("SQLGATE_POOL__MIN_CONNECTIONS", pool_size.to_string())
+        .env("SQLGATE_SESSIONS__MAX_POOL_SHARE", "1.0")
+        .env("SQLGATE_LOG_FILTER", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|err| {
+            format!(
+                "cannot start {}: {err} (build it first: `cargo build --workspace --bins`, \
+                 with `--release` for a release run)",
+                binary.display()
+            )
+            .into()
+        })
+}
+
+/// A connection to the server at `target` (`host:port`, or `unix:PATH`);
+/// with `wide_windows`, its stream window fits a 1,000-row frame.
+async fn connect(target: &str, wide_windows: bool) -> Result<Channel, BoxError> {
+    let address: sqlgate::config::ListenAddress = target.parse()?;
+    let channel = sqlgate::grpc::connect::channel(&address, |endpoint| {
+        if wide_windows {
+            endpoint
+                .initial_stream_window_size(4 << 20)
+                .initial_connection_window_size(8 << 20)
+        } else {
+            endpoint
+        }
+    })
+    .await?;
+    Ok(channel)
+}
+
+/// The first connection to a child server at `target`, retried until it
+/// listens (at most 10 s).
+pub(crate) async fn connect_when_up(target: &str, what: &str) -> Result<Channel, BoxError> {
     let started = Instant::now();
     loop {
-        if let Ok(channel) = Channel::from_shared(format!("http://{address}"))?
-            .initial_stream_window_size(4 << 20)
-            .initial_connection_window_size(8 << 20)
-            .connect()
-            .await
-        {
+        if let Ok(channel) = connect(target, true).await {
             return Ok(channel);
         }
         if started.elapsed() > Duration::from_secs(10) {
@@ -261,14 +290,10 @@ async fn connect_when_up(address: SocketAddr, what: &str) -> Result<Channel, Box
 }
 
 /// [`CLIENT_CONNECTIONS`] more connections to a server that is up.
-async fn connections(address: SocketAddr) -> Result<Vec<Channel>, BoxError> {
+pub(crate) async fn connections(target: &str) -> Result<Vec<Channel>, BoxError> {
     let mut channels = Vec::new();
     for _ in 0..CLIENT_CONNECTIONS {
-        channels.push(
-            Channel::from_shared(format!("http://{address}"))?
-                .connect()
-                .await?,
-        );
+        channels.push(connect(target, false).await?);
     }
     Ok(channels)
 }

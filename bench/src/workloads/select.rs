@@ -7,7 +7,7 @@ use tonic::transport::Channel;
 use super::request;
 use crate::{
     BoxError,
-    measure::ab,
+    measure::{Others, Pair, ab},
     report::Measurement,
     setup::{Setup, query_clients},
 };
@@ -42,6 +42,23 @@ pub(crate) async fn point_select(
     };
     let via = point_select_via(setup, &setup.channels);
     let floor = point_select_via(setup, &setup.floor_channels);
+    let mut pairs = Vec::new();
+    if let Some(server) = &setup.unix.listening {
+        pairs.push(Pair {
+            name: "sqlgate on a Unix socket",
+            via: point_select_via(setup, &server.channels),
+            pid: server.child.id(),
+            direct: None,
+        });
+    }
+    if let Some(sides) = &setup.unix.postgres {
+        pairs.push(Pair {
+            name: "PostgreSQL over its Unix socket",
+            via: point_select_via(setup, &sides.sqlgate.channels),
+            pid: sides.sqlgate.child.id(),
+            direct: Some(sides.direct.clone()),
+        });
+    }
     let (target, text) = if concurrency == 16 {
         (0.6, "≥ 0.6 × direct")
     } else {
@@ -53,7 +70,10 @@ pub(crate) async fn point_select(
         concurrency,
         direct,
         via,
-        Some(floor),
+        Others {
+            floor: Some(floor),
+            pairs,
+        },
         (target, text),
     )
     .await
@@ -118,7 +138,7 @@ pub(crate) async fn range_select(setup: &Setup) -> Result<Measurement, BoxError>
         4,
         direct,
         via,
-        None,
+        Others::none(),
         (0.0, ""),
     )
     .await

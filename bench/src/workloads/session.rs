@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use crate::{
     Args, BoxError,
-    measure::{ab, percentile},
+    measure::{Others, ab, percentile},
     report::Measurement,
     setup::Setup,
 };
@@ -169,7 +169,7 @@ pub(crate) async fn session_update(
         8,
         direct_update(rows),
         via,
-        None,
+        Others::none(),
         target,
     )
     .await
