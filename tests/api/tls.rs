@@ -405,10 +405,72 @@ impl Drop for Server {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_on_a_unix_socket_as_on_tcp() {
+    within(TEST_BOUND, "the test", mtls_on_a_unix_socket()).await;
+}
+
+/// A listener on a Unix socket with TLS that requires client
+/// certificates: the health command gets in with the CA, the name and a
+/// client certificate, and is refused the handshake without the
+/// certificate, or in plaintext.
+async fn mtls_on_a_unix_socket() {
+    let (files, mut envs, db) = mtls_listener("sidecar-probe").await;
+    let path = |name: &str| files.path(name).to_str().expect("path").to_owned();
+    let socket = files.path("sqlgate.sock");
+    let listen = format!("unix:{}", socket.display());
+    envs.push(("SQLGATE_LISTEN", listen.clone()));
+    let envs: Vec<_> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut sqlgate = Sqlgate::start(&["--database-url", &db.url], &envs);
+    crate::unix_listen::wait_for_socket(&mut sqlgate, &socket).await;
+    let (ca_file, cert, key) = (path("ca.crt"), path("client.crt"), path("client.key"));
+    let tls = [
+        "--addr",
+        &listen,
+        "--tls-ca",
+        &ca_file,
+        "--tls-server-name",
+        "sqlgate.apps.svc",
+    ];
+    let identity = ["--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
+    let (code, stderr) = health_command(&[&tls[..], &identity[..]].concat()).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = health_command(&tls).await;
+    assert_eq!(code, Some(1), "without a client certificate: {stderr}");
+    let (code, stderr) = health_command(&["--addr", &listen]).await;
+    assert_eq!(code, Some(1), "plaintext: {stderr}");
+    let (status, output) = sqlgate.stop().await;
+    assert!(status.success(), "{status}: {output:#?}");
+    assert!(!socket.exists(), "the socket file is removed at shutdown");
+}
+
 /// The server's certificate, key and (optionally) client CA, written to
 /// files of a directory of their own.
 struct TlsFiles {
     dir: tempfile::TempDir,
+}
+
+/// Files for a listener that requires client certificates — its own
+/// (`sqlgate.apps.svc`), the CA, and a client certificate named `client`
+/// (`client.crt`, `client.key`) — the variables that set TLS from them,
+/// and a SQLite database.
+async fn mtls_listener(client: &str) -> (TlsFiles, Vec<(&'static str, String)>, TestDatabase) {
+    let ca = Ca::new("sqlgate test CA");
+    let files = TlsFiles::new(&ca.server("sqlgate", &["sqlgate.apps.svc"]), Some(&ca));
+    let client = ca.client(client, &[], false);
+    std::fs::write(files.path("client.crt"), &client.cert).expect("cert");
+    std::fs::write(files.path("client.key"), &client.key).expect("key");
+    let db = TestDatabase::create(Backend::Sqlite)
+        .await
+        .expect("SQLite is always there");
+    let path = |name: &str| files.path(name).to_str().expect("path").to_owned();
+    let envs = vec![
+        ("SQLGATE_TLS__CERT_FILE", path("tls.crt")),
+        ("SQLGATE_TLS__KEY_FILE", path("tls.key")),
+        ("SQLGATE_TLS__CLIENT_CA_FILE", path("ca.crt")),
+        ("SQLGATE_TLS__CLIENT_AUTH", "required".to_owned()),
+    ];
+    (files, envs, db)
 }
 
 impl TlsFiles {
@@ -901,21 +963,8 @@ async fn the_health_command_speaks_tls_and_mtls_to_the_listener() {
 /// certificates: SERVING with the right CA, name and client certificate;
 /// refused (exit 1, saying why) without any one of them.
 async fn health_over_mtls() {
-    let ca = Ca::new("sqlgate test CA");
-    let files = TlsFiles::new(&ca.server("sqlgate", &["sqlgate.apps.svc"]), Some(&ca));
-    let client = ca.client("kubelet-probe", &[], false);
-    std::fs::write(files.path("client.crt"), &client.cert).expect("cert");
-    std::fs::write(files.path("client.key"), &client.key).expect("key");
-    let db = TestDatabase::create(Backend::Sqlite)
-        .await
-        .expect("SQLite is always there");
+    let (files, envs, db) = mtls_listener("kubelet-probe").await;
     let path = |name: &str| files.path(name).to_str().expect("path").to_owned();
-    let envs = [
-        ("SQLGATE_TLS__CERT_FILE", path("tls.crt")),
-        ("SQLGATE_TLS__KEY_FILE", path("tls.key")),
-        ("SQLGATE_TLS__CLIENT_CA_FILE", path("ca.crt")),
-        ("SQLGATE_TLS__CLIENT_AUTH", "required".to_owned()),
-    ];
     let envs: Vec<_> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (sqlgate, address) = Sqlgate::serving(&db.url, &envs).await;
     let address = address.to_string();

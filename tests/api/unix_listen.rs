@@ -21,6 +21,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
     binary::Sqlgate,
+    health::health_command,
     helpers::{
         Backend, TEST_BOUND, WAIT, closed_within, connect, error_details, list_sessions,
         select_one, spawn_app_with, v, within,
@@ -249,7 +250,7 @@ async fn hostile_connections() {
 }
 
 /// Waits until sqlgate accepts connections on `path`.
-async fn wait_for_socket(sqlgate: &mut Sqlgate, path: &Path) {
+pub async fn wait_for_socket(sqlgate: &mut Sqlgate, path: &Path) {
     let started = Instant::now();
     while UnixStream::connect(path).await.is_err() {
         if let Some(status) = sqlgate.try_wait() {
@@ -284,14 +285,6 @@ async fn refused(database_url: &str, listen: &str, why: &str) {
         .collect();
     assert_eq!(errors.len(), 1, "one line: {output:?}");
     assert!(errors[0].contains(why), "{why:?} in {output:?}");
-}
-
-/// `sqlgate health --addr ADDR --service liveness`: whether it exited 0.
-fn health_command(addr: &str) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_sqlgate"))
-        .args(["health", "--addr", addr, "--service", "liveness"])
-        .output()
-        .expect("sqlgate health")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,10 +334,12 @@ async fn socket_file_life() {
     assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
 
     // The probe a sidecar's chart runs.
-    let probe = health_command(&listen);
-    assert!(probe.status.success(), "{probe:?}");
+    let (code, stderr) = health_command(&["--addr", &listen, "--service", "liveness"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
     let gone = format!("unix:{}", dir.path().join("nobody.sock").display());
-    assert!(!health_command(&gone).status.success());
+    let (code, stderr) = health_command(&["--addr", &gone, "--service", "liveness"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("nobody.sock"), "{stderr}");
 
     // A second sqlgate on the same path: refused, the first unharmed.
     refused(&db.url, &listen, "in use").await;
