@@ -1,5 +1,6 @@
-//! A fixed number of point selects against one server (sqlgate or the
-//! floor), for instruction counts: run the server under
+//! A fixed number of point selects (or, for sqlgate, one-message
+//! sessions) against one server (sqlgate or the floor), for instruction
+//! counts: run the server under
 //! `valgrind --tool=callgrind`, drive a warm-up, dump its counters
 //! (`callgrind_control -d`), drive `--calls`, dump again; the second dump
 //! divided by the calls is the server's instructions per call. Unlike CPU
@@ -11,27 +12,37 @@ use futures::StreamExt;
 use sqlgate::grpc::pb::{self, query_client::QueryClient};
 use tonic::transport::Channel;
 
-use crate::{BoxError, workloads::POINT};
+use crate::{
+    BoxError,
+    workloads::{POINT, one_message_session},
+};
 
-/// Sends `calls` point selects to `address` from `concurrency` callers
-/// over one connection, each waiting for its answer; fails on the first
-/// error or a missing row.
+/// Sends `calls` point selects (`sessions`: one-message sessions, each
+/// updating one row and committing) to `address` from `concurrency`
+/// callers over one connection, each waiting for its answer; fails on the
+/// first error or a missing row.
 pub(crate) async fn drive(
     address: SocketAddr,
     calls: u64,
     concurrency: usize,
+    sessions: bool,
 ) -> Result<(), BoxError> {
     let channel = Channel::from_shared(format!("http://{address}"))?
         .connect()
         .await?;
-    let client = QueryClient::new(channel);
+    let client = QueryClient::new(channel.clone());
     let mut answers = futures::stream::iter(0..calls)
         .map(|i| {
             let mut client = client.clone();
+            let channel = channel.clone();
+            let id = (i as i64 % 10_000) + 1;
             async move {
+                if sessions {
+                    return one_message_session(channel, id).await;
+                }
                 let request = pb::ExecuteRequest {
                     sql: POINT.into(),
-                    params: vec![pb::Value::int((i as i64 % 10_000) + 1)],
+                    params: vec![pb::Value::int(id)],
                     max_rows: 1000,
                 };
                 let response = client.execute(request).await?.into_inner();

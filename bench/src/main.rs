@@ -80,6 +80,10 @@ pub(crate) struct Args {
     /// fixed amount of work for instruction counts under callgrind.
     #[arg(long)]
     pub(crate) drive: Option<SocketAddr>,
+    /// With `--drive`: send sessions in one message (a begin carrying
+    /// the update with `commit_after`) instead of point selects.
+    #[arg(long)]
+    pub(crate) sessions: bool,
     /// With `--drive`: how many calls.
     #[arg(long, default_value_t = 2000)]
     pub(crate) calls: u64,
@@ -105,7 +109,7 @@ async fn main() -> Result<(), BoxError> {
         return session_client(address).await;
     }
     if let Some(address) = args.drive {
-        return drive::drive(address, args.calls, args.concurrency).await;
+        return drive::drive(address, args.calls, args.concurrency, args.sessions).await;
     }
     let setup = prepare(&args).await?;
     let wanted = |name: &str| args.wants(name);

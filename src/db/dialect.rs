@@ -10,6 +10,7 @@ mod sqlite;
 
 use std::{sync::Arc, time::Duration};
 
+use futures::FutureExt;
 use sea_orm::{ConnectOptions, DatabaseConnection};
 use sqlx::{AssertSqlSafe, Executor, Pool, pool::PoolOptions};
 
@@ -92,6 +93,17 @@ pub(crate) trait Dialect: sqlx::Database {
     /// Opens a session's transaction (one round trip); `read_only` as in
     /// [`Dialect::begin_sql`].
     fn session_begin(isolation: Isolation, read_only: bool) -> String;
+
+    /// Runs `begin` (from [`Dialect::session_begin`]) and, when
+    /// `want_server_id` and the backend can, learns the connection's
+    /// server id for cancelling in the same round trip, so that a session
+    /// does not spend one on it in [`Dialect::arm`]. `Ok(None)` where it
+    /// did not learn it.
+    fn open_session(
+        conn: &mut Self::Connection,
+        begin: String,
+        want_server_id: bool,
+    ) -> impl Future<Output = Result<Option<i64>, sqlx::Error>> + Send;
 
     /// What undoes the connection-level part of a read-only transaction
     /// (MySQL's session characteristic, SQLite's `query_only`) before the
@@ -178,6 +190,17 @@ async fn run_cancel<'c, E: Executor<'c>>(executor: E, sql: String, what: &str) -
             false
         }
     }
+}
+
+/// [`Dialect::open_session`] where the BEGIN learns no server id (it
+/// comes from [`Dialect::arm`], or there is none).
+fn plain_begin<'c, E: Executor<'c>>(
+    executor: E,
+    begin: String,
+) -> impl Future<Output = Result<Option<i64>, sqlx::Error>> + Send + 'c {
+    executor
+        .execute(sqlx::raw_sql(AssertSqlSafe(begin)))
+        .map(|done| done.map(|_| None))
 }
 
 /// Transaction isolation levels a session may ask for.

@@ -349,20 +349,27 @@ impl<DB: Driver> Checkout<DB> {
         // Counted as open from the first byte sent: a BEGIN cut short may
         // have reached the server.
         self.in_transaction = true;
-        let sql = match how {
+        match how {
             Begin::Bounded(deadline, access) => {
                 self.read_only = access.is_read_only();
-                DB::begin_sql(deadline, access.is_read_only())
+                self.raw(DB::begin_sql(deadline, access.is_read_only()))
+                    .await
             }
             Begin::Session {
                 isolation,
                 read_only,
             } => {
                 self.read_only = read_only;
-                DB::session_begin(isolation, read_only)
+                // A session can be cancelled by id whatever it runs: learn
+                // the id with the BEGIN where [`Checkout::take`] did not.
+                let want_server_id = self.canceller.server_id.is_none();
+                let sql = DB::session_begin(isolation, read_only);
+                if let Some(id) = DB::open_session(&mut self.conn, sql, want_server_id).await? {
+                    self.canceller.server_id = Some(id);
+                }
+                Ok(())
             }
-        };
-        self.raw(sql).await
+        }
     }
 
     /// Opens a transaction within `deadline`, for work that has nothing to

@@ -120,7 +120,8 @@ impl<DB: Driver> Session<DB> {
             read_only: options.read_only,
         };
         let opened = async {
-            Checkout::take(&manager.db, &deadline, true)
+            // The server id comes with the BEGIN (`Dialect::open_session`).
+            Checkout::take(&manager.db, &deadline, false)
                 .await?
                 .begin_within(&deadline, begin)
                 .await

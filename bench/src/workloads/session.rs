@@ -97,7 +97,7 @@ async fn one_session(channel: Channel, id: i64) -> Result<(), BoxError> {
 
 /// One session in one message: a begin carrying the update with
 /// `commit_after`; waits for `committed`.
-async fn one_message_session(channel: Channel, id: i64) -> Result<(), BoxError> {
+pub(crate) async fn one_message_session(channel: Channel, id: i64) -> Result<(), BoxError> {
     let update = pb::SessionExecute::new(1, SESSION_UPDATE, vec![pb::Value::int(id)]).then_commit();
     let begin = pb::SessionRequest::begin(pb::BeginSession::default().with_first(update));
     let mut answers = SessionsClient::new(channel)

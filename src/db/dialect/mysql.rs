@@ -7,7 +7,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 use sea_orm::{ConnectOptions, DatabaseConnection};
 use sqlx::{MySql, Pool, mysql::MySqlConnectOptions};
 
-use super::{Dialect, Isolation, PoolHook, control_options, invalid_url, run_cancel};
+use super::{Dialect, Isolation, PoolHook, control_options, invalid_url, plain_begin, run_cancel};
 use crate::{
     db::{Backend, Deadline, Interrupt},
     error::Error,
@@ -120,6 +120,14 @@ impl Dialect for MySql {
             "START TRANSACTION".to_owned()
         });
         statements.join("; ")
+    }
+
+    async fn open_session(
+        conn: &mut sqlx::MySqlConnection,
+        begin: String,
+        _want_server_id: bool,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        plain_begin(conn, begin).await
     }
 
     async fn disarm(_conn: &mut sqlx::MySqlConnection) {}

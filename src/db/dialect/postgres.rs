@@ -5,7 +5,7 @@
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sea_orm::{ConnectOptions, DatabaseConnection};
-use sqlx::{Executor, Pool, Postgres, postgres::PgConnectOptions};
+use sqlx::{AssertSqlSafe, Executor, Pool, Postgres, Row, postgres::PgConnectOptions};
 
 use super::{
     Dialect, Isolation, PoolHook, RECOVERY_TIMEOUT, control_options, invalid_url, run_cancel,
@@ -126,6 +126,25 @@ impl Dialect for Postgres {
             begin.push_str(" READ ONLY; SELECT 1");
         }
         begin
+    }
+
+    async fn open_session(
+        conn: &mut sqlx::PgConnection,
+        mut begin: String,
+        want_server_id: bool,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        if !want_server_id {
+            conn.execute(sqlx::raw_sql(AssertSqlSafe(begin))).await?;
+            return Ok(None);
+        }
+        // In the BEGIN's own round trip (simple protocol, one message),
+        // rather than a prepared `SELECT pg_backend_pid()` of its own
+        // before it; for a read-only session it is a query after BEGIN
+        // too, which fixes the transaction as read-only.
+        begin.push_str("; SELECT pg_backend_pid()");
+        let rows = conn.fetch_all(sqlx::raw_sql(AssertSqlSafe(begin))).await?;
+        let pid: Option<i32> = rows.last().map(|row| row.try_get(0)).transpose()?;
+        Ok(pid.map(i64::from))
     }
 
     async fn disarm(_conn: &mut sqlx::PgConnection) {}

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use sea_orm::{ConnectOptions, DatabaseConnection};
 use sqlx::{Pool, Sqlite, sqlite::SqliteJournalMode};
 
-use super::{Dialect, Isolation, PoolHook};
+use super::{Dialect, Isolation, PoolHook, plain_begin};
 use crate::{
     db::{Backend, Deadline, Interrupt},
     error::Error,
@@ -89,6 +89,14 @@ impl Dialect for Sqlite {
         } else {
             "BEGIN".to_owned()
         }
+    }
+
+    async fn open_session(
+        conn: &mut sqlx::SqliteConnection,
+        begin: String,
+        _want_server_id: bool,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        plain_begin(conn, begin).await
     }
 
     fn transaction_survives_interrupt() -> bool {
