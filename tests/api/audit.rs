@@ -241,6 +241,7 @@ async fn an_audit_file_that_cannot_be_written_stops_start_up() {
         database_url: "sqlite::memory:".to_owned(),
         audit: sqlgate::config::AuditSettings {
             sink: "/nonexistent-directory/audit.jsonl".to_owned(),
+            ..Default::default()
         },
         ..Default::default()
     };
