@@ -617,3 +617,44 @@ async fn metrics_after_a_known_workload_arrive_over_otlp() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// On PostgreSQL a statement's span names the database the URL names
+/// (`db.namespace`) and the system (`postgresql`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_statement_span_names_its_database() {
+    let Some(db) =
+        crate::test_database::TestDatabase::create(crate::helpers::Backend::Postgres).await
+    else {
+        return;
+    };
+    let collector = Collector::default();
+    let endpoint = format!("http://{}", collector.start().await);
+    let (_sqlgate, address) = Sqlgate::serving(
+        &db.url,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+    )
+    .await;
+    QueryClient::new(channel(address).await)
+        .execute(traced(pb::ExecuteRequest {
+            sql: "SELECT 1 AS one".to_owned(),
+            ..Default::default()
+        }))
+        .await
+        .expect("select");
+    let statement = collector
+        .wait_for("a statement span", |span| {
+            attribute(span, "db.system.name").is_some()
+        })
+        .await;
+    assert_eq!(
+        attribute(&statement, "db.system.name").as_deref(),
+        Some("postgresql")
+    );
+    assert_eq!(
+        attribute(&statement, "db.namespace").as_deref(),
+        Some(db.name.as_str())
+    );
+}
