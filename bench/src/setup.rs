@@ -161,33 +161,8 @@ pub(crate) async fn prepare(args: &Args) -> Result<Setup, BoxError> {
     .await?;
     direct.execute("VACUUM ANALYZE").await?;
 
-    // The workspace builds both binaries into one target directory.
     let exe = std::env::current_exe()?;
-    let binary = exe.with_file_name("sqlgate");
-    let address = free_address()?;
-    let child = tokio::process::Command::new(&binary)
-        .args([
-            "serve",
-            "--listen",
-            &address.to_string(),
-            "--database-url",
-            &url,
-        ])
-        .env("SQLGATE_POOL__MAX_CONNECTIONS", pool_size.to_string())
-        .env("SQLGATE_POOL__MIN_CONNECTIONS", pool_size.to_string())
-        .env("SQLGATE_SESSIONS__MAX_POOL_SHARE", "1.0")
-        .env("SQLGATE_LOG_FILTER", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|err| {
-            format!(
-                "cannot start {}: {err} (build it first: `cargo build --workspace --bins`, \
-                 with `--release` for a release run)",
-                binary.display()
-            )
-        })?;
-    let channel = connect_when_up(address, "sqlgate").await?;
+    let (child, address, channel) = start_sqlgate(&url, pool_size, &[]).await?;
     let channels = connections(address).await?;
     let floor_address = free_address()?;
     let floor_child = tokio::process::Command::new(exe.with_file_name("sqlgate-floor"))
@@ -234,6 +209,45 @@ pub(crate) async fn prepare(args: &Args) -> Result<Setup, BoxError> {
     })
 }
 
+/// Starts a sqlgate child over `url` with a pool of `pool_size` (kept
+/// full), logging warnings only, with the `extra` environment variables
+/// on top (e.g. traces exported); returns it, the address it listens on,
+/// and a first connection to it (once it listens).
+pub(crate) async fn start_sqlgate(
+    url: &str,
+    pool_size: u32,
+    extra: &[(&str, String)],
+) -> Result<(tokio::process::Child, SocketAddr, Channel), BoxError> {
+    // The workspace builds both binaries into one target directory.
+    let binary = std::env::current_exe()?.with_file_name("sqlgate");
+    let address = free_address()?;
+    let child = tokio::process::Command::new(&binary)
+        .args([
+            "serve",
+            "--listen",
+            &address.to_string(),
+            "--database-url",
+            url,
+        ])
+        .env("SQLGATE_POOL__MAX_CONNECTIONS", pool_size.to_string())
+        .env("SQLGATE_POOL__MIN_CONNECTIONS", pool_size.to_string())
+        .env("SQLGATE_SESSIONS__MAX_POOL_SHARE", "1.0")
+        .env("SQLGATE_LOG_FILTER", "warn")
+        .envs(extra.iter().map(|(key, value)| (*key, value.as_str())))
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|err| {
+            format!(
+                "cannot start {}: {err} (build it first: `cargo build --workspace --bins`, \
+                 with `--release` for a release run)",
+                binary.display()
+            )
+        })?;
+    let channel = connect_when_up(address, "sqlgate").await?;
+    Ok((child, address, channel))
+}
+
 /// A loopback address with a free port, for a child process to listen on.
 fn free_address() -> Result<SocketAddr, BoxError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -261,7 +275,7 @@ async fn connect_when_up(address: SocketAddr, what: &str) -> Result<Channel, Box
 }
 
 /// [`CLIENT_CONNECTIONS`] more connections to a server that is up.
-async fn connections(address: SocketAddr) -> Result<Vec<Channel>, BoxError> {
+pub(crate) async fn connections(address: SocketAddr) -> Result<Vec<Channel>, BoxError> {
     let mut channels = Vec::new();
     for _ in 0..CLIENT_CONNECTIONS {
         channels.push(
