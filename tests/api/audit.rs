@@ -294,9 +294,21 @@ async fn every_event_names_the_effective_role_and_refused_calls_are_audited() {
         .send(SessionRequest::execute(1, app.sql("SELECT 2"), vec![]))
         .await;
     session.outcome(1).await.expect("a session's select");
+    // A session request refused while decoding has its event too.
+    session
+        .send(SessionRequest::execute(
+            2,
+            app.sql("SELECT $1 AS undecoded"),
+            vec![v::text(CANARY), pb::Value { kind: None }],
+        ))
+        .await;
+    session
+        .outcome(2)
+        .await
+        .expect_err("a parameter without a value");
     session.rollback().await;
 
-    let events = lines(&trail, 5).await;
+    let events = lines(&trail, 6).await;
     for event in &events {
         assert_eq!(event["role"], "writer", "{event:#?}");
     }
@@ -304,7 +316,7 @@ async fn every_event_names_the_effective_role_and_refused_calls_are_audited() {
         .iter()
         .filter(|e| e["event"] == "statement" && e["code"] == "INVALID_ARGUMENT")
         .collect();
-    assert_eq!(refused.len(), 2, "{events:#?}");
+    assert_eq!(refused.len(), 3, "{events:#?}");
     assert_eq!(refused[0]["method"], "sqlgate.v1.Query/Execute");
     assert_eq!(refused[0]["operation"], "SELECT");
     assert!(
@@ -314,5 +326,8 @@ async fn every_event_names_the_effective_role_and_refused_calls_are_audited() {
         "{events:#?}"
     );
     assert_eq!(refused[1]["method"], "sqlgate.v1.Query/ExecuteStream");
+    assert_eq!(refused[2]["method"], "sqlgate.v1.Sessions/Attach");
+    assert_eq!(refused[2]["operation"], "SELECT");
+    assert!(refused[2]["session"].is_string(), "{events:#?}");
     let _ = app.stop().await;
 }
