@@ -356,6 +356,19 @@ mod tests {
     }
 
     #[test]
+    fn the_ddl_names_every_column_once() {
+        for backend in [Backend::Postgres, Backend::MySql, Backend::Sqlite] {
+            let ddl = writer(backend).table.create_sql();
+            assert!(ddl.starts_with("CREATE TABLE IF NOT EXISTS"), "{ddl}");
+            let quote = if backend == Backend::MySql { '`' } else { '"' };
+            for column in Column::ALL {
+                let quoted = format!("{quote}{}{quote} ", column.unquoted());
+                assert_eq!(ddl.matches(&quoted).count(), 1, "{quoted} in {ddl}");
+            }
+        }
+    }
+
+    #[test]
     fn statements_naming_the_table_are_recognised() {
         let table = AuditTable::new("audit.SQLGATE_AUDIT", Backend::Postgres).expect("a name");
         assert!(table.is_named_by("delete from sqlgate_audit"));

@@ -114,7 +114,10 @@ async fn text_is_written_when_asked() {
     for field in ["method=\"Execute\"", "code=Ok", "rows=1", "fingerprint="] {
         assert!(line.contains(field), "{field} missing from {line}");
     }
-    assert!(!line.contains("role"), "no role without an identity: {line}");
+    assert!(
+        !line.contains("role"),
+        "no role without an identity: {line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
