@@ -151,7 +151,11 @@ impl<DB: Driver> Query for QueryService<DB> {
         traces::statement_done(&span, output.as_ref().map(|output| output.rows.len()));
         let output = output.inspect_err(|error| note_refusal(&note, error))?;
         note.rows(output.rows.len());
-        note.statement_rows([(output.rows.len() as u64, output.rows_affected)]);
+        note.statement_rows([(
+            output.rows.len() as u64,
+            output.rows_affected,
+            output.elapsed,
+        )]);
         Ok(Response::new(output.into()))
     }
 
@@ -190,7 +194,11 @@ impl<DB: Driver> Query for QueryService<DB> {
                 }
                 Ok(StreamEvent::Finished(stats)) => {
                     traces::statement_done(&span, Ok(rows_sent));
-                    note.statement_rows([(stats.rows_returned, stats.rows_affected)]);
+                    note.statement_rows([(
+                        stats.rows_returned,
+                        stats.rows_affected,
+                        stats.elapsed,
+                    )]);
                 }
                 Err(error) => {
                     traces::statement_done(&span, Err(error));
@@ -248,11 +256,13 @@ impl<DB: Driver> Query for QueryService<DB> {
             .map(|outputs| outputs.iter().map(|o| o.rows.len()).sum());
         traces::statement_done(&span, rows);
         let outputs = outputs.inspect_err(|error| note_refusal(&note, error))?;
-        note.statement_rows(
-            outputs
-                .iter()
-                .map(|output| (output.rows.len() as u64, output.rows_affected)),
-        );
+        note.statement_rows(outputs.iter().map(|output| {
+            (
+                output.rows.len() as u64,
+                output.rows_affected,
+                output.elapsed,
+            )
+        }));
         note.rows(outputs.iter().map(|o| o.rows.len()).sum());
         Ok(Response::new(pb::ExecuteBatchResponse {
             results: outputs.into_iter().map(pb::ExecuteResponse::from).collect(),

@@ -23,13 +23,17 @@
 //! the caller is answered DEADLINE_EXCEEDED at once, and a detached task
 //! cancels the statement on the server and closes the connection.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
+
+use tracing::Instrument;
 
 use tokio::sync::mpsc;
 
 use super::{
     executor::{QueryOutput, ResultBudget, collect},
+    fingerprint::sanitized_text,
     frames::StreamEvent,
+    operation::operation_name,
     statement::Statement,
     stream::{StreamUnit, run_stream},
 };
@@ -41,6 +45,7 @@ use crate::{
         transaction::{Access, Begin, Checkout, Failure, Hold},
     },
     error::{DeadlinePhase, Error},
+    telemetry::{metrics::db_system, traces},
 };
 
 /// Runs statements for the Query service.
@@ -125,7 +130,13 @@ impl<DB: Driver> QueryEngine<DB> {
         writer: Option<AuditWriter>,
     ) -> Result<QueryOutput, Error> {
         let mut outputs = self
-            .run(vec![statement], max_rows, deadline, (access, writer), hold)
+            .run(
+                vec![statement],
+                max_rows,
+                deadline,
+                (access, writer, false),
+                hold,
+            )
             .await?;
         outputs
             .pop()
@@ -155,18 +166,19 @@ impl<DB: Driver> QueryEngine<DB> {
                 ),
             ));
         }
-        self.run(statements, max_rows, deadline, (access, writer), hold)
+        self.run(statements, max_rows, deadline, (access, writer, true), hold)
             .await
     }
 
     /// One unit of work on the configured backend, in a task of its own
-    /// (which keeps `hold`); `writer` (audit table on) records its writes.
+    /// (which keeps `hold`); `writer` (audit table on) records its writes;
+    /// a batch's statements each get a span of their own.
     async fn run(
         &self,
         statements: Vec<Statement>,
         max_rows: u32,
         deadline: Deadline,
-        (access, writer): (Access, Option<AuditWriter>),
+        (access, writer, batch): (Access, Option<AuditWriter>, bool),
         hold: Hold,
     ) -> Result<Vec<QueryOutput>, Error> {
         let budget = self.budget(max_rows)?;
@@ -187,6 +199,7 @@ impl<DB: Driver> QueryEngine<DB> {
                 budget,
                 access,
                 writer: writer.as_ref(),
+                spans: batch.then(|| db.namespace()),
             };
             access.answer(run_unit(&db, unit, deadline).await)
         }))
@@ -283,7 +296,7 @@ async fn run_unit<DB: Driver>(
             let mut budget = unit.budget;
             let mut outputs = Vec::with_capacity(statements.len());
             for statement in statements {
-                outputs.push(collect::<DB>(checkout.connection(), statement, &mut budget).await?);
+                outputs.push(collect_one(&mut checkout, statement, &mut budget, unit.spans).await?);
             }
             Ok(outputs)
         } else {
@@ -328,6 +341,40 @@ struct Unit<'a> {
     access: Access,
     /// Records each write in the audit table (`None`: off, or a reader).
     writer: Option<&'a AuditWriter>,
+    /// A batch's: each statement runs in a span of its own, in this
+    /// database (`db.namespace`); `None`: the caller's span is the
+    /// statement's.
+    spans: Option<Option<&'a str>>,
+}
+
+/// Runs one statement of a unit; a batch's in a span of its own (a child
+/// of the batch's), with its own outcome and rows.
+async fn collect_one<DB: Driver>(
+    checkout: &mut Checkout<DB>,
+    statement: &Statement,
+    budget: &mut ResultBudget,
+    spans: Option<Option<&str>>,
+) -> Result<QueryOutput, Failure> {
+    let Some(namespace) = spans else {
+        return collect::<DB>(checkout.connection(), statement, budget).await;
+    };
+    let span = traces::statement_span(
+        db_system(DB::BACKEND),
+        namespace,
+        operation_name(&statement.sql),
+        || sanitized_text(&statement.sql, DB::BACKEND),
+    );
+    let outcome = collect::<DB>(checkout.connection(), statement, budget)
+        .instrument(span.clone())
+        .await;
+    match &outcome {
+        Ok(output) => traces::statement_done(&span, Ok(output.rows.len())),
+        Err(Failure::Clean(error) | Failure::Dirty(error) | Failure::Broken(error)) => {
+            traces::statement_done(&span, Err(error));
+        }
+        Err(Failure::ReaderGone) => {}
+    }
+    outcome
 }
 
 /// Notes the shapes of a unit that ran out its deadline on the database.
@@ -352,19 +399,19 @@ async fn run_in_transaction<DB: Driver>(
         mut budget,
         access,
         writer,
+        spans,
     } = unit;
     checkout.begin(Begin::Bounded(deadline, access)).await?;
     let mut outputs = Vec::with_capacity(statements.len());
     for (index, statement) in statements.iter().enumerate() {
-        let started = Instant::now();
-        let failure = match collect::<DB>(checkout.connection(), statement, &mut budget).await {
+        let failure = match collect_one(checkout, statement, &mut budget, spans).await {
             Ok(output) => {
                 if let Some(writer) = writer.filter(|_| !statement.is_plain_read()) {
                     checkout.stage_audit_row(&writer.row_sql(
                         &statement.sql,
                         &statement.fingerprint,
                         (output.rows.len() as u64, output.rows_affected),
-                        started.elapsed(),
+                        output.elapsed,
                     ));
                 }
                 outputs.push(output);
@@ -381,7 +428,6 @@ async fn run_in_transaction<DB: Driver>(
             // VACUUM, CREATE DATABASE, …: refused inside a transaction,
             // did nothing, atomic on their own. Never for a reader: bare,
             // nothing would keep it read-only.
-            let started = Instant::now();
             let output = collect::<DB>(checkout.connection(), statement, &mut budget).await?;
             if let Some(writer) = writer {
                 // No transaction to share: the row follows the statement.
@@ -389,7 +435,7 @@ async fn run_in_transaction<DB: Driver>(
                     &statement.sql,
                     &statement.fingerprint,
                     (output.rows.len() as u64, output.rows_affected),
-                    started.elapsed(),
+                    output.elapsed,
                 );
                 checkout.insert_audit_row_now(&row).await?;
             }
