@@ -18,7 +18,7 @@ use tonic::service::Routes;
 use tonic_health::pb::health_server::HealthServer;
 
 use crate::{
-    audit::Audit,
+    audit::{Audit, prepare::prepare as prepare_audit_table, table::AuditTable},
     config::{ListenAddress, Settings},
     db::{Backend, Database, Driver, PoolHandle},
     error::Error,
@@ -256,7 +256,15 @@ async fn wire<DB: Driver>(settings: &Settings) -> Result<Wired, Error> {
     let limits = CallerLimits::new(&settings.limits);
     let anonymous = settings.roles.default;
 
-    let engine = QueryEngine::new(database.clone(), settings.limits.clone());
+    let audit_table = AuditTable::new(&settings.audit.table, DB::BACKEND);
+    if let Some(table) = &audit_table {
+        prepare_audit_table(&database, table, settings.audit.create_table).await?;
+    }
+    let engine = QueryEngine::new(
+        database.clone(),
+        settings.limits.clone(),
+        audit_table.clone(),
+    );
     let query = pb::query_server::QueryServer::new(QueryService::new(
         engine,
         settings.deadlines.clone(),
@@ -266,8 +274,8 @@ async fn wire<DB: Driver>(settings: &Settings) -> Result<Wired, Error> {
     let manager = SessionManager::new(
         database,
         sessions.clone(),
-        settings.deadlines.session_execute,
-        settings.limits.clone(),
+        (settings.deadlines.session_execute, settings.limits.clone()),
+        audit_table,
     );
     let session_service =
         pb::sessions_server::SessionsServer::new(SessionService::new(manager, anonymous))

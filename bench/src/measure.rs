@@ -336,6 +336,7 @@ where
     Ok(Measurement {
         workload: name,
         unit: "ops/s".into(),
+        sides: None,
         direct: Some(direct_rate),
         sqlgate: via_rate,
         ratio: Some(ratio),

@@ -10,6 +10,11 @@ use crate::{Args, BoxError, cpu::CpuPerOp, measure::ratios_text, setup::Setup};
 pub(crate) struct Measurement {
     pub(crate) workload: String,
     pub(crate) unit: String,
+    /// What the two sides are, when they are not the direct client and
+    /// sqlgate (e.g. `tracing off` and `tracing on`): each side's cell
+    /// names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sides: Option<[&'static str; 2]>,
     pub(crate) direct: Option<f64>,
     pub(crate) sqlgate: f64,
     /// The median of `ratios`: sqlgate / direct (higher is better for rates).
@@ -75,6 +80,15 @@ pub(crate) struct PairMeasurement {
     pub(crate) sqlgate_cpu: Option<CpuPerOp>,
 }
 
+/// A side's cell: its figure, named when the row's sides are not the
+/// direct client and sqlgate.
+fn side(m: &Measurement, index: usize, figure: String) -> String {
+    match m.sides {
+        Some(sides) => format!("{}: {figure}", sides[index]),
+        None => figure,
+    }
+}
+
 /// Prints the table and writes `latest.md` and `latest.json` to `--out`.
 pub(crate) fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Result<(), BoxError> {
     let fmt = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"));
@@ -105,11 +119,11 @@ pub(crate) fn report(args: &Args, setup: &Setup, results: &[Measurement]) -> Res
     });
     for m in results {
         table.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {} | {} | {} / {} | {} / {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} |",
             m.workload,
             m.unit,
-            fmt(m.direct),
-            m.sqlgate,
+            side(m, 0, fmt(m.direct)),
+            side(m, 1, format!("{:.2}", m.sqlgate)),
             fmt(m.ratio),
             if m.ratios.is_empty() {
                 "–".to_owned()

@@ -165,9 +165,7 @@ pub(crate) async fn prepare(args: &Args) -> Result<Setup, BoxError> {
     direct.execute("VACUUM ANALYZE").await?;
 
     let exe = std::env::current_exe()?;
-    let address = free_address()?;
-    let child = spawn_sqlgate(&address.to_string(), &url, pool_size, &[])?;
-    let channel = connect_when_up(&address.to_string(), "sqlgate").await?;
+    let (child, address, channel) = start_sqlgate(&url, pool_size, &[]).await?;
     let channels = connections(&address.to_string()).await?;
     let floor_address = free_address()?;
     let floor_child = tokio::process::Command::new(exe.with_file_name("sqlgate-floor"))
@@ -218,6 +216,22 @@ pub(crate) async fn prepare(args: &Args) -> Result<Setup, BoxError> {
         seed,
         order: std::sync::Mutex::new(Rng::new(seed)),
     })
+}
+
+/// Starts a sqlgate child over `url` with a pool of `pool_size` (kept
+/// full), logging warnings only, with the `extra` environment variables
+/// on top (e.g. traces exported); returns it, the address it listens on,
+/// and a first connection to it (once it listens).
+pub(crate) async fn start_sqlgate(
+    url: &str,
+    pool_size: u32,
+    extra: &[(&str, String)],
+) -> Result<(tokio::process::Child, SocketAddr, Channel), BoxError> {
+    let address = free_address()?;
+    let env: Vec<(&str, &str)> = extra.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    let child = spawn_sqlgate(&address.to_string(), url, pool_size, &env)?;
+    let channel = connect_when_up(&address.to_string(), "sqlgate").await?;
+    Ok((child, address, channel))
 }
 
 /// A loopback address with a free port, for a child process to listen on.

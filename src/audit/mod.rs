@@ -10,7 +10,9 @@
 //! behind an `Arc`); sanitizing, parsing and formatting happen on the
 //! writer's thread.
 
+pub(crate) mod prepare;
 mod sink;
+pub(crate) mod table;
 mod tables;
 
 use std::{

@@ -72,6 +72,33 @@ pub struct OtlpSettings {
 pub struct AuditSettings {
     /// `stdout`, or a file path (appended to); empty: no audit trail.
     pub sink: String,
+    /// A table of the database (`name` or `schema.name`) that receives
+    /// every write's audit record in the write's own transaction, so that
+    /// the two commit or roll back together; empty: off. Statements that
+    /// name it are refused. sqlgate only inserts into it (see the README
+    /// for its DDL and the grants).
+    pub table: String,
+    /// Create `table` at start-up if it is missing (needs CREATE on the
+    /// database). Off by default: the operator creates the table and grants
+    /// sqlgate INSERT only, and start-up stops if sqlgate cannot insert.
+    pub create_table: bool,
+}
+
+impl AuditSettings {
+    /// Whether `table` is a plain name or `schema.name` (letters, digits
+    /// and `_`, not starting with a digit): it is written into statements
+    /// and compared with what callers name.
+    pub fn table_is_valid(&self) -> bool {
+        let table = self.table.trim();
+        table.is_empty()
+            || (table.split('.').count() <= 2
+                && table.split('.').all(|part| {
+                    !part.is_empty()
+                        && part.len() <= 63
+                        && !part.starts_with(|c: char| c.is_ascii_digit())
+                        && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                }))
+    }
 }
 
 /// `listen = ""` and an absent key both mean "off".

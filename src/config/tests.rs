@@ -14,6 +14,26 @@ fn defaults_are_valid_and_use_sqlite() {
 }
 
 #[test]
+fn an_audit_table_name_must_be_plain_identifiers() {
+    let mut settings = Settings::default();
+    for good in ["sqlgate_audit", "audit.sqlgate_audit", ""] {
+        settings.audit.table = good.to_owned();
+        settings.validate().expect(good);
+    }
+    for bad in [
+        "audit; drop table x",
+        "a.b.c",
+        "1audit",
+        "\"audit\"",
+        "audit.",
+    ] {
+        settings.audit.table = bad.to_owned();
+        let err = settings.validate().expect_err(bad).to_string();
+        assert!(err.contains("audit.table"), "{err}");
+    }
+}
+
+#[test]
 fn min_above_max_names_the_setting() {
     let mut settings = Settings::default();
     settings.pool.min_connections = 50;
@@ -186,7 +206,9 @@ fn observability_sections_load_from_the_environment_and_are_checked() {
         jail.set_env("SQLGATE_METRICS__LISTEN", "0.0.0.0:9464");
         jail.set_env("SQLGATE_OTLP__ENDPOINT", "http://collector:4317");
         jail.set_env("SQLGATE_AUDIT__SINK", "stdout");
+        jail.set_env("SQLGATE_AUDIT__TABLE", "audit.sqlgate_audit");
         let settings = Settings::load(None, &Overrides::default()).expect("loads");
+        assert_eq!(settings.audit.table, "audit.sqlgate_audit");
         assert_eq!(settings.log.format, Some(LogFormat::Json));
         assert_eq!(
             settings.metrics.listen,

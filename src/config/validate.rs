@@ -31,6 +31,12 @@ impl Settings {
         if pool.acquire_timeout.is_zero() {
             return fail("pool.acquire_timeout", "must be more than zero");
         }
+        if !self.audit.table_is_valid() {
+            return fail(
+                "audit.table",
+                "must be a table name or schema.name (letters, digits, _)",
+            );
+        }
         let limits = &self.limits;
         for (key, value) in [
             ("limits.max_statement_bytes", limits.max_statement_bytes),

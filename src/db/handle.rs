@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use super::{Backend, PoolSnapshot, metrics::WaitObserver};
+use super::{Backend, PoolSnapshot, metrics::PoolObserver};
 
 /// ExecuteStream figures, for `Admin/GetPoolStats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub trait PoolHandle: Send + Sync + std::fmt::Debug {
 
     /// Tells `observer` every acquire wait from now on (for the exported
     /// wait-time histogram; without one, waits cost nothing more).
-    fn observe_waits(&self, observer: WaitObserver);
+    fn observe(&self, observer: PoolObserver);
 
     /// Ends the drain: every call still running is cut, as at its deadline.
     fn cut_in_flight(&self);

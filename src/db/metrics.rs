@@ -25,17 +25,23 @@ pub(crate) struct PoolMetrics {
     calls_total: AtomicU64,
     connections_opened: AtomicU64,
     recent_waits: Mutex<VecDeque<Duration>>,
-    /// Told every wait, when metrics are exported (unset: nothing to do).
-    wait_observer: OnceLock<WaitObserver>,
+    /// Told every wait and every connection opened for a caller, when
+    /// metrics are exported (unset: nothing to do).
+    observer: OnceLock<PoolObserver>,
 }
 
-/// Receives every acquire wait (the time, and whether it timed out), for
-/// the exported wait-time histogram.
-pub struct WaitObserver(pub Box<dyn Fn(Duration, bool) + Send + Sync>);
+/// Receives what the exported pool histograms record.
+pub struct PoolObserver {
+    /// Every acquire wait: the time, and whether it timed out.
+    pub waited: Box<dyn Fn(Duration, bool) + Send + Sync>,
+    /// Every connection the pool opened for a caller's acquire: how long
+    /// it took to open (see [`PoolMetrics::record_created`]).
+    pub created: Box<dyn Fn(Duration) + Send + Sync>,
+}
 
-impl fmt::Debug for WaitObserver {
+impl fmt::Debug for PoolObserver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("WaitObserver")
+        f.write_str("PoolObserver")
     }
 }
 
@@ -64,9 +70,21 @@ impl PoolMetrics {
         self.calls_total.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Tells `observer` every wait from now on (the first observer stays).
-    pub(crate) fn observe_waits(&self, observer: WaitObserver) {
-        let _ = self.wait_observer.set(observer);
+    /// Tells `observer` every wait and every connection opened from now
+    /// on (the first observer stays).
+    pub(crate) fn observe(&self, observer: PoolObserver) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// A connection the pool opened while a caller acquired: `took` runs
+    /// from the caller's acquire to the connection being open
+    /// (connected and authenticated, before sqlgate's per-connection
+    /// settings). sqlx has no hook before it connects, so a connect that
+    /// first waited for a free slot in a full pool counts that wait too.
+    pub(crate) fn record_created(&self, took: Duration) {
+        if let Some(observer) = self.observer.get() {
+            (observer.created)(took);
+        }
     }
 
     fn record_wait(&self, waited: Duration, timed_out: bool) {
@@ -77,8 +95,8 @@ impl PoolMetrics {
             timed_out,
             "pool.wait"
         );
-        if let Some(observer) = self.wait_observer.get() {
-            (observer.0)(waited, timed_out);
+        if let Some(observer) = self.observer.get() {
+            (observer.waited)(waited, timed_out);
         }
         if let Ok(mut waits) = self.recent_waits.lock() {
             if waits.len() == WAIT_WINDOW {

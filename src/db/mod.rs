@@ -26,7 +26,7 @@ pub use dialect::Isolation;
 pub(crate) use driver::Driver;
 pub use handle::{PoolHandle, StreamFigures};
 pub(crate) use interrupt::Interrupt;
-pub use metrics::{PoolSnapshot, WaitObserver};
+pub use metrics::{PoolObserver, PoolSnapshot};
 pub(crate) use pool::Database;
 
 /// How long any cleanup step may take — a cancel reaching the server, a

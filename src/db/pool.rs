@@ -6,11 +6,12 @@
 //! only a share of the pool.
 
 use std::{
+    cell::Cell,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{FutureExt, TryStreamExt, future::BoxFuture};
@@ -25,7 +26,7 @@ use super::{
     Backend, Deadline, Driver, PoolHandle, StreamFigures,
     driver::limit_statement_cache,
     first_contact::{FirstContact, first_contact},
-    metrics::{PoolMetrics, PoolSnapshot, WaitObserver},
+    metrics::{PoolMetrics, PoolObserver, PoolSnapshot},
     timeouts::TimeoutMemory,
 };
 use crate::{
@@ -243,13 +244,25 @@ impl<DB: Driver> Database<DB> {
     /// its acquire timeout is [`Error::PoolExhausted`], not "unavailable".
     async fn acquire(&self) -> Result<PoolConnection<DB>, Error> {
         let waiting = self.metrics.start_wait();
+        let started = Instant::now();
         // Boxed where it is made: sqlx's acquire future is about 14 KiB and
         // would otherwise be copied each time the callers' futures move.
         // Written straight into its box: `Box::pin(future)` builds it on
         // the stack first and copies all of it (callgrind: 14,500
-        // instructions of memcpy per acquire).
-        let acquire = Box::write(Box::new_uninit(), self.pool.acquire());
-        match Box::into_pin(acquire).await {
+        // instructions of memcpy per acquire). Run where `with_setup` can
+        // note a connection it opened for it.
+        let (acquired, connected) = OPENED_AT
+            .scope(Cell::new(None), async {
+                let acquire = Box::write(Box::new_uninit(), self.pool.acquire());
+                let acquired = Box::into_pin(acquire).await;
+                (acquired, OPENED_AT.with(Cell::get))
+            })
+            .await;
+        if let Some(connected) = connected {
+            self.metrics
+                .record_created(connected.saturating_duration_since(started));
+        }
+        match acquired {
             Ok(conn) => {
                 waiting.finish();
                 Ok(conn)
@@ -354,8 +367,8 @@ impl<DB: Driver> PoolHandle for Database<DB> {
             .snapshot(DB::BACKEND, &self.settings, size, idle.min(size))
     }
 
-    fn observe_waits(&self, observer: WaitObserver) {
-        self.metrics.observe_waits(observer);
+    fn observe(&self, observer: PoolObserver) {
+        self.metrics.observe(observer);
     }
 
     fn close(&self, wait: Duration) -> BoxFuture<'_, ()> {
@@ -418,6 +431,14 @@ impl Drop for StreamSlot {
     }
 }
 
+tokio::task_local! {
+    /// In [`Database::acquire`]: when the pool opened a connection for it
+    /// (set by the `after_connect` of [`with_setup`]), for
+    /// `db.client.connection.create_time`; sqlx has no connect hook of
+    /// its own.
+    static OPENED_AT: Cell<Option<Instant>>;
+}
+
 /// Runs `setup` on every new connection (sea-orm's own `after_connect`
 /// runs once per pool, not per connection). A failing statement is logged,
 /// not fatal: `client_connection_check_interval` is unknown before
@@ -430,6 +451,9 @@ fn with_setup<DB: Driver>(
     options.after_connect(move |conn, _meta| {
         let setup = setup.clone();
         metrics.count_opened();
+        // sqlx calls this in the task that acquires: an acquire of
+        // sqlgate's learns when the connection it waited for was open.
+        let _ = OPENED_AT.try_with(|opened| opened.set(Some(Instant::now())));
         Box::pin(async move {
             for sql in setup.iter() {
                 if let Err(err) = DB::raw(conn, sql.clone()).await {

@@ -262,6 +262,10 @@ pub(crate) struct Checkout<DB: Driver> {
     /// How this backend undoes connection state (`None`: it cannot, and
     /// a changed connection is closed).
     reset: Option<Arc<str>>,
+    /// Audit-table INSERTs (each ending in `; `) staged by the open
+    /// transaction's writes: sent ahead of its COMMIT, in the same round
+    /// trip, and forgotten when it rolls back.
+    audit_rows: String,
 }
 
 impl<DB: Driver> Checkout<DB> {
@@ -292,6 +296,7 @@ impl<DB: Driver> Checkout<DB> {
             read_only: false,
             state_changed: false,
             reset: db.reset_sql(),
+            audit_rows: String::new(),
         };
         match armed {
             Ok(Ok(server_id)) => {
@@ -389,16 +394,37 @@ impl<DB: Driver> Checkout<DB> {
         Err(failure)
     }
 
-    /// Commits the open transaction, and undoes a read-only connection
-    /// state in the same round trip (a failed COMMIT stops there: the
-    /// release undoes it then).
+    /// Stages the audit-table INSERT of a write of the open transaction:
+    /// it reaches the database with the COMMIT, so that the write and its
+    /// audit row commit together or not at all.
+    pub(crate) fn stage_audit_row(&mut self, insert: &str) {
+        self.audit_rows.push_str(insert);
+        self.audit_rows.push_str("; ");
+    }
+
+    /// Runs an audit-table INSERT at once, outside any transaction: for
+    /// a statement the database runs only outside one (VACUUM, CREATE
+    /// DATABASE), which has no transaction to share.
+    pub(crate) async fn insert_audit_row_now(&mut self, insert: &str) -> Result<(), Failure> {
+        Ok(self.raw(insert.to_owned()).await?)
+    }
+
+    /// Commits the open transaction — after the audit rows its writes
+    /// staged, which run first in the same round trip (if one fails, the
+    /// COMMIT does not run, and the transaction is rolled back) — and
+    /// undoes a read-only connection state in the same round trip too (a
+    /// failed COMMIT stops there: the release undoes it then).
     pub(crate) async fn commit(&mut self) -> Result<(), ControlFailure> {
-        match DB::READ_ONLY_UNDO.filter(|_| self.read_only) {
-            Some(undo) => {
-                self.raw(format!("COMMIT; {undo}")).await?;
-                self.read_only = false;
-            }
-            None => self.raw("COMMIT".to_owned()).await?,
+        let undo = DB::READ_ONLY_UNDO.filter(|_| self.read_only);
+        let mut sql = std::mem::take(&mut self.audit_rows);
+        sql.push_str("COMMIT");
+        if let Some(undo) = undo {
+            sql.push_str("; ");
+            sql.push_str(undo);
+        }
+        self.raw(sql).await?;
+        if undo.is_some() {
+            self.read_only = false;
         }
         self.in_transaction = false;
         Ok(())
@@ -408,6 +434,8 @@ impl<DB: Driver> Checkout<DB> {
     /// when it did. A rollback that fails or hangs leaves the connection in
     /// an unknown state: it must not go back to the pool.
     pub(crate) async fn rollback(&mut self) -> bool {
+        // The writes these recorded are undone: so are their records.
+        self.audit_rows.clear();
         let rolled_back = matches!(
             tokio::time::timeout(CLEANUP_TIMEOUT, self.raw("ROLLBACK".to_owned())).await,
             Ok(Ok(()))

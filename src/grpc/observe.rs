@@ -417,7 +417,7 @@ impl Call {
                     .rows_returned
                     .unwrap_or_else(|| self.note.rows_sent()),
                 rows_affected: statement.rows_affected,
-                duration,
+                duration: statement.duration.unwrap_or(duration),
                 code,
                 sqlstate: sqlstate.clone(),
                 tags: self.tags.clone(),

@@ -15,10 +15,11 @@ use super::{
     deadline::call_deadline,
     identity::Role,
     limits::CallSlot,
-    observe::{CallNote, Caller},
+    observe::{CallNote, Caller, RequestTags},
     pb::{self, query_server::Query},
 };
 use crate::{
+    audit::{Actor, table::AuditWriter},
     config::DeadlineSettings,
     db::{Backend, Driver, transaction::Access},
     error::{DeadlinePhase, Error},
@@ -60,6 +61,24 @@ impl<DB: Driver> QueryService<DB> {
         let role = Caller::of(request).role(self.anonymous);
         note.role(role);
         Access::read_only_if(role.is_read_only())
+    }
+
+    /// Who the caller's writes are recorded as in the audit table, when
+    /// it is on (`method`: the call's).
+    fn audit_writer<T>(&self, request: &Request<T>, method: &'static str) -> Option<AuditWriter> {
+        let table = self.engine.audit_table()?;
+        let caller = Caller::of(request);
+        Some(AuditWriter {
+            table: table.clone(),
+            actor: Actor {
+                caller: caller.to_string(),
+                role: Some(caller.role(self.anonymous).name()),
+                peer: caller.peer().map(|peer| peer.to_string()),
+            },
+            method,
+            session: None,
+            tags: RequestTags::of(request),
+        })
     }
 
     /// Decodes one statement of a request, read as this backend reads it.
@@ -116,6 +135,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute);
         let access = self.access(&request, &note);
+        let writer = self.audit_writer(&request, "sqlgate.v1.Query/Execute");
         let hold = CallSlot::take(&mut request);
         let request = request.into_inner();
         let statement = self.statement(&note, request.sql, request.params)?;
@@ -125,13 +145,17 @@ impl<DB: Driver> Query for QueryService<DB> {
         let span = statement_span(DB::BACKEND, self.engine.namespace(), &statement);
         let output = self
             .engine
-            .execute(statement, request.max_rows, deadline, access, hold)
+            .execute(statement, request.max_rows, deadline, access, hold, writer)
             .instrument(span.clone())
             .await;
         traces::statement_done(&span, output.as_ref().map(|output| output.rows.len()));
         let output = output.inspect_err(|error| note_refusal(&note, error))?;
         note.rows(output.rows.len());
-        note.statement_rows([(output.rows.len() as u64, output.rows_affected)]);
+        note.statement_rows([(
+            output.rows.len() as u64,
+            output.rows_affected,
+            output.elapsed,
+        )]);
         Ok(Response::new(output.into()))
     }
 
@@ -144,6 +168,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute_stream);
         let access = self.access(&request, &note);
+        let writer = self.audit_writer(&request, "sqlgate.v1.Query/ExecuteStream");
         let hold = CallSlot::take(&mut request);
         let request = request.into_inner();
         let statement = self.statement(&note, request.sql, request.params)?;
@@ -156,7 +181,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         let span = statement_span(DB::BACKEND, self.engine.namespace(), &statement);
         let events = span.in_scope(|| {
             self.engine
-                .execute_stream(statement, deadline, access, hold)
+                .execute_stream(statement, deadline, access, hold, writer)
         });
         let mut rows_sent = 0;
         let frames = ReceiverStream::new(events).map(move |event| {
@@ -169,7 +194,11 @@ impl<DB: Driver> Query for QueryService<DB> {
                 }
                 Ok(StreamEvent::Finished(stats)) => {
                     traces::statement_done(&span, Ok(rows_sent));
-                    note.statement_rows([(stats.rows_returned, stats.rows_affected)]);
+                    note.statement_rows([(
+                        stats.rows_returned,
+                        stats.rows_affected,
+                        stats.elapsed,
+                    )]);
                 }
                 Err(error) => {
                     traces::statement_done(&span, Err(error));
@@ -189,6 +218,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         let note = CallNote::of(&request);
         let deadline = call_deadline(request.metadata(), &self.deadlines.execute_batch);
         let access = self.access(&request, &note);
+        let writer = self.audit_writer(&request, "sqlgate.v1.Query/ExecuteBatch");
         let hold = CallSlot::take(&mut request);
         let request = request.into_inner();
         let statements = request
@@ -218,7 +248,7 @@ impl<DB: Driver> Query for QueryService<DB> {
         span.record("db.operation.batch.size", statements.len());
         let outputs = self
             .engine
-            .execute_batch(statements, request.max_rows, deadline, access, hold)
+            .execute_batch(statements, request.max_rows, deadline, access, hold, writer)
             .instrument(span.clone())
             .await;
         let rows = outputs
@@ -226,11 +256,13 @@ impl<DB: Driver> Query for QueryService<DB> {
             .map(|outputs| outputs.iter().map(|o| o.rows.len()).sum());
         traces::statement_done(&span, rows);
         let outputs = outputs.inspect_err(|error| note_refusal(&note, error))?;
-        note.statement_rows(
-            outputs
-                .iter()
-                .map(|output| (output.rows.len() as u64, output.rows_affected)),
-        );
+        note.statement_rows(outputs.iter().map(|output| {
+            (
+                output.rows.len() as u64,
+                output.rows_affected,
+                output.elapsed,
+            )
+        }));
         note.rows(outputs.iter().map(|o| o.rows.len()).sum());
         Ok(Response::new(pb::ExecuteBatchResponse {
             results: outputs.into_iter().map(pb::ExecuteResponse::from).collect(),

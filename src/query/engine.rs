@@ -25,21 +25,27 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use tokio::sync::mpsc;
 
 use super::{
     executor::{QueryOutput, ResultBudget, collect},
+    fingerprint::sanitized_text,
     frames::StreamEvent,
+    operation::operation_name,
     statement::Statement,
     stream::{StreamUnit, run_stream},
 };
 use crate::{
+    audit::table::{AuditTable, AuditWriter},
     config::LimitSettings,
     db::{
         self, Cut, Database, Deadline, Driver,
         transaction::{Access, Begin, Checkout, Failure, Hold},
     },
     error::{DeadlinePhase, Error},
+    telemetry::{metrics::db_system, traces},
 };
 
 /// Runs statements for the Query service.
@@ -47,6 +53,8 @@ use crate::{
 pub(crate) struct QueryEngine<DB: Driver> {
     db: Arc<Database<DB>>,
     limits: LimitSettings,
+    /// Where writes' audit rows go (`audit.table`; `None`: off).
+    audit_table: Option<AuditTable>,
 }
 
 impl<DB: Driver> Clone for QueryEngine<DB> {
@@ -54,6 +62,7 @@ impl<DB: Driver> Clone for QueryEngine<DB> {
         Self {
             db: self.db.clone(),
             limits: self.limits.clone(),
+            audit_table: self.audit_table.clone(),
         }
     }
 }
@@ -64,9 +73,24 @@ impl<DB: Driver> QueryEngine<DB> {
         self.db.namespace()
     }
 
-    /// An engine over `db`, capped by `limits`.
-    pub(crate) fn new(db: Arc<Database<DB>>, limits: LimitSettings) -> Self {
-        Self { db, limits }
+    /// An engine over `db`, capped by `limits`; with `audit_table`, every
+    /// write's audit row is inserted into it in the write's own
+    /// transaction (and statements naming it are refused).
+    pub(crate) fn new(
+        db: Arc<Database<DB>>,
+        limits: LimitSettings,
+        audit_table: Option<AuditTable>,
+    ) -> Self {
+        Self {
+            db,
+            limits,
+            audit_table,
+        }
+    }
+
+    /// The audit table, when it is on.
+    pub(crate) fn audit_table(&self) -> Option<&AuditTable> {
+        self.audit_table.as_ref()
     }
 
     /// The caps in force, for request validation.
@@ -103,9 +127,16 @@ impl<DB: Driver> QueryEngine<DB> {
         deadline: Deadline,
         access: Access,
         hold: Hold,
+        writer: Option<AuditWriter>,
     ) -> Result<QueryOutput, Error> {
         let mut outputs = self
-            .run(vec![statement], max_rows, deadline, access, hold)
+            .run(
+                vec![statement],
+                max_rows,
+                deadline,
+                (access, writer, false),
+                hold,
+            )
             .await?;
         outputs
             .pop()
@@ -120,6 +151,7 @@ impl<DB: Driver> QueryEngine<DB> {
         deadline: Deadline,
         access: Access,
         hold: Hold,
+        writer: Option<AuditWriter>,
     ) -> Result<Vec<QueryOutput>, Error> {
         if statements.is_empty() {
             return Err(Error::invalid_request("statements", "the batch is empty"));
@@ -134,31 +166,52 @@ impl<DB: Driver> QueryEngine<DB> {
                 ),
             ));
         }
-        self.run(statements, max_rows, deadline, access, hold).await
+        self.run(statements, max_rows, deadline, (access, writer, true), hold)
+            .await
     }
 
     /// One unit of work on the configured backend, in a task of its own
-    /// (which keeps `hold`).
+    /// (which keeps `hold`); `writer` (audit table on) records its writes;
+    /// a batch's statements each get a span of their own.
     async fn run(
         &self,
         statements: Vec<Statement>,
         max_rows: u32,
         deadline: Deadline,
-        access: Access,
+        (access, writer, batch): (Access, Option<AuditWriter>, bool),
         hold: Hold,
     ) -> Result<Vec<QueryOutput>, Error> {
         let budget = self.budget(max_rows)?;
         for statement in &statements {
             statement.check_for_call(statements.len())?;
+            self.check_audit_table(statement)?;
         }
         deadline.check(DeadlinePhase::BeforeStart)?;
         let db = self.db.clone();
         self.db.count_call();
+        // A reader writes nothing: its read-only transaction would refuse
+        // the audit row too.
+        let writer = writer.filter(|_| !access.is_read_only());
         spawn_unit(Box::pin(async move {
             let _hold = hold;
-            access.answer(run_unit(&db, &statements, budget, deadline, access).await)
+            let unit = Unit {
+                statements: &statements,
+                budget,
+                access,
+                writer: writer.as_ref(),
+                spans: batch.then(|| db.namespace()),
+            };
+            access.answer(run_unit(&db, unit, deadline).await)
         }))
         .await
+    }
+
+    /// Refuses a statement that names the audit table (see
+    /// [`AuditTable::check`]).
+    pub(crate) fn check_audit_table(&self, statement: &Statement) -> Result<(), Error> {
+        self.audit_table
+            .as_ref()
+            .map_or(Ok(()), |table| table.check(&statement.sql))
     }
 
     /// Runs one statement and streams its result: [`StreamEvent::Columns`]
@@ -177,12 +230,16 @@ impl<DB: Driver> QueryEngine<DB> {
         deadline: Deadline,
         access: Access,
         hold: Hold,
+        writer: Option<AuditWriter>,
     ) -> mpsc::Receiver<Result<StreamEvent, Error>> {
+        let refused = self.check_audit_table(&statement).err();
         let unit = StreamUnit {
             statement,
             deadline,
             access,
             hold,
+            writer: writer.filter(|_| !access.is_read_only()),
+            refused,
         };
         run_stream(self.db.clone(), unit, self.limits.clone())
     }
@@ -208,11 +265,10 @@ async fn spawn_unit<T: Send + 'static>(
 /// otherwise it is abandoned.
 async fn run_unit<DB: Driver>(
     db: &Database<DB>,
-    statements: &[Statement],
-    budget: ResultBudget,
+    unit: Unit<'_>,
     deadline: Deadline,
-    access: Access,
 ) -> Result<Vec<QueryOutput>, Error> {
+    let (statements, access) = (unit.statements, unit.access);
     // The server id costs a round trip; fetch it only for shapes that ran
     // out their deadline before, so that a repeat can be cancelled and the
     // connection kept (see `TimeoutMemory`), and for statements that may
@@ -237,14 +293,14 @@ async fn run_unit<DB: Driver>(
 
     let work = async {
         if only_reads {
-            let mut budget = budget;
+            let mut budget = unit.budget;
             let mut outputs = Vec::with_capacity(statements.len());
             for statement in statements {
-                outputs.push(collect::<DB>(checkout.connection(), statement, &mut budget).await?);
+                outputs.push(collect_one(&mut checkout, statement, &mut budget, unit.spans).await?);
             }
             Ok(outputs)
         } else {
-            run_in_transaction(&mut checkout, statements, budget, &deadline, access).await
+            run_in_transaction(&mut checkout, unit, &deadline).await
         }
     };
     match db::within(&deadline, db.drained(), work).await {
@@ -278,6 +334,49 @@ async fn run_unit<DB: Driver>(
     }
 }
 
+/// One unit's statements and what they run with.
+struct Unit<'a> {
+    statements: &'a [Statement],
+    budget: ResultBudget,
+    access: Access,
+    /// Records each write in the audit table (`None`: off, or a reader).
+    writer: Option<&'a AuditWriter>,
+    /// A batch's: each statement runs in a span of its own, in this
+    /// database (`db.namespace`); `None`: the caller's span is the
+    /// statement's.
+    spans: Option<Option<&'a str>>,
+}
+
+/// Runs one statement of a unit; a batch's in a span of its own (a child
+/// of the batch's), with its own outcome and rows.
+async fn collect_one<DB: Driver>(
+    checkout: &mut Checkout<DB>,
+    statement: &Statement,
+    budget: &mut ResultBudget,
+    spans: Option<Option<&str>>,
+) -> Result<QueryOutput, Failure> {
+    let Some(namespace) = spans else {
+        return collect::<DB>(checkout.connection(), statement, budget).await;
+    };
+    let span = traces::statement_span(
+        db_system(DB::BACKEND),
+        namespace,
+        operation_name(&statement.sql),
+        || sanitized_text(&statement.sql, DB::BACKEND),
+    );
+    let outcome = collect::<DB>(checkout.connection(), statement, budget)
+        .instrument(span.clone())
+        .await;
+    match &outcome {
+        Ok(output) => traces::statement_done(&span, Ok(output.rows.len())),
+        Err(Failure::Clean(error) | Failure::Dirty(error) | Failure::Broken(error)) => {
+            traces::statement_done(&span, Err(error));
+        }
+        Err(Failure::ReaderGone) => {}
+    }
+    outcome
+}
+
 /// Notes the shapes of a unit that ran out its deadline on the database.
 fn remember_timeout<DB: Driver>(db: &Database<DB>, statements: &[Statement]) {
     for statement in statements {
@@ -292,16 +391,29 @@ fn remember_timeout<DB: Driver>(db: &Database<DB>, statements: &[Statement]) {
 /// server).
 async fn run_in_transaction<DB: Driver>(
     checkout: &mut Checkout<DB>,
-    statements: &[Statement],
-    mut budget: ResultBudget,
+    unit: Unit<'_>,
     deadline: &Deadline,
-    access: Access,
 ) -> Result<Vec<QueryOutput>, Failure> {
+    let Unit {
+        statements,
+        mut budget,
+        access,
+        writer,
+        spans,
+    } = unit;
     checkout.begin(Begin::Bounded(deadline, access)).await?;
     let mut outputs = Vec::with_capacity(statements.len());
     for (index, statement) in statements.iter().enumerate() {
-        let failure = match collect::<DB>(checkout.connection(), statement, &mut budget).await {
+        let failure = match collect_one(checkout, statement, &mut budget, spans).await {
             Ok(output) => {
+                if let Some(writer) = writer.filter(|_| !statement.is_plain_read()) {
+                    checkout.stage_audit_row(&writer.row_sql(
+                        &statement.sql,
+                        &statement.fingerprint,
+                        (output.rows.len() as u64, output.rows_affected),
+                        output.elapsed,
+                    ));
+                }
                 outputs.push(output);
                 continue;
             }
@@ -316,9 +428,18 @@ async fn run_in_transaction<DB: Driver>(
             // VACUUM, CREATE DATABASE, …: refused inside a transaction,
             // did nothing, atomic on their own. Never for a reader: bare,
             // nothing would keep it read-only.
-            return Ok(vec![
-                collect::<DB>(checkout.connection(), statement, &mut budget).await?,
-            ]);
+            let output = collect::<DB>(checkout.connection(), statement, &mut budget).await?;
+            if let Some(writer) = writer {
+                // No transaction to share: the row follows the statement.
+                let row = writer.row_sql(
+                    &statement.sql,
+                    &statement.fingerprint,
+                    (output.rows.len() as u64, output.rows_affected),
+                    output.elapsed,
+                );
+                checkout.insert_audit_row_now(&row).await?;
+            }
+            return Ok(vec![output]);
         }
         return Err(in_batch(statements.len(), index, failure));
     }

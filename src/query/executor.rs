@@ -28,6 +28,9 @@ pub struct QueryOutput {
     pub rows: Vec<Vec<SqlValue>>,
     /// Rows inserted, updated or deleted.
     pub rows_affected: u64,
+    /// How long the statement ran on its connection (its own share of a
+    /// batch, for its span and its audit event).
+    pub elapsed: std::time::Duration,
 }
 
 /// How many rows and bytes a unary result may still take.
@@ -211,11 +214,13 @@ pub(crate) async fn collect<DB>(
 where
     DB: Driver,
 {
+    let started = std::time::Instant::now();
     let mut collector = Collector {
         output: QueryOutput::default(),
         budget,
     };
     let rows_affected = Box::pin(run_statement::<DB, _>(conn, statement, &mut collector)).await?;
     collector.output.rows_affected = rows_affected;
+    collector.output.elapsed = started.elapsed();
     Ok(collector.output)
 }

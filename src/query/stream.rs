@@ -27,6 +27,7 @@ use super::{
     statement::Statement,
 };
 use crate::{
+    audit::table::AuditWriter,
     config::LimitSettings,
     db::{
         self, Database, Deadline, Driver,
@@ -50,6 +51,11 @@ pub(crate) struct StreamUnit {
     pub(crate) access: Access,
     /// Kept by the stream's task until it ends.
     pub(crate) hold: Hold,
+    /// Records the statement in the audit table if it may write (`None`:
+    /// off, or a reader).
+    pub(crate) writer: Option<AuditWriter>,
+    /// Why the statement must not run at all (it names the audit table).
+    pub(crate) refused: Option<Error>,
 }
 
 /// Starts a stream in a task of its own and returns its events:
@@ -66,6 +72,8 @@ pub(crate) fn run_stream<DB: Driver>(
         deadline,
         access,
         hold,
+        writer,
+        refused,
     } = unit;
     // One place more than the frames buffered, kept for the last event
     // (stats or the error): the answer to a reader that stalled never
@@ -73,6 +81,7 @@ pub(crate) fn run_stream<DB: Driver>(
     let (sender, receiver) = mpsc::channel(limits.stream_buffer_frames.max(1) + 1);
     let admitted = statement
         .check_for_call(1)
+        .and_then(|()| refused.map_or(Ok(()), Err))
         .and_then(|()| db.admit_stream(limits.stream_max_pool_share));
     let slot = match admitted {
         Ok(slot) => slot,
@@ -90,8 +99,12 @@ pub(crate) fn run_stream<DB: Driver>(
         let Ok(last) = sender.clone().reserve_owned().await else {
             return;
         };
-        let streamed =
-            access.answer(stream_unit(&db, &statement, &limits, deadline, access, &sender).await);
+        let run = StreamRun {
+            deadline,
+            access,
+            writer: writer.as_ref(),
+        };
+        let streamed = access.answer(stream_unit(&db, &statement, &limits, run, &sender).await);
         // The work is over and the connection given back: so are the
         // stream's place in the pool's share and the caller's place under
         // the limits — before the reader hears the end, so that its next
@@ -112,6 +125,16 @@ pub(crate) fn run_stream<DB: Driver>(
     receiver
 }
 
+/// What a stream's statement runs with.
+struct StreamRun<'a> {
+    /// Bounds the whole stream.
+    deadline: Deadline,
+    /// Read-only for a reader.
+    access: Access,
+    /// Records a write in the audit table.
+    writer: Option<&'a AuditWriter>,
+}
+
 /// Runs `statement` and streams it into `sender`, all within `deadline`.
 /// Returns the stats to send last, `None` when the reader left, or the
 /// error to answer with.
@@ -119,10 +142,14 @@ async fn stream_unit<DB: Driver>(
     db: &Database<DB>,
     statement: &Statement,
     limits: &LimitSettings,
-    deadline: Deadline,
-    access: Access,
+    run: StreamRun<'_>,
     sender: &mpsc::Sender<Event>,
 ) -> Result<Option<StreamStats>, Error> {
+    let StreamRun {
+        deadline,
+        access,
+        writer,
+    } = run;
     let started = Instant::now();
     // The server-side id is needed to cancel a statement whose reader left.
     let mut checkout = Checkout::take(db, &deadline, true).await?;
@@ -147,6 +174,14 @@ async fn stream_unit<DB: Driver>(
             Ok(rows_affected) => {
                 // Every row reached the channel before the commit.
                 sink.flush().await?;
+                if let Some(writer) = writer.filter(|_| !statement.is_plain_read()) {
+                    checkout.stage_audit_row(&writer.row_sql(
+                        &statement.sql,
+                        &statement.fingerprint,
+                        (sink.rows_returned(), rows_affected),
+                        started.elapsed(),
+                    ));
+                }
                 checkout.commit().await?;
                 Ok(rows_affected)
             }

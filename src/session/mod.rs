@@ -22,6 +22,7 @@ pub use labels::Labels;
 pub use registry::{EndReason, SessionOwner, SessionRegistry, SessionState, SessionSummary};
 
 use crate::{
+    audit::table::AuditTable,
     config::{LimitSettings, MethodBudget},
     db::{Database, Driver, Isolation, transaction::Hold},
     error::Error,
@@ -78,6 +79,9 @@ pub enum SessionCommand {
         /// The request asked to commit after it: it failed, so the
         /// session rolls back and ends.
         commit_after: bool,
+        /// Its statement's text, for the audit trail's event (only when
+        /// the text itself was within the limits; never its values).
+        sql: Option<Arc<str>>,
     },
 }
 
@@ -135,6 +139,8 @@ pub(crate) struct SessionManager<DB: Driver> {
     registry: Arc<SessionRegistry>,
     statement_budget: MethodBudget,
     limits: LimitSettings,
+    /// Where writes' audit rows go (`audit.table`; `None`: off).
+    audit_table: Option<AuditTable>,
 }
 
 impl<DB: Driver> Clone for SessionManager<DB> {
@@ -144,24 +150,28 @@ impl<DB: Driver> Clone for SessionManager<DB> {
             registry: self.registry.clone(),
             statement_budget: self.statement_budget,
             limits: self.limits.clone(),
+            audit_table: self.audit_table.clone(),
         }
     }
 }
 
 impl<DB: Driver> SessionManager<DB> {
     /// Sessions over `db`, registered in `registry`; each statement is
-    /// bounded by `statement_budget`.
+    /// bounded by `statement_budget`. With `audit_table`, every session
+    /// write's audit row is inserted into it in the session's transaction
+    /// (and statements naming it are refused).
     pub(crate) fn new(
         db: Arc<Database<DB>>,
         registry: Arc<SessionRegistry>,
-        statement_budget: MethodBudget,
-        limits: LimitSettings,
+        (statement_budget, limits): (MethodBudget, LimitSettings),
+        audit_table: Option<AuditTable>,
     ) -> Self {
         Self {
             db,
             registry,
             statement_budget,
             limits,
+            audit_table,
         }
     }
 

@@ -19,7 +19,7 @@ use tonic::Code;
 use tracing::Instrument;
 
 use crate::{
-    audit::StatementRecord,
+    audit::{StatementRecord, table::AuditWriter},
     db::{
         CLEANUP_TIMEOUT, Deadline, Driver,
         transaction::{Access, Begin, Checkout, Failure},
@@ -30,7 +30,10 @@ use crate::{
         executor::run_statement,
         frames::{FrameSink, FrameTarget},
     },
-    query::{fingerprint::sanitized_text, operation::operation_name},
+    query::{
+        fingerprint::{fingerprint, sanitized_text},
+        operation::operation_name,
+    },
     telemetry::counts::CloseCause,
     telemetry::{metrics::db_system, traces},
 };
@@ -191,7 +194,13 @@ impl<DB: Driver> Session<DB> {
                 started: Instant::now(),
             });
         }
-        if let Err(error) = statement.check_for_session(self.read_only) {
+        let allowed = statement.check_for_session(self.read_only).and_then(|()| {
+            self.manager
+                .audit_table
+                .as_ref()
+                .map_or(Ok(()), |table| table.check(&statement.sql))
+        });
+        if let Err(error) = allowed {
             return self.failed(request_id, error).await;
         }
         if statement.leaves_state() {
@@ -262,6 +271,7 @@ impl<DB: Driver> Session<DB> {
                     elapsed: started.elapsed(),
                 };
                 self.audit(stats.rows_returned, rows_affected, None);
+                self.stage_audit_row(statement, &stats);
                 let finished = SessionEvent::Frame {
                     request_id,
                     event: StreamEvent::Finished(stats),
@@ -345,6 +355,26 @@ impl<DB: Driver> Session<DB> {
         }
     }
 
+    /// Answers a request that could not be decoded, with its event in the
+    /// audit trail (naming its text's fingerprint when the text was
+    /// within the limits; never its values); the session goes on.
+    pub(super) async fn refuse_invalid(
+        &mut self,
+        request_id: u64,
+        sql: Option<Arc<str>>,
+        error: Error,
+    ) -> Executed {
+        if self.manager.registry.audit().is_some() {
+            let sql = sql.unwrap_or_else(|| Arc::from(""));
+            self.audited = Some(AuditedStatement {
+                fingerprint: fingerprint(&sql),
+                sql,
+                started: Instant::now(),
+            });
+        }
+        self.failed(request_id, error).await
+    }
+
     /// Answers a failed request; the session goes on unless the connection
     /// is in an unknown state, or the backend's transaction did not survive
     /// the interrupt.
@@ -365,6 +395,32 @@ impl<DB: Driver> Session<DB> {
         } else {
             Executed::Failed
         }
+    }
+
+    /// Stages the audit-table row of a statement that may have written
+    /// (audit table on): it is inserted with the session's COMMIT, and
+    /// forgotten if the session rolls back.
+    fn stage_audit_row(&mut self, statement: &Statement, stats: &StreamStats) {
+        let Some(table) = &self.manager.audit_table else {
+            return;
+        };
+        if self.read_only || statement.is_plain_read() {
+            return;
+        }
+        let writer = AuditWriter {
+            table: table.clone(),
+            actor: self.entry.owner.actor(),
+            method: "sqlgate.v1.Sessions/Attach",
+            session: Some(self.entry.id.clone()),
+            tags: self.entry.owner.tags.clone(),
+        };
+        let row = writer.row_sql(
+            &statement.sql,
+            &statement.fingerprint,
+            (stats.rows_returned, stats.rows_affected),
+            stats.elapsed,
+        );
+        self.checkout.stage_audit_row(&row);
     }
 
     /// Hands the statement running now to the audit trail (when it is on):

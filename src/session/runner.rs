@@ -141,10 +141,11 @@ async fn handle<DB: Driver>(
             request_id,
             error,
             commit_after,
-        } => {
-            refuse(client, request_id, error).await;
-            commit_after.then_some(EndReason::Rollback)
-        }
+            sql,
+        } => match session.refuse_invalid(request_id, sql, error).await {
+            Executed::End(reason) => Some(reason),
+            Executed::Done | Executed::Failed => commit_after.then_some(EndReason::Rollback),
+        },
         SessionCommand::Execute {
             request_id,
             statement,

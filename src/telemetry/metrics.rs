@@ -26,9 +26,23 @@ use super::{
 };
 use crate::{
     config::Settings,
-    db::{Backend, PoolHandle, PoolSnapshot, WaitObserver},
+    db::{Backend, PoolHandle, PoolObserver, PoolSnapshot},
     session::SessionRegistry,
 };
+
+/// A histogram of durations in seconds, with the conventions' buckets.
+fn seconds(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+) -> opentelemetry::metrics::Histogram<f64> {
+    meter
+        .f64_histogram(name)
+        .with_unit("s")
+        .with_description(description)
+        .with_boundaries(DURATION_BUCKETS.to_vec())
+        .build()
+}
 
 /// Histogram buckets for durations in seconds (the conventions' advice).
 const DURATION_BUCKETS: [f64; 14] = [
@@ -86,16 +100,26 @@ impl Metrics {
         observe_pool(&meter, pool);
         observe_sessions(&meter, sessions);
         observe_counts(&meter);
-        let wait_time = meter
-            .f64_histogram("db.client.connection.wait_time")
-            .with_unit("s")
-            .with_description("Time callers waited for a pooled connection")
-            .with_boundaries(DURATION_BUCKETS.to_vec())
-            .build();
+        let wait_time = seconds(
+            &meter,
+            "db.client.connection.wait_time",
+            "Time callers waited for a pooled connection",
+        );
+        let create_time = seconds(
+            &meter,
+            "db.client.connection.create_time",
+            "Time it took to open a connection a caller needed",
+        );
         let pool_name = pool_attributes(backend);
-        pool.observe_waits(WaitObserver(Box::new(move |waited, _timed_out| {
-            wait_time.record(waited.as_secs_f64(), &pool_name);
-        })));
+        let created_pool = pool_name.clone();
+        pool.observe(PoolObserver {
+            waited: Box::new(move |waited, _timed_out| {
+                wait_time.record(waited.as_secs_f64(), &pool_name);
+            }),
+            created: Box::new(move |took| {
+                create_time.record(took.as_secs_f64(), &created_pool);
+            }),
+        });
         let calls = CallMetrics::new(&meter, backend);
         sessions.measure_with(calls.clone());
         Ok(Self {
@@ -276,20 +300,16 @@ impl fmt::Debug for CallMetrics {
 impl CallMetrics {
     fn new(meter: &Meter, backend: Backend) -> Self {
         Self {
-            rpc_duration: meter
-                .f64_histogram("rpc.server.call.duration")
-                .with_unit("s")
-                .with_description("Duration of gRPC calls, to the end of the response stream")
-                .with_boundaries(DURATION_BUCKETS.to_vec())
-                .build(),
-            operation_duration: meter
-                .f64_histogram("db.client.operation.duration")
-                .with_unit("s")
-                .with_description(
-                    "Duration of database operations (Query calls and session statements)",
-                )
-                .with_boundaries(DURATION_BUCKETS.to_vec())
-                .build(),
+            rpc_duration: seconds(
+                meter,
+                "rpc.server.call.duration",
+                "Duration of gRPC calls, to the end of the response stream",
+            ),
+            operation_duration: seconds(
+                meter,
+                "db.client.operation.duration",
+                "Duration of database operations (Query calls and session statements)",
+            ),
             db_system: db_system(backend),
         }
     }

@@ -186,13 +186,16 @@ async fn statements_and_sessions_are_audited_without_values(backend: Backend) {
     assert_eq!(streamed.len(), 1, "{events:#?}");
     assert_eq!(streamed[0]["rows_returned"], 1);
 
-    assert_eq!(
-        statement("UPDATE", "sqlgate.v1.Query/ExecuteBatch").len(),
-        1
-    );
+    let updated = statement("UPDATE", "sqlgate.v1.Query/ExecuteBatch");
+    assert_eq!(updated.len(), 1, "{events:#?}");
     let deleted = statement("DELETE", "sqlgate.v1.Query/ExecuteBatch");
     assert_eq!(deleted.len(), 1, "{events:#?}");
     assert_eq!(deleted[0]["rows_affected"], 1);
+    // Each statement of a batch that committed has its own duration.
+    assert_ne!(
+        updated[0]["duration_ms"], deleted[0]["duration_ms"],
+        "{events:#?}"
+    );
 
     let in_session = statement("INSERT", "sqlgate.v1.Sessions/Attach");
     assert_eq!(in_session.len(), 1, "{events:#?}");
@@ -241,6 +244,7 @@ async fn an_audit_file_that_cannot_be_written_stops_start_up() {
         database_url: "sqlite::memory:".to_owned(),
         audit: sqlgate::config::AuditSettings {
             sink: "/nonexistent-directory/audit.jsonl".to_owned(),
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -293,9 +297,21 @@ async fn every_event_names_the_effective_role_and_refused_calls_are_audited() {
         .send(SessionRequest::execute(1, app.sql("SELECT 2"), vec![]))
         .await;
     session.outcome(1).await.expect("a session's select");
+    // A session request refused while decoding has its event too.
+    session
+        .send(SessionRequest::execute(
+            2,
+            app.sql("SELECT $1 AS undecoded"),
+            vec![v::text(CANARY), pb::Value { kind: None }],
+        ))
+        .await;
+    session
+        .outcome(2)
+        .await
+        .expect_err("a parameter without a value");
     session.rollback().await;
 
-    let events = lines(&trail, 5).await;
+    let events = lines(&trail, 6).await;
     for event in &events {
         assert_eq!(event["role"], "writer", "{event:#?}");
     }
@@ -303,7 +319,7 @@ async fn every_event_names_the_effective_role_and_refused_calls_are_audited() {
         .iter()
         .filter(|e| e["event"] == "statement" && e["code"] == "INVALID_ARGUMENT")
         .collect();
-    assert_eq!(refused.len(), 2, "{events:#?}");
+    assert_eq!(refused.len(), 3, "{events:#?}");
     assert_eq!(refused[0]["method"], "sqlgate.v1.Query/Execute");
     assert_eq!(refused[0]["operation"], "SELECT");
     assert!(
@@ -313,5 +329,8 @@ async fn every_event_names_the_effective_role_and_refused_calls_are_audited() {
         "{events:#?}"
     );
     assert_eq!(refused[1]["method"], "sqlgate.v1.Query/ExecuteStream");
+    assert_eq!(refused[2]["method"], "sqlgate.v1.Sessions/Attach");
+    assert_eq!(refused[2]["operation"], "SELECT");
+    assert!(refused[2]["session"].is_string(), "{events:#?}");
     let _ = app.stop().await;
 }

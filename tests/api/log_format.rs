@@ -74,6 +74,9 @@ async fn json_lines_carry_the_call_fields_and_every_line_is_json() {
         "{line}"
     );
     assert!(call["elapsed_ms"].as_f64().is_some(), "{line}");
+    // An unauthenticated caller has no role of its own: the field is left
+    // out, in JSON as in text.
+    assert!(call.get("role").is_none(), "{line}");
     assert!(
         call["timestamp"]
             .as_str()
@@ -111,6 +114,10 @@ async fn text_is_written_when_asked() {
     for field in ["method=\"Execute\"", "code=Ok", "rows=1", "fingerprint="] {
         assert!(line.contains(field), "{field} missing from {line}");
     }
+    assert!(
+        !line.contains("role"),
+        "no role without an identity: {line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

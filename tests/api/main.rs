@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod audit;
+mod audit_table;
 mod auth;
 mod backend_settings;
 mod bad_input;

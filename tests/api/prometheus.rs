@@ -147,6 +147,42 @@ async fn the_endpoint_serves_pool_session_and_call_figures_as_prometheus_text() 
     let _ = app.stop().await;
 }
 
+/// A connection the pool opens for a caller is timed
+/// (`db.client.connection.create_time`); the one opened at start-up, for
+/// no caller, is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_for_a_caller_has_its_create_time() {
+    let app = app_with_metrics().await;
+    let address = app.metrics_address.expect("metrics served");
+    let created = |text: &str| {
+        sample(
+            text,
+            "db_client_connection_create_time_seconds_count",
+            &["db_client_connection_pool_name"],
+        )
+    };
+    // The start-up connection serves a first call: nothing opened.
+    app.run("SELECT 1").await;
+    let (_, text) = http_get(address, "/metrics").await;
+    assert_eq!(created(&text).unwrap_or(0.0), 0.0, "{text}");
+    // A session holds it: the next call needs a connection of its own.
+    let session = crate::session_client::Session::begin(&app, &[])
+        .await
+        .expect("begin");
+    app.run("SELECT 2").await;
+    let (_, text) = http_get(address, "/metrics").await;
+    assert_eq!(created(&text), Some(1.0), "{text}");
+    let sum = sample(
+        &text,
+        "db_client_connection_create_time_seconds_sum",
+        &["db_client_connection_pool_name"],
+    )
+    .expect("a sum");
+    assert!(sum > 0.0 && sum < 5.0, "{sum}");
+    session.rollback().await;
+    let _ = app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_methods_share_one_series_and_the_endpoint_refuses_what_it_does_not_serve() {
     let app = app_with_metrics().await;

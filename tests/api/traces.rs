@@ -400,6 +400,36 @@ async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_v
         attribute(&batch_statement, "db.operation.batch.size").as_deref(),
         Some("2")
     );
+    // Each statement of a batch: a span of its own under the batch's,
+    // with its own outcome and rows.
+    let under_a_batch = |span: &Span| {
+        collector.spans().iter().any(|parent| {
+            attribute(parent, "db.operation.name").as_deref() == Some("BATCH")
+                && child_of(parent)(span)
+        })
+    };
+    let failed_in_batch = collector
+        .wait_for("a batch's failing statement", |span| {
+            attribute(span, "error.type").as_deref() == Some("ALREADY_EXISTS")
+                && under_a_batch(span)
+        })
+        .await;
+    assert_eq!(
+        attribute(&failed_in_batch, "db.query.text").as_deref(),
+        Some("insert into notes (body) values ($1)")
+    );
+    let counted_in_batch = collector
+        .wait_for("a batch's statement", |span| {
+            attribute(span, "db.query.text").as_deref()
+                == Some("select count(*) from notes where body = $1")
+                && under_a_batch(span)
+        })
+        .await;
+    assert_eq!(
+        attribute(&counted_in_batch, "db.response.returned_rows").as_deref(),
+        Some("1")
+    );
+    assert!(attribute(&counted_in_batch, "error.type").is_none());
 
     // A session: a span of its own under its call's, covering its life
     // and saying how it ended.
@@ -616,4 +646,45 @@ async fn metrics_after_a_known_workload_arrive_over_otlp() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// On PostgreSQL a statement's span names the database the URL names
+/// (`db.namespace`) and the system (`postgresql`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_statement_span_names_its_database() {
+    let Some(db) =
+        crate::test_database::TestDatabase::create(crate::helpers::Backend::Postgres).await
+    else {
+        return;
+    };
+    let collector = Collector::default();
+    let endpoint = format!("http://{}", collector.start().await);
+    let (_sqlgate, address) = Sqlgate::serving(
+        &db.url,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+    )
+    .await;
+    QueryClient::new(channel(address).await)
+        .execute(traced(pb::ExecuteRequest {
+            sql: "SELECT 1 AS one".to_owned(),
+            ..Default::default()
+        }))
+        .await
+        .expect("select");
+    let statement = collector
+        .wait_for("a statement span", |span| {
+            attribute(span, "db.system.name").is_some()
+        })
+        .await;
+    assert_eq!(
+        attribute(&statement, "db.system.name").as_deref(),
+        Some("postgresql")
+    );
+    assert_eq!(
+        attribute(&statement, "db.namespace").as_deref(),
+        Some(db.name.as_str())
+    );
 }

@@ -3,7 +3,7 @@
 //! in this process that accepts and discards, `always_on` sampling), in
 //! the same rounds, in a random order in each. The ratio is traced / off.
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::net::SocketAddr;
 
 use futures::future::BoxFuture;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -18,7 +18,7 @@ use crate::{
     Args, BoxError,
     measure::{closed_loop, median, percentile, ratios_text},
     report::Measurement,
-    setup::Setup,
+    setup::{Setup, connections, start_sqlgate},
 };
 
 /// The point select of the `point select` workload.
@@ -65,45 +65,13 @@ async fn start_traced(
         .rsplit_once('/')
         .map_or(args.database_url.as_str(), |(base, _)| base);
     let url = format!("{base}/sqlgate_bench");
-    let binary = std::env::current_exe()?.with_file_name("sqlgate");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let address = listener.local_addr()?;
-    drop(listener);
-    let child = tokio::process::Command::new(&binary)
-        .args([
-            "serve",
-            "--listen",
-            &address.to_string(),
-            "--database-url",
-            &url,
-        ])
-        .env("SQLGATE_POOL__MAX_CONNECTIONS", setup.pool_size.to_string())
-        .env("SQLGATE_POOL__MIN_CONNECTIONS", setup.pool_size.to_string())
-        .env("SQLGATE_LOG_FILTER", "warn")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{sink}"))
-        .env("OTEL_TRACES_SAMPLER", "always_on")
-        .env("OTEL_SERVICE_NAME", "sqlgate-bench-traced")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|err| format!("cannot start {}: {err}", binary.display()))?;
-    let endpoint = format!("http://{address}");
-    let started = std::time::Instant::now();
-    while Channel::from_shared(endpoint.clone())?
-        .connect()
-        .await
-        .is_err()
-    {
-        if started.elapsed() > Duration::from_secs(10) {
-            return Err("the traced sqlgate did not start".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut channels = Vec::new();
-    for _ in 0..setup.channels.len().max(1) {
-        channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
-    }
-    Ok((child, channels))
+    let traced = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{sink}")),
+        ("OTEL_TRACES_SAMPLER", "always_on".to_owned()),
+        ("OTEL_SERVICE_NAME", "sqlgate-bench-traced".to_owned()),
+    ];
+    let (child, address, _) = start_sqlgate(&url, setup.pool_size, &traced).await?;
+    Ok((child, connections(&address.to_string()).await?))
 }
 
 /// One point select per call through the sqlgate behind `channels`,
@@ -173,9 +141,8 @@ pub(crate) async fn tracing_cost(args: &Args, setup: &Setup) -> Result<Measureme
         ratios_text(&ratios)
     );
     Ok(Measurement {
-        workload: format!(
-            "point select, concurrency {CONCURRENCY}, tracing on at 100 % (direct column: tracing off)"
-        ),
+        workload: format!("point select, concurrency {CONCURRENCY}, tracing at 100 % sampling"),
+        sides: Some(["tracing off", "tracing on"]),
         unit: "ops/s".into(),
         direct: Some(off_rate),
         sqlgate: on_rate,

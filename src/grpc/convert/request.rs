@@ -5,7 +5,7 @@
 //! [`Statement`] and [`Labels`], which this code calls. A value that cannot
 //! be decoded is refused with its parameter's index.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
     config::LimitSettings,
@@ -25,15 +25,33 @@ pub fn statement(
     limits: &LimitSettings,
     backend: Backend,
 ) -> Result<Statement, Error> {
-    Statement::check_param_count(params.len(), limits)?;
+    statement_or_text(sql, params, limits, backend).map_err(|(error, _)| error)
+}
+
+/// [`statement`], giving back the text of a statement refused for its
+/// parameters (when the text is within the size limit) for the audit
+/// trail's event — moved, not copied.
+fn statement_or_text(
+    sql: String,
+    params: Vec<pb::Value>,
+    limits: &LimitSettings,
+    backend: Backend,
+) -> Result<Statement, (Error, Option<String>)> {
+    let keep = |sql: String| (sql.len() <= limits.max_statement_bytes).then_some(sql);
+    if let Err(error) = Statement::check_param_count(params.len(), limits) {
+        return Err((error, keep(sql)));
+    }
     let params = params
         .into_iter()
         .enumerate()
         .map(|(index, value)| {
             SqlValue::try_from(value).map_err(|message| Error::invalid_parameter(index, message))
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Statement::new(sql, params, limits, backend)
+        .collect::<Result<Vec<_>, _>>();
+    match params {
+        Ok(params) => Statement::new(sql, params, limits, backend).map_err(|error| (error, None)),
+        Err(error) => Err((error, keep(sql))),
+    }
 }
 
 /// Decodes one session request; what cannot be decoded becomes
@@ -51,6 +69,7 @@ pub fn session_command(
             request_id: 0,
             error: Error::invalid_request("request", "empty session request"),
             commit_after: false,
+            sql: None,
         },
         Some(R::Begin(mut begin)) => {
             let first = begin.first.take();
@@ -63,6 +82,7 @@ pub fn session_command(
                     request_id: 0,
                     error,
                     commit_after: false,
+                    sql: None,
                 },
             }
         }
@@ -79,23 +99,30 @@ fn execute_command(
     backend: Backend,
 ) -> SessionCommand {
     let (request_id, commit_after) = (execute.request_id, execute.commit_after);
-    let invalid = |error| SessionCommand::Invalid {
+    let invalid = |error, sql: Option<String>| SessionCommand::Invalid {
         request_id,
         error,
         commit_after,
+        sql: sql.map(Arc::from),
     };
     let timeout = match execute.timeout.map(Duration::try_from).transpose() {
         Ok(timeout) => timeout,
-        Err(_) => return invalid(Error::invalid_request("timeout", "must not be negative")),
+        Err(_) => {
+            let sql = (execute.sql.len() <= limits.max_statement_bytes).then_some(execute.sql);
+            return invalid(
+                Error::invalid_request("timeout", "must not be negative"),
+                sql,
+            );
+        }
     };
-    match statement(execute.sql, execute.params, limits, backend) {
+    match statement_or_text(execute.sql, execute.params, limits, backend) {
         Ok(statement) => SessionCommand::Execute {
             request_id,
             statement,
             timeout,
             commit_after,
         },
-        Err(error) => invalid(error),
+        Err((error, sql)) => invalid(error, sql),
     }
 }
 

@@ -145,6 +145,8 @@ pub(super) struct NotedStatement {
     pub(super) rows_returned: Option<u64>,
     /// Rows the database changed.
     pub(super) rows_affected: u64,
+    /// How long it ran (`None`: the call's duration stands for it).
+    pub(super) duration: Option<std::time::Duration>,
 }
 
 /// The note's text fields, taken once when the line is written.
@@ -209,18 +211,24 @@ impl CallNote {
                 fingerprint: fingerprint.to_owned(),
                 rows_returned: None,
                 rows_affected: 0,
+                duration: None,
             });
         }
     }
 
     /// The call's statements ended with these rows returned and affected,
-    /// in order.
-    pub(crate) fn statement_rows(&self, rows: impl IntoIterator<Item = (u64, u64)>) {
+    /// each after running this long, in order.
+    pub(crate) fn statement_rows(
+        &self,
+        rows: impl IntoIterator<Item = (u64, u64, std::time::Duration)>,
+    ) {
         if self.0.keeps_statements {
             let mut text = self.text();
-            for (statement, (returned, affected)) in text.statements.iter_mut().zip(rows) {
+            for (statement, (returned, affected, duration)) in text.statements.iter_mut().zip(rows)
+            {
                 statement.rows_returned = Some(returned);
                 statement.rows_affected = affected;
+                statement.duration = Some(duration);
             }
         }
     }
