@@ -101,9 +101,11 @@ impl FrameBatcher {
         }
         // The next frame will likely be as long as this one; an eighth
         // more spares it a reallocation (a copy of the whole frame) when
-        // its rows come out a little longer.
+        // its rows come out a little longer. A frame larger than the
+        // limit (one large row travels alone) does not make every later
+        // frame reserve as much: at most twice the limit is reserved.
         let bytes = self.pending.byte_len();
-        let capacity = bytes + bytes / 8;
+        let capacity = (bytes + bytes / 8).min(self.max_row_bytes.saturating_mul(2));
         Some(std::mem::replace(
             &mut self.pending,
             EncodedRows::with_capacity(capacity),
