@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 use crate::{
     BoxError,
-    workloads::{POINT, one_message_session},
+    workloads::{POINT, WIDE, one_message_session},
 };
 
 /// Sends `calls` point selects (`sessions`: one-message sessions, each
@@ -55,6 +55,41 @@ pub(crate) async fn drive(
         .buffer_unordered(concurrency.max(1));
     while let Some(answer) = answers.next().await {
         answer?;
+    }
+    Ok(())
+}
+
+/// Streams the first `rows` rows of the wide table `streams` times, one
+/// stream after another, over a connection whose stream window fits a
+/// frame (as the benchmark's own client). Fails on the first error or a
+/// short stream.
+pub(crate) async fn drive_streams(
+    address: SocketAddr,
+    streams: u64,
+    rows: u64,
+) -> Result<(), BoxError> {
+    let channel = Channel::from_shared(format!("http://{address}"))?
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(8 << 20)
+        .connect()
+        .await?;
+    let mut client = QueryClient::new(channel);
+    for _ in 0..streams {
+        let request = pb::ExecuteRequest {
+            sql: format!("{WIDE} LIMIT {rows}"),
+            params: vec![],
+            max_rows: 0,
+        };
+        let mut frames = client.execute_stream(request).await?.into_inner();
+        let mut streamed = 0u64;
+        while let Some(frame) = frames.next().await {
+            if let Some(pb::result_frame::Frame::Rows(batch)) = frame?.frame {
+                streamed += batch.rows.len() as u64;
+            }
+        }
+        if streamed != rows {
+            return Err(format!("streamed {streamed} rows of {rows}").into());
+        }
     }
     Ok(())
 }

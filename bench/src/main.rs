@@ -90,6 +90,11 @@ pub(crate) struct Args {
     /// With `--drive`: how many callers at once.
     #[arg(long, default_value_t = 1)]
     pub(crate) concurrency: usize,
+    /// With `--drive`: stream the first `--calls` rows of the wide table
+    /// this many times, one after another, instead of sending point
+    /// selects: instructions per streamed row.
+    #[arg(long)]
+    pub(crate) streams: Option<u64>,
 }
 
 impl Args {
@@ -109,6 +114,9 @@ async fn main() -> Result<(), BoxError> {
         return session_client(address).await;
     }
     if let Some(address) = args.drive {
+        if let Some(streams) = args.streams {
+            return drive::drive_streams(address, streams, args.calls).await;
+        }
         return drive::drive(address, args.calls, args.concurrency, args.sessions).await;
     }
     let setup = prepare(&args).await?;

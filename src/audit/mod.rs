@@ -49,7 +49,7 @@ pub(crate) struct StatementRecord {
     /// The caller's text: only sanitized and parsed, never written.
     pub(crate) sql: Arc<str>,
     /// Its fingerprint.
-    pub(crate) fingerprint: String,
+    pub(crate) fingerprint: Arc<str>,
     /// Rows sent back, and rows the database says it changed.
     pub(crate) rows_returned: u64,
     /// See above.
@@ -165,7 +165,7 @@ fn format_line(time: SystemTime, record: Record, backend: Backend) -> String {
                 "peer": s.actor.peer,
                 "method": s.method,
                 "session": s.session,
-                "fingerprint": s.fingerprint,
+                "fingerprint": &*s.fingerprint,
                 "operation": operation,
                 "tables": tables,
                 "rows_returned": s.rows_returned,

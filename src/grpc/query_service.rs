@@ -99,7 +99,7 @@ impl<DB: Driver> QueryService<DB> {
         if decoded.is_err()
             && let Some(sql) = kept
         {
-            let fingerprint = fingerprint(&sql);
+            let fingerprint = fingerprint(&sql).into();
             note.statement(&Arc::from(sql), &fingerprint);
         }
         decoded
@@ -234,7 +234,7 @@ impl<DB: Driver> Query for QueryService<DB> {
             })
             .collect::<Result<Vec<_>, _>>();
         let statements = statements?;
-        note.fingerprints(statements.iter().map(|s| s.fingerprint.as_str()));
+        note.fingerprints(statements.iter().map(|s| &*s.fingerprint));
         note.operation("BATCH");
         for statement in &statements {
             note.statement(&statement.sql, &statement.fingerprint);

@@ -33,8 +33,9 @@ pub(crate) struct Analysed {
     pub(crate) sql: Arc<str>,
     /// What the text does.
     pub(crate) analysis: Analysis,
-    /// See [`fingerprint`].
-    pub(crate) fingerprint: String,
+    /// See [`fingerprint`]; shared by every statement, log line and
+    /// session made from this text, never copied per call.
+    pub(crate) fingerprint: Arc<str>,
 }
 
 impl Analysed {
@@ -66,7 +67,7 @@ impl Analysed {
     fn read(sql: Arc<str>, backend: Backend) -> Self {
         Self {
             analysis: Analysis::of(&sql, backend),
-            fingerprint: fingerprint(&sql),
+            fingerprint: fingerprint(&sql).into(),
             sql,
         }
     }
@@ -103,7 +104,7 @@ mod tests {
         let first = Analysed::of(sql.to_owned(), Backend::Postgres);
         let second = Analysed::of(sql.to_owned(), Backend::Postgres);
         assert!(Arc::ptr_eq(&first, &second));
-        assert_eq!(first.fingerprint, fingerprint(sql));
+        assert_eq!(*first.fingerprint, fingerprint(sql));
     }
 
     #[test]

@@ -3,7 +3,10 @@
 
 use sqlx::Database;
 
-use super::value::{ColumnInfo, SqlValue};
+use super::{
+    value::{ColumnInfo, SqlValue},
+    wire::RowWriter,
+};
 use crate::error::Error;
 
 /// A database's translation between [`SqlValue`] and its driver types.
@@ -38,6 +41,22 @@ pub(crate) trait Codec: Database {
         decoder: Self::Decoder,
         column: &ColumnInfo,
     ) -> Result<SqlValue, Error>;
+
+    /// Appends the value at `index` of `row` to a row in its wire form,
+    /// byte for byte what [`Codec::decode`] and then [`RowWriter::value`]
+    /// would write, and with the same errors. A backend that can write
+    /// some types straight from the driver's bytes, without the
+    /// intermediate [`SqlValue`], does so here.
+    fn encode_value(
+        row: &Self::Row,
+        index: usize,
+        decoder: Self::Decoder,
+        column: &ColumnInfo,
+        out: &mut RowWriter,
+    ) -> Result<(), Error> {
+        out.value(&Self::decode(row, index, decoder, column)?);
+        Ok(())
+    }
 
     /// Rows inserted, updated or deleted.
     fn rows_affected(result: &Self::QueryResult) -> u64;

@@ -13,6 +13,7 @@ use super::{
     codec::Codec,
     statement::Statement,
     value::{ColumnInfo, SqlValue, row_wire_len},
+    wire::RowWriter,
 };
 use crate::{
     db::{Driver, transaction::Failure},
@@ -102,14 +103,24 @@ impl<DB: Codec> RowPlan<DB> {
         }
         Ok(values)
     }
+
+    /// Writes `row` into `out` (cleared first) in its wire form, each
+    /// value straight from the driver's row where the backend can.
+    pub(crate) fn encode_row(&self, row: &DB::Row, out: &mut RowWriter) -> Result<(), Error> {
+        out.clear();
+        for (index, (decoder, column)) in self.decoders.iter().zip(&self.columns).enumerate() {
+            DB::encode_value(row, index, *decoder, column, out)?;
+        }
+        Ok(())
+    }
 }
 
 /// What [`run_statement`] hands each row to.
 pub(crate) trait RowSink<DB: Codec> {
     /// Called once, before the first row (or at the end when there are none).
     async fn columns(&mut self, columns: &[ColumnInfo]) -> Result<(), Failure>;
-    /// Called per decoded row.
-    async fn row(&mut self, row: Vec<SqlValue>) -> Result<(), Failure>;
+    /// Called per row, with the plan that reads it.
+    async fn row(&mut self, plan: &RowPlan<DB>, row: &DB::Row) -> Result<(), Failure>;
     /// Resolves when the consumer is gone; runs beside the wait for the next row.
     async fn consumer_gone(&self);
 }
@@ -141,7 +152,12 @@ where
     {
         let mut results = DB::fetch_many(conn, text.clone(), args);
         loop {
+            // The next row first: while rows are ready, the consumer's
+            // watch is never polled (registering and dropping its waiter
+            // per row was a tenth of a streamed row's work), and a reader
+            // that left is seen at the next frame anyway.
             let next = tokio::select! {
+                biased;
                 next = results.try_next() => next.map_err(Failure::from_driver)?,
                 () = sink.consumer_gone() => return Err(Failure::ReaderGone),
             };
@@ -156,8 +172,7 @@ where
                         plan = Some(new_plan);
                     }
                     if let Some(plan) = &plan {
-                        let values = plan.decode_row(&row).map_err(Failure::Dirty)?;
-                        sink.row(values).await?;
+                        sink.row(plan, &row).await?;
                     }
                 }
             }
@@ -193,7 +208,8 @@ impl<DB: Codec> RowSink<DB> for Collector<'_> {
         Ok(())
     }
 
-    async fn row(&mut self, row: Vec<SqlValue>) -> Result<(), Failure> {
+    async fn row(&mut self, plan: &RowPlan<DB>, row: &DB::Row) -> Result<(), Failure> {
+        let row = plan.decode_row(row).map_err(Failure::Dirty)?;
         self.budget.take(&row).map_err(Failure::Dirty)?;
         self.output.rows.push(row);
         Ok(())

@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 
 use super::{
     codec::Codec,
-    executor::RowSink,
-    value::{ColumnInfo, SqlValue, row_wire_len},
+    executor::{RowPlan, RowSink},
+    value::ColumnInfo,
+    wire::{EncodedRows, RowWriter},
 };
 use crate::{config::LimitSettings, db::transaction::Failure, error::Error};
 
@@ -26,8 +27,8 @@ use crate::{config::LimitSettings, db::transaction::Failure, error::Error};
 pub enum StreamEvent {
     /// The result's columns; always first.
     Columns(Vec<ColumnInfo>),
-    /// A batch of rows.
-    Rows(Vec<Vec<SqlValue>>),
+    /// A batch of rows, in their wire form.
+    Rows(EncodedRows),
     /// The statement finished; always last.
     Finished(StreamStats),
 }
@@ -47,9 +48,8 @@ pub struct StreamStats {
 /// Shared by ExecuteStream and session results.
 #[derive(Debug)]
 struct FrameBatcher {
-    pending: Vec<Vec<SqlValue>>,
-    /// The encoded bytes of `pending` inside a `RowBatch`.
-    pending_bytes: usize,
+    /// The rows of the next frame, already in their wire form.
+    pending: EncodedRows,
     rows_returned: u64,
     max_rows: usize,
     /// The bytes the rows of one frame may take: the frame's limit less the
@@ -66,8 +66,7 @@ impl FrameBatcher {
         // `ResultFrame.rows` (field 2): a one-byte key and the batch's length.
         let frame_overhead = 1 + prost::encoding::encoded_len_varint(max_bytes as u64);
         Self {
-            pending: Vec::new(),
-            pending_bytes: 0,
+            pending: EncodedRows::default(),
             rows_returned: 0,
             max_rows: limits.stream_batch_rows.max(1),
             max_row_bytes: max_bytes.saturating_sub(frame_overhead),
@@ -75,21 +74,20 @@ impl FrameBatcher {
     }
 
     /// The pending rows, when a row of `size` bytes would not fit beside them.
-    fn make_room(&mut self, size: usize) -> Option<Vec<Vec<SqlValue>>> {
-        if !self.pending.is_empty() && self.pending_bytes + size > self.max_row_bytes {
+    fn make_room(&mut self, size: usize) -> Option<EncodedRows> {
+        if !self.pending.is_empty() && self.pending.byte_len() + size > self.max_row_bytes {
             self.take()
         } else {
             None
         }
     }
 
-    /// Adds a row of `size` bytes (after [`FrameBatcher::make_room`]);
-    /// returns a full frame's rows when one is ready to send.
-    fn push(&mut self, row: Vec<SqlValue>, size: usize) -> Option<Vec<Vec<SqlValue>>> {
-        self.pending_bytes += size;
+    /// Adds a row (after [`FrameBatcher::make_room`]); returns a full
+    /// frame's rows when one is ready to send.
+    fn push(&mut self, row: &RowWriter) -> Option<EncodedRows> {
         self.pending.push(row);
         self.rows_returned += 1;
-        if self.pending.len() >= self.max_rows || self.pending_bytes >= self.max_row_bytes {
+        if self.pending.len() >= self.max_rows || self.pending.byte_len() >= self.max_row_bytes {
             self.take()
         } else {
             None
@@ -97,14 +95,21 @@ impl FrameBatcher {
     }
 
     /// The rows not sent yet, if any.
-    fn take(&mut self) -> Option<Vec<Vec<SqlValue>>> {
+    fn take(&mut self) -> Option<EncodedRows> {
         if self.pending.is_empty() {
             return None;
         }
-        self.pending_bytes = 0;
-        // The next frame will likely be as long as this one.
-        let next = Vec::with_capacity(self.pending.len());
-        Some(std::mem::replace(&mut self.pending, next))
+        // The next frame will likely be as long as this one; an eighth
+        // more spares it a reallocation (a copy of the whole frame) when
+        // its rows come out a little longer. A frame larger than the
+        // limit (one large row travels alone) does not make every later
+        // frame reserve as much: at most twice the limit is reserved.
+        let bytes = self.pending.byte_len();
+        let capacity = (bytes + bytes / 8).min(self.max_row_bytes.saturating_mul(2));
+        Some(std::mem::replace(
+            &mut self.pending,
+            EncodedRows::with_capacity(capacity),
+        ))
     }
 
     /// Rows seen so far.
@@ -180,6 +185,8 @@ impl FrameTarget for StreamFrames<'_> {
 pub(crate) struct FrameSink<T> {
     target: T,
     batcher: FrameBatcher,
+    /// The row being encoded; its buffers serve every row.
+    row: RowWriter,
     /// The target refused a frame: its reader is gone.
     reader_gone: bool,
 }
@@ -190,6 +197,7 @@ impl<T: FrameTarget> FrameSink<T> {
         Self {
             target,
             batcher: FrameBatcher::new(limits),
+            row: RowWriter::default(),
             reader_gone: false,
         }
     }
@@ -231,12 +239,13 @@ impl<DB: Codec, T: FrameTarget> RowSink<DB> for FrameSink<T> {
         self.send(StreamEvent::Columns(columns.to_vec())).await
     }
 
-    async fn row(&mut self, row: Vec<SqlValue>) -> Result<(), Failure> {
-        let size = row_wire_len(&row);
-        if let Some(rows) = self.batcher.make_room(size) {
+    async fn row(&mut self, plan: &RowPlan<DB>, row: &DB::Row) -> Result<(), Failure> {
+        plan.encode_row(row, &mut self.row)
+            .map_err(Failure::Dirty)?;
+        if let Some(rows) = self.batcher.make_room(self.row.framed_len()) {
             self.send(StreamEvent::Rows(rows)).await?;
         }
-        match self.batcher.push(row, size) {
+        match self.batcher.push(&self.row) {
             Some(rows) => self.send(StreamEvent::Rows(rows)).await,
             None => Ok(()),
         }

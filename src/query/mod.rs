@@ -16,6 +16,7 @@ mod sqlite;
 pub mod statement;
 pub(crate) mod stream;
 pub mod value;
+pub mod wire;
 
 pub(crate) use engine::QueryEngine;
 pub use executor::QueryOutput;

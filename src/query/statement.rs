@@ -16,8 +16,8 @@ pub struct Statement {
     pub sql: Arc<str>,
     /// Positional parameters.
     pub params: Vec<SqlValue>,
-    /// See [`fingerprint`].
-    pub fingerprint: String,
+    /// See [`fingerprint`]; shared with the cache of analysed texts.
+    pub fingerprint: Arc<str>,
     /// What the text does, read with `backend`'s lexer (once per distinct
     /// text: see [`Analysed`]).
     analysed: Arc<Analysed>,

@@ -120,7 +120,7 @@ impl SqlValue {
     }
 
     /// The length of the encoded `sqlgate.v1.Value` message: its one
-    /// `kind` field (see `grpc::row_batch::put_value_body`).
+    /// `kind` field (see `query::wire::put_value_body`).
     fn body_len(&self) -> usize {
         // Every field number of `kind` is below 16: a one-byte key.
         match self {

@@ -70,7 +70,7 @@ pub(super) struct Session<DB: Driver> {
 /// A session statement on its way to the audit trail.
 struct AuditedStatement {
     sql: Arc<str>,
-    fingerprint: String,
+    fingerprint: Arc<str>,
     started: Instant,
 }
 

@@ -142,7 +142,7 @@ struct Activity {
     last: Instant,
     state: SessionState,
     /// The statement running now (fingerprint only).
-    fingerprint: Option<String>,
+    fingerprint: Option<Arc<str>>,
 }
 
 /// A snapshot of one session for ListSessions.
@@ -206,7 +206,7 @@ impl SessionEntry {
     }
 
     /// A statement starts running (an aborted session stays aborted).
-    pub(crate) fn statement_started(&self, fingerprint: String) {
+    pub(crate) fn statement_started(&self, fingerprint: Arc<str>) {
         self.statements.fetch_add(1, Ordering::Relaxed);
         self.with_activity(|activity| {
             activity.fingerprint = Some(fingerprint);
@@ -233,7 +233,13 @@ impl SessionEntry {
 
     fn summary(&self) -> SessionSummary {
         let (state, last, current_fingerprint) = self
-            .with_activity(|activity| (activity.state, activity.last, activity.fingerprint.clone()))
+            .with_activity(|activity| {
+                (
+                    activity.state,
+                    activity.last,
+                    activity.fingerprint.as_deref().map(str::to_owned),
+                )
+            })
             .unwrap_or((SessionState::Idle, Instant::now(), None));
         SessionSummary {
             id: self.id.clone(),

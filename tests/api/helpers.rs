@@ -133,6 +133,33 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
+    /// Runs `sql` through sqlgate's ExecuteStream: every row of every
+    /// frame, or the status the stream (or its start) ended with.
+    pub async fn stream(
+        &self,
+        sql: &str,
+        params: Vec<pb::Value>,
+    ) -> Result<Vec<pb::Row>, tonic::Status> {
+        use futures::StreamExt;
+        let mut frames = self
+            .query
+            .clone()
+            .execute_stream(pb::ExecuteRequest {
+                sql: self.sql(sql),
+                params,
+                max_rows: 0,
+            })
+            .await?
+            .into_inner();
+        let mut rows = Vec::new();
+        while let Some(frame) = frames.next().await {
+            if let Some(pb::result_frame::Frame::Rows(batch)) = frame?.frame {
+                rows.extend(batch.rows);
+            }
+        }
+        Ok(rows)
+    }
+
     /// Runs `sql` and panics on failure.
     pub async fn run(&self, sql: &str) -> pb::ExecuteResponse {
         self.execute(sql, vec![])

@@ -35,7 +35,8 @@ fn decode_wide(row: &sqlx::postgres::PgRow) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-const WIDE: &str = "SELECT id, a, b, c, d, e, f, g FROM bench_wide";
+/// The wide table, every column.
+pub(crate) const WIDE: &str = "SELECT id, a, b, c, d, e, f, g FROM bench_wide";
 
 /// The whole wide table through the direct pool: rows per second, and CPU
 /// per 1,000 rows.

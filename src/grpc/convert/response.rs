@@ -62,7 +62,7 @@ impl From<StreamEvent> for pb::ResultFrame {
             StreamEvent::Columns(columns) => Frame::Metadata(pb::ResultMetadata {
                 columns: columns.into_iter().map(pb::Column::from).collect(),
             }),
-            StreamEvent::Rows(batch) => Frame::Rows(pb::RowBatch::encode_rows(batch)),
+            StreamEvent::Rows(batch) => Frame::Rows(pb::RowBatch::from(batch)),
             StreamEvent::Finished(stats) => Frame::Stats(pb::ResultStats {
                 rows_affected: stats.rows_affected,
                 rows_returned: stats.rows_returned,

@@ -140,7 +140,7 @@ pub(super) struct NotedStatement {
     /// The caller's text (parsed for the trail, never written).
     pub(super) sql: Arc<str>,
     /// Its fingerprint.
-    pub(super) fingerprint: String,
+    pub(super) fingerprint: Arc<str>,
     /// Rows sent back (`None`: the call's count).
     pub(super) rows_returned: Option<u64>,
     /// Rows the database changed.
@@ -153,7 +153,7 @@ pub(super) struct NotedStatement {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct NoteText {
     /// Statement fingerprint(s), comma-separated.
-    pub(super) fingerprint: Option<String>,
+    pub(super) fingerprint: Option<Arc<str>>,
     /// The session a `Sessions/Attach` call opened.
     pub(super) session: Option<String>,
     /// What the call's statement does (`SELECT`…; `BATCH` for several).
@@ -204,11 +204,11 @@ impl CallNote {
     }
 
     /// The call runs `sql` (kept only for the audit trail).
-    pub(crate) fn statement(&self, sql: &Arc<str>, fingerprint: &str) {
+    pub(crate) fn statement(&self, sql: &Arc<str>, fingerprint: &Arc<str>) {
         if self.0.keeps_statements {
             self.text().statements.push(NotedStatement {
                 sql: sql.clone(),
-                fingerprint: fingerprint.to_owned(),
+                fingerprint: fingerprint.clone(),
                 rows_returned: None,
                 rows_affected: 0,
                 duration: None,
@@ -246,9 +246,10 @@ impl CallNote {
         (std::mem::take(&mut text.statements), text.sqlstate.take())
     }
 
-    /// The call runs the statement with this fingerprint.
-    pub(crate) fn fingerprint(&self, fingerprint: &str) {
-        self.text().fingerprint = Some(fingerprint.to_owned());
+    /// The call runs the statement with this fingerprint (shared, not
+    /// copied: every call of a statement has it).
+    pub(crate) fn fingerprint(&self, fingerprint: &Arc<str>) {
+        self.text().fingerprint = Some(fingerprint.clone());
     }
 
     /// The call runs these statements: the first few are named.
@@ -258,7 +259,7 @@ impl CallNote {
             .take(FINGERPRINTS_LOGGED)
             .collect::<Vec<_>>()
             .join(",");
-        self.text().fingerprint = Some(joined);
+        self.text().fingerprint = Some(joined.into());
     }
 
     /// The call runs a statement of this operation (`SELECT`, `INSERT`…,

@@ -136,7 +136,7 @@ mod lines {
         let mut frames = Some(frames);
         let handler = tower::service_fn(move |request: http::Request<()>| {
             let note = request.extensions().get::<CallNote>().expect("a note");
-            note.fingerprint("f1");
+            note.fingerprint(&std::sync::Arc::from("f1"));
             note.rows(2);
             note.rows(3);
             let mut response = http::Response::builder();

@@ -123,9 +123,9 @@ impl PgScalar {
 
 /// A `json` or `jsonb` value as its text. PostgreSQL has validated it
 /// already, so it is passed on without being parsed again.
-struct JsonText(String);
+pub(super) struct JsonText<'r>(pub(super) &'r str);
 
-impl<'r> Decode<'r, Postgres> for JsonText {
+impl<'r> Decode<'r, Postgres> for JsonText<'r> {
     fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
         let is_jsonb = value.type_info().oid() == Some(Oid(3802));
         let text = match value.format() {
@@ -137,24 +137,24 @@ impl<'r> Decode<'r, Postgres> for JsonText {
             },
             PgValueFormat::Binary => value.as_str()?,
         };
-        Ok(Self(text.to_owned()))
+        Ok(Self(text))
     }
 }
 
 /// A `time` value. PostgreSQL's `time` runs to `24:00:00` (also what it
 /// stores for `23:59:60`), which no time of day carries: sqlx would read it
 /// as `00:00:00`, the start of the same day. It is refused instead.
-struct TimeOfDay(NaiveTime);
+pub(super) struct TimeOfDay(pub(super) NaiveTime);
 
 /// A `date`; `infinity`, `-infinity` and days beyond chrono's range
 /// (±262,143 years) are refused, where sqlx would panic.
-struct Day(NaiveDate);
+pub(super) struct Day(pub(super) NaiveDate);
 
 /// A `timestamp`; like [`Day`] for `infinity` and range.
-struct WallClock(NaiveDateTime);
+pub(super) struct WallClock(pub(super) NaiveDateTime);
 
 /// A `timestamptz`; like [`Day`] for `infinity` and range.
-struct Instant(DateTime<Utc>);
+pub(super) struct Instant(pub(super) DateTime<Utc>);
 
 /// Microseconds in a day: `time`'s binary value for `24:00:00`.
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -332,8 +332,8 @@ pub(super) fn decode_scalar(
             row.try_get_unchecked::<Option<Vec<u8>>, _>(i)?,
             SqlValue::Bytes,
         ),
-        PgScalar::Json => opt(row.try_get_unchecked::<Option<JsonText>, _>(i)?, |v| {
-            SqlValue::Json(v.0)
+        PgScalar::Json => opt(row.try_get_unchecked::<Option<JsonText<'_>>, _>(i)?, |v| {
+            SqlValue::Json(v.0.to_owned())
         }),
         PgScalar::Uuid => opt(row.try_get_unchecked::<Option<Uuid>, _>(i)?, SqlValue::Uuid),
         PgScalar::Date => opt(row.try_get_unchecked::<Option<Day>, _>(i)?, |v| {

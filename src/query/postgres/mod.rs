@@ -4,13 +4,15 @@
 //!
 //! This module only wires the [`Codec`] impl. Binding parameters and the
 //! statement text per type signature live in `encode`, column planning and
-//! value decoding in `decode`, and `numeric`'s binary format (both ways,
+//! value decoding in `decode`, streamed scalars written straight into
+//! their wire form in `transcode`, and `numeric`'s binary format (both ways,
 //! since sqlx's `BigDecimal` loses the display scale and the special
 //! values) in `numeric`.
 
 mod decode;
 mod encode;
 mod numeric;
+mod transcode;
 
 use sqlx::{
     Postgres,
@@ -20,6 +22,7 @@ use sqlx::{
 use super::{
     codec::{Codec, unrepresentable},
     value::{ColumnInfo, SqlValue},
+    wire::RowWriter,
 };
 use crate::error::Error;
 use decode::PgDecoder;
@@ -57,6 +60,23 @@ impl Codec for Postgres {
             PgDecoder::Array(scalar) => decode::decode_array(row, index, scalar),
         }
         .map_err(|err| unrepresentable(column, err))
+    }
+
+    fn encode_value(
+        row: &PgRow,
+        index: usize,
+        decoder: PgDecoder,
+        column: &ColumnInfo,
+        out: &mut RowWriter,
+    ) -> Result<(), Error> {
+        match decoder {
+            PgDecoder::Scalar(scalar) => transcode::scalar(row, index, scalar, out)
+                .map_err(|err| unrepresentable(column, err)),
+            PgDecoder::Array(_) => {
+                out.value(&Self::decode(row, index, decoder, column)?);
+                Ok(())
+            }
+        }
     }
 
     fn rows_affected(result: &PgQueryResult) -> u64 {
