@@ -367,7 +367,7 @@ impl<DB: Driver> Session<DB> {
         if self.manager.registry.audit().is_some() {
             let sql = sql.unwrap_or_else(|| Arc::from(""));
             self.audited = Some(AuditedStatement {
-                fingerprint: fingerprint(&sql),
+                fingerprint: Arc::from(fingerprint(&sql)),
                 sql,
                 started: Instant::now(),
             });
