@@ -21,6 +21,7 @@ mod drive;
 mod measure;
 mod report;
 mod setup;
+mod sink;
 mod workloads;
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -80,6 +81,11 @@ pub(crate) struct Args {
     /// With `--drive`: how many callers at once.
     #[arg(long, default_value_t = 1)]
     pub(crate) concurrency: usize,
+    /// Serve an OTLP trace collector that discards every export on this
+    /// address until stopped: where a sqlgate under callgrind sends its
+    /// spans when the instructions of tracing are counted.
+    #[arg(long)]
+    pub(crate) otlp_sink: Option<SocketAddr>,
 }
 
 /// The error every step of the benchmark returns: it only reports and stops.
@@ -90,6 +96,9 @@ async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     if let Some(address) = args.session_client {
         return session_client(address).await;
+    }
+    if let Some(address) = args.otlp_sink {
+        return sink::run(address).await;
     }
     if let Some(address) = args.drive {
         return drive::drive(address, args.calls, args.concurrency).await;
