@@ -22,6 +22,7 @@ mod drive;
 mod measure;
 mod report;
 mod setup;
+mod sink;
 mod unix_sides;
 mod workloads;
 
@@ -95,6 +96,11 @@ pub(crate) struct Args {
     /// selects: instructions per streamed row.
     #[arg(long)]
     pub(crate) streams: Option<u64>,
+    /// Serve an OTLP trace collector that discards every export on this
+    /// address until stopped: where a sqlgate under callgrind sends its
+    /// spans when the instructions of tracing are counted.
+    #[arg(long)]
+    pub(crate) otlp_sink: Option<SocketAddr>,
 }
 
 impl Args {
@@ -112,6 +118,9 @@ async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     if let Some(address) = args.session_client {
         return session_client(address).await;
+    }
+    if let Some(address) = args.otlp_sink {
+        return sink::run(address).await;
     }
     if let Some(address) = args.drive {
         if let Some(streams) = args.streams {

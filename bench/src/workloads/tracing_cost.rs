@@ -1,18 +1,13 @@
 //! What tracing costs: point selects through the usual sqlgate (traces
 //! off) and through a second sqlgate exporting every span (OTLP to a sink
-//! in this process that accepts and discards, `always_on` sampling), in
+//! in this process that accepts and discards, [`crate::sink`], `always_on` sampling), in
 //! the same rounds, in a random order in each. The ratio is traced / off.
 
 use std::net::SocketAddr;
 
 use futures::future::BoxFuture;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-    trace_service_server::{TraceService, TraceServiceServer},
-};
 use sqlgate::grpc::pb::{self, query_client::QueryClient};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::transport::Channel;
 
 use crate::{
     Args, BoxError,
@@ -26,32 +21,6 @@ const POINT: &str = "SELECT id, name, amount, created FROM bench_items WHERE id 
 
 /// Callers, as in the point select at concurrency 16.
 const CONCURRENCY: usize = 16;
-
-/// An OTLP trace collector that accepts every export and keeps nothing.
-#[derive(Debug, Clone, Copy)]
-struct DiscardingSink;
-
-#[tonic::async_trait]
-impl TraceService for DiscardingSink {
-    async fn export(
-        &self,
-        _request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        Ok(Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-/// Serves [`DiscardingSink`] on a free loopback port.
-async fn start_sink() -> Result<SocketAddr, BoxError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(DiscardingSink))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    Ok(address)
-}
 
 /// A second sqlgate over the benchmark's database, configured as the
 /// first, exporting every span to `sink`.
@@ -100,7 +69,7 @@ fn point_select_through(
 
 /// Point selects, traces off vs. on at 100 % sampling, same rounds.
 pub(crate) async fn tracing_cost(args: &Args, setup: &Setup) -> Result<Measurement, BoxError> {
-    let sink = start_sink().await?;
+    let sink = crate::sink::start().await?;
     let (mut traced_child, traced_channels) = start_traced(args, setup, sink).await?;
     let off = point_select_through(setup.rows, &setup.channels);
     let on = point_select_through(setup.rows, &traced_channels);
