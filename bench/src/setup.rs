@@ -228,7 +228,10 @@ pub(crate) async fn start_sqlgate(
     extra: &[(&str, String)],
 ) -> Result<(tokio::process::Child, SocketAddr, Channel), BoxError> {
     let address = free_address()?;
-    let env: Vec<(&str, &str)> = extra.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    let env: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect();
     let child = spawn_sqlgate(&address.to_string(), url, pool_size, &env)?;
     let channel = connect_when_up(&address.to_string(), "sqlgate").await?;
     Ok((child, address, channel))
