@@ -16,7 +16,7 @@ use std::{
 };
 
 use sea_orm::sea_query::{
-    Alias, ColumnDef, Iden, InsertStatement, MysqlQueryBuilder, PostgresQueryBuilder, Query,
+    Alias, ColumnDef, Expr, Iden, InsertStatement, MysqlQueryBuilder, PostgresQueryBuilder, Query,
     SqliteQueryBuilder, Table, TableCreateStatement, TableRef, Value,
 };
 
@@ -182,7 +182,10 @@ impl AuditTable {
         }
     }
 
-    /// Refuses `sql` (PERMISSION_DENIED) when it names the audit table.
+    /// Refuses `sql` (PERMISSION_DENIED) when it names the audit table,
+    /// or may undo part of a transaction (`SAVEPOINT`, `ROLLBACK TO`,
+    /// `RELEASE`): a write rolled back to a savepoint would otherwise keep
+    /// the audit row staged for it, which commits with the transaction.
     pub(crate) fn check(&self, sql: &str) -> Result<(), Error> {
         if self.is_named_by(sql) {
             return Err(Error::Forbidden(format!(
@@ -190,26 +193,37 @@ impl AuditTable {
                 self.name
             )));
         }
+        let text = sql.to_ascii_lowercase();
+        if ["savepoint", "rollback", "release"]
+            .iter()
+            .any(|word| contains_word(&text, word))
+        {
+            return Err(Error::Forbidden(format!(
+                "savepoints (SAVEPOINT, ROLLBACK TO, RELEASE) are refused while the audit table \
+                 {} is on: a write rolled back to a savepoint would keep its audit row",
+                self.name
+            )));
+        }
         Ok(())
     }
 
-    /// Whether `sql` names the audit table anywhere outside its literals
-    /// (a word of its sanitized text, quoted or not, in any case): such a
-    /// statement is refused, so that a caller cannot forge, read or erase
-    /// audit rows through sqlgate. Dynamic SQL that builds the name from
-    /// strings gets past this; only the database's grants stop that (see
-    /// the README).
+    /// Whether `sql` may name the audit table: its name as a word
+    /// anywhere in the raw text, in any case — inside literals, comments
+    /// and dollar-quoted bodies too, because a backend may read those as
+    /// names (SQLite takes `DELETE FROM 'sqlgate_audit'` as a table name,
+    /// MySQL runs `/*! … */` as code, PostgreSQL runs a `DO $$ … $$` body) —
+    /// or a PostgreSQL Unicode-escaped identifier (`U&"…"`), which can
+    /// spell any name. Such a statement is refused, so that a caller
+    /// cannot forge, read or erase audit rows through sqlgate; a few
+    /// statements that only mention the name in a string are refused too.
+    /// Dynamic SQL that builds the name from pieces gets past this; only
+    /// the database's grants stop that (see the README).
     pub(crate) fn is_named_by(&self, sql: &str) -> bool {
-        let text = sanitized_text(sql, self.backend).to_ascii_lowercase();
-        let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
-        text.match_indices(self.word.as_str()).any(|(at, found)| {
-            let before = at
-                .checked_sub(1)
-                .and_then(|i| text.as_bytes().get(i))
-                .copied();
-            let after = text.as_bytes().get(at + found.len()).copied();
-            !before.is_some_and(is_word) && !after.is_some_and(is_word)
-        })
+        let text = sql.to_ascii_lowercase();
+        if self.backend == Backend::Postgres && text.contains("u&\"") {
+            return true;
+        }
+        contains_word(&text, &self.word)
     }
 
     /// The INSERT of one audit row: `row` as the JSON statement event has
@@ -243,13 +257,45 @@ impl AuditTable {
         let mut insert: InsertStatement = Query::insert();
         insert.into_table(self.table_ref()).columns(Column::ALL);
         // The values match the columns in number: this cannot fail.
-        let _ = insert.values(values.map(Into::into));
+        let _ = insert.values(values.map(|value| self.literal(value)));
         match self.backend {
             Backend::Postgres => insert.to_string(PostgresQueryBuilder),
             Backend::MySql => insert.to_string(MysqlQueryBuilder),
             Backend::Sqlite => insert.to_string(SqliteQueryBuilder),
         }
     }
+}
+
+impl AuditTable {
+    /// `value` as a literal of the INSERT. On MySQL a text is written as a
+    /// hex literal (`_utf8mb4 X'…'`): the builder's quoting escapes `'`
+    /// with a backslash, which a server in `NO_BACKSLASH_ESCAPES` mode
+    /// would read as the string's end — and callers choose some of these
+    /// texts (their identity's name, a statement's identifiers). A hex
+    /// literal reads the same whatever the `sql_mode`.
+    fn literal(&self, value: Value) -> Expr {
+        match (self.backend, value) {
+            (Backend::MySql, Value::String(Some(text))) => {
+                let hex: String = text.bytes().map(|byte| format!("{byte:02X}")).collect();
+                Expr::cust(format!("_utf8mb4 X'{hex}'"))
+            }
+            (_, value) => value.into(),
+        }
+    }
+}
+
+/// Whether lower-cased `text` holds `word` (lower case) as a whole word:
+/// not inside a longer identifier (`sqlgate_audit_notes`, `released`).
+fn contains_word(text: &str, word: &str) -> bool {
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
+    text.match_indices(word).any(|(at, found)| {
+        let before = at
+            .checked_sub(1)
+            .and_then(|i| text.as_bytes().get(i))
+            .copied();
+        let after = text.as_bytes().get(at + found.len()).copied();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
 }
 
 /// Who writes, for every audit row of a call or a session.
@@ -346,12 +392,16 @@ mod tests {
                 (0, 1),
                 Duration::from_millis(3),
             );
-            assert!(!sql.contains("CANARY"), "{sql}");
-            assert!(sql.contains("notes"), "{sql}");
-            assert!(
-                sql.contains("o''brien") || sql.contains("o\\'brien"),
-                "{sql}"
-            );
+            // MySQL's texts are hex literals; PostgreSQL's `E'…'` escape `'`
+            // with a backslash (read so whatever the server's settings).
+            let shown = |text: &str| match backend {
+                Backend::MySql => text.bytes().map(|byte| format!("{byte:02X}")).collect(),
+                Backend::Postgres => text.replace('\'', "\\'"),
+                Backend::Sqlite => text.replace('\'', "''"),
+            };
+            assert!(!sql.contains(&shown("CANARY")), "{sql}");
+            assert!(sql.contains(&shown("notes")), "{sql}");
+            assert!(sql.contains(&shown("o'brien")), "{sql}");
         }
     }
 
@@ -375,8 +425,50 @@ mod tests {
         assert!(table.is_named_by("select * from audit.\"sqlgate_audit\""));
         assert!(table.is_named_by("UPDATE Sqlgate_Audit set code = 'x'"));
         assert!(!table.is_named_by("select * from sqlgate_audit_copy"));
-        assert!(!table.is_named_by("select 'sqlgate_audit'"));
+        // Read as a name by some backend, or able to spell any name.
+        assert!(table.is_named_by("select 'sqlgate_audit'"));
+        assert!(table.is_named_by(r#"insert into U&"sqlgate\005faudit" values (1)"#));
+        assert!(table.is_named_by("DO $$ BEGIN DELETE FROM sqlgate_audit; END $$"));
         let table = AuditTable::new("sqlgate_audit", Backend::MySql).expect("a name");
         assert!(table.is_named_by("truncate `sqlgate_audit`"));
+        assert!(table.is_named_by("DELETE FROM /*! sqlgate_audit */"));
+        let table = AuditTable::new("sqlgate_audit", Backend::Sqlite).expect("a name");
+        assert!(table.is_named_by("DELETE FROM 'sqlgate_audit'"));
+        assert!(!table.is_named_by("DELETE FROM notes WHERE tag = 'sqlgate_auditor'"));
+    }
+
+    #[test]
+    fn savepoints_are_refused_while_the_table_is_on() {
+        let table = AuditTable::new("sqlgate_audit", Backend::Postgres).expect("a name");
+        for sql in [
+            "SAVEPOINT s",
+            "rollback to s",
+            "/* x */ ROLLBACK TO SAVEPOINT s",
+            "RELEASE SAVEPOINT s",
+        ] {
+            assert!(table.check(sql).is_err(), "{sql}");
+        }
+        for sql in ["UPDATE releases SET released = true", "SELECT 1"] {
+            assert!(table.check(sql).is_ok(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn mysql_texts_are_hex_literals_whatever_the_sql_mode() {
+        let table = AuditTable::new("sqlgate_audit", Backend::MySql).expect("a name");
+        let quoted = table.literal(Value::String(Some("a\\'; DROP TABLE t; --".to_owned())));
+        let insert = {
+            let mut insert: InsertStatement = Query::insert();
+            insert
+                .into_table(table.table_ref())
+                .columns([Column::Caller]);
+            let _ = insert.values([quoted]);
+            insert.to_string(MysqlQueryBuilder)
+        };
+        assert!(
+            insert.ends_with("VALUES (_utf8mb4 X'615C273B2044524F50205441424C4520743B202D2D')"),
+            "{insert}"
+        );
+        assert!(!insert.contains('\\'), "{insert}");
     }
 }

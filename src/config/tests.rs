@@ -270,6 +270,32 @@ fn listen_mode_in_a_file_is_a_string_of_octal_digits() {
             .map_err(|e| figment::Error::from(e.to_string()))?;
         assert_eq!(settings.listen_mode.bits(), 0o666);
         assert_eq!(settings.listen.to_string(), "unix:sqlgate.sock");
+        // Every local user may connect: as open as a network address.
+        let refused = settings
+            .exposure(false)
+            .expect_err("open to every local user");
+        assert!(refused.contains("every local user"), "{refused}");
+        assert!(matches!(settings.exposure(true), Ok(Exposure::Insecure(_))));
+        Ok(())
+    });
+}
+
+#[test]
+fn a_toml_octal_integer_mode_that_opens_the_socket_is_refused() {
+    // TOML's 0o660 is the integer 432, read by its digits as 0o432: other
+    // users could write to the socket. The start-up check refuses it.
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "sqlgate.toml",
+            "listen = \"unix:sqlgate.sock\"\nlisten_mode = 0o660\n",
+        )?;
+        let settings = Settings::load(Some(Path::new("sqlgate.toml")), &Overrides::default())
+            .map_err(|e| figment::Error::from(e.to_string()))?;
+        assert_eq!(settings.listen_mode.bits(), 0o432);
+        let refused = settings
+            .exposure(false)
+            .expect_err("open to every local user");
+        assert!(refused.contains("listen_mode = \"0432\""), "{refused}");
         Ok(())
     });
 }

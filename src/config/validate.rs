@@ -2,7 +2,7 @@
 //! (a pool of zero, a default deadline above its maximum, …). Each failure
 //! is one line naming the setting, so that start-up says what to fix.
 
-use super::{ConfigError, Settings};
+use super::{ConfigError, ListenAddress, Settings};
 
 impl Settings {
     /// Checks values that parse but make no sense together.
@@ -176,15 +176,30 @@ impl Settings {
     /// with neither TLS nor authentication, unless `insecure`; then it is
     /// [`Exposure::Insecure`] with the warning to log.
     pub fn exposure(&self, insecure: bool) -> Result<Exposure, String> {
-        if self.listen.is_local() || self.tls.enabled() || self.auth.enabled() {
+        // A Unix socket whose mode lets any local user connect is as open
+        // as a network address: every process on the host is a caller.
+        let open_to_all_users =
+            matches!(self.listen, ListenAddress::Unix(_)) && self.listen_mode.bits() & 0o007 != 0;
+        let guarded = self.listen.is_local() && !open_to_all_users;
+        if guarded || self.tls.enabled() || self.auth.enabled() {
             return Ok(Exposure::Guarded);
         }
-        let what = format!(
-            "listen = {} is not a loopback address and neither TLS ([tls]) nor authentication \
-             ([auth]) is configured: anyone who can reach it could run any SQL as sqlgate's \
-             database user",
-            self.listen
-        );
+        let what = if open_to_all_users {
+            format!(
+                "listen = {} has listen_mode = \"{}\", which lets every local user connect, and \
+                 neither TLS ([tls]) nor authentication ([auth]) is configured: any process on \
+                 the host could run any SQL as sqlgate's database user (write the mode as a \
+                 string of octal digits, e.g. listen_mode = \"0660\")",
+                self.listen, self.listen_mode
+            )
+        } else {
+            format!(
+                "listen = {} is not a loopback address and neither TLS ([tls]) nor \
+                 authentication ([auth]) is configured: anyone who can reach it could run any \
+                 SQL as sqlgate's database user",
+                self.listen
+            )
+        };
         if insecure {
             Ok(Exposure::Insecure(format!(
                 "{what} (started with --insecure)"

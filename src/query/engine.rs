@@ -406,7 +406,7 @@ async fn run_in_transaction<DB: Driver>(
     for (index, statement) in statements.iter().enumerate() {
         let failure = match collect_one(checkout, statement, &mut budget, spans).await {
             Ok(output) => {
-                if let Some(writer) = writer.filter(|_| !statement.is_plain_read()) {
+                if let Some(writer) = writer.filter(|_| statement.may_write()) {
                     checkout.stage_audit_row(&writer.row_sql(
                         &statement.sql,
                         &statement.fingerprint,

@@ -84,6 +84,13 @@ impl Statement {
         self.analysed.analysis.leaves_state
     }
 
+    /// True unless the statement only reads and calls nothing that could
+    /// write: a `SELECT` of a user function (`SELECT archive(42)`) may
+    /// write, and its write is audited like an `UPDATE`'s.
+    pub fn may_write(&self) -> bool {
+        !self.is_plain_read() || self.leaves_state()
+    }
+
     /// The number of parameters the text expects.
     pub fn expected_parameters(&self) -> usize {
         self.analysed.analysis.parameters

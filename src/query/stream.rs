@@ -174,7 +174,7 @@ async fn stream_unit<DB: Driver>(
             Ok(rows_affected) => {
                 // Every row reached the channel before the commit.
                 sink.flush().await?;
-                if let Some(writer) = writer.filter(|_| !statement.is_plain_read()) {
+                if let Some(writer) = writer.filter(|_| statement.may_write()) {
                     checkout.stage_audit_row(&writer.row_sql(
                         &statement.sql,
                         &statement.fingerprint,

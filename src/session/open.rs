@@ -404,7 +404,7 @@ impl<DB: Driver> Session<DB> {
         let Some(table) = &self.manager.audit_table else {
             return;
         };
-        if self.read_only || statement.is_plain_read() {
+        if self.read_only || !statement.may_write() {
             return;
         }
         let writer = AuditWriter {

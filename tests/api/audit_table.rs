@@ -345,6 +345,83 @@ async fn the_audit_table_cannot_be_named_mysql() {
     the_audit_table_cannot_be_named(Backend::MySql).await;
 }
 
+/// Forms a backend reads as the table's name although they look like a
+/// literal or a comment, and savepoints (a write rolled back to one would
+/// keep its audit row): all refused, nothing erased.
+async fn hidden_names_and_savepoints_are_refused(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |settings| {
+        settings.audit.table = "sqlgate_audit".to_owned();
+        settings.audit.create_table = true;
+    })
+    .await
+    else {
+        return;
+    };
+    app.run("CREATE TABLE notes (id INT)").await;
+    app.run("INSERT INTO notes (id) VALUES (1)").await;
+    let hidden = match backend {
+        Backend::Sqlite => "DELETE FROM 'sqlgate_audit'",
+        Backend::MySql => "DELETE FROM /*! sqlgate_audit */",
+        Backend::Postgres => r#"DELETE FROM U&"sqlgate\005faudit""#,
+    };
+    for sql in [
+        hidden,
+        "SAVEPOINT s",
+        "ROLLBACK TO SAVEPOINT s",
+        "RELEASE SAVEPOINT s",
+    ] {
+        let refused = app.execute(sql, vec![]).await.expect_err(sql);
+        assert_eq!(refused.code(), Code::PermissionDenied, "{sql}: {refused:?}");
+    }
+    assert_eq!(
+        audit_rows(&app).await.len(),
+        2,
+        "the rows of the CREATE and the INSERT are still there"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_names_and_savepoints_are_refused_sqlite() {
+    hidden_names_and_savepoints_are_refused(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_names_and_savepoints_are_refused_postgres() {
+    hidden_names_and_savepoints_are_refused(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_names_and_savepoints_are_refused_mysql() {
+    hidden_names_and_savepoints_are_refused(Backend::MySql).await;
+}
+
+/// A `SELECT` of a function that writes is audited like the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_select_of_a_writing_function_is_audited_postgres() {
+    let Some(app) = spawn_app_with(Backend::Postgres, |settings| {
+        settings.audit.table = "sqlgate_audit".to_owned();
+        settings.audit.create_table = true;
+    })
+    .await
+    else {
+        return;
+    };
+    app.run("CREATE TABLE notes (id INT)").await;
+    app.run(
+        "CREATE FUNCTION add_note(n BIGINT) RETURNS BIGINT LANGUAGE sql AS \
+         'INSERT INTO notes (id) VALUES (n) RETURNING id'",
+    )
+    .await;
+    let before = audit_rows(&app).await.len();
+    app.execute("SELECT add_note($1)", vec![v::int(7)])
+        .await
+        .expect("the function runs");
+    assert_eq!(app.count("notes").await, 1);
+    let rows = audit_rows(&app).await;
+    assert_eq!(rows.len(), before + 1, "{rows:#?}");
+    assert_eq!(rows[before].operation, "SELECT");
+}
+
 /// With `audit.create_table` off, a missing table stops start-up, saying
 /// what to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use sqlgate::grpc::pb::{IsolationLevel, value::Kind};
 use tonic::Code;
 
 use crate::{
-    helpers::{Backend, error_details, spawn_app_with},
+    helpers::{Backend, error_details, spawn_app, spawn_app_with},
     session_client::{Session, int, text},
 };
 
@@ -186,4 +186,23 @@ async fn sqlite_read_only_sessions_set_query_only_and_undo_it() {
     app.run("INSERT INTO t VALUES (2)").await;
     assert_eq!(app.count("t").await, 1);
     app.stop().await;
+}
+
+/// A REPEATABLE READ or SERIALIZABLE session sees the database as it is at
+/// its first statement, not when it opened: what commits between `begin`
+/// and that statement is visible (sqlgate's own query for the backend's
+/// pid must not take the snapshot early).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_repeatable_read_snapshot_starts_at_the_first_statement() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER)").await;
+    for level in [IsolationLevel::RepeatableRead, IsolationLevel::Serializable] {
+        let mut session = Session::begin_as(&app, level, false).await;
+        app.run("INSERT INTO t VALUES (1)").await;
+        let seen = session.row("SELECT count(*) FROM t").await;
+        assert_eq!(int(&seen[0]), app.count("t").await, "{level:?}");
+        session.commit().await;
+    }
 }

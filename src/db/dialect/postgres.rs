@@ -137,10 +137,25 @@ impl Dialect for Postgres {
             conn.execute(sqlx::raw_sql(AssertSqlSafe(begin))).await?;
             return Ok(None);
         }
-        // In the BEGIN's own round trip (simple protocol, one message),
-        // rather than a prepared `SELECT pg_backend_pid()` of its own
-        // before it; for a read-only session it is a query after BEGIN
-        // too, which fixes the transaction as read-only.
+        // A REPEATABLE READ or SERIALIZABLE transaction takes its snapshot
+        // at its first query: asked after BEGIN, the pid query would take
+        // it when the session opens instead of at the caller's first
+        // statement (and hold back vacuum while the session idles). Such
+        // sessions ask in a round trip of their own, before BEGIN (asked
+        // before it in the same message, the query would open an implicit
+        // transaction that BEGIN's isolation level could no longer set).
+        if begin.contains("REPEATABLE READ") || begin.contains("SERIALIZABLE") {
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut *conn)
+                .await?;
+            conn.execute(sqlx::raw_sql(AssertSqlSafe(begin))).await?;
+            return Ok(Some(i64::from(pid)));
+        }
+        // Otherwise in the BEGIN's own round trip (simple protocol, one
+        // message), rather than a prepared `SELECT pg_backend_pid()` of its
+        // own before it; a READ COMMITTED transaction takes a snapshot per
+        // statement, so nothing is held. (A read-only session's BEGIN is
+        // followed by a query anyway, which fixes it as read-only.)
         begin.push_str("; SELECT pg_backend_pid()");
         let rows = conn.fetch_all(sqlx::raw_sql(AssertSqlSafe(begin))).await?;
         let pid: Option<i32> = rows.last().map(|row| row.try_get(0)).transpose()?;

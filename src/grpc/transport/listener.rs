@@ -29,7 +29,7 @@ use crate::{
 pub(crate) type ClientStream = Either<TcpStream, UnixStream>;
 
 /// How long the start-up check waits for a socket's owner to answer before
-/// calling it in use (a live process with a full backlog answers late).
+/// calling it in use.
 const IN_USE_PROBE: Duration = Duration::from_secs(1);
 
 /// A bound listener.
@@ -51,7 +51,20 @@ impl Listener {
                 .map(Self::Tcp)
                 .map_err(|err| format!("cannot listen on {address}: {err}")),
             ListenAddress::Unix(path) => {
-                if check_unix_path(path).await? == Existing::Stale {
+                if let Existing::Stale(probed) = check_unix_path(path).await? {
+                    // Removed only if it is still the socket the probe
+                    // found dead: something put there since (another
+                    // sqlgate starting, a file) is left alone.
+                    let now = std::fs::symlink_metadata(path)
+                        .map(|metadata| (metadata.dev(), metadata.ino()))
+                        .ok();
+                    if now != Some(probed) {
+                        return Err(format!(
+                            "unix:{}: the path changed while sqlgate checked it; sqlgate leaves \
+                             it as it is",
+                            path.display()
+                        ));
+                    }
                     std::fs::remove_file(path).map_err(|err| {
                         format!("cannot replace the stale socket {}: {err}", path.display())
                     })?;
@@ -102,8 +115,9 @@ impl Listener {
 enum Existing {
     /// Nothing.
     Nothing,
-    /// A socket no process listens on (left by one that crashed).
-    Stale,
+    /// A socket no process listens on (left by one that crashed), with
+    /// its device and inode, to know it again when it is removed.
+    Stale((u64, u64)),
 }
 
 /// Checks that sqlgate can create its socket at `path`: the directory
@@ -146,7 +160,9 @@ async fn check_unix_path(path: &Path) -> Result<Existing, String> {
         Err(_) | Ok(Ok(_)) => Err(format!(
             "unix:{shown}: the socket is in use (another process listens on it)"
         )),
-        Ok(Err(err)) if err.kind() == io::ErrorKind::ConnectionRefused => Ok(Existing::Stale),
+        Ok(Err(err)) if err.kind() == io::ErrorKind::ConnectionRefused => {
+            Ok(Existing::Stale((metadata.dev(), metadata.ino())))
+        }
         Ok(Err(err)) => Err(format!("unix:{shown}: {err}")),
     }
 }
