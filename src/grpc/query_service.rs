@@ -24,9 +24,7 @@ use crate::{
     db::{Backend, Driver, transaction::Access},
     error::{DeadlinePhase, Error},
     query::{
-        QueryEngine, Statement, StreamEvent,
-        fingerprint::{fingerprint, sanitized_text},
-        operation::operation_name,
+        QueryEngine, Statement, StreamEvent, fingerprint::fingerprint, operation::operation_name,
     },
     telemetry::{metrics::db_system, traces},
 };
@@ -120,7 +118,7 @@ fn statement_span(backend: Backend, namespace: Option<&str>, statement: &Stateme
         db_system(backend),
         namespace,
         operation_name(&statement.sql),
-        || sanitized_text(&statement.sql, backend),
+        || statement.sanitized_text(),
     )
 }
 
@@ -243,7 +241,7 @@ impl<DB: Driver> Query for QueryService<DB> {
             db_system(DB::BACKEND),
             self.engine.namespace(),
             "BATCH",
-            String::new,
+            || std::sync::Arc::from(""),
         );
         span.record("db.operation.batch.size", statements.len());
         let outputs = self

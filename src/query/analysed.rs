@@ -17,7 +17,10 @@ use std::{
     sync::{Arc, Mutex, OnceLock, PoisonError},
 };
 
-use super::{fingerprint::fingerprint, sql::Analysis};
+use super::{
+    fingerprint::{fingerprint, sanitized_text},
+    sql::Analysis,
+};
 use crate::db::Backend;
 
 /// Distinct texts kept per backend.
@@ -36,6 +39,12 @@ pub(crate) struct Analysed {
     /// See [`fingerprint`]; shared by every statement, log line and
     /// session made from this text, never copied per call.
     pub(crate) fingerprint: Arc<str>,
+    /// The backend that read it (its sanitizing rules).
+    backend: Backend,
+    /// See [`sanitized_text`]: made the first time a span asks for it
+    /// (traces on), then shared, so a traced call does not scan its text
+    /// again.
+    sanitized: OnceLock<Arc<str>>,
 }
 
 impl Analysed {
@@ -69,7 +78,17 @@ impl Analysed {
             analysis: Analysis::of(&sql, backend),
             fingerprint: fingerprint(&sql).into(),
             sql,
+            backend,
+            sanitized: OnceLock::new(),
         }
+    }
+
+    /// The text with every literal replaced by `?` (a span's
+    /// `db.query.text`), made once per text.
+    pub(crate) fn sanitized(&self) -> Arc<str> {
+        self.sanitized
+            .get_or_init(|| sanitized_text(&self.sql, self.backend).into())
+            .clone()
     }
 }
 

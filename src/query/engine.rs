@@ -31,7 +31,6 @@ use tokio::sync::mpsc;
 
 use super::{
     executor::{QueryOutput, ResultBudget, collect},
-    fingerprint::sanitized_text,
     frames::StreamEvent,
     operation::operation_name,
     statement::Statement,
@@ -362,7 +361,7 @@ async fn collect_one<DB: Driver>(
         db_system(DB::BACKEND),
         namespace,
         operation_name(&statement.sql),
-        || sanitized_text(&statement.sql, DB::BACKEND),
+        || statement.sanitized_text(),
     );
     let outcome = collect::<DB>(checkout.connection(), statement, budget)
         .instrument(span.clone())

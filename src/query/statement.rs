@@ -91,6 +91,12 @@ impl Statement {
         !self.is_plain_read() || self.leaves_state()
     }
 
+    /// The text with every literal replaced by `?`, for a span's
+    /// `db.query.text`: computed once per distinct text (cached texts).
+    pub fn sanitized_text(&self) -> Arc<str> {
+        self.analysed.sanitized()
+    }
+
     /// The number of parameters the text expects.
     pub fn expected_parameters(&self) -> usize {
         self.analysed.analysis.parameters

@@ -31,7 +31,9 @@ impl EncodedRows {
         }
     }
 
-    /// `rows` values lists, encoded (for results held as values).
+    /// `rows` values lists, encoded: the tests' way to compare a frame
+    /// with the values it should hold.
+    #[cfg(test)]
     pub fn from_values(rows: &[Vec<SqlValue>]) -> Self {
         let mut encoded = Self::default();
         let mut row = RowWriter::default();

@@ -30,10 +30,7 @@ use crate::{
         executor::run_statement,
         frames::{FrameSink, FrameTarget},
     },
-    query::{
-        fingerprint::{fingerprint, sanitized_text},
-        operation::operation_name,
-    },
+    query::{fingerprint::fingerprint, operation::operation_name},
     telemetry::counts::CloseCause,
     telemetry::{metrics::db_system, traces},
 };
@@ -219,7 +216,7 @@ impl<DB: Driver> Session<DB> {
             db_system(DB::BACKEND),
             self.manager.db.namespace(),
             operation_name(&statement.sql),
-            || sanitized_text(&statement.sql, DB::BACKEND),
+            || statement.sanitized_text(),
         );
         let ran = self
             .run_interruptible(statement, &mut sink, deadline)

@@ -126,7 +126,7 @@ pub(crate) fn statement_span(
     db_system: &'static str,
     namespace: Option<&str>,
     operation: &'static str,
-    sanitized_text: impl FnOnce() -> String,
+    sanitized_text: impl FnOnce() -> std::sync::Arc<str>,
 ) -> Span {
     let span = tracing::info_span!(
         target: TARGET,
@@ -144,7 +144,7 @@ pub(crate) fn statement_span(
         error.type = tracing::field::Empty,
     );
     if !span.is_disabled() {
-        span.record("db.query.text", sanitized_text());
+        span.record("db.query.text", &*sanitized_text());
         if let Some(namespace) = namespace {
             span.record("db.namespace", namespace);
         }
