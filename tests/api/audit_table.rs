@@ -16,6 +16,16 @@ use crate::{
 /// The value no audit row may carry.
 const CANARY: &str = "CANARY-PHI-7f31";
 
+/// A sqlgate on `backend` with the audit table `sqlgate_audit`, created at
+/// start-up (`None`: the backend is unreachable outside CI).
+async fn audited_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, |settings| {
+        settings.audit.table = "sqlgate_audit".to_owned();
+        settings.audit.create_table = true;
+    })
+    .await
+}
+
 /// One audit row, as read back: operation, method, session (empty when
 /// none), tables, rows affected, and every text column joined (for the
 /// canary check).
@@ -130,12 +140,7 @@ fn statement(sql: &str, params: Vec<pb::Value>) -> pb::BatchStatement {
 }
 
 async fn writes_and_their_audit_rows_commit_together(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |settings| {
-        settings.audit.table = "sqlgate_audit".to_owned();
-        settings.audit.create_table = true;
-    })
-    .await
-    else {
+    let Some(app) = audited_app(backend).await else {
         return;
     };
     let canary = || vec![v::text(CANARY)];
@@ -274,12 +279,7 @@ async fn writes_and_their_audit_rows_commit_together_mysql() {
 /// A hostile caller cannot read, forge or erase audit rows through
 /// sqlgate: every statement naming the table is refused, on every path.
 async fn the_audit_table_cannot_be_named(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |settings| {
-        settings.audit.table = "sqlgate_audit".to_owned();
-        settings.audit.create_table = true;
-    })
-    .await
-    else {
+    let Some(app) = audited_app(backend).await else {
         return;
     };
     app.run("CREATE TABLE notes (id INT)").await;
@@ -349,12 +349,7 @@ async fn the_audit_table_cannot_be_named_mysql() {
 /// literal or a comment, and savepoints (a write rolled back to one would
 /// keep its audit row): all refused, nothing erased.
 async fn hidden_names_and_savepoints_are_refused(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |settings| {
-        settings.audit.table = "sqlgate_audit".to_owned();
-        settings.audit.create_table = true;
-    })
-    .await
-    else {
+    let Some(app) = audited_app(backend).await else {
         return;
     };
     app.run("CREATE TABLE notes (id INT)").await;
@@ -398,12 +393,7 @@ async fn hidden_names_and_savepoints_are_refused_mysql() {
 /// A `SELECT` of a function that writes is audited like the write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_select_of_a_writing_function_is_audited_postgres() {
-    let Some(app) = spawn_app_with(Backend::Postgres, |settings| {
-        settings.audit.table = "sqlgate_audit".to_owned();
-        settings.audit.create_table = true;
-    })
-    .await
-    else {
+    let Some(app) = audited_app(Backend::Postgres).await else {
         return;
     };
     app.run("CREATE TABLE notes (id INT)").await;
@@ -450,12 +440,7 @@ async fn a_missing_audit_table_stops_start_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_alone_is_enough_and_the_database_refuses_erasing() {
     // A first sqlgate, as the superuser, creates the table.
-    let Some(owner) = spawn_app_with(Backend::Postgres, |settings| {
-        settings.audit.table = "sqlgate_audit".to_owned();
-        settings.audit.create_table = true;
-    })
-    .await
-    else {
+    let Some(owner) = audited_app(Backend::Postgres).await else {
         return;
     };
     owner.run("CREATE TABLE notes (body TEXT)").await;
