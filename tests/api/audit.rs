@@ -222,20 +222,7 @@ async fn statements_and_sessions_are_audited_without_values(backend: Backend) {
     let _ = app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statements_and_sessions_are_audited_without_values_sqlite() {
-    statements_and_sessions_are_audited_without_values(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statements_and_sessions_are_audited_without_values_postgres() {
-    statements_and_sessions_are_audited_without_values(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statements_and_sessions_are_audited_without_values_mysql() {
-    statements_and_sessions_are_audited_without_values(Backend::MySql).await;
-}
+crate::on_every_backend!(statements_and_sessions_are_audited_without_values);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_file_that_cannot_be_written_stops_start_up() {

@@ -261,20 +261,7 @@ async fn writes_and_their_audit_rows_commit_together(backend: Backend) {
     assert_eq!(app.count("patients").await, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_and_their_audit_rows_commit_together_sqlite() {
-    writes_and_their_audit_rows_commit_together(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_and_their_audit_rows_commit_together_postgres() {
-    writes_and_their_audit_rows_commit_together(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_and_their_audit_rows_commit_together_mysql() {
-    writes_and_their_audit_rows_commit_together(Backend::MySql).await;
-}
+crate::on_every_backend!(writes_and_their_audit_rows_commit_together);
 
 /// A hostile caller cannot read, forge or erase audit rows through
 /// sqlgate: every statement naming the table is refused, on every path.
@@ -330,20 +317,7 @@ async fn the_audit_table_cannot_be_named(backend: Backend) {
     assert_eq!(audit_rows(&app).await.len(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_audit_table_cannot_be_named_sqlite() {
-    the_audit_table_cannot_be_named(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_audit_table_cannot_be_named_postgres() {
-    the_audit_table_cannot_be_named(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_audit_table_cannot_be_named_mysql() {
-    the_audit_table_cannot_be_named(Backend::MySql).await;
-}
+crate::on_every_backend!(the_audit_table_cannot_be_named);
 
 /// Forms a backend reads as the table's name although they look like a
 /// literal or a comment, and savepoints (a write rolled back to one would
@@ -375,20 +349,7 @@ async fn hidden_names_and_savepoints_are_refused(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hidden_names_and_savepoints_are_refused_sqlite() {
-    hidden_names_and_savepoints_are_refused(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hidden_names_and_savepoints_are_refused_postgres() {
-    hidden_names_and_savepoints_are_refused(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hidden_names_and_savepoints_are_refused_mysql() {
-    hidden_names_and_savepoints_are_refused(Backend::MySql).await;
-}
+crate::on_every_backend!(hidden_names_and_savepoints_are_refused);
 
 /// A `SELECT` of a function that writes is audited like the write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
