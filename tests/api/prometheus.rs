@@ -161,17 +161,35 @@ async fn a_connection_opened_for_a_caller_has_its_create_time() {
             &["db_client_connection_pool_name"],
         )
     };
-    // The start-up connection serves a first call: nothing opened.
-    app.run("SELECT 1").await;
+    // Before any call, only the start-up connection is open: not timed.
     let (_, text) = http_get(address, "/metrics").await;
     assert_eq!(created(&text).unwrap_or(0.0), 0.0, "{text}");
-    // A session holds it: the next call needs a connection of its own.
-    let session = crate::session_client::Session::begin(&app, &[])
-        .await
-        .expect("begin");
+    app.run("SELECT 1").await;
+    // Sessions hold every open connection (the background probe may have
+    // had the pool open one more while a call ran): the next call needs a
+    // connection of its own, opened for it and timed.
+    let (_, text) = http_get(address, "/metrics").await;
+    let before = created(&text).unwrap_or(0.0);
+    let idle = sample(
+        &text,
+        "db_client_connection_count",
+        &["db_client_connection_state=\"idle\""],
+    )
+    .expect("idle connections");
+    let mut sessions = Vec::new();
+    for _ in 0..idle as usize {
+        sessions.push(
+            crate::session_client::Session::begin(&app, &[])
+                .await
+                .expect("begin"),
+        );
+    }
+    let (_, text) = http_get(address, "/metrics").await;
+    let held = created(&text).unwrap_or(0.0);
     app.run("SELECT 2").await;
     let (_, text) = http_get(address, "/metrics").await;
-    assert_eq!(created(&text), Some(1.0), "{text}");
+    assert_eq!(created(&text), Some(held + 1.0), "{text}");
+    assert!(held >= before, "{text}");
     let sum = sample(
         &text,
         "db_client_connection_create_time_seconds_sum",
@@ -179,7 +197,9 @@ async fn a_connection_opened_for_a_caller_has_its_create_time() {
     )
     .expect("a sum");
     assert!(sum > 0.0 && sum < 5.0, "{sum}");
-    session.rollback().await;
+    for session in sessions {
+        session.rollback().await;
+    }
     let _ = app.stop().await;
 }
 
