@@ -89,12 +89,7 @@ impl PoolMetrics {
 
     fn record_wait(&self, waited: Duration, timed_out: bool) {
         // An event on the statement's span, when traces are exported.
-        tracing::info!(
-            target: crate::telemetry::traces::TARGET,
-            wait_ms = waited.as_secs_f64() * 1000.0,
-            timed_out,
-            "pool.wait"
-        );
+        crate::telemetry::traces::pool_waited(waited, timed_out);
         if let Some(observer) = self.observer.get() {
             (observer.waited)(waited, timed_out);
         }

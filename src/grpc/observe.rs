@@ -35,10 +35,14 @@ use tower::{Layer, Service};
 pub(crate) use note::{CallNote, Caller, RequestTags};
 
 use super::auth::{Authenticator, Refusal};
-use tracing::{Level, Span};
+use tracing::Level;
 
 use crate::audit::{Actor, Audit, StatementRecord};
-use crate::telemetry::{metrics::CallMetrics, names, traces};
+use crate::telemetry::{
+    metrics::CallMetrics,
+    names,
+    traces::{self, TraceSpan},
+};
 
 /// Calls of sqlgate's own services are logged at `info`; the rest (health
 /// probes every few seconds, reflection) at `debug`.
@@ -128,10 +132,10 @@ where
         let note = CallNote::keeping_statements(self.observers.audit.is_some());
         let tags = request_tags(request.headers());
         let span = traces::rpc_span(names::known_method(request.uri().path()), request.headers());
-        if !span.is_disabled() {
-            span.record("sqlgate.caller", tracing::field::display(&caller));
+        if span.is_recording() {
+            span.set("sqlgate.caller", caller.to_string());
             if !tags.is_empty() {
-                span.record("sqlgate.tags", tags.join(","));
+                span.set("sqlgate.tags", tags.join(","));
             }
         }
         let call = Call {
@@ -161,9 +165,9 @@ where
         if let Some(tags) = call.tags_for_handler() {
             request.extensions_mut().insert(tags);
         }
-        // The handler runs inside the call's span, and so do the tasks it
-        // spawns (they take the current span), so statements are its
-        // children.
+        // The handler runs with the call's span in scope, and so do the
+        // tasks it spawns (they take the span in scope), so statements are
+        // its children.
         let future = span.in_scope(|| self.inner.call(request));
         ObservedFuture {
             inner: Answer::Handler { future },
@@ -181,8 +185,8 @@ pin_project! {
         #[pin]
         inner: Answer<F>,
         call: Option<Call>,
-        // Entered at each poll (disabled when traces are off).
-        span: Span,
+        // In scope at each poll (empty when traces are off).
+        span: TraceSpan,
     }
 }
 
@@ -211,9 +215,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _entered = this.span.enter();
-        let result = match this.inner.project() {
-            AnswerProjection::Handler { future } => ready!(future.poll(cx)),
+        let span = &*this.span;
+        let result = span.in_scope(|| match this.inner.project() {
+            AnswerProjection::Handler { future } => future.poll(cx),
             AnswerProjection::Refused { refusal } => {
                 let refusal = refusal.take();
                 let status = refusal.as_ref().map_or_else(
@@ -223,9 +227,10 @@ where
                 if let Some(call) = this.call.as_mut() {
                     call.refusal = refusal;
                 }
-                Ok(status.into_http())
+                Poll::Ready(Ok(status.into_http()))
             }
-        };
+        });
+        let result = ready!(result);
         let mut call = this.call.take();
         Poll::Ready(match result {
             Ok(response) => {
@@ -233,8 +238,7 @@ where
                     // A trailers-only answer (most errors) ends here.
                     call.code = grpc_status(response.headers());
                 }
-                let span = this.span.clone();
-                Ok(response.map(|inner| ObservedBody { inner, call, span }))
+                Ok(response.map(|inner| ObservedBody { inner, call }))
             }
             Err(err) => {
                 if let Some(call) = call.as_mut() {
@@ -249,13 +253,13 @@ where
 pin_project! {
     /// A response body that writes its call's line when it ends: at the
     /// trailers (the status of a stream), at its last frame, or when it
-    /// is dropped unfinished (the client went away: CANCELLED).
+    /// is dropped unfinished (the client went away: CANCELLED). The
+    /// call's span ends with it (the [`Call`] holds it); nothing in the
+    /// body's polls starts spans, so it is not put in scope there.
     pub(crate) struct ObservedBody<B> {
         #[pin]
         inner: B,
         call: Option<Call>,
-        // Entered at each poll: a streaming body is most of a call.
-        span: Span,
     }
 }
 
@@ -268,7 +272,6 @@ impl<B: Body> Body for ObservedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let _entered = this.span.enter();
         let frame = ready!(this.inner.poll_frame(cx));
         let ended = match &frame {
             Some(Ok(frame)) => frame.trailers_ref().map(grpc_status),
@@ -313,15 +316,16 @@ struct Call {
     audit: Option<Audit>,
     /// The caller's `sqlgate-tag` values (checked, at most [`MAX_TAGS`]).
     tags: Vec<String>,
-    /// The call's span; it ends when the call does (disabled when traces
+    /// The call's span; it ends when the call does (empty when traces
     /// are off).
-    span: Span,
+    span: TraceSpan,
 }
 
 /// One call line, at a level fixed per call site.
 macro_rules! call_line {
     ($level:expr, $call:expr, $service:expr, $method:expr, $code:expr) => {{
         let text = $call.note.take_text();
+        let span_ids = $call.span.span_ids();
         let outcome = if $code == Code::Ok {
             "call done"
         } else {
@@ -340,7 +344,8 @@ macro_rules! call_line {
             refused = $call.refusal.as_ref().map(Refusal::reason),
             // Whole microseconds, so that the line shows 1.506, not 1.5055669999999999.
             elapsed_ms = $call.started.elapsed().as_micros() as f64 / 1000.0,
-            trace_id = traces::trace_id(&$call.span),
+            trace_id = span_ids.as_ref().map(|(trace, _)| trace.as_str()),
+            span_id = span_ids.as_ref().map(|(_, span)| span.as_str()),
             "{outcome}"
         );
     }};
@@ -350,14 +355,14 @@ impl Drop for Call {
     fn drop(&mut self) {
         let path = self.path.as_ref().map_or("", |path| path.path());
         let code = self.code.unwrap_or(Code::Cancelled);
-        if !self.span.is_disabled() {
+        if self.span.is_recording() {
             self.span
-                .record("rpc.response.status_code", names::code_name(code));
+                .set("rpc.response.status_code", names::code_name(code));
             if let Some(session) = self.note.session_id() {
-                self.span.record("sqlgate.session.id", session);
+                self.span.set("sqlgate.session.id", session);
             }
             if is_server_error(code) {
-                self.span.record("otel.status_code", "ERROR");
+                self.span.set_error();
             }
         }
         if let Some(audit) = &self.audit {

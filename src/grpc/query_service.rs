@@ -8,7 +8,6 @@ use std::{pin::Pin, sync::Arc};
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, Span};
 
 use super::{
     convert,
@@ -26,7 +25,10 @@ use crate::{
     query::{
         QueryEngine, Statement, StreamEvent, fingerprint::fingerprint, operation::operation_name,
     },
-    telemetry::{metrics::db_system, traces},
+    telemetry::{
+        metrics::db_system,
+        traces::{self, TraceSpan},
+    },
 };
 
 /// The Query service over one engine.
@@ -113,7 +115,7 @@ fn note_refusal(note: &CallNote, error: &Error) {
 
 /// The span of `statement` run on backend `backend`, in database
 /// `namespace`.
-fn statement_span(backend: Backend, namespace: Option<&str>, statement: &Statement) -> Span {
+fn statement_span(backend: Backend, namespace: Option<&str>, statement: &Statement) -> TraceSpan {
     traces::statement_span(
         db_system(backend),
         namespace,
@@ -141,10 +143,11 @@ impl<DB: Driver> Query for QueryService<DB> {
         note.operation(operation_name(&statement.sql));
         note.statement(&statement.sql, &statement.fingerprint);
         let span = statement_span(DB::BACKEND, self.engine.namespace(), &statement);
-        let output = self
-            .engine
-            .execute(statement, request.max_rows, deadline, access, hold, writer)
-            .instrument(span.clone())
+        let output = span
+            .scope(
+                self.engine
+                    .execute(statement, request.max_rows, deadline, access, hold, writer),
+            )
             .await;
         traces::statement_done(&span, output.as_ref().map(|output| output.rows.len()));
         let output = output.inspect_err(|error| note_refusal(&note, error))?;
@@ -243,11 +246,19 @@ impl<DB: Driver> Query for QueryService<DB> {
             "BATCH",
             || std::sync::Arc::from(""),
         );
-        span.record("db.operation.batch.size", statements.len());
-        let outputs = self
-            .engine
-            .execute_batch(statements, request.max_rows, deadline, access, hold, writer)
-            .instrument(span.clone())
+        span.set(
+            "db.operation.batch.size",
+            i64::try_from(statements.len()).unwrap_or(i64::MAX),
+        );
+        let outputs = span
+            .scope(self.engine.execute_batch(
+                statements,
+                request.max_rows,
+                deadline,
+                access,
+                hold,
+                writer,
+            ))
             .await;
         let rows = outputs
             .as_ref()

@@ -25,8 +25,6 @@
 
 use std::sync::Arc;
 
-use tracing::Instrument;
-
 use tokio::sync::mpsc;
 
 use super::{
@@ -44,7 +42,10 @@ use crate::{
         transaction::{Access, Begin, Checkout, Failure, Hold},
     },
     error::{DeadlinePhase, Error},
-    telemetry::{metrics::db_system, traces},
+    telemetry::{
+        metrics::db_system,
+        traces::{self, TraceSpan},
+    },
 };
 
 /// Runs statements for the Query service.
@@ -253,7 +254,7 @@ async fn spawn_unit<T: Send + 'static>(
 ) -> Result<T, Error> {
     // In the caller's span (none when traces are off): the statement's
     // work and its pool wait belong to its call.
-    tokio::spawn(tracing::Instrument::in_current_span(work))
+    tokio::spawn(TraceSpan::current().scope(work))
         .await
         .map_err(|err| Error::Internal(format!("database task failed: {err}")))?
 }
@@ -363,8 +364,8 @@ async fn collect_one<DB: Driver>(
         operation_name(&statement.sql),
         || statement.sanitized_text(),
     );
-    let outcome = collect::<DB>(checkout.connection(), statement, budget)
-        .instrument(span.clone())
+    let outcome = span
+        .scope(collect::<DB>(checkout.connection(), statement, budget))
         .await;
     match &outcome {
         Ok(output) => traces::statement_done(&span, Ok(output.rows.len())),

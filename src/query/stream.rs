@@ -34,6 +34,7 @@ use crate::{
         transaction::{Access, Begin, Checkout, Failure, Hold},
     },
     error::Error,
+    telemetry::traces::TraceSpan,
 };
 
 /// What a stream's channel carries: events, or the one error that ends it.
@@ -93,7 +94,7 @@ pub(crate) fn run_stream<DB: Driver>(
     };
     db.count_call();
     // In the statement's span (none when traces are off).
-    tokio::spawn(tracing::Instrument::in_current_span(Box::pin(async move {
+    tokio::spawn(TraceSpan::current().scope(Box::pin(async move {
         // Fails only if the reader is gone already: nothing to do then
         // (the slot and the hold are given back as the task ends).
         let Ok(last) = sender.clone().reserve_owned().await else {

@@ -199,11 +199,8 @@ impl<DB: Driver> SessionManager<DB> {
         // In a span of its own under the Attach call's: the session's
         // statements are its children, its end reason an attribute.
         let span = crate::telemetry::traces::session_span();
-        self.registry.spawn(tracing::Instrument::instrument(
-            Box::pin(runner::run(
-                manager, owner, hold, call_end, inbound, outbound,
-            )),
-            span,
-        ));
+        self.registry.spawn(span.scope(Box::pin(runner::run(
+            manager, owner, hold, call_end, inbound, outbound,
+        ))));
     }
 }

@@ -16,7 +16,6 @@ use super::{
     registry::{EndReason, SessionEntry, SessionGuard},
 };
 use tonic::Code;
-use tracing::Instrument;
 
 use crate::{
     audit::{StatementRecord, table::AuditWriter},
@@ -218,9 +217,8 @@ impl<DB: Driver> Session<DB> {
             operation_name(&statement.sql),
             || statement.sanitized_text(),
         );
-        let ran = self
-            .run_interruptible(statement, &mut sink, deadline)
-            .instrument(span.clone())
+        let ran = span
+            .scope(self.run_interruptible(statement, &mut sink, deadline))
             .await;
         self.entry.statement_finished();
         let code = match &ran {

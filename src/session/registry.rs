@@ -505,12 +505,6 @@ impl SessionGuard {
         tracing::info!(session = %self.entry.id, reason = reason.name(), statements = self.entry.statements(), "session ended");
         // On the session's span, when traces are exported.
         crate::telemetry::traces::session_ended(reason.name(), self.entry.statements());
-        tracing::info!(
-            target: crate::telemetry::traces::TARGET,
-            end_reason = reason.name(),
-            statements = self.entry.statements(),
-            "session.end"
-        );
     }
 }
 

@@ -8,17 +8,9 @@ use crate::config::LogFormat;
 
 /// Dependencies whose own logging is noise at `info` (and, for the HTTP/2
 /// and gRPC stacks, would make an OTLP exporter log its own requests).
-/// Exported spans ([`super::traces::TARGET`]) are never log lines.
-const QUIETED: [&str; 5] = [
-    "sqlx=warn",
-    "h2=warn",
-    "hyper=warn",
-    "tonic=warn",
-    "sqlgate::trace=off",
-];
+const QUIETED: [&str; 4] = ["sqlx=warn", "h2=warn", "hyper=warn", "tonic=warn"];
 
-/// The log layer, its filter applied to it alone (other layers, such as
-/// trace export, choose their own spans).
+/// The log layer, its filter applied to it alone.
 pub(super) type LogLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 /// The log layer for `filter` (`tracing` syntax; an invalid one falls

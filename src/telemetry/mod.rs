@@ -26,23 +26,17 @@ pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
 }
 
-/// Installs the process-wide subscriber from `settings`: the log
-/// (`log_filter`, `log.format`) and, when an OTLP endpoint is set, trace
-/// export. Must run inside the Tokio runtime. Safe to call more than once:
+/// Installs the process-wide log from `settings` (`log_filter`,
+/// `log.format`) and, when an OTLP endpoint is set, trace export. Must run inside the Tokio runtime. Safe to call more than once:
 /// later calls leave the first in place. A trace exporter that cannot be
 /// built is reported and left off: traces never stop sqlgate.
 pub fn init(settings: &Settings) -> Telemetry {
     let log = log::layer(&settings.log_filter, settings.log.effective_format());
-    let (tracer, traces) = match traces::build(&settings.otlp) {
-        Ok(Some((provider, layer))) => (Some(provider), Some(layer)),
-        Ok(None) => (None, None),
-        Err(why) => {
-            eprintln!("sqlgate: traces off: {why}");
-            (None, None)
-        }
-    };
-    let layers: Vec<_> = std::iter::once(log).chain(traces).collect();
-    log::install(Registry::default().with(layers));
+    let tracer = traces::build(&settings.otlp).unwrap_or_else(|why| {
+        eprintln!("sqlgate: traces off: {why}");
+        None
+    });
+    log::install(Registry::default().with(log));
     Telemetry { tracer }
 }
 

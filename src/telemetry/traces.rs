@@ -1,40 +1,58 @@
-//! Traces over OTLP: spans made with `tracing` under the target
-//! [`TARGET`] (and only those: never the HTTP/2, gRPC or database stacks',
-//! so the exporter does not trace itself) go to an OpenTelemetry batch
-//! exporter. The caller's W3C `traceparent`/`tracestate` is continued.
-//! Off, no layer is interested in [`TARGET`]: every span made there is
-//! disabled, which costs a cached check.
+//! Traces over OTLP, made with the OpenTelemetry API directly: a span is a
+//! [`TraceSpan`], started with its parent named (or, inside a call's
+//! work, the span in scope) and exported by the SDK's batch exporter when
+//! its last handle is dropped. The caller's W3C `traceparent`/`tracestate`
+//! is continued.
+//!
+//! Not through `tracing` on purpose: a `tracing` span is entered and left
+//! at every poll of the futures it instruments, and each enter, exit and
+//! field record went through the subscriber's registry once per layer and
+//! through the OpenTelemetry bridge's conversions — most of tracing's cost
+//! per call (callgrind: ~86,000 instructions over 127,000 for a point
+//! select). Here a span costs its start, its attributes and its export;
+//! putting it in scope for a future's polls ([`TraceSpan::scope`]) is a
+//! thread-local push and pop.
+//!
+//! Off (no OTLP endpoint), there is no tracer: every [`TraceSpan`] is
+//! empty, and starting one is a check of an unset cell.
 //!
 //! The span tree: `rpc` (one per call, server kind, `rpc.*`) ⊃ `statement`
-//! (one per Query call, client kind, `db.*`; `pool.wait` events on it) —
-//! or, for a session, `rpc` (the `Attach` call) ⊃ `session` (covering the
-//! session's life, its end reason as `sqlgate.session.end_reason` and the
-//! `session.end` event) ⊃ one `statement` per execute.
+//! (one per Query call, client kind, `db.*`; `pool.wait` events on it;
+//! a batch's statements each a child of the batch's) — or, for a session,
+//! `rpc` (the `Attach` call) ⊃ `session` (covering the session's life, its
+//! end reason as `sqlgate.session.end_reason` and the `session.end`
+//! event) ⊃ one `statement` per execute.
+
+use std::{
+    borrow::Cow,
+    pin::Pin,
+    sync::OnceLock,
+    task::{Context as TaskContext, Poll},
+};
 
 use opentelemetry::{
+    Context, KeyValue, Value,
     propagation::{Extractor, TextMapPropagator},
-    trace::{TraceContextExt, TracerProvider as _},
+    trace::{SpanBuilder, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _},
 };
 use opentelemetry_otlp::SpanExporter;
-use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{Layer, Registry, filter::Targets};
+use opentelemetry_sdk::{
+    propagation::TraceContextPropagator,
+    trace::{SdkTracer, SdkTracerProvider},
+};
+use pin_project_lite::pin_project;
 
 use super::otlp;
 use crate::{config::OtlpSettings, error::Error};
 
-/// The target of every span (and span event) that is exported.
-pub(crate) const TARGET: &str = "sqlgate::trace";
+/// The process's tracer, set once when traces are on. A process serves
+/// one configuration, as the log does (its subscriber is process-wide).
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
-/// The export layer, filtered to [`TARGET`].
-pub(super) type TraceLayer = Box<dyn Layer<Registry> + Send + Sync>;
-
-/// The tracer provider and its layer, when an OTLP endpoint is set. Must
-/// run inside the Tokio runtime (the exporter's channel is made here).
-pub(super) fn build(
-    settings: &OtlpSettings,
-) -> Result<Option<(SdkTracerProvider, TraceLayer)>, String> {
+/// The tracer provider, when an OTLP endpoint is set: its tracer becomes
+/// the process's (a second call keeps the first tracer). Must run inside
+/// the Tokio runtime (the exporter's channel is made here).
+pub(super) fn build(settings: &OtlpSettings) -> Result<Option<SdkTracerProvider>, String> {
     let Some(endpoint) = otlp::endpoint(settings) else {
         return Ok(None);
     };
@@ -48,35 +66,126 @@ pub(super) fn build(
         .with_batch_exporter(exporter)
         .with_resource(otlp::resource(settings))
         .build();
-    let layer = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("sqlgate"))
-        .with_location(false)
-        .with_threads(false)
-        .with_level(false)
-        // No `busy_ns`/`idle_ns`: they cost two clock reads at every poll
-        // of a call's futures (a call's span is entered at each poll) and
-        // two attributes on every exported span; a span's own start and
-        // end say how long it took.
-        .with_tracked_inactivity(false)
-        // Entering a span does not make its OpenTelemetry context the
-        // thread's current one: nothing in sqlgate reads that (the trace id
-        // comes from the span itself), and activating it allocated at every
-        // poll of a call's futures.
-        .with_context_activation(false)
-        .with_filter(only_sqlgate_spans())
-        .boxed();
-    Ok(Some((provider, layer)))
+    let _ = TRACER.set(provider.tracer("sqlgate"));
+    Ok(Some(provider))
 }
 
-/// The export layer's filter: [`TARGET`] only. A `Targets` filter (not a
-/// closure) decides once per call site and tells the subscriber the most
-/// verbose level it wants, so the HTTP/2, gRPC and database stacks'
-/// `trace!` and `debug!` call sites stay switched off as they are with
-/// traces off. A closure filter answers "sometimes" for every call site and
-/// no level hint, which made every such call site in h2, hyper and sqlx
-/// evaluate its filters on every frame.
-fn only_sqlgate_spans() -> Targets {
-    Targets::new().with_target(TARGET, tracing::Level::INFO)
+/// One exported span, or nothing (traces off, or a span that is not
+/// sampled and so records nothing). Cheap to clone: clones are handles to
+/// the same span, which ends when the last one is dropped.
+#[derive(Clone, Default)]
+pub(crate) struct TraceSpan(Option<Context>);
+
+impl std::fmt::Debug for TraceSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.span_ids() {
+            Some((trace, span)) => write!(f, "TraceSpan({trace}/{span})"),
+            None => f.write_str("TraceSpan(off)"),
+        }
+    }
+}
+
+impl TraceSpan {
+    /// Starts a span named `name` of `kind` under `parent` (an empty
+    /// context: a new trace), with `attributes`; empty when traces are off.
+    fn start(
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        parent: &Context,
+        attributes: Vec<KeyValue>,
+    ) -> Self {
+        let Some(tracer) = TRACER.get() else {
+            return Self(None);
+        };
+        let builder = SpanBuilder::from_name(name)
+            .with_kind(kind)
+            .with_attributes(attributes);
+        let span = tracer.build_with_context(builder, parent);
+        Self(Some(parent.with_span(span)))
+    }
+
+    /// The span in scope where this runs (see [`TraceSpan::scope`]); empty
+    /// when there is none or traces are off.
+    pub(crate) fn current() -> Self {
+        if TRACER.get().is_none() {
+            return Self(None);
+        }
+        Context::map_current(|context| Self(context.has_active_span().then(|| context.clone())))
+    }
+
+    /// Whether this span records anything: false when traces are off or
+    /// the span was not sampled, and then nothing need be computed for it.
+    pub(crate) fn is_recording(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|context| context.span().is_recording())
+    }
+
+    /// Sets an attribute (nothing when not recording).
+    pub(crate) fn set(&self, key: &'static str, value: impl Into<Value>) {
+        if let Some(context) = &self.0 {
+            context.span().set_attribute(KeyValue::new(key, value));
+        }
+    }
+
+    /// Marks the span as failed (the conventions' `ERROR` status).
+    pub(crate) fn set_error(&self) {
+        if let Some(context) = &self.0 {
+            context.span().set_status(Status::error(""));
+        }
+    }
+
+    /// Adds the event `name` with `attributes`.
+    fn event(&self, name: &'static str, attributes: Vec<KeyValue>) {
+        if let Some(context) = &self.0 {
+            context.span().add_event(name, attributes);
+        }
+    }
+
+    /// `future`, with this span in scope at each of its polls: spans
+    /// started inside it (and its spawned work, see [`TraceSpan::current`])
+    /// are this one's children, and its pool waits are events on it.
+    /// Nothing is done at a poll when the span is empty.
+    pub(crate) fn scope<F: Future>(&self, future: F) -> InScope<F> {
+        InScope {
+            future,
+            context: self.0.clone(),
+        }
+    }
+
+    /// Runs `work` with this span in scope.
+    pub(crate) fn in_scope<R>(&self, work: impl FnOnce() -> R) -> R {
+        let _guard = self.0.clone().map(Context::attach);
+        work()
+    }
+
+    /// The trace and span ids (32 and 16 hex digits), when exported.
+    pub(crate) fn span_ids(&self) -> Option<(String, String)> {
+        let context = self.0.as_ref()?;
+        let span = context.span();
+        let ids = span.span_context();
+        ids.is_valid()
+            .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
+    }
+}
+
+pin_project! {
+    /// A future polled with its span in scope (see [`TraceSpan::scope`]).
+    pub(crate) struct InScope<F> {
+        #[pin]
+        future: F,
+        context: Option<Context>,
+    }
+}
+
+impl<F: Future> Future for InScope<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _guard = this.context.clone().map(Context::attach);
+        this.future.poll(cx)
+    }
 }
 
 /// Reads `traceparent`/`tracestate` from gRPC metadata.
@@ -93,125 +202,139 @@ impl Extractor for Headers<'_> {
 }
 
 /// The span of one call to `method` (a known `rpc.method`, or `_OTHER`),
-/// continuing the caller's trace when its headers carry one. Disabled
-/// (and nothing read) when traces are off.
-pub(crate) fn rpc_span(method: &'static str, headers: &http::HeaderMap) -> Span {
-    let span = tracing::info_span!(
-        target: TARGET,
-        "rpc",
-        otel.name = method,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        rpc.system.name = "grpc",
-        rpc.method = method,
-        rpc.response.status_code = tracing::field::Empty,
-        sqlgate.caller = tracing::field::Empty,
-        sqlgate.session.id = tracing::field::Empty,
-        sqlgate.tags = tracing::field::Empty,
-        sqlgate.session.labels = tracing::field::Empty,
-    );
-    if !span.is_disabled() {
-        let parent = TraceContextPropagator::new().extract(&Headers(headers));
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
-        }
+/// continuing the caller's trace when its headers carry one. Empty (and
+/// nothing read) when traces are off.
+pub(crate) fn rpc_span(method: &'static str, headers: &http::HeaderMap) -> TraceSpan {
+    if TRACER.get().is_none() {
+        return TraceSpan::default();
     }
-    span
+    let parent = TraceContextPropagator::new().extract(&Headers(headers));
+    let parent = if parent.span().span_context().is_valid() {
+        parent
+    } else {
+        Context::new()
+    };
+    TraceSpan::start(
+        method,
+        SpanKind::Server,
+        &parent,
+        vec![
+            KeyValue::new("rpc.system.name", "grpc"),
+            KeyValue::new("rpc.method", method),
+        ],
+    )
 }
 
-/// The span of one statement (client kind): `db.query.text` is the
-/// statement with every literal replaced by `?` (see
-/// [`crate::query::fingerprint::sanitized_text`]), never a value.
+/// The span of one statement (client kind), a child of the span in scope:
+/// `db.query.text` is the statement with every literal replaced by `?`
+/// (see [`crate::query::fingerprint::sanitized_text`]), never a value.
 pub(crate) fn statement_span(
     db_system: &'static str,
     namespace: Option<&str>,
     operation: &'static str,
     sanitized_text: impl FnOnce() -> std::sync::Arc<str>,
-) -> Span {
-    let span = tracing::info_span!(
-        target: TARGET,
-        "statement",
-        otel.name = operation,
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        db.system.name = db_system,
-        db.namespace = tracing::field::Empty,
-        db.operation.name = operation,
-        db.query.text = tracing::field::Empty,
-        db.operation.batch.size = tracing::field::Empty,
-        db.response.status_code = tracing::field::Empty,
-        db.response.returned_rows = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-    );
-    if !span.is_disabled() {
-        span.record("db.query.text", &*sanitized_text());
-        if let Some(namespace) = namespace {
-            span.record("db.namespace", namespace);
-        }
+) -> TraceSpan {
+    if TRACER.get().is_none() {
+        return TraceSpan::default();
     }
-    span
+    let parent = Context::current();
+    let mut attributes = Vec::with_capacity(4);
+    attributes.push(KeyValue::new("db.system.name", db_system));
+    attributes.push(KeyValue::new("db.operation.name", operation));
+    let text = sanitized_text();
+    if !text.is_empty() {
+        attributes.push(KeyValue::new("db.query.text", Value::String(text.into())));
+    }
+    if let Some(namespace) = namespace {
+        attributes.push(KeyValue::new("db.namespace", namespace.to_owned()));
+    }
+    TraceSpan::start(operation, SpanKind::Client, &parent, attributes)
 }
 
-/// The span of one session (internal kind), a child of its `Attach`
-/// call's span, covering the session's life: its statements are its
-/// children, and [`session_ended`] records why it ended.
-pub(crate) fn session_span() -> Span {
-    tracing::info_span!(
-        target: TARGET,
+/// The span of one session (internal kind), a child of the span in scope
+/// (its `Attach` call's), covering the session's life: its statements
+/// are its children, and [`session_ended`] records why it ended.
+pub(crate) fn session_span() -> TraceSpan {
+    if TRACER.get().is_none() {
+        return TraceSpan::default();
+    }
+    TraceSpan::start(
         "session",
-        otel.name = "session",
-        otel.kind = "internal",
-        sqlgate.session.id = tracing::field::Empty,
-        sqlgate.session.labels = tracing::field::Empty,
-        sqlgate.session.end_reason = tracing::field::Empty,
-        sqlgate.session.statements = tracing::field::Empty,
+        SpanKind::Internal,
+        &Context::current(),
+        Vec::new(),
     )
 }
 
-/// Records on the current span (a session's, where the session runs)
+/// Records on the span in scope (a session's, where the session runs)
 /// its id.
 pub(crate) fn session_opened(session_id: &str) {
-    let span = Span::current();
-    if !span.is_disabled() {
-        span.record("sqlgate.session.id", session_id);
-    }
+    TraceSpan::current().set("sqlgate.session.id", session_id.to_owned());
 }
 
-/// Records on the current span (a session's, where the session runs)
-/// why it ended and how many statements it ran.
+/// Records on the span in scope (a session's, where the session runs)
+/// why it ended and how many statements it ran, as attributes and as the
+/// `session.end` event.
 pub(crate) fn session_ended(reason: &'static str, statements: u64) {
-    let span = Span::current();
-    if !span.is_disabled() {
-        span.record("sqlgate.session.end_reason", reason);
-        span.record("sqlgate.session.statements", statements);
+    let span = TraceSpan::current();
+    if !span.is_recording() {
+        return;
+    }
+    let statements = i64::try_from(statements).unwrap_or(i64::MAX);
+    span.set("sqlgate.session.end_reason", reason);
+    span.set("sqlgate.session.statements", statements);
+    span.event(
+        "session.end",
+        vec![
+            KeyValue::new("end_reason", reason),
+            KeyValue::new("statements", statements),
+        ],
+    );
+}
+
+/// A pool wait, as the `pool.wait` event on the span in scope (the
+/// statement's that waited).
+pub(crate) fn pool_waited(waited: std::time::Duration, timed_out: bool) {
+    let span = TraceSpan::current();
+    if span.is_recording() {
+        span.event(
+            "pool.wait",
+            vec![
+                KeyValue::new("wait_ms", waited.as_secs_f64() * 1000.0),
+                KeyValue::new("timed_out", timed_out),
+            ],
+        );
     }
 }
 
 /// Records how a statement ended on its span: rows returned, or the
 /// error's kind (the gRPC code) and the database's SQLSTATE.
-pub(crate) fn statement_done(span: &Span, outcome: Result<usize, &Error>) {
-    if span.is_disabled() {
+pub(crate) fn statement_done(span: &TraceSpan, outcome: Result<usize, &Error>) {
+    if !span.is_recording() {
         return;
     }
     match outcome {
         Ok(rows) => {
-            span.record("db.response.returned_rows", rows);
+            span.set(
+                "db.response.returned_rows",
+                i64::try_from(rows).unwrap_or(i64::MAX),
+            );
         }
         Err(error) => {
-            span.record("otel.status_code", "ERROR");
-            span.record("error.type", super::names::code_name(error.code()));
+            span.set_error();
+            span.set("error.type", super::names::code_name(error.code()));
             if let Some(sqlstate) = error.sqlstate() {
-                span.record("db.response.status_code", sqlstate);
+                span.set("db.response.status_code", sqlstate.to_owned());
             }
         }
     }
 }
 
-/// Records a session's labels (`k=v,…`) on its span, the current one
+/// Records a session's labels (`k=v,…`) on its span, the one in scope
 /// where the session runs.
 pub(crate) fn session_labels(labels: &std::collections::BTreeMap<String, String>) {
-    let span = Span::current();
-    if span.is_disabled() || labels.is_empty() {
+    let span = TraceSpan::current();
+    if !span.is_recording() || labels.is_empty() {
         return;
     }
     let text = labels
@@ -219,17 +342,5 @@ pub(crate) fn session_labels(labels: &std::collections::BTreeMap<String, String>
         .map(|(key, value)| format!("{key}={value}"))
         .collect::<Vec<_>>()
         .join(",");
-    span.record("sqlgate.session.labels", text);
-}
-
-/// The trace id of `span` (32 hex digits), when it is exported.
-pub(crate) fn trace_id(span: &Span) -> Option<String> {
-    if span.is_disabled() {
-        return None;
-    }
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
+    span.set("sqlgate.session.labels", text);
 }

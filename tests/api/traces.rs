@@ -27,7 +27,7 @@ use opentelemetry_proto::tonic::{
     },
     common::v1::{KeyValue, any_value::Value as AnyValue},
     metrics::v1::{Metric, metric::Data, number_data_point},
-    trace::v1::{Span, span::SpanKind},
+    trace::v1::{Span, span::SpanKind, status::StatusCode},
 };
 use sqlgate::grpc::pb::{self, BeginSession, SessionRequest, query_client::QueryClient};
 use tempfile::TempDir;
@@ -353,6 +353,9 @@ async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_v
         Some("1")
     );
     assert!(statement.start_time_unix_nano >= select.start_time_unix_nano);
+    // The wait for a pooled connection happened in the task that ran the
+    // statement, with the statement's span in scope: its event is there.
+    assert_pool_wait(&statement);
     // The statement's span ends in the task that ran it, which may finish
     // a moment after the call's answer went out: allow that moment.
     assert!(statement.end_time_unix_nano <= select.end_time_unix_nano + SPAN_END_SLACK_NANOS);
@@ -372,6 +375,7 @@ async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_v
     assert!(
         streamed_statement.end_time_unix_nano <= streamed.end_time_unix_nano + SPAN_END_SLACK_NANOS
     );
+    assert_pool_wait(&streamed_statement);
 
     // A failing statement: the database's code on the statement span.
     let failed = collector
@@ -388,6 +392,16 @@ async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_v
         Some("ALREADY_EXISTS")
     );
     assert!(attribute(&failed_statement, "db.response.status_code").is_some());
+    // The statement failed: its span's status says so; the call's does
+    // not (ALREADY_EXISTS is the caller's doing, not the server's).
+    assert_eq!(
+        failed_statement.status.as_ref().map(|status| status.code),
+        Some(StatusCode::Error as i32)
+    );
+    assert_ne!(
+        failed.status.as_ref().map(|status| status.code),
+        Some(StatusCode::Error as i32)
+    );
 
     // A batch: one span, its size.
     let batch = collector
@@ -510,12 +524,33 @@ async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_v
         "a value reached a span: {exported}"
     );
     assert_absent("CANARY-PHI", &output, "a parameter value or literal");
-    // The call line names the trace it belongs to.
+    // The call line names the trace and the call's span.
+    let select_span_id = hex(&select.span_id);
     assert!(
-        output
-            .iter()
-            .any(|line| line.contains("call done") && line.contains(TRACE_ID)),
-        "no call line carries the trace id"
+        output.iter().any(|line| line.contains("call done")
+            && line.contains(TRACE_ID)
+            && line.contains(&select_span_id)),
+        "no call line carries the trace id and the call's span id {select_span_id}"
+    );
+}
+
+/// `span` carries one `pool.wait` event, for a wait that did not time out.
+fn assert_pool_wait(span: &Span) {
+    let waits: Vec<_> = span
+        .events
+        .iter()
+        .filter(|event| event.name == "pool.wait")
+        .collect();
+    assert_eq!(waits.len(), 1, "pool.wait events of {span:#?}");
+    let timed_out = waits[0]
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "timed_out")
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref());
+    assert_eq!(timed_out, Some(&AnyValue::BoolValue(false)));
+    assert!(
+        waits[0].attributes.iter().any(|kv| kv.key == "wait_ms"),
+        "{span:#?}"
     );
 }
 
