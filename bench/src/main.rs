@@ -101,6 +101,12 @@ pub(crate) struct Args {
     /// spans when the instructions of tracing are counted.
     #[arg(long)]
     pub(crate) otlp_sink: Option<SocketAddr>,
+    /// The OTLP sink (of `--otlp-sink` and of the tracing-cost workload)
+    /// decodes every export, as a collector's generated server would,
+    /// instead of skipping the spans' bytes: shows what decoding costs when
+    /// the collector shares the machine's cores.
+    #[arg(long)]
+    pub(crate) otlp_sink_decodes: bool,
 }
 
 impl Args {
@@ -120,7 +126,7 @@ async fn main() -> Result<(), BoxError> {
         return session_client(address).await;
     }
     if let Some(address) = args.otlp_sink {
-        return sink::run(address).await;
+        return sink::run(address, args.otlp_sink_decodes).await;
     }
     if let Some(address) = args.drive {
         if let Some(streams) = args.streams {

@@ -70,7 +70,7 @@ impl Metrics {
         pool: &Arc<dyn PoolHandle>,
         sessions: &Arc<SessionRegistry>,
     ) -> Result<Self, String> {
-        let endpoint = otlp::endpoint(&settings.otlp);
+        let endpoint = otlp::endpoint(&settings.otlp, otlp::Signal::Metrics);
         let prometheus_on = settings.metrics.listen.is_some();
         if !prometheus_on && endpoint.is_none() {
             return Ok(Self::default());

@@ -11,6 +11,8 @@ pub(crate) mod metrics;
 pub(crate) mod names;
 mod otlp;
 pub(crate) mod prometheus;
+mod span_encode;
+mod span_export;
 pub(crate) mod traces;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;

@@ -7,12 +7,33 @@ use opentelemetry_sdk::Resource;
 
 use crate::config::OtlpSettings;
 
-/// The variables that switch OTLP export on when `otlp.endpoint` is empty.
-const ENDPOINT_VARIABLES: [&str; 3] = [
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-];
+/// What is exported: each signal is switched on by its own variable as
+/// well as by the common one, as the OpenTelemetry specification reads
+/// them (a traces endpoint alone exports no metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// Spans.
+    Traces,
+    /// Metrics.
+    Metrics,
+}
+
+impl Signal {
+    /// The variables that switch this signal's export on when
+    /// `otlp.endpoint` is empty.
+    fn variables(self) -> [&'static str; 2] {
+        match self {
+            Signal::Traces => [
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ],
+            Signal::Metrics => [
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            ],
+        }
+    }
+}
 
 /// Where export goes, when it is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,18 +44,27 @@ pub(crate) enum Endpoint {
     FromEnvironment,
 }
 
-/// The endpoint in force: the setting, else the standard variables, else
-/// none (export off; `OTEL_SDK_DISABLED=true` turns it off too).
-pub(crate) fn endpoint(settings: &OtlpSettings) -> Option<Endpoint> {
-    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+/// The endpoint in force for `signal`: the setting, else the standard
+/// variables, else none (export off; `OTEL_SDK_DISABLED=true` turns it off
+/// too).
+pub(crate) fn endpoint(settings: &OtlpSettings, signal: Signal) -> Option<Endpoint> {
+    endpoint_in(settings, signal, |name| std::env::var(name).ok())
+}
+
+/// [`endpoint`], reading the variables through `variable`.
+fn endpoint_in(
+    settings: &OtlpSettings,
+    signal: Signal,
+    variable: impl Fn(&str) -> Option<String>,
+) -> Option<Endpoint> {
+    let set = |name: &str| variable(name).is_some_and(|value| !value.trim().is_empty());
+    let disabled =
+        variable("OTEL_SDK_DISABLED").is_some_and(|value| value.eq_ignore_ascii_case("true"));
     if disabled {
         None
     } else if !settings.endpoint.trim().is_empty() {
         Some(Endpoint::Configured(settings.endpoint.trim().to_owned()))
-    } else if ENDPOINT_VARIABLES
-        .iter()
-        .any(|name| std::env::var(name).is_ok_and(|value| !value.trim().is_empty()))
-    {
+    } else if signal.variables().into_iter().any(set) {
         Some(Endpoint::FromEnvironment)
     } else {
         None
@@ -66,5 +96,67 @@ pub(crate) fn resource(settings: &OtlpSettings) -> Resource {
         builder.build()
     } else {
         builder.with_service_name("sqlgate").build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(variables: &[(&str, &str)], signal: Signal) -> Option<Endpoint> {
+        endpoint_in(&OtlpSettings::default(), signal, |name| {
+            variables
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+    }
+
+    #[test]
+    fn each_signal_is_switched_on_by_its_own_variable_or_the_common_one() {
+        let common = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")];
+        assert_eq!(
+            with(&common, Signal::Traces),
+            Some(Endpoint::FromEnvironment)
+        );
+        assert_eq!(
+            with(&common, Signal::Metrics),
+            Some(Endpoint::FromEnvironment)
+        );
+        let traces = [(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://collector:4317",
+        )];
+        assert_eq!(
+            with(&traces, Signal::Traces),
+            Some(Endpoint::FromEnvironment)
+        );
+        assert_eq!(with(&traces, Signal::Metrics), None);
+        let metrics = [(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "http://collector:4317",
+        )];
+        assert_eq!(with(&metrics, Signal::Traces), None);
+        assert_eq!(
+            with(&metrics, Signal::Metrics),
+            Some(Endpoint::FromEnvironment)
+        );
+        assert_eq!(with(&[], Signal::Traces), None);
+        let blank = [("OTEL_EXPORTER_OTLP_ENDPOINT", "  ")];
+        assert_eq!(with(&blank, Signal::Metrics), None);
+    }
+
+    #[test]
+    fn the_setting_wins_and_sdk_disabled_turns_everything_off() {
+        let settings = OtlpSettings {
+            endpoint: " http://configured:4317 ".to_owned(),
+            ..OtlpSettings::default()
+        };
+        assert_eq!(
+            endpoint_in(&settings, Signal::Metrics, |_| None),
+            Some(Endpoint::Configured("http://configured:4317".to_owned()))
+        );
+        let disabled = |name: &str| (name == "OTEL_SDK_DISABLED").then(|| "TRUE".to_owned());
+        assert_eq!(endpoint_in(&settings, Signal::Traces, disabled), None);
     }
 }

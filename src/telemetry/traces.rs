@@ -35,14 +35,13 @@ use opentelemetry::{
     propagation::{Extractor, TextMapPropagator},
     trace::{SpanBuilder, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _},
 };
-use opentelemetry_otlp::SpanExporter;
 use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
     trace::{SdkTracer, SdkTracerProvider},
 };
 use pin_project_lite::pin_project;
 
-use super::otlp;
+use super::{otlp, span_export::OtlpSpanExporter};
 use crate::{config::OtlpSettings, error::Error};
 
 /// The process's tracer, set once when traces are on. A process serves
@@ -53,13 +52,10 @@ static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 /// the process's (a second call keeps the first tracer). Must run inside
 /// the Tokio runtime (the exporter's channel is made here).
 pub(super) fn build(settings: &OtlpSettings) -> Result<Option<SdkTracerProvider>, String> {
-    let Some(endpoint) = otlp::endpoint(settings) else {
+    let Some(endpoint) = otlp::endpoint(settings, otlp::Signal::Traces) else {
         return Ok(None);
     };
-    let exporter = endpoint
-        .aim(SpanExporter::builder().with_tonic())
-        .build()
-        .map_err(|err| format!("OTLP span exporter: {err}"))?;
+    let exporter = OtlpSpanExporter::new(endpoint)?;
     // The sampler comes from OTEL_TRACES_SAMPLER (parent-based, always on
     // by default), read by the SDK.
     let provider = SdkTracerProvider::builder()

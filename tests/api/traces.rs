@@ -57,7 +57,12 @@ const CANARY: &str = "CANARY-PHI-7f3a91";
 struct Collector {
     spans: Arc<Mutex<Vec<Span>>>,
     metrics: Arc<Mutex<Vec<Metric>>>,
+    span_exports: Arc<Mutex<Vec<SpanExport>>>,
 }
+
+/// One span export as seen: the resource's `service.name`, the scopes'
+/// names and the `x-test-tenant` header.
+type SpanExport = (Option<String>, Vec<String>, Option<String>);
 
 #[tonic::async_trait]
 impl MetricsService for Collector {
@@ -83,8 +88,38 @@ impl TraceService for Collector {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let tenant = request
+            .metadata()
+            .get("x-test-tenant")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let mut spans = self.spans.lock().expect("spans");
         for resource in request.into_inner().resource_spans {
+            let service = resource.resource.as_ref().and_then(|resource| {
+                resource
+                    .attributes
+                    .iter()
+                    .find(|kv| kv.key == "service.name")
+                    .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                        AnyValue::StringValue(name) => Some(name.clone()),
+                        _ => None,
+                    })
+            });
+            let scopes = resource
+                .scope_spans
+                .iter()
+                .map(|scope| {
+                    scope
+                        .scope
+                        .as_ref()
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            self.span_exports
+                .lock()
+                .expect("exports")
+                .push((service, scopes, tenant.clone()));
             for scope in resource.scope_spans {
                 spans.extend(scope.spans);
             }
@@ -191,6 +226,7 @@ async fn start(
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_BSP_SCHEDULE_DELAY", "50"),
             ("OTEL_SERVICE_NAME", "sqlgate-under-test"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-test-tenant=blue%20team"),
             ("SQLGATE_LOG_FILTER", "debug"),
             ("SQLGATE_AUDIT__SINK", audit.as_str()),
             ("SQLGATE_METRICS__LISTEN", metrics_listen.as_str()),
@@ -321,6 +357,15 @@ async fn calls_and_statements_make_a_span_tree_under_the_callers_trace_without_v
         .await;
     assert_eq!(hex(&select.trace_id), TRACE_ID);
     assert_eq!(hex(&select.parent_span_id), PARENT_SPAN_ID);
+    // Every export names the service and the scope, and carries the
+    // configured headers.
+    let exports = collector.span_exports.lock().expect("exports").clone();
+    assert!(!exports.is_empty());
+    for (service, scopes, tenant) in exports {
+        assert_eq!(service.as_deref(), Some("sqlgate-under-test"));
+        assert_eq!(scopes, vec!["sqlgate".to_owned()]);
+        assert_eq!(tenant.as_deref(), Some("blue team"));
+    }
     assert_eq!(
         attribute(&select, "rpc.system.name").as_deref(),
         Some("grpc")

@@ -1,7 +1,8 @@
 //! What tracing costs: point selects through the usual sqlgate (traces
 //! off) and through a second sqlgate exporting every span (OTLP to a sink
-//! in this process that accepts and discards, [`crate::sink`], `always_on` sampling), in
-//! the same rounds, in a random order in each. The ratio is traced / off.
+//! in this process that accepts and discards without decoding,
+//! [`crate::sink`], `always_on` sampling), in the same rounds, in a random
+//! order in each. The ratio is traced / off.
 
 use std::net::SocketAddr;
 
@@ -35,7 +36,10 @@ async fn start_traced(
         .map_or(args.database_url.as_str(), |(base, _)| base);
     let url = format!("{base}/sqlgate_bench");
     let traced = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{sink}")),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            format!("http://{sink}"),
+        ),
         ("OTEL_TRACES_SAMPLER", "always_on".to_owned()),
         ("OTEL_SERVICE_NAME", "sqlgate-bench-traced".to_owned()),
     ];
@@ -69,7 +73,7 @@ fn point_select_through(
 
 /// Point selects, traces off vs. on at 100 % sampling, same rounds.
 pub(crate) async fn tracing_cost(args: &Args, setup: &Setup) -> Result<Measurement, BoxError> {
-    let sink = crate::sink::start().await?;
+    let sink = crate::sink::start(args.otlp_sink_decodes).await?;
     let (mut traced_child, traced_channels) = start_traced(args, setup, sink).await?;
     let off = point_select_through(setup.rows, &setup.channels);
     let on = point_select_through(setup.rows, &traced_channels);

@@ -1,0 +1,259 @@
+//! The span exporter: each batch the SDK's batch processor hands over is
+//! encoded directly ([`super::span_encode`]) and sent as one OTLP/gRPC
+//! `TraceService/Export` call over tonic.
+//!
+//! It reads the standard variables opentelemetry-otlp's gRPC exporter
+//! reads for traces, in the same order: the endpoint
+//! (`otlp.endpoint`, else `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`, else `http://localhost:4317`), headers
+//! (`OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS`:
+//! `key=value,…`, values percent-decoded) and the timeout in milliseconds
+//! (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`,
+//! else 10 s). Like sqlgate's build of that exporter, it speaks plain
+//! HTTP/2 without compression. A batch that fails is dropped (and said
+//! once per failure by the SDK's log); partial-success answers are not
+//! read.
+
+use std::{str::FromStr, time::Duration};
+
+use bytes::{Buf, BufMut};
+use http::uri::PathAndQuery;
+use opentelemetry_sdk::{
+    Resource,
+    error::{OTelSdkError, OTelSdkResult},
+    trace::{SpanData, SpanExporter},
+};
+use tonic::{
+    Status,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    metadata::{MetadataKey, MetadataMap, MetadataValue},
+    transport::{Channel, Endpoint as ChannelEndpoint},
+};
+
+use super::{
+    otlp::Endpoint,
+    span_encode::{EncodedResource, export_request},
+};
+
+/// Where OTLP/gRPC goes when nothing says otherwise.
+const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
+/// How long one export may take when nothing says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Sends batches of spans to an OTLP/gRPC collector.
+#[derive(Debug)]
+pub(super) struct OtlpSpanExporter {
+    channel: Channel,
+    headers: MetadataMap,
+    resource: EncodedResource,
+}
+
+impl OtlpSpanExporter {
+    /// The exporter for `endpoint`; must run inside the Tokio runtime (the
+    /// channel's connection task is spawned there, and connects lazily).
+    pub(super) fn new(endpoint: Endpoint) -> Result<Self, String> {
+        Self::with_variables(endpoint, |name| std::env::var(name).ok())
+    }
+
+    fn with_variables(
+        endpoint: Endpoint,
+        variable: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let either = |traces: &str, common: &str| {
+            variable(traces)
+                .filter(|value| !value.trim().is_empty())
+                .or_else(|| variable(common).filter(|value| !value.trim().is_empty()))
+        };
+        let url = match endpoint {
+            Endpoint::Configured(url) => url,
+            Endpoint::FromEnvironment => either(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            )
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
+        };
+        let timeout = either(
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        )
+        .and_then(|millis| millis.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+        let headers = headers(
+            &either(
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "OTEL_EXPORTER_OTLP_HEADERS",
+            )
+            .unwrap_or_default(),
+        );
+        let channel = ChannelEndpoint::from_str(url.trim())
+            .map_err(|err| format!("OTLP endpoint {url:?}: {err}"))?
+            .timeout(timeout)
+            .connect_lazy();
+        Ok(Self {
+            channel,
+            headers,
+            resource: EncodedResource::default(),
+        })
+    }
+}
+
+impl SpanExporter for OtlpSpanExporter {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        let body = export_request(&batch, &self.resource);
+        drop(batch);
+        let mut client = tonic::client::Grpc::new(self.channel.clone());
+        let mut request = tonic::Request::new(body);
+        *request.metadata_mut() = self.headers.clone();
+        async move {
+            client
+                .ready()
+                .await
+                .map_err(|err| OTelSdkError::InternalFailure(format!("OTLP export: {err}")))?;
+            client
+                .unary(
+                    request,
+                    PathAndQuery::from_static(EXPORT_PATH),
+                    EncodedExport,
+                )
+                .await
+                .map(drop)
+                .map_err(|status| {
+                    OTelSdkError::InternalFailure(format!(
+                        "OTLP export: {:?}: {}",
+                        status.code(),
+                        status.message()
+                    ))
+                })
+        }
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = EncodedResource::new(resource);
+    }
+}
+
+/// `key=value,…` (values percent-decoded) as gRPC metadata; a pair that
+/// is not a valid metadata key and value is left out.
+fn headers(text: &str) -> MetadataMap {
+    let mut map = MetadataMap::new();
+    for pair in text.split(',') {
+        let Some((key, value)) = pair.split_once('=') else {
+            continue;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let value = percent_decoded(value.trim());
+        if key.is_empty() || value.is_empty() {
+            continue;
+        }
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
+            map.insert(key, value);
+        }
+    }
+    map
+}
+
+/// `%XX` sequences decoded; the text as it is when one is malformed.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = bytes
+                .get(index + 1..index + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            let Some(byte) = hex else {
+                return text.to_owned();
+            };
+            out.push(byte);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_owned())
+}
+
+/// The export call's codec: the request is already protobuf bytes; the
+/// answer (`ExportTraceServiceResponse`) is read and not decoded.
+#[derive(Debug, Clone, Copy, Default)]
+struct EncodedExport;
+
+impl Codec for EncodedExport {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self {
+        *self
+    }
+
+    fn decoder(&mut self) -> Self {
+        *self
+    }
+}
+
+impl Encoder for EncodedExport {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for EncodedExport {
+    type Item = ();
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_read_as_the_specification_writes_them() {
+        let map = headers(" Api-Key = s%20e%2Ccret , tenant=a=b,broken, =x,empty=, bad key=1");
+        assert_eq!(
+            map.get("api-key").and_then(|v| v.to_str().ok()),
+            Some("s e,cret")
+        );
+        assert_eq!(map.get("tenant").and_then(|v| v.to_str().ok()), Some("a=b"));
+        assert_eq!(map.len(), 2, "{map:?}");
+        assert_eq!(percent_decoded("100%"), "100%");
+        assert_eq!(percent_decoded("%zz"), "%zz");
+    }
+
+    #[tokio::test]
+    async fn the_traces_variables_win_over_the_common_ones() {
+        let variables = |name: &str| match name {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://common:4317".to_owned()),
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => Some("http://traces:4317".to_owned()),
+            "OTEL_EXPORTER_OTLP_HEADERS" => Some("common=1".to_owned()),
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS" => Some("traces=1".to_owned()),
+            _ => None,
+        };
+        let exporter =
+            OtlpSpanExporter::with_variables(Endpoint::FromEnvironment, variables).expect("builds");
+        assert!(exporter.headers.get("traces").is_some());
+        assert!(exporter.headers.get("common").is_none());
+        let refused =
+            OtlpSpanExporter::with_variables(Endpoint::Configured("not a url".to_owned()), |_| {
+                None
+            });
+        assert!(refused.is_err());
+    }
+}
