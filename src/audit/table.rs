@@ -21,7 +21,11 @@ use sea_orm::sea_query::{
 };
 
 use super::{Actor, tables};
-use crate::{db::Backend, error::Error, query::fingerprint::sanitized_text};
+use crate::{
+    db::Backend,
+    error::Error,
+    query::{Statement, fingerprint::sanitized_text},
+};
 
 /// The table's columns, in order.
 #[derive(Debug, Clone, Copy)]
@@ -287,6 +291,17 @@ impl AuditTable {
             (_, value) => value.into(),
         }
     }
+}
+
+/// Refuses `statement` when the audit table is on and the statement may
+/// name it or undo part of a transaction (see [`AuditTable::check`]): the
+/// one check that calls, streams and sessions all make before running a
+/// statement.
+pub(crate) fn check_statement(
+    table: Option<&AuditTable>,
+    statement: &Statement,
+) -> Result<(), Error> {
+    table.map_or(Ok(()), |table| table.check(&statement.sql))
 }
 
 /// Whether lower-cased `text` holds `word` (lower case) as a whole word:

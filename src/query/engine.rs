@@ -37,7 +37,7 @@ use super::{
     stream::{StreamUnit, run_stream},
 };
 use crate::{
-    audit::table::{AuditTable, AuditWriter},
+    audit::table::{AuditTable, AuditWriter, check_statement},
     config::LimitSettings,
     db::{
         self, Cut, Database, Deadline, Driver,
@@ -183,7 +183,7 @@ impl<DB: Driver> QueryEngine<DB> {
         let budget = self.budget(max_rows)?;
         for statement in &statements {
             statement.check_for_call(statements.len())?;
-            self.check_audit_table(statement)?;
+            check_statement(self.audit_table.as_ref(), statement)?;
         }
         deadline.check(DeadlinePhase::BeforeStart)?;
         let db = self.db.clone();
@@ -205,14 +205,6 @@ impl<DB: Driver> QueryEngine<DB> {
         .await
     }
 
-    /// Refuses a statement that names the audit table (see
-    /// [`AuditTable::check`]).
-    pub(crate) fn check_audit_table(&self, statement: &Statement) -> Result<(), Error> {
-        self.audit_table
-            .as_ref()
-            .map_or(Ok(()), |table| table.check(&statement.sql))
-    }
-
     /// Runs one statement and streams its result: [`StreamEvent::Columns`]
     /// first, then row batches, then [`StreamEvent::Finished`], or one error.
     /// The channel is bounded, so a slow reader slows the query; dropping the
@@ -231,7 +223,7 @@ impl<DB: Driver> QueryEngine<DB> {
         hold: Hold,
         writer: Option<AuditWriter>,
     ) -> mpsc::Receiver<Result<StreamEvent, Error>> {
-        let refused = self.check_audit_table(&statement).err();
+        let refused = check_statement(self.audit_table.as_ref(), &statement).err();
         let unit = StreamUnit {
             statement,
             deadline,

@@ -19,7 +19,10 @@ use tonic::Code;
 use tracing::Instrument;
 
 use crate::{
-    audit::{StatementRecord, table::AuditWriter},
+    audit::{
+        StatementRecord,
+        table::{AuditWriter, check_statement},
+    },
     db::{
         CLEANUP_TIMEOUT, Deadline, Driver,
         transaction::{Access, Begin, Checkout, Failure},
@@ -191,12 +194,9 @@ impl<DB: Driver> Session<DB> {
                 started: Instant::now(),
             });
         }
-        let allowed = statement.check_for_session(self.read_only).and_then(|()| {
-            self.manager
-                .audit_table
-                .as_ref()
-                .map_or(Ok(()), |table| table.check(&statement.sql))
-        });
+        let allowed = statement
+            .check_for_session(self.read_only)
+            .and_then(|()| check_statement(self.manager.audit_table.as_ref(), statement));
         if let Err(error) = allowed {
             return self.failed(request_id, error).await;
         }
