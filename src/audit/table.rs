@@ -21,11 +21,7 @@ use sea_orm::sea_query::{
 };
 
 use super::{Actor, tables};
-use crate::{
-    db::Backend,
-    error::Error,
-    query::{Statement, fingerprint::sanitized_text},
-};
+use crate::{db::Backend, error::Error, query::Statement};
 
 /// The table's columns, in order.
 #[derive(Debug, Clone, Copy)]
@@ -240,8 +236,7 @@ impl AuditTable {
     /// quoting (the row is sent ahead of the COMMIT as plain text, so
     /// that it takes no prepared-statement slot and no round trip).
     pub(crate) fn insert_sql(&self, row: &AuditRow<'_>) -> String {
-        let (operation, tables) =
-            tables::describe(&sanitized_text(row.sql, self.backend), self.backend);
+        let (operation, tables) = tables::describe(row.sanitized, self.backend);
         let time = chrono::DateTime::<chrono::Utc>::from(SystemTime::now())
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let values: [Value; 17] = [
@@ -334,19 +329,20 @@ pub(crate) struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// The INSERT of the audit row of `statement` (its text is only
-    /// sanitized and parsed for its operation and tables), which changed
+    /// The INSERT of the audit row of a statement whose text, literals
+    /// replaced (`sanitized`: [`Statement::sanitized_text`], made once per
+    /// distinct text), is parsed for its operation and tables; it changed
     /// `rows_affected` rows and returned `rows_returned`, in `duration`.
     pub(crate) fn row_sql(
         &self,
-        sql: &str,
+        sanitized: &str,
         fingerprint: &str,
         rows: (u64, u64),
         duration: Duration,
     ) -> String {
         self.table.insert_sql(&AuditRow {
             who: self,
-            sql,
+            sanitized,
             fingerprint,
             rows_returned: rows.0,
             rows_affected: rows.1,
@@ -359,7 +355,8 @@ impl AuditWriter {
 #[derive(Debug)]
 pub(crate) struct AuditRow<'a> {
     who: &'a AuditWriter,
-    sql: &'a str,
+    /// The statement's text with every literal replaced by `?`.
+    sanitized: &'a str,
     fingerprint: &'a str,
     rows_returned: u64,
     rows_affected: u64,
@@ -406,9 +403,17 @@ mod tests {
     #[test]
     fn a_row_names_tables_and_never_a_literal() {
         for backend in [Backend::Postgres, Backend::MySql, Backend::Sqlite] {
+            // The text a statement carries, sanitized once per text.
+            let statement = Statement::new(
+                "insert into notes (body) values ('CANARY-PHI-1') ".to_owned(),
+                Vec::new(),
+                &crate::config::LimitSettings::default(),
+                backend,
+            )
+            .expect("a statement");
             let sql = writer(backend).row_sql(
-                "insert into notes (body) values ('CANARY-PHI-1') ",
-                "0123456789abcdef",
+                &statement.sanitized_text(),
+                &statement.fingerprint,
                 (0, 1),
                 Duration::from_millis(3),
             );

@@ -399,7 +399,7 @@ async fn run_in_transaction<DB: Driver>(
             Ok(output) => {
                 if let Some(writer) = writer.filter(|_| statement.may_write()) {
                     checkout.stage_audit_row(&writer.row_sql(
-                        &statement.sql,
+                        &statement.sanitized_text(),
                         &statement.fingerprint,
                         (output.rows.len() as u64, output.rows_affected),
                         output.elapsed,
@@ -423,7 +423,7 @@ async fn run_in_transaction<DB: Driver>(
             if let Some(writer) = writer {
                 // No transaction to share: the row follows the statement.
                 let row = writer.row_sql(
-                    &statement.sql,
+                    &statement.sanitized_text(),
                     &statement.fingerprint,
                     (output.rows.len() as u64, output.rows_affected),
                     output.elapsed,

@@ -412,7 +412,7 @@ impl<DB: Driver> Session<DB> {
             tags: self.entry.owner.tags.clone(),
         };
         let row = writer.row_sql(
-            &statement.sql,
+            &statement.sanitized_text(),
             &statement.fingerprint,
             (stats.rows_returned, stats.rows_affected),
             stats.elapsed,
