@@ -86,8 +86,8 @@ impl Resolution {
         self.schema.as_deref()
     }
 
-    /// What `sql` (`lower`: the same text, lower-cased) may do to the
-    /// table. Most statements name neither the table nor anything that
+    /// What `sql` (`lower`: the same text as [`searchable_text`] makes
+    /// it) may do to the table. Most statements name neither the table nor anything that
     /// moves names, and are not lexed at all.
     pub(crate) fn reach(&self, sql: &str, lower: &str) -> Reach {
         let postgres = self.backend == Backend::Postgres;
@@ -341,6 +341,42 @@ fn offset_in(root: &str, part: &str) -> usize {
     (part.as_ptr() as usize).wrapping_sub(root.as_ptr() as usize)
 }
 
+/// `sql` as word searches must see it: lower-cased, and on MySQL with the
+/// version number of an executable comment blanked out — the server reads
+/// the code right after it as a word of its own (`/*!50000events*/` names
+/// `events`), where a search would see `50000events`. Same length as
+/// `sql`, so positions match.
+pub(crate) fn searchable_text(sql: &str, backend: Backend) -> String {
+    let text = sql.to_ascii_lowercase();
+    if backend != Backend::MySql || !(text.contains("/*!") || text.contains("/*m!")) {
+        return text;
+    }
+    let mut blanked = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("/*") {
+        let (before, after) = rest.split_at(at + 2);
+        blanked.push_str(before);
+        let marker = if after.starts_with('!') {
+            1
+        } else if after.starts_with("m!") {
+            2
+        } else {
+            0
+        };
+        let (marker, code) = after.split_at(marker);
+        blanked.push_str(marker);
+        let digits = if marker.is_empty() {
+            0
+        } else {
+            code.bytes().take_while(u8::is_ascii_digit).count()
+        };
+        blanked.extend(std::iter::repeat_n(' ', digits));
+        rest = code.get(digits..).unwrap_or_default();
+    }
+    blanked.push_str(rest);
+    blanked
+}
+
 /// Whether lower-cased `text` holds `word` (lower case) as a whole word:
 /// not inside a longer identifier (`sqlgate_audit_notes`, `released`).
 pub(crate) fn contains_word(text: &str, word: &str) -> bool {
@@ -372,7 +408,7 @@ mod tests {
     use super::*;
 
     fn reach(resolution: &Resolution, sql: &str) -> Reach {
-        resolution.reach(sql, &sql.to_ascii_lowercase())
+        resolution.reach(sql, &searchable_text(sql, resolution.backend))
     }
 
     fn qualified(backend: Backend, searched: bool) -> Resolution {
@@ -470,6 +506,18 @@ mod tests {
             );
             assert_eq!(reach(&searched, "delete from app.events"), Reach::None);
         }
+        // A version number runs into the name it hides.
+        let mysql = qualified(Backend::MySql, true);
+        for sql in [
+            "delete from /*!50000events*/",
+            "delete from /*M!100000events*/",
+        ] {
+            assert_eq!(reach(&mysql, sql), Reach::NamesTable, "{sql}");
+        }
+        assert_eq!(
+            searchable_text("A /*!50000B*/ /*M!1C*/ /*1D*/", Backend::MySql),
+            "a /*!     b*/ /*m! c*/ /*1d*/"
+        );
         // SQLite searches every attached database.
         let sqlite = qualified(Backend::Sqlite, false);
         assert_eq!(reach(&sqlite, "delete from events"), Reach::NamesTable);
@@ -509,6 +557,7 @@ mod tests {
         let mysql = qualified(Backend::MySql, false);
         assert_eq!(reach(&mysql, "USE audit"), Reach::MovesNames);
         assert_eq!(reach(&mysql, "/*!USE audit */"), Reach::MovesNames);
+        assert_eq!(reach(&mysql, "/*!50000USE audit */"), Reach::MovesNames);
         assert_eq!(reach(&mysql, "select 'use'"), Reach::None);
     }
 

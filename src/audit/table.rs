@@ -22,7 +22,7 @@ use sea_orm::sea_query::{
 
 use super::{
     Actor,
-    naming::{Reach, Resolution, contains_word},
+    naming::{Reach, Resolution, contains_word, searchable_text},
     tables,
 };
 use crate::{db::Backend, error::Error, query::Statement};
@@ -221,7 +221,7 @@ impl AuditTable {
     /// `RELEASE`): a write rolled back to a savepoint would otherwise keep
     /// the audit row staged for it, which commits with the transaction.
     pub(crate) fn check(&self, sql: &str) -> Result<(), Error> {
-        let text = sql.to_ascii_lowercase();
+        let text = searchable_text(sql, self.backend);
         match self.resolution.reach(sql, &text) {
             Reach::None => {}
             Reach::NamesTable => {
@@ -255,7 +255,9 @@ impl AuditTable {
     /// Whether `sql`, as a caller wrote it, may name the audit table.
     #[cfg(test)]
     fn is_named_by(&self, sql: &str) -> bool {
-        self.resolution.reach(sql, &sql.to_ascii_lowercase()) == Reach::NamesTable
+        self.resolution
+            .reach(sql, &searchable_text(sql, self.backend))
+            == Reach::NamesTable
     }
 
     /// The INSERT of one audit row: `row` as the JSON statement event has
@@ -489,6 +491,9 @@ mod tests {
         for sql in ["UPDATE releases SET released = true", "SELECT 1"] {
             assert!(table.check(sql).is_ok(), "{sql}");
         }
+        // MySQL reads the word after an executable comment's version.
+        let table = AuditTable::new("sqlgate_audit", Backend::MySql).expect("a name");
+        assert!(table.check("/*!50000ROLLBACK*/ TO s").is_err());
     }
 
     #[test]
