@@ -20,8 +20,12 @@ use sea_orm::sea_query::{
     SqliteQueryBuilder, Table, TableCreateStatement, TableRef, Value,
 };
 
-use super::{Actor, tables};
-use crate::{db::Backend, error::Error, query::fingerprint::sanitized_text};
+use super::{
+    Actor,
+    naming::{Reach, Resolution, contains_word, searchable_text},
+    tables,
+};
+use crate::{db::Backend, error::Error, query::Statement};
 
 /// The table's columns, in order.
 #[derive(Debug, Clone, Copy)]
@@ -132,9 +136,8 @@ pub(crate) struct AuditTable {
     /// `table` or `schema.table`, as configured (checked to be plain
     /// identifiers by the settings' validation).
     name: String,
-    /// The last part of the name, lower-cased: what a statement naming
-    /// the table contains.
-    word: String,
+    /// How a statement's names may resolve to the table.
+    resolution: Resolution,
     backend: Backend,
 }
 
@@ -146,10 +149,13 @@ impl AuditTable {
         if name.is_empty() {
             return None;
         }
-        let word = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
+        let resolution = match name.split_once('.') {
+            Some((schema, table)) => Resolution::new(Some(schema), table, backend),
+            None => Resolution::new(None, name, backend),
+        };
         Some(Self {
             name: name.to_owned(),
-            word,
+            resolution,
             backend,
         })
     }
@@ -157,6 +163,33 @@ impl AuditTable {
     /// The configured name.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The question that tells, at start-up, whether unqualified names
+    /// may resolve into the configured schema: the query, which returns
+    /// a row when they may, and its one parameter (the schema). `None`
+    /// without a schema, or on SQLite (which searches every database).
+    pub(crate) fn schema_question(&self) -> Option<(&'static str, String)> {
+        let schema = self.resolution.schema()?.to_owned();
+        let query = match self.backend {
+            // `$user` in the path stands for the current role, which
+            // `SET ROLE` changes: a role named like the schema counts.
+            Backend::Postgres => {
+                "SELECT 1 WHERE lower($1::text) IN \
+                   (SELECT lower(s) FROM unnest(current_schemas(true)) AS s) \
+                 OR (current_setting('search_path') LIKE '%$user%' \
+                   AND EXISTS (SELECT 1 FROM pg_roles WHERE lower(rolname) = lower($1::text)))"
+            }
+            Backend::MySql => "SELECT 1 FROM DUAL WHERE lower(DATABASE()) = lower(?)",
+            Backend::Sqlite => return None,
+        };
+        Some((query, schema))
+    }
+
+    /// Start-up's answer to [`AuditTable::schema_question`]: unqualified
+    /// names do not resolve into the schema.
+    pub(crate) fn schema_not_searched(&mut self) {
+        self.resolution.schema_not_searched();
     }
 
     fn table_ref(&self) -> TableRef {
@@ -182,17 +215,29 @@ impl AuditTable {
         }
     }
 
-    /// Refuses `sql` (PERMISSION_DENIED) when it names the audit table,
-    /// or may undo part of a transaction (`SAVEPOINT`, `ROLLBACK TO`,
+    /// Refuses `sql` (PERMISSION_DENIED) when it may name the audit table
+    /// (see [`super::naming`]) or move where unqualified names resolve, or
+    /// may undo part of a transaction (`SAVEPOINT`, `ROLLBACK TO`,
     /// `RELEASE`): a write rolled back to a savepoint would otherwise keep
     /// the audit row staged for it, which commits with the transaction.
     pub(crate) fn check(&self, sql: &str) -> Result<(), Error> {
-        let text = sql.to_ascii_lowercase();
-        if self.is_named_in(&text) {
-            return Err(Error::Forbidden(format!(
-                "statements may not name the audit table {}",
-                self.name
-            )));
+        let text = searchable_text(sql, self.backend);
+        match self.resolution.reach(sql, &text) {
+            Reach::None => {}
+            Reach::NamesTable => {
+                return Err(Error::Forbidden(format!(
+                    "statements may not name the audit table {}",
+                    self.name
+                )));
+            }
+            Reach::MovesNames => {
+                return Err(Error::Forbidden(format!(
+                    "statements that may change where unqualified names resolve (search_path, \
+                     SET SCHEMA, set_config with a setting name not spelled out, pg_settings, \
+                     USE) are refused while the audit table {} is on",
+                    self.name
+                )));
+            }
         }
         if ["savepoint", "rollback", "release"]
             .iter()
@@ -207,28 +252,12 @@ impl AuditTable {
         Ok(())
     }
 
-    /// Whether lower-cased `text` may name the audit table: its name as a word
-    /// anywhere in the raw text, in any case — inside literals, comments
-    /// and dollar-quoted bodies too, because a backend may read those as
-    /// names (SQLite takes `DELETE FROM 'sqlgate_audit'` as a table name,
-    /// MySQL runs `/*! … */` as code, PostgreSQL runs a `DO $$ … $$` body) —
-    /// or a PostgreSQL Unicode-escaped identifier (`U&"…"`), which can
-    /// spell any name. Such a statement is refused, so that a caller
-    /// cannot forge, read or erase audit rows through sqlgate; a few
-    /// statements that only mention the name in a string are refused too.
-    /// Dynamic SQL that builds the name from pieces gets past this; only
-    /// the database's grants stop that (see the README).
-    fn is_named_in(&self, text: &str) -> bool {
-        if self.backend == Backend::Postgres && text.contains("u&\"") {
-            return true;
-        }
-        contains_word(text, &self.word)
-    }
-
-    /// [`AuditTable::is_named_in`] for a statement as a caller wrote it.
+    /// Whether `sql`, as a caller wrote it, may name the audit table.
     #[cfg(test)]
     fn is_named_by(&self, sql: &str) -> bool {
-        self.is_named_in(&sql.to_ascii_lowercase())
+        self.resolution
+            .reach(sql, &searchable_text(sql, self.backend))
+            == Reach::NamesTable
     }
 
     /// The INSERT of one audit row: `row` as the JSON statement event has
@@ -236,8 +265,7 @@ impl AuditTable {
     /// quoting (the row is sent ahead of the COMMIT as plain text, so
     /// that it takes no prepared-statement slot and no round trip).
     pub(crate) fn insert_sql(&self, row: &AuditRow<'_>) -> String {
-        let (operation, tables) =
-            tables::describe(&sanitized_text(row.sql, self.backend), self.backend);
+        let (operation, tables) = tables::describe(row.sanitized, self.backend);
         let time = chrono::DateTime::<chrono::Utc>::from(SystemTime::now())
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let values: [Value; 17] = [
@@ -289,18 +317,15 @@ impl AuditTable {
     }
 }
 
-/// Whether lower-cased `text` holds `word` (lower case) as a whole word:
-/// not inside a longer identifier (`sqlgate_audit_notes`, `released`).
-fn contains_word(text: &str, word: &str) -> bool {
-    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
-    text.match_indices(word).any(|(at, found)| {
-        let before = at
-            .checked_sub(1)
-            .and_then(|i| text.as_bytes().get(i))
-            .copied();
-        let after = text.as_bytes().get(at + found.len()).copied();
-        !before.is_some_and(is_word) && !after.is_some_and(is_word)
-    })
+/// Refuses `statement` when the audit table is on and the statement may
+/// name it or undo part of a transaction (see [`AuditTable::check`]): the
+/// one check that calls, streams and sessions all make before running a
+/// statement.
+pub(crate) fn check_statement(
+    table: Option<&AuditTable>,
+    statement: &Statement,
+) -> Result<(), Error> {
+    table.map_or(Ok(()), |table| table.check(&statement.sql))
 }
 
 /// Who writes, for every audit row of a call or a session.
@@ -319,19 +344,20 @@ pub(crate) struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// The INSERT of the audit row of `statement` (its text is only
-    /// sanitized and parsed for its operation and tables), which changed
+    /// The INSERT of the audit row of a statement whose text, literals
+    /// replaced (`sanitized`: [`Statement::sanitized_text`], made once per
+    /// distinct text), is parsed for its operation and tables; it changed
     /// `rows_affected` rows and returned `rows_returned`, in `duration`.
     pub(crate) fn row_sql(
         &self,
-        sql: &str,
+        sanitized: &str,
         fingerprint: &str,
         rows: (u64, u64),
         duration: Duration,
     ) -> String {
         self.table.insert_sql(&AuditRow {
             who: self,
-            sql,
+            sanitized,
             fingerprint,
             rows_returned: rows.0,
             rows_affected: rows.1,
@@ -344,7 +370,8 @@ impl AuditWriter {
 #[derive(Debug)]
 pub(crate) struct AuditRow<'a> {
     who: &'a AuditWriter,
-    sql: &'a str,
+    /// The statement's text with every literal replaced by `?`.
+    sanitized: &'a str,
     fingerprint: &'a str,
     rows_returned: u64,
     rows_affected: u64,
@@ -391,9 +418,17 @@ mod tests {
     #[test]
     fn a_row_names_tables_and_never_a_literal() {
         for backend in [Backend::Postgres, Backend::MySql, Backend::Sqlite] {
+            // The text a statement carries, sanitized once per text.
+            let statement = Statement::new(
+                "insert into notes (body) values ('CANARY-PHI-1') ".to_owned(),
+                Vec::new(),
+                &crate::config::LimitSettings::default(),
+                backend,
+            )
+            .expect("a statement");
             let sql = writer(backend).row_sql(
-                "insert into notes (body) values ('CANARY-PHI-1') ",
-                "0123456789abcdef",
+                &statement.sanitized_text(),
+                &statement.fingerprint,
                 (0, 1),
                 Duration::from_millis(3),
             );
@@ -456,6 +491,9 @@ mod tests {
         for sql in ["UPDATE releases SET released = true", "SELECT 1"] {
             assert!(table.check(sql).is_ok(), "{sql}");
         }
+        // MySQL reads the word after an executable comment's version.
+        let table = AuditTable::new("sqlgate_audit", Backend::MySql).expect("a name");
+        assert!(table.check("/*!50000ROLLBACK*/ TO s").is_err());
     }
 
     #[test]

@@ -35,7 +35,7 @@ use super::{
     stream::{StreamUnit, run_stream},
 };
 use crate::{
-    audit::table::{AuditTable, AuditWriter},
+    audit::table::{AuditTable, AuditWriter, check_statement},
     config::LimitSettings,
     db::{
         self, Cut, Database, Deadline, Driver,
@@ -184,7 +184,7 @@ impl<DB: Driver> QueryEngine<DB> {
         let budget = self.budget(max_rows)?;
         for statement in &statements {
             statement.check_for_call(statements.len())?;
-            self.check_audit_table(statement)?;
+            check_statement(self.audit_table.as_ref(), statement)?;
         }
         deadline.check(DeadlinePhase::BeforeStart)?;
         let db = self.db.clone();
@@ -206,14 +206,6 @@ impl<DB: Driver> QueryEngine<DB> {
         .await
     }
 
-    /// Refuses a statement that names the audit table (see
-    /// [`AuditTable::check`]).
-    pub(crate) fn check_audit_table(&self, statement: &Statement) -> Result<(), Error> {
-        self.audit_table
-            .as_ref()
-            .map_or(Ok(()), |table| table.check(&statement.sql))
-    }
-
     /// Runs one statement and streams its result: [`StreamEvent::Columns`]
     /// first, then row batches, then [`StreamEvent::Finished`], or one error.
     /// The channel is bounded, so a slow reader slows the query; dropping the
@@ -232,7 +224,7 @@ impl<DB: Driver> QueryEngine<DB> {
         hold: Hold,
         writer: Option<AuditWriter>,
     ) -> mpsc::Receiver<Result<StreamEvent, Error>> {
-        let refused = self.check_audit_table(&statement).err();
+        let refused = check_statement(self.audit_table.as_ref(), &statement).err();
         let unit = StreamUnit {
             statement,
             deadline,
@@ -408,7 +400,7 @@ async fn run_in_transaction<DB: Driver>(
             Ok(output) => {
                 if let Some(writer) = writer.filter(|_| statement.may_write()) {
                     checkout.stage_audit_row(&writer.row_sql(
-                        &statement.sql,
+                        &statement.sanitized_text(),
                         &statement.fingerprint,
                         (output.rows.len() as u64, output.rows_affected),
                         output.elapsed,
@@ -432,7 +424,7 @@ async fn run_in_transaction<DB: Driver>(
             if let Some(writer) = writer {
                 // No transaction to share: the row follows the statement.
                 let row = writer.row_sql(
-                    &statement.sql,
+                    &statement.sanitized_text(),
                     &statement.fingerprint,
                     (output.rows.len() as u64, output.rows_affected),
                     output.elapsed,

@@ -177,7 +177,7 @@ async fn stream_unit<DB: Driver>(
                 sink.flush().await?;
                 if let Some(writer) = writer.filter(|_| statement.may_write()) {
                     checkout.stage_audit_row(&writer.row_sql(
-                        &statement.sql,
+                        &statement.sanitized_text(),
                         &statement.fingerprint,
                         (sink.rows_returned(), rows_affected),
                         started.elapsed(),

@@ -18,7 +18,10 @@ use super::{
 use tonic::Code;
 
 use crate::{
-    audit::{StatementRecord, table::AuditWriter},
+    audit::{
+        StatementRecord,
+        table::{AuditWriter, check_statement},
+    },
     db::{
         CLEANUP_TIMEOUT, Deadline, Driver,
         transaction::{Access, Begin, Checkout, Failure},
@@ -190,12 +193,9 @@ impl<DB: Driver> Session<DB> {
                 started: Instant::now(),
             });
         }
-        let allowed = statement.check_for_session(self.read_only).and_then(|()| {
-            self.manager
-                .audit_table
-                .as_ref()
-                .map_or(Ok(()), |table| table.check(&statement.sql))
-        });
+        let allowed = statement
+            .check_for_session(self.read_only)
+            .and_then(|()| check_statement(self.manager.audit_table.as_ref(), statement));
         if let Err(error) = allowed {
             return self.failed(request_id, error).await;
         }
@@ -410,7 +410,7 @@ impl<DB: Driver> Session<DB> {
             tags: self.entry.owner.tags.clone(),
         };
         let row = writer.row_sql(
-            &statement.sql,
+            &statement.sanitized_text(),
             &statement.fingerprint,
             (stats.rows_returned, stats.rows_affected),
             stats.elapsed,
