@@ -256,8 +256,8 @@ async fn wire<DB: Driver>(settings: &Settings) -> Result<Wired, Error> {
     let limits = CallerLimits::new(&settings.limits);
     let anonymous = settings.roles.default;
 
-    let mut audit_table = AuditTable::new(&settings.audit.table, DB::BACKEND);
-    if let Some(table) = &mut audit_table {
+    let audit_table = AuditTable::new(&settings.audit.table, DB::BACKEND);
+    if let Some(table) = &audit_table {
         prepare_audit_table(&database, table, settings.audit.create_table).await?;
     }
     let engine = QueryEngine::new(

@@ -10,7 +10,6 @@
 //! behind an `Arc`); sanitizing, parsing and formatting happen on the
 //! writer's thread.
 
-mod naming;
 pub(crate) mod prepare;
 mod sink;
 pub(crate) mod table;

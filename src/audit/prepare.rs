@@ -2,13 +2,9 @@
 //! allows, then prove that sqlgate can insert a row — inside a
 //! transaction that is rolled back, so that only INSERT is needed and
 //! nothing is left behind — and refuse to start otherwise: a deployment
-//! that asked for an audit table must not run writes without it. It also
-//! learns whether unqualified names may resolve into the table's schema
-//! (see [`AuditTable::schema_question`]).
+//! that asked for an audit table must not run writes without it.
 
 use std::time::Duration;
-
-use futures::TryStreamExt;
 
 use super::{Actor, table::AuditTable, table::AuditWriter};
 use crate::{
@@ -17,18 +13,16 @@ use crate::{
         transaction::{Access, Begin, Checkout},
     },
     error::Error,
-    query::SqlValue,
 };
 
 /// How long the start-up check may take.
 const CHECK_BUDGET: Duration = Duration::from_secs(10);
 
-/// Creates (if `create`) and checks `table` on `db`, and learns how names
-/// resolve to it; the error says what to do when sqlgate cannot insert
-/// into it.
+/// Creates (if `create`) and checks `table` on `db`; the error says what
+/// to do when sqlgate cannot insert into it.
 pub(crate) async fn prepare<DB: Driver>(
     db: &Database<DB>,
-    table: &mut AuditTable,
+    table: &AuditTable,
     create: bool,
 ) -> Result<(), Error> {
     let deadline = Deadline::after(CHECK_BUDGET);
@@ -38,17 +32,6 @@ pub(crate) async fn prepare<DB: Driver>(
             DB::raw(checkout.connection(), table.create_sql())
                 .await
                 .map_err(|err| format!("cannot create it: {err}"))?;
-        }
-        if let Some((query, schema)) = table.schema_question() {
-            match schema_searched::<DB>(checkout.connection(), query, schema).await {
-                Ok(false) => table.schema_not_searched(),
-                Ok(true) => {}
-                // Unqualified names are then taken to reach the table.
-                Err(err) => tracing::warn!(
-                    error = %err,
-                    "audit.table: cannot tell whether its schema is searched"
-                ),
-            }
         }
         checkout
             .begin(Begin::Bounded(&deadline, Access::ReadWrite))
@@ -85,22 +68,6 @@ pub(crate) async fn prepare<DB: Driver>(
             Err(refusal(table, "the check timed out"))
         }
     }
-}
-
-/// Asks `query` with `schema` bound: a row means unqualified names may
-/// resolve into the schema.
-async fn schema_searched<DB: Driver>(
-    conn: &mut DB::Connection,
-    query: &'static str,
-    schema: String,
-) -> Result<bool, Error> {
-    let arguments = DB::encode_params(&[SqlValue::Text(schema)])?;
-    let mut results = DB::fetch_many(conn, query.to_owned(), arguments);
-    let mut row = false;
-    while let Some(result) = results.try_next().await.map_err(Error::from)? {
-        row |= result.is_right();
-    }
-    Ok(row)
 }
 
 fn refusal(table: &AuditTable, why: &str) -> Error {

@@ -20,11 +20,7 @@ use sea_orm::sea_query::{
     SqliteQueryBuilder, Table, TableCreateStatement, TableRef, Value,
 };
 
-use super::{
-    Actor,
-    naming::{Reach, Resolution, contains_word, searchable_text},
-    tables,
-};
+use super::{Actor, tables};
 use crate::{db::Backend, error::Error, query::Statement};
 
 /// The table's columns, in order.
@@ -136,8 +132,9 @@ pub(crate) struct AuditTable {
     /// `table` or `schema.table`, as configured (checked to be plain
     /// identifiers by the settings' validation).
     name: String,
-    /// How a statement's names may resolve to the table.
-    resolution: Resolution,
+    /// The last part of the name, lower-cased: what a statement naming
+    /// the table contains.
+    word: String,
     backend: Backend,
 }
 
@@ -149,13 +146,10 @@ impl AuditTable {
         if name.is_empty() {
             return None;
         }
-        let resolution = match name.split_once('.') {
-            Some((schema, table)) => Resolution::new(Some(schema), table, backend),
-            None => Resolution::new(None, name, backend),
-        };
+        let word = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
         Some(Self {
             name: name.to_owned(),
-            resolution,
+            word,
             backend,
         })
     }
@@ -163,33 +157,6 @@ impl AuditTable {
     /// The configured name.
     pub(crate) fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The question that tells, at start-up, whether unqualified names
-    /// may resolve into the configured schema: the query, which returns
-    /// a row when they may, and its one parameter (the schema). `None`
-    /// without a schema, or on SQLite (which searches every database).
-    pub(crate) fn schema_question(&self) -> Option<(&'static str, String)> {
-        let schema = self.resolution.schema()?.to_owned();
-        let query = match self.backend {
-            // `$user` in the path stands for the current role, which
-            // `SET ROLE` changes: a role named like the schema counts.
-            Backend::Postgres => {
-                "SELECT 1 WHERE lower($1::text) IN \
-                   (SELECT lower(s) FROM unnest(current_schemas(true)) AS s) \
-                 OR (current_setting('search_path') LIKE '%$user%' \
-                   AND EXISTS (SELECT 1 FROM pg_roles WHERE lower(rolname) = lower($1::text)))"
-            }
-            Backend::MySql => "SELECT 1 FROM DUAL WHERE lower(DATABASE()) = lower(?)",
-            Backend::Sqlite => return None,
-        };
-        Some((query, schema))
-    }
-
-    /// Start-up's answer to [`AuditTable::schema_question`]: unqualified
-    /// names do not resolve into the schema.
-    pub(crate) fn schema_not_searched(&mut self) {
-        self.resolution.schema_not_searched();
     }
 
     fn table_ref(&self) -> TableRef {
@@ -215,29 +182,17 @@ impl AuditTable {
         }
     }
 
-    /// Refuses `sql` (PERMISSION_DENIED) when it may name the audit table
-    /// (see [`super::naming`]) or move where unqualified names resolve, or
-    /// may undo part of a transaction (`SAVEPOINT`, `ROLLBACK TO`,
+    /// Refuses `sql` (PERMISSION_DENIED) when it names the audit table,
+    /// or may undo part of a transaction (`SAVEPOINT`, `ROLLBACK TO`,
     /// `RELEASE`): a write rolled back to a savepoint would otherwise keep
     /// the audit row staged for it, which commits with the transaction.
     pub(crate) fn check(&self, sql: &str) -> Result<(), Error> {
         let text = searchable_text(sql, self.backend);
-        match self.resolution.reach(sql, &text) {
-            Reach::None => {}
-            Reach::NamesTable => {
-                return Err(Error::Forbidden(format!(
-                    "statements may not name the audit table {}",
-                    self.name
-                )));
-            }
-            Reach::MovesNames => {
-                return Err(Error::Forbidden(format!(
-                    "statements that may change where unqualified names resolve (search_path, \
-                     SET SCHEMA, set_config with a setting name not spelled out, pg_settings, \
-                     USE) are refused while the audit table {} is on",
-                    self.name
-                )));
-            }
+        if self.is_named_in(&text) {
+            return Err(Error::Forbidden(format!(
+                "statements may not name the audit table {}",
+                self.name
+            )));
         }
         if ["savepoint", "rollback", "release"]
             .iter()
@@ -252,12 +207,28 @@ impl AuditTable {
         Ok(())
     }
 
-    /// Whether `sql`, as a caller wrote it, may name the audit table.
+    /// Whether lower-cased `text` may name the audit table: its name as a word
+    /// anywhere in the raw text, in any case — inside literals, comments
+    /// and dollar-quoted bodies too, because a backend may read those as
+    /// names (SQLite takes `DELETE FROM 'sqlgate_audit'` as a table name,
+    /// MySQL runs `/*! … */` as code, PostgreSQL runs a `DO $$ … $$` body) —
+    /// or a PostgreSQL Unicode-escaped identifier (`U&"…"`), which can
+    /// spell any name. Such a statement is refused, so that a caller
+    /// cannot forge, read or erase audit rows through sqlgate; a few
+    /// statements that only mention the name in a string are refused too.
+    /// Dynamic SQL that builds the name from pieces gets past this; only
+    /// the database's grants stop that (see the README).
+    fn is_named_in(&self, text: &str) -> bool {
+        if self.backend == Backend::Postgres && text.contains("u&\"") {
+            return true;
+        }
+        contains_word(text, &self.word)
+    }
+
+    /// [`AuditTable::is_named_in`] for a statement as a caller wrote it.
     #[cfg(test)]
     fn is_named_by(&self, sql: &str) -> bool {
-        self.resolution
-            .reach(sql, &searchable_text(sql, self.backend))
-            == Reach::NamesTable
+        self.is_named_in(&searchable_text(sql, self.backend))
     }
 
     /// The INSERT of one audit row: `row` as the JSON statement event has
@@ -326,6 +297,56 @@ pub(crate) fn check_statement(
     statement: &Statement,
 ) -> Result<(), Error> {
     table.map_or(Ok(()), |table| table.check(&statement.sql))
+}
+
+/// `sql` as word searches must see it: lower-cased, and on MySQL with the
+/// version number of an executable comment blanked out — the server reads
+/// the code right after it as a word of its own (`/*!50000sqlgate_audit*/`
+/// names `sqlgate_audit`), where a search would see
+/// `50000sqlgate_audit`. Same length as `sql`.
+fn searchable_text(sql: &str, backend: Backend) -> String {
+    let text = sql.to_ascii_lowercase();
+    if backend != Backend::MySql || !(text.contains("/*!") || text.contains("/*m!")) {
+        return text;
+    }
+    let mut blanked = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("/*") {
+        let (before, after) = rest.split_at(at + 2);
+        blanked.push_str(before);
+        let marker = if after.starts_with('!') {
+            1
+        } else if after.starts_with("m!") {
+            2
+        } else {
+            0
+        };
+        let (marker, code) = after.split_at(marker);
+        blanked.push_str(marker);
+        let digits = if marker.is_empty() {
+            0
+        } else {
+            code.bytes().take_while(u8::is_ascii_digit).count()
+        };
+        blanked.extend(std::iter::repeat_n(' ', digits));
+        rest = code.get(digits..).unwrap_or_default();
+    }
+    blanked.push_str(rest);
+    blanked
+}
+
+/// Whether lower-cased `text` holds `word` (lower case) as a whole word:
+/// not inside a longer identifier (`sqlgate_audit_notes`, `released`).
+fn contains_word(text: &str, word: &str) -> bool {
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
+    text.match_indices(word).any(|(at, found)| {
+        let before = at
+            .checked_sub(1)
+            .and_then(|i| text.as_bytes().get(i))
+            .copied();
+        let after = text.as_bytes().get(at + found.len()).copied();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
 }
 
 /// Who writes, for every audit row of a call or a session.
@@ -400,6 +421,22 @@ fn json_list(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mysql_executable_comment_version_does_not_hide_the_word_after_it() {
+        assert_eq!(
+            searchable_text("A /*!50000B*/ /*M!1C*/ /*1D*/", Backend::MySql),
+            "a /*!     b*/ /*m! c*/ /*1d*/"
+        );
+        // Not MySQL: such comments are comments, left as they are.
+        assert_eq!(
+            searchable_text("/*!50000B*/", Backend::Postgres),
+            "/*!50000b*/"
+        );
+        let table = AuditTable::new("sqlgate_audit", Backend::MySql).expect("a name");
+        assert!(table.is_named_by("DELETE FROM /*!50000sqlgate_audit*/"));
+        assert!(table.check("/*!50000ROLLBACK*/ TO SAVEPOINT s").is_err());
+    }
 
     fn writer(backend: Backend) -> AuditWriter {
         AuditWriter {
@@ -491,9 +528,6 @@ mod tests {
         for sql in ["UPDATE releases SET released = true", "SELECT 1"] {
             assert!(table.check(sql).is_ok(), "{sql}");
         }
-        // MySQL reads the word after an executable comment's version.
-        let table = AuditTable::new("sqlgate_audit", Backend::MySql).expect("a name");
-        assert!(table.check("/*!50000ROLLBACK*/ TO s").is_err());
     }
 
     #[test]

@@ -65,13 +65,6 @@ pub async fn spawn_app_with(
     adjust: impl FnOnce(&mut Settings),
 ) -> Option<TestApp> {
     let db = TestDatabase::create(backend).await?;
-    Some(spawn_app_on(db, adjust).await)
-}
-
-/// Like [`spawn_app_with`], on a database the test created (and prepared:
-/// a schema sqlgate expects at start-up, say).
-pub async fn spawn_app_on(db: TestDatabase, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    let backend = db.backend;
     let mut settings = Settings {
         listen: "127.0.0.1:0".parse().expect("addr"),
         database_url: db.url.clone(),
@@ -96,7 +89,7 @@ pub async fn spawn_app_on(db: TestDatabase, adjust: impl FnOnce(&mut Settings)) 
         .expect("sqlgate runs");
     });
     let channel = connect(&listen).await.expect("connect to sqlgate");
-    TestApp {
+    Some(TestApp {
         backend,
         address,
         listen,
@@ -107,7 +100,7 @@ pub async fn spawn_app_on(db: TestDatabase, adjust: impl FnOnce(&mut Settings)) 
         db,
         stop: Some(stop),
         server: Some(server),
-    }
+    })
 }
 
 impl TestApp {

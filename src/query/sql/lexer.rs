@@ -46,11 +46,6 @@ pub(crate) struct Lexer<'a> {
     backend: Backend,
     /// Inside a MySQL `/*! … */` comment, whose content is code.
     in_executable_comment: bool,
-    /// Whether every string literal escapes with `\\` (`Some`), whatever
-    /// the backend's default for its kind: see [`Lexer::with_backslashes`].
-    backslashes: Option<bool>,
-    /// Whether MySQL's `/*! … */` is code (the default) or a comment.
-    executable_comments: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -62,32 +57,7 @@ impl<'a> Lexer<'a> {
             at: 0,
             backend,
             in_executable_comment: false,
-            backslashes: None,
-            executable_comments: true,
         }
-    }
-
-    /// Reads every string literal with (`true`) or without backslash
-    /// escapes, whatever its kind: how a server whose settings say so
-    /// reads them (MySQL's `NO_BACKSLASH_ESCAPES`, PostgreSQL's
-    /// `standard_conforming_strings = off`). A check that must hold
-    /// whatever those settings are reads the text each way.
-    pub(crate) fn with_backslashes(mut self, backslashes: bool) -> Self {
-        self.backslashes = Some(backslashes);
-        self
-    }
-
-    /// Reads MySQL's `/*! … */` as a comment, as a server older than the
-    /// version the comment names does.
-    pub(crate) fn without_executable_comments(mut self) -> Self {
-        self.executable_comments = false;
-        self
-    }
-
-    /// Whether a string literal escapes with `\\`; `default`: whether its
-    /// kind does on this backend.
-    fn string_backslashes(&self, default: bool) -> bool {
-        self.backslashes.unwrap_or(default)
     }
 
     fn peek(&self, offset: usize) -> Option<u8> {
@@ -105,10 +75,7 @@ impl<'a> Lexer<'a> {
                 }
                 b'#' if self.backend == Backend::MySql => self.skip_line(),
                 b'/' if self.peek(1) == Some(b'*') => {
-                    if self.backend == Backend::MySql
-                        && self.executable_comments
-                        && self.executable_comment_starts()
-                    {
+                    if self.backend == Backend::MySql && self.executable_comment_starts() {
                         continue;
                     }
                     self.skip_block_comment();
@@ -147,12 +114,10 @@ impl<'a> Lexer<'a> {
         true
     }
 
-    /// A line comment ends at a line feed; on PostgreSQL at a carriage
-    /// return too (its scanner's `non_newline` is `[^\n\r]`).
     fn skip_line(&mut self) {
         while let Some(b) = self.peek(0) {
             self.at += 1;
-            if b == b'\n' || (b == b'\r' && self.backend == Backend::Postgres) {
+            if b == b'\n' {
                 break;
             }
         }
@@ -295,7 +260,7 @@ impl<'a> Lexer<'a> {
                 _ => return None,
             },
         };
-        self.skip_quoted(b'\'', self.string_backslashes(backslash));
+        self.skip_quoted(b'\'', backslash);
         Some(Token::Text(
             self.sql.get(start..self.at).unwrap_or_default(),
         ))
@@ -320,14 +285,11 @@ impl<'a> Iterator for Lexer<'a> {
         let token = match b {
             b'\'' => {
                 // Standard strings on PostgreSQL and SQLite; MySQL escapes.
-                self.skip_quoted(
-                    b'\'',
-                    self.string_backslashes(self.backend == Backend::MySql),
-                );
+                self.skip_quoted(b'\'', self.backend == Backend::MySql);
                 Token::Text(self.sql.get(start..self.at).unwrap_or_default())
             }
             b'"' if self.backend == Backend::MySql => {
-                self.skip_quoted(b'"', self.string_backslashes(true));
+                self.skip_quoted(b'"', true);
                 Token::Text(self.sql.get(start..self.at).unwrap_or_default())
             }
             b'"' | b'`' => {
@@ -446,8 +408,7 @@ impl<'a> Iterator for Lexer<'a> {
                     // U&'…' / U&"…": unicode escapes, quotes still doubled.
                     self.at += 1;
                     let quote = self.peek(0).unwrap_or(b'\'');
-                    let backslashes = quote == b'\'' && self.string_backslashes(false);
-                    self.skip_quoted(quote, backslashes);
+                    self.skip_quoted(quote, false);
                     if quote == b'\'' {
                         Token::Text(self.sql.get(start..self.at).unwrap_or_default())
                     } else {
@@ -563,34 +524,8 @@ mod tests {
             words("select 1 # get_lock('x',0)", Backend::MySql),
             ["select"]
         );
-        // On PostgreSQL `--` always starts a comment, which a carriage
-        // return ends as a line feed does.
+        // On PostgreSQL `--` always starts a comment.
         assert_eq!(words("select 1 --f()", Backend::Postgres), ["select"]);
-        assert_eq!(
-            words("select 1 -- x\r, f()", Backend::Postgres),
-            ["select", "f"]
-        );
-        assert_eq!(words("select 1 -- x\r, f()", Backend::MySql), ["select"]);
-    }
-
-    #[test]
-    fn strings_and_executable_comments_read_as_a_server_set_otherwise_would() {
-        let sql = r"select 'a\' , f(1), '";
-        assert_eq!(words(sql, Backend::MySql), ["select"]);
-        let plain: Vec<Token<'_>> = Lexer::new(sql, Backend::MySql)
-            .with_backslashes(false)
-            .collect();
-        assert!(plain.contains(&Word("f")), "{plain:?}");
-        let escaped: Vec<Token<'_>> = Lexer::new(sql, Backend::Postgres)
-            .with_backslashes(true)
-            .collect();
-        assert!(!escaped.contains(&Word("f")), "{escaped:?}");
-        let sql = "select 1 /*!99999 , f(1) */";
-        assert_eq!(words(sql, Backend::MySql), ["select", "f"]);
-        let commented: Vec<Token<'_>> = Lexer::new(sql, Backend::MySql)
-            .without_executable_comments()
-            .collect();
-        assert_eq!(commented, [Word("select"), Number]);
     }
 
     #[test]
