@@ -1,7 +1,13 @@
 //! What each process costs: CPU time and resident memory read from
 //! `/proc` (Linux; elsewhere every figure stays zero or absent).
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use serde::Serialize;
 
@@ -92,4 +98,42 @@ pub(crate) fn median_cpu(mut rounds: Vec<CpuPerOp>) -> Option<CpuPerOp> {
         total(a).total_cmp(&total(b))
     });
     rounds.get(rounds.len() / 2).copied()
+}
+
+/// The peak of a process's resident memory while something runs, sampled
+/// every 20 ms, over its idle figure at the start (`VmHWM` would
+/// include whatever ran earlier).
+pub(crate) struct RssPeak {
+    idle: u64,
+    peak: Arc<AtomicU64>,
+    sampling: tokio::task::JoinHandle<()>,
+}
+
+impl RssPeak {
+    /// Starts sampling process `pid`.
+    pub(crate) fn start(pid: u32) -> Self {
+        let idle = rss_kib(pid).unwrap_or_default();
+        let peak = Arc::new(AtomicU64::new(idle));
+        let sampling = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                loop {
+                    peak.fetch_max(rss_kib(pid).unwrap_or_default(), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        Self {
+            idle,
+            peak,
+            sampling,
+        }
+    }
+
+    /// Stops sampling: the idle figure and the peak's growth over it, KiB.
+    pub(crate) fn stop(self) -> (u64, u64) {
+        self.sampling.abort();
+        let peak = self.peak.load(Ordering::Relaxed);
+        (self.idle, peak.saturating_sub(self.idle))
+    }
 }

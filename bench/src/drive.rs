@@ -14,7 +14,8 @@ use tonic::transport::Channel;
 
 use crate::{
     BoxError,
-    workloads::{POINT, WIDE, one_message_session},
+    cpu::RssPeak,
+    workloads::{POINT, WIDE, one_message_session, read_stream},
 };
 
 /// Sends `calls` point selects (`sessions`: one-message sessions, each
@@ -68,12 +69,7 @@ pub(crate) async fn drive_streams(
     streams: u64,
     rows: u64,
 ) -> Result<(), BoxError> {
-    let channel = Channel::from_shared(format!("http://{address}"))?
-        .initial_stream_window_size(4 << 20)
-        .initial_connection_window_size(8 << 20)
-        .connect()
-        .await?;
-    let mut client = QueryClient::new(channel);
+    let mut client = QueryClient::new(wide_channel(address).await?);
     for _ in 0..streams {
         let request = pb::ExecuteRequest {
             sql: format!("{WIDE} LIMIT {rows}"),
@@ -91,5 +87,45 @@ pub(crate) async fn drive_streams(
             return Err(format!("streamed {streamed} rows of {rows}").into());
         }
     }
+    Ok(())
+}
+
+/// A connection whose stream window fits a 1,000-row frame, as the
+/// benchmark's own client opens.
+async fn wide_channel(address: SocketAddr) -> Result<Channel, BoxError> {
+    Ok(Channel::from_shared(format!("http://{address}"))?
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(8 << 20)
+        .connect()
+        .await?)
+}
+
+/// The benchmark's slow-reader memory workload on its own, against the
+/// sqlgate at `address` (process `pid`, on the host): the whole wide
+/// table streamed `rounds` times to a fast reader (as the benchmark's
+/// fast workload runs first), then `rounds` times to a reader that waits
+/// 2 ms after each frame, printing sqlgate's peak RSS growth over its idle
+/// RSS in each slow round and the largest (the benchmark's figure).
+pub(crate) async fn drive_slow_stream(
+    address: SocketAddr,
+    pid: u32,
+    rounds: u64,
+) -> Result<(), BoxError> {
+    let channel = wide_channel(address).await?;
+    for _ in 0..rounds {
+        read_stream(channel.clone(), WIDE, false).await?;
+    }
+    let mut largest = 0;
+    for round in 1..=rounds {
+        let rss = RssPeak::start(pid);
+        let rows = read_stream(channel.clone(), WIDE, true).await?;
+        let (idle, growth) = rss.stop();
+        largest = largest.max(growth);
+        println!("slow round {round}: {rows} rows, idle RSS {idle} KiB, peak growth {growth} KiB");
+    }
+    println!(
+        "slow reader: sqlgate RSS growth {:.1} MiB",
+        largest as f64 / 1024.0
+    );
     Ok(())
 }

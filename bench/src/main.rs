@@ -96,6 +96,11 @@ pub(crate) struct Args {
     /// selects: instructions per streamed row.
     #[arg(long)]
     pub(crate) streams: Option<u64>,
+    /// With `--drive`: the slow-reader memory workload alone, sampling the
+    /// RSS of the sqlgate whose process id this is (`--streams` rounds,
+    /// 3 by default).
+    #[arg(long)]
+    pub(crate) slow_stream: Option<u32>,
     /// Serve an OTLP trace collector that discards every export on this
     /// address until stopped: where a sqlgate under callgrind sends its
     /// spans when the instructions of tracing are counted.
@@ -129,6 +134,9 @@ async fn main() -> Result<(), BoxError> {
         return sink::run(address, args.otlp_sink_decodes).await;
     }
     if let Some(address) = args.drive {
+        if let Some(pid) = args.slow_stream {
+            return drive::drive_slow_stream(address, pid, args.streams.unwrap_or(3)).await;
+        }
         if let Some(streams) = args.streams {
             return drive::drive_streams(address, streams, args.calls).await;
         }

@@ -5,6 +5,9 @@
 //! any other; the cache holds at most `pool.statement_cache_capacity`
 //! statements. The memory test runs the real binary against PostgreSQL and
 //! reads resident memory from `/proc`.
+//!
+//! The binary runs without transparent huge pages: with them, each 2 MiB
+//! region that a stream's frame first touched became resident whole.
 
 use std::time::{Duration, Instant};
 
@@ -116,6 +119,26 @@ async fn long_statements_on_postgres() {
     drop(query);
     let (status, _) = sqlgate.stop().await;
     assert!(status.success(), "{status}");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_binary_runs_without_transparent_huge_pages() {
+    within(TEST_BOUND, "the test", async {
+        let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
+            return;
+        };
+        let (sqlgate, _) = Sqlgate::serving(&db.url, &[]).await;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", sqlgate.pid()))
+            .expect("sqlgate's /proc status");
+        // Linux 5.0 and later say whether the process may use them.
+        if let Some(line) = status.lines().find(|line| line.starts_with("THP_enabled:")) {
+            assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+        }
+        let (status, _) = sqlgate.stop().await;
+        assert!(status.success(), "{status}");
+    })
+    .await;
 }
 
 /// Runs the long statements numbered `indexes`, [`POOL`] at a time, and

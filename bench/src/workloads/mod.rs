@@ -13,7 +13,7 @@ pub(crate) use self::{
     select::{POINT, point_select, range_select},
     session::{cleanup_latency, one_message_session, session_client, session_update},
     storm::deadline_storm,
-    stream::{WIDE, stream_rows},
+    stream::{WIDE, read_stream, stream_rows},
     tracing_cost::tracing_cost,
 };
 

@@ -1,19 +1,17 @@
 //! The whole wide table streamed, to a fast reader (rows per second) and
 //! to a slow one (what sqlgate holds in memory meanwhile).
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use sqlgate::grpc::pb::{self, query_client::QueryClient};
 use sqlx::Row;
+use tonic::transport::Channel;
 
 use super::request;
 use crate::{
     BoxError,
-    cpu::{CpuPerOp, CpuTimes, median_cpu, rss_kib},
+    cpu::{CpuPerOp, CpuTimes, RssPeak, median_cpu},
     measure::{Side, median, order_text, ratios_text},
     report::Measurement,
     setup::Setup,
@@ -58,26 +56,11 @@ async fn stream_direct(setup: &Setup, pid: u32) -> Result<(f64, CpuPerOp), BoxEr
     ))
 }
 
-/// The whole wide table through sqlgate: rows per second, CPU per 1,000
-/// rows, and sqlgate's peak RSS growth over its idle RSS (KiB) meanwhile.
-async fn stream_via(setup: &Setup, pid: u32, slow: bool) -> Result<(f64, CpuPerOp, u64), BoxError> {
-    let idle = rss_kib(pid).unwrap_or_default();
-    // Sample RSS while the stream runs (VmHWM would include earlier workloads).
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(idle));
-    let sampling = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                let now = rss_kib(pid).unwrap_or_default();
-                peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
-    let before = CpuTimes::now(Some(pid));
-    let started = Instant::now();
-    let mut frames = QueryClient::new(setup.channel.clone())
-        .execute_stream(request(WIDE, vec![], Some("1H")))
+/// `sql` streamed through sqlgate over `channel`; with `slow`, the reader
+/// waits 2 ms after each frame of rows. Returns how many rows came.
+pub(crate) async fn read_stream(channel: Channel, sql: &str, slow: bool) -> Result<u64, BoxError> {
+    let mut frames = QueryClient::new(channel)
+        .execute_stream(request(sql, vec![], Some("1H")))
         .await?
         .into_inner();
     let mut count = 0u64;
@@ -89,14 +72,23 @@ async fn stream_via(setup: &Setup, pid: u32, slow: bool) -> Result<(f64, CpuPerO
             }
         }
     }
+    Ok(count)
+}
+
+/// The whole wide table through sqlgate: rows per second, CPU per 1,000
+/// rows, and sqlgate's peak RSS growth over its idle RSS (KiB) meanwhile.
+async fn stream_via(setup: &Setup, pid: u32, slow: bool) -> Result<(f64, CpuPerOp, u64), BoxError> {
+    let rss = RssPeak::start(pid);
+    let before = CpuTimes::now(Some(pid));
+    let started = Instant::now();
+    let count = read_stream(setup.channel.clone(), WIDE, slow).await?;
     if count != setup.stream_rows as u64 {
         return Err(format!("streamed {count} rows of {}", setup.stream_rows).into());
     }
     let rate = count as f64 / started.elapsed().as_secs_f64();
     let cpu = CpuTimes::now(Some(pid)).per_op_since(before, count as usize / 1000);
-    sampling.abort();
-    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
-    Ok((rate, cpu, peak.saturating_sub(idle)))
+    let (_, growth) = rss.stop();
+    Ok((rate, cpu, growth))
 }
 
 /// The wide table streamed: with a fast reader, rows per second on both
