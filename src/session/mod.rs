@@ -204,10 +204,15 @@ impl<DB: Driver> SessionManager<DB> {
         // In a span of its own under the Attach call's: the session's
         // statements are its children, its end reason an attribute.
         let span = crate::telemetry::traces::session_span();
+        // Written straight into its box (the session's future holds every
+        // future it awaits: many KiB): `Box::pin` builds it on the stack
+        // first and copies it there.
+        let session = Box::write(
+            Box::new_uninit(),
+            runner::run(manager, owner, hold, call_end, inbound, outbound),
+        );
         self.registry.spawn(tracing::Instrument::instrument(
-            Box::pin(runner::run(
-                manager, owner, hold, call_end, inbound, outbound,
-            )),
+            Box::into_pin(session),
             span,
         ));
     }
