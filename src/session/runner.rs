@@ -162,7 +162,9 @@ async fn handle<DB: Driver>(
                 Executed::Failed
             } else {
                 let deadline = manager.statement_budget.deadline(timeout);
-                let executed = session.execute(request_id, &statement, deadline).await;
+                let executed = session
+                    .execute(request_id, &statement, deadline, commit_after)
+                    .await;
                 session.entry().touch();
                 executed
             };
