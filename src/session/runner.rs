@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use tokio::{sync::mpsc, time::Instant};
+use futures::{Stream, StreamExt};
+use tokio::time::Instant;
 
 use super::{
     BeginOptions, Inbound, SessionCommand, SessionEvent, SessionManager,
@@ -35,8 +36,8 @@ pub(super) async fn run<DB: Driver>(
     owner: SessionOwner,
     hold: Hold,
     call_end: Option<tokio::time::Instant>,
-    mut inbound: mpsc::Receiver<Inbound>,
-    outbound: mpsc::Sender<SessionEvent>,
+    mut inbound: impl Stream<Item = Inbound> + Send + Unpin,
+    outbound: tokio::sync::mpsc::Sender<SessionEvent>,
 ) {
     let client = ClientLink::new(outbound, manager.registry.clone());
     let Some((mut options, first)) =
@@ -91,7 +92,7 @@ pub(super) async fn run<DB: Driver>(
             () = tokio::time::sleep_until(session.lifetime_end()) => break EndReason::MaxLifetime,
             () = tokio::time::sleep_until(idle_end) => break EndReason::IdleTimeout,
             () = session.call_ended() => break EndReason::CallDeadline,
-            message = inbound.recv() => message,
+            message = inbound.next() => message,
         };
         let command = match message {
             // The client closed its side without committing: never commit
@@ -161,7 +162,9 @@ async fn handle<DB: Driver>(
                 Executed::Failed
             } else {
                 let deadline = manager.statement_budget.deadline(timeout);
-                let executed = session.execute(request_id, &statement, deadline).await;
+                let executed = session
+                    .execute(request_id, &statement, deadline, commit_after)
+                    .await;
                 session.entry().touch();
                 executed
             };
@@ -182,12 +185,12 @@ async fn handle<DB: Driver>(
 /// [`BEGIN_WAIT`], or shutdown) ends the stream with a clear status.
 async fn wait_for_begin<DB: Driver>(
     manager: &SessionManager<DB>,
-    inbound: &mut mpsc::Receiver<Inbound>,
+    inbound: &mut (impl Stream<Item = Inbound> + Unpin),
     client: &ClientLink,
     call_end: Option<tokio::time::Instant>,
 ) -> Option<(BeginOptions, Option<Box<SessionCommand>>)> {
     let first = tokio::select! {
-        message = inbound.recv() => message,
+        message = inbound.next() => message,
         () = client.gone() => return None,
         () = manager.registry.shutting_down() => {
             client.tell(SessionEvent::Ended(Error::ShuttingDown)).await;
