@@ -9,8 +9,9 @@
 //! (`OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS`:
 //! `key=value,…`, values percent-decoded) and the timeout in milliseconds
 //! (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`,
-//! else 10 s). Like sqlgate's build of that exporter, it speaks plain
-//! HTTP/2 without compression. A batch that fails is dropped (and said
+//! else 10 s; it bounds connecting too). Like sqlgate's build of that
+//! exporter, it speaks plain HTTP/2 without compression, and refuses an
+//! `https://` endpoint rather than send it headers in clear text. A batch that fails is dropped (and said
 //! once per failure by the SDK's log); partial-success answers are not
 //! read.
 
@@ -86,8 +87,22 @@ impl OtlpSpanExporter {
             )
             .unwrap_or_default(),
         );
-        let channel = ChannelEndpoint::from_str(url.trim())
+        let url = url.trim();
+        // No TLS is built into the exporter: an `https` collector would be
+        // sent the headers (API keys) and spans in clear text before it
+        // refused them. Refused here, and traces stay off.
+        if !url.starts_with("http://") {
+            return Err(format!(
+                "OTLP endpoint {url:?}: only http:// is supported (no TLS is built in); \
+                 run a collector beside sqlgate and let it forward over TLS"
+            ));
+        }
+        // Bounded whether or not a connection exists: a collector address
+        // that drops packets would otherwise hold the batch thread for the
+        // operating system's connect timeout (minutes).
+        let channel = ChannelEndpoint::from_str(url)
             .map_err(|err| format!("OTLP endpoint {url:?}: {err}"))?
+            .connect_timeout(timeout)
             .timeout(timeout)
             .connect_lazy();
         Ok(Self {
@@ -250,10 +265,20 @@ mod tests {
             OtlpSpanExporter::with_variables(Endpoint::FromEnvironment, variables).expect("builds");
         assert!(exporter.headers.get("traces").is_some());
         assert!(exporter.headers.get("common").is_none());
-        let refused =
-            OtlpSpanExporter::with_variables(Endpoint::Configured("not a url".to_owned()), |_| {
-                None
-            });
-        assert!(refused.is_err());
+        for url in [
+            "not a url",
+            "https://collector:4317",
+            "grpc://collector:4317",
+        ] {
+            let refused =
+                OtlpSpanExporter::with_variables(Endpoint::Configured(url.to_owned()), |_| None);
+            assert!(refused.is_err(), "{url}");
+        }
+        let https_by_variable = |name: &str| {
+            (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "https://vendor.example".to_owned())
+        };
+        assert!(
+            OtlpSpanExporter::with_variables(Endpoint::FromEnvironment, https_by_variable).is_err()
+        );
     }
 }
