@@ -1,13 +1,9 @@
 //! `sqlgate.v1.Sessions`: one bidi stream, one session. This file only
-//! moves messages: the client's requests are decoded as the session reads
-//! them (in the session's own task), and the session's events are encoded
-//! on the way out. The session itself (and all its cleanup) lives in
-//! [`crate::session`].
+//! moves messages: a reader task decodes the client's requests into the
+//! session's inbox, and the session's events are encoded on the way out.
+//! The session itself (and all its cleanup) lives in [`crate::session`].
 
-use std::{
-    pin::Pin,
-    task::{Context, Poll, ready},
-};
+use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -24,12 +20,14 @@ use super::{
     pb::{self, sessions_server::Sessions},
 };
 use crate::{
-    config::LimitSettings,
-    db::{Backend, Driver},
+    db::Driver,
     error::Error,
     query::StreamEvent,
     session::{Inbound, SessionEvent, SessionManager, SessionOwner},
 };
+
+/// Requests read ahead of the session (the client may pipeline).
+const INBOX: usize = 16;
 
 /// The Sessions service.
 #[derive(Debug)]
@@ -77,68 +75,44 @@ impl<DB: Driver> Sessions for SessionService<DB> {
             // A deadline too far to represent is no deadline.
             .and_then(|timeout| tokio::time::Instant::now().checked_add(timeout));
         let hold = CallSlot::take(&mut request);
-        let requests = SessionRequests {
-            requests: request.into_inner(),
-            limits: self.manager.limits().clone(),
-            backend: DB::BACKEND,
-            ended: false,
-        };
+        let mut requests = request.into_inner();
+        let (inbox, inbound) = mpsc::channel(INBOX);
         let (outbound, events) = mpsc::channel(self.manager.limits().stream_buffer_frames);
+        let limits = self.manager.limits().clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    message = requests.message() => message,
+                    // The session ended and dropped its inbox.
+                    () = inbox.closed() => return,
+                };
+                let item = match message {
+                    Ok(Some(request)) => {
+                        Inbound::Command(convert::session_command(request, &limits, DB::BACKEND))
+                    }
+                    // Half-close: dropping the inbox tells the session.
+                    Ok(None) => return,
+                    Err(status) if is_decode_failure(&status) => {
+                        Inbound::Undecodable(Error::invalid_request(
+                            "request",
+                            "a message could not be decoded as a SessionRequest",
+                        ))
+                    }
+                    Err(_) => Inbound::Broken,
+                };
+                let broken = matches!(item, Inbound::Broken | Inbound::Undecodable(_));
+                if inbox.send(item).await.is_err() || broken {
+                    return;
+                }
+            }
+        });
         self.manager
-            .attach(owner, hold, call_end, requests, outbound);
+            .attach(owner, hold, call_end, inbound, outbound);
         let responses = ReceiverStream::new(events).map(move |event| {
             note_event(&note, &event);
             convert::session_response(event)
         });
         Ok(Response::new(Box::pin(responses)))
-    }
-}
-
-/// The client's requests, decoded, as its session reads them. The session
-/// polls them itself, in its own task: no reader task and no channel
-/// between the two (a session costs one spawn, and a request reaches it
-/// without a hop). A request waits in the HTTP/2 stream until the session
-/// asks for the next one. Ends when the client closes its side, and after
-/// a broken stream or a message that does not decode (nothing after those
-/// is read).
-struct SessionRequests {
-    requests: Streaming<pb::SessionRequest>,
-    /// The request caps, for decoding.
-    limits: LimitSettings,
-    /// The backend whose placeholders statements are checked against.
-    backend: Backend,
-    /// Nothing more is read: the stream ended, broke, or sent garbage.
-    ended: bool,
-}
-
-impl Stream for SessionRequests {
-    type Item = Inbound;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
-        let this = self.get_mut();
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        let item = match ready!(this.requests.poll_next_unpin(cx)) {
-            Some(Ok(request)) => {
-                return Poll::Ready(Some(Inbound::Command(convert::session_command(
-                    request,
-                    &this.limits,
-                    this.backend,
-                ))));
-            }
-            // Half-close: the session sees the end of its requests.
-            None => None,
-            Some(Err(status)) if is_decode_failure(&status) => {
-                Some(Inbound::Undecodable(Error::invalid_request(
-                    "request",
-                    "a message could not be decoded as a SessionRequest",
-                )))
-            }
-            Some(Err(_)) => Some(Inbound::Broken),
-        };
-        this.ended = true;
-        Poll::Ready(item)
     }
 }
 

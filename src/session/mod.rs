@@ -16,7 +16,6 @@ mod runner;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use futures::Stream;
 use tokio::sync::mpsc;
 
 pub use labels::Labels;
@@ -86,9 +85,7 @@ pub enum SessionCommand {
     },
 }
 
-/// What arrives from the client's stream. The session reads these itself,
-/// as a [`Stream`] that ends when the client closes its side (see
-/// [`SessionManager::attach`]).
+/// What arrives from the client's stream.
 #[derive(Debug)]
 pub enum Inbound {
     /// A request.
@@ -186,31 +183,24 @@ impl<DB: Driver> SessionManager<DB> {
     /// Runs `owner`'s session fed by `inbound` and answering on
     /// `outbound`, in a task of its own that shutdown waits for and that
     /// keeps `hold` until the session has ended (rolled back or committed,
-    /// its connection given back). The task reads `inbound` itself (the
-    /// next request when the session is ready for it), so a session is one
-    /// task. The session ends when `inbound` ends without a commit, when
-    /// `outbound`'s receiver is dropped (client gone), when `call_end` (the
-    /// Attach call's own deadline, if it has one) passes, or for any of the
-    /// reasons in [`EndReason`].
+    /// its connection given back). The session ends when `inbound` closes
+    /// without a commit, when `outbound`'s receiver is dropped (client
+    /// gone), when `call_end` (the Attach call's own deadline, if it has
+    /// one) passes, or for any of the reasons in [`EndReason`].
     pub(crate) fn attach(
         &self,
         owner: SessionOwner,
         hold: Hold,
         call_end: Option<tokio::time::Instant>,
-        inbound: impl Stream<Item = Inbound> + Send + Unpin + 'static,
+        inbound: mpsc::Receiver<Inbound>,
         outbound: mpsc::Sender<SessionEvent>,
     ) {
         let manager = self.clone();
         // In a span of its own under the Attach call's: the session's
         // statements are its children, its end reason an attribute.
         let span = crate::telemetry::traces::session_span();
-        // Written straight into its box (the session's future holds every
-        // future it awaits: many KiB): `Box::pin` builds it on the stack
-        // first and copies it there.
-        let session = Box::write(
-            Box::new_uninit(),
-            runner::run(manager, owner, hold, call_end, inbound, outbound),
-        );
-        self.registry.spawn(span.scope(Box::into_pin(session)));
+        self.registry.spawn(span.scope(Box::pin(runner::run(
+            manager, owner, hold, call_end, inbound, outbound,
+        ))));
     }
 }

@@ -64,10 +64,6 @@ pub(super) struct Session<DB: Driver> {
     access: Access,
     /// The statement running now, kept for the audit trail (when it is on).
     audited: Option<AuditedStatement>,
-    /// A `commit_after` statement's last answers (its stats and `done`),
-    /// held until its COMMIT has an outcome: the client gets the three in
-    /// one write instead of two (same messages, same order).
-    held: Option<[SessionEvent; 2]>,
 }
 
 /// A session statement on its way to the audit trail.
@@ -146,7 +142,6 @@ impl<DB: Driver> Session<DB> {
                 read_only: options.read_only,
                 access,
                 audited: None,
-                held: None,
             }),
             Err(error) => {
                 guard.end(EndReason::Failed);
@@ -181,8 +176,7 @@ impl<DB: Driver> Session<DB> {
     }
 
     /// Runs one statement and answers for `request_id` (frames, then done
-    /// or error; with `commit_after`, its stats and done wait for the
-    /// commit's outcome, see [`Session::end`]). Whatever interrupts it (its deadline, the client leaving,
+    /// or error). Whatever interrupts it (its deadline, the client leaving,
     /// a terminate, shutdown, the session's lifetime) cancels it on the
     /// server first, then waits for it to stop so that the connection stays
     /// in a known state.
@@ -191,7 +185,6 @@ impl<DB: Driver> Session<DB> {
         request_id: u64,
         statement: &Statement,
         deadline: Deadline,
-        commit_after: bool,
     ) -> Executed {
         if self.manager.registry.audit().is_some() {
             self.audited = Some(AuditedStatement {
@@ -278,15 +271,6 @@ impl<DB: Driver> Session<DB> {
                     request_id,
                     event: StreamEvent::Finished(stats),
                 };
-                if commit_after {
-                    // Told with the commit's outcome; a client already
-                    // gone is rolled back, as a failed send would have it.
-                    if self.client.is_gone() {
-                        return Executed::End(EndReason::ClientGone);
-                    }
-                    self.held = Some([finished, SessionEvent::Done { request_id }]);
-                    return Executed::Done;
-                }
                 if !self.client.tell(finished).await {
                     return Executed::End(EndReason::ClientGone);
                 }
@@ -460,22 +444,20 @@ impl<DB: Driver> Session<DB> {
     /// `failed`, rolled back); anything else rolls back. The connection
     /// goes back to the pool clean, or is closed when its state is unknown
     /// (closing makes the server roll back). The reason is counted, and the
-    /// client told if it is still there: after a `commit_after` statement,
-    /// its held answers first, then the commit's outcome.
+    /// client told if it is still there.
     pub(super) async fn end(mut self, reason: EndReason) {
         let client = self.client.clone();
-        let held = self.held.take();
         match reason {
             EndReason::Commit => {
                 let bound = self.commit_bound();
                 match tokio::time::timeout_at(bound, self.checkout.commit()).await {
                     Ok(Ok(())) => {
                         self.give_back(EndReason::Commit).await;
-                        tell_after(&client, held, SessionEvent::Committed).await;
+                        client.tell(SessionEvent::Committed).await;
                     }
                     Ok(Err(failure)) => {
                         self.roll_back(EndReason::Failed).await;
-                        tell_after(&client, held, SessionEvent::Ended(failure.error)).await;
+                        client.tell(SessionEvent::Ended(failure.error)).await;
                     }
                     Err(_) => {
                         // The COMMIT may or may not have reached the
@@ -487,8 +469,9 @@ impl<DB: Driver> Session<DB> {
                         };
                         self.checkout.close_for(CloseCause::Broken);
                         self.guard.end(reason);
-                        let unknown = SessionEvent::Ended(Error::CommitOutcomeUnknown);
-                        tell_after(&client, held, unknown).await;
+                        client
+                            .tell(SessionEvent::Ended(Error::CommitOutcomeUnknown))
+                            .await;
                     }
                 }
             }
@@ -561,17 +544,6 @@ impl<DB: Driver> Session<DB> {
         self.checkout.release().await;
         self.guard.end(reason);
     }
-}
-
-/// Tells the client `held` (a `commit_after` statement's answers, when
-/// the session ends with its commit), then `last`; stops when it is gone.
-async fn tell_after(client: &ClientLink, held: Option<[SessionEvent; 2]>, last: SessionEvent) {
-    for event in held.into_iter().flatten() {
-        if !client.tell(event).await {
-            return;
-        }
-    }
-    client.tell(last).await;
 }
 
 /// Resolves at `end`, or never when there is none.

@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
-use tokio::time::Instant;
+use tokio::{sync::mpsc, time::Instant};
 
 use super::{
     BeginOptions, Inbound, SessionCommand, SessionEvent, SessionManager,
@@ -36,8 +35,8 @@ pub(super) async fn run<DB: Driver>(
     owner: SessionOwner,
     hold: Hold,
     call_end: Option<tokio::time::Instant>,
-    mut inbound: impl Stream<Item = Inbound> + Send + Unpin,
-    outbound: tokio::sync::mpsc::Sender<SessionEvent>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    outbound: mpsc::Sender<SessionEvent>,
 ) {
     let client = ClientLink::new(outbound, manager.registry.clone());
     let Some((mut options, first)) =
@@ -92,7 +91,7 @@ pub(super) async fn run<DB: Driver>(
             () = tokio::time::sleep_until(session.lifetime_end()) => break EndReason::MaxLifetime,
             () = tokio::time::sleep_until(idle_end) => break EndReason::IdleTimeout,
             () = session.call_ended() => break EndReason::CallDeadline,
-            message = inbound.next() => message,
+            message = inbound.recv() => message,
         };
         let command = match message {
             // The client closed its side without committing: never commit
@@ -162,9 +161,7 @@ async fn handle<DB: Driver>(
                 Executed::Failed
             } else {
                 let deadline = manager.statement_budget.deadline(timeout);
-                let executed = session
-                    .execute(request_id, &statement, deadline, commit_after)
-                    .await;
+                let executed = session.execute(request_id, &statement, deadline).await;
                 session.entry().touch();
                 executed
             };
@@ -185,12 +182,12 @@ async fn handle<DB: Driver>(
 /// [`BEGIN_WAIT`], or shutdown) ends the stream with a clear status.
 async fn wait_for_begin<DB: Driver>(
     manager: &SessionManager<DB>,
-    inbound: &mut (impl Stream<Item = Inbound> + Unpin),
+    inbound: &mut mpsc::Receiver<Inbound>,
     client: &ClientLink,
     call_end: Option<tokio::time::Instant>,
 ) -> Option<(BeginOptions, Option<Box<SessionCommand>>)> {
     let first = tokio::select! {
-        message = inbound.next() => message,
+        message = inbound.recv() => message,
         () = client.gone() => return None,
         () = manager.registry.shutting_down() => {
             client.tell(SessionEvent::Ended(Error::ShuttingDown)).await;
