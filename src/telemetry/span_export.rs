@@ -11,9 +11,10 @@
 //! (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`,
 //! else 10 s; it bounds connecting too). Like sqlgate's build of that
 //! exporter, it speaks plain HTTP/2 without compression, and refuses an
-//! `https://` endpoint rather than send it headers in clear text. A batch that fails is dropped (and said
-//! once per failure by the SDK's log); partial-success answers are not
-//! read.
+//! `https://` endpoint rather than send it headers in clear text. A batch
+//! that fails is dropped, and nothing says so: the SDK reports it through
+//! its own internal log, which is not built in. Partial-success answers
+//! are not read.
 
 use std::{str::FromStr, time::Duration};
 
