@@ -12,11 +12,18 @@
 //! else 10 s; it bounds connecting too). Like sqlgate's build of that
 //! exporter, it speaks plain HTTP/2 without compression, and refuses an
 //! `https://` endpoint rather than send it headers in clear text. A batch
-//! that fails is dropped, and nothing says so: the SDK reports it through
-//! its own internal log, which is not built in. Partial-success answers
-//! are not read.
+//! that fails is dropped, and a warning says so at most once a minute (the
+//! SDK's own report goes to its internal log, which is not built in).
+//! Partial-success answers are not read.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    str::FromStr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use bytes::{Buf, BufMut};
 use http::uri::PathAndQuery;
@@ -43,12 +50,48 @@ const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
+/// The least time between two warnings that export fails.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
 /// Sends batches of spans to an OTLP/gRPC collector.
 #[derive(Debug)]
 pub(super) struct OtlpSpanExporter {
     channel: Channel,
     headers: MetadataMap,
     resource: EncodedResource,
+    /// Failed batches, and when a warning last said so.
+    failures: Arc<Failures>,
+}
+
+/// Export failures since the last warning, and its time: an operator
+/// learns that spans are being lost without a line per batch.
+#[derive(Debug, Default)]
+struct Failures {
+    since_warning: AtomicU64,
+    warned_at: Mutex<Option<Instant>>,
+}
+
+impl Failures {
+    /// Counts a dropped batch of `spans`; warns when none was said for
+    /// [`WARN_EVERY`]. `why` is the collector's or the transport's answer
+    /// (never a span's content).
+    fn dropped(&self, spans: usize, why: &str) {
+        let failed = self.since_warning.fetch_add(1, Ordering::Relaxed) + 1;
+        let Ok(mut warned_at) = self.warned_at.lock() else {
+            return;
+        };
+        if warned_at.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+            return;
+        }
+        *warned_at = Some(Instant::now());
+        self.since_warning.store(0, Ordering::Relaxed);
+        tracing::warn!(
+            failed_batches = failed,
+            last_batch_spans = spans,
+            reason = why,
+            "span export failed: spans are being dropped"
+        );
+    }
 }
 
 impl OtlpSpanExporter {
@@ -110,6 +153,7 @@ impl OtlpSpanExporter {
             channel,
             headers,
             resource: EncodedResource::default(),
+            failures: Arc::default(),
         })
     }
 }
@@ -117,30 +161,29 @@ impl OtlpSpanExporter {
 impl SpanExporter for OtlpSpanExporter {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
         let body = export_request(&batch, &self.resource);
+        let spans = batch.len();
         drop(batch);
+        let failures = Arc::clone(&self.failures);
         let mut client = tonic::client::Grpc::new(self.channel.clone());
         let mut request = tonic::Request::new(body);
         *request.metadata_mut() = self.headers.clone();
         async move {
-            client
-                .ready()
-                .await
-                .map_err(|err| OTelSdkError::InternalFailure(format!("OTLP export: {err}")))?;
-            client
-                .unary(
-                    request,
-                    PathAndQuery::from_static(EXPORT_PATH),
-                    EncodedExport,
-                )
-                .await
-                .map(drop)
-                .map_err(|status| {
-                    OTelSdkError::InternalFailure(format!(
-                        "OTLP export: {:?}: {}",
-                        status.code(),
-                        status.message()
-                    ))
-                })
+            let sent = match client.ready().await {
+                Ok(()) => client
+                    .unary(
+                        request,
+                        PathAndQuery::from_static(EXPORT_PATH),
+                        EncodedExport,
+                    )
+                    .await
+                    .map(drop)
+                    .map_err(|status| format!("{:?}: {}", status.code(), status.message())),
+                Err(err) => Err(err.to_string()),
+            };
+            sent.map_err(|why| {
+                failures.dropped(spans, &why);
+                OTelSdkError::InternalFailure(format!("OTLP export: {why}"))
+            })
         }
     }
 

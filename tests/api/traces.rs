@@ -768,3 +768,50 @@ async fn a_postgres_statement_span_names_its_database() {
         Some(db.name.as_str())
     );
 }
+
+/// A collector that is not there: calls go on as usual, the spans are
+/// dropped, and one warning (not one per batch) tells the operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_is_reported_once_and_calls_go_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    // Nothing listens there.
+    let endpoint = format!("http://{}", free_address());
+    let (sqlgate, address) = Sqlgate::serving(
+        &url,
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+            ("SQLGATE_LOG_FILTER", "info"),
+        ],
+    )
+    .await;
+    let mut query = QueryClient::new(channel(address).await);
+    let warnings = |output: &[String]| {
+        output
+            .iter()
+            .filter(|line| line.contains("span export failed"))
+            .count()
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut calls = 0;
+    while warnings(&sqlgate.output()) == 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "no warning after {calls} calls: {:?}",
+            sqlgate.output()
+        );
+        let answer = crate::helpers::select_one(&mut query).await;
+        assert_eq!(answer, Ok(1), "a call while the collector is away");
+        calls += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // More failed batches within the minute: no more warnings.
+    for _ in 0..10 {
+        assert_eq!(crate::helpers::select_one(&mut query).await, Ok(1));
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    let (status, output) = sqlgate.stop().await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(warnings(&output), 1, "{output:?}");
+}
