@@ -18,10 +18,7 @@
 
 use std::{
     str::FromStr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -66,9 +63,12 @@ pub(super) struct OtlpSpanExporter {
 /// Export failures since the last warning, and its time: an operator
 /// learns that spans are being lost without a line per batch.
 #[derive(Debug, Default)]
-struct Failures {
-    since_warning: AtomicU64,
-    warned_at: Mutex<Option<Instant>>,
+struct Failures(Mutex<FailureCount>);
+
+#[derive(Debug, Default)]
+struct FailureCount {
+    since_warning: u64,
+    warned_at: Option<Instant>,
 }
 
 impl Failures {
@@ -76,15 +76,15 @@ impl Failures {
     /// [`WARN_EVERY`]. `why` is the collector's or the transport's answer
     /// (never a span's content).
     fn dropped(&self, spans: usize, why: &str) {
-        let failed = self.since_warning.fetch_add(1, Ordering::Relaxed) + 1;
-        let Ok(mut warned_at) = self.warned_at.lock() else {
+        let Ok(mut count) = self.0.lock() else {
             return;
         };
-        if warned_at.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+        count.since_warning += 1;
+        if count.warned_at.is_some_and(|at| at.elapsed() < WARN_EVERY) {
             return;
         }
-        *warned_at = Some(Instant::now());
-        self.since_warning.store(0, Ordering::Relaxed);
+        let failed = std::mem::take(&mut count.since_warning);
+        count.warned_at = Some(Instant::now());
         tracing::warn!(
             failed_batches = failed,
             last_batch_spans = spans,

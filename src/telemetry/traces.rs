@@ -265,7 +265,10 @@ pub(crate) fn session_span() -> TraceSpan {
 /// Records on the span in scope (a session's, where the session runs)
 /// its id.
 pub(crate) fn session_opened(session_id: &str) {
-    TraceSpan::current().set("sqlgate.session.id", session_id.to_owned());
+    let span = TraceSpan::current();
+    if span.is_recording() {
+        span.set("sqlgate.session.id", session_id.to_owned());
+    }
 }
 
 /// Records on the span in scope (a session's, where the session runs)
