@@ -57,11 +57,16 @@ impl<DB: Driver> Sessions for SessionService<DB> {
     ) -> Result<Response<Self::AttachStream>, Status> {
         let note = CallNote::of(&request);
         let caller = Caller::of(&request);
+        // Formatted once: an address takes thousands of instructions.
+        let peer = caller
+            .peer()
+            .map_or_else(|| "unknown".to_owned(), |peer| peer.to_string());
         let owner = SessionOwner {
-            name: caller.to_string(),
-            peer: caller
-                .peer()
-                .map_or_else(|| "unknown".to_owned(), |peer| peer.to_string()),
+            // As `Caller` prints: its identity's name, else its peer.
+            name: caller
+                .identity()
+                .map_or_else(|| peer.clone(), |identity| identity.name.to_string()),
+            peer,
             role: caller.role(self.anonymous),
             tags: RequestTags::of(&request),
         };
