@@ -34,6 +34,15 @@ pub(crate) trait Dialect: sqlx::Database {
     /// every unit of work inside one (BEGIN costs nothing in-process).
     const PLAIN_READS_OUTSIDE_TRANSACTION: bool = true;
 
+    /// Whether one write sent on its own is a transaction by itself:
+    /// committed when it succeeds, rolled back when it fails, with nothing
+    /// left open either way. Where it is, a session that is only that
+    /// write (a begin carrying it with `commit_after`, default options)
+    /// runs it without BEGIN and COMMIT: one round trip to the database
+    /// instead of three. PostgreSQL runs a statement and its Sync in an
+    /// implicit transaction.
+    const ONE_WRITE_IS_ITS_OWN_TRANSACTION: bool = false;
+
     /// Whether `url` names a database that exists once per connection
     /// (SQLite `:memory:`): the pool then keeps exactly one, forever.
     fn single_connection(url: &str) -> bool {

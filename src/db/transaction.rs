@@ -324,6 +324,13 @@ impl<DB: Driver> Checkout<DB> {
         self.canceller.clone()
     }
 
+    /// Whether the connection's server-side id is known, so that a
+    /// statement running on it can be cancelled by id; without it, only
+    /// closing the connection stops one on a server.
+    pub(crate) fn knows_server_id(&self) -> bool {
+        self.canceller.server_id.is_some()
+    }
+
     /// Notes that a statement about to run may change connection state
     /// that outlives it (see `Statement::leaves_state`); from then on the
     /// connection is reset or closed before anyone else gets it.

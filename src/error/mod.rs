@@ -112,10 +112,11 @@ pub enum Error {
          session wrote before it may have been committed; the session is closed"
     )]
     TransactionLost,
-    /// A session's COMMIT did not answer within its bound: the database
-    /// may or may not have committed, and the connection was closed.
+    /// A session's COMMIT did not answer within its bound, or its one
+    /// write (its own transaction) was cut off: the database may or may
+    /// not have committed, and the connection was closed.
     #[error(
-        "the commit did not answer within its bound; its outcome is unknown (it may or may not \
+        "the commit was cut off before it answered; its outcome is unknown (it may or may not \
          have committed): check before retrying"
     )]
     CommitOutcomeUnknown,

@@ -91,6 +91,14 @@ impl Statement {
         !self.is_plain_read() || self.leaves_state()
     }
 
+    /// True for one write that returns no rows and changes nothing but
+    /// data (see [`Analysis::single_write`]): as a whole transaction, it
+    /// may run without BEGIN and COMMIT where the backend commits a lone
+    /// statement by itself.
+    pub fn is_single_write(&self) -> bool {
+        self.analysed.analysis.single_write
+    }
+
     /// The text with every literal replaced by `?`, for a span's
     /// `db.query.text`: computed once per distinct text (cached texts).
     pub fn sanitized_text(&self) -> Arc<str> {

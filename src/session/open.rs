@@ -23,7 +23,7 @@ use crate::{
         table::{AuditWriter, check_statement},
     },
     db::{
-        CLEANUP_TIMEOUT, Deadline, Driver,
+        CLEANUP_TIMEOUT, Deadline, Driver, Isolation,
         transaction::{Access, Begin, Checkout, Failure},
     },
     error::{DeadlinePhase, Error},
@@ -64,6 +64,14 @@ pub(super) struct Session<DB: Driver> {
     access: Access,
     /// The statement running now, kept for the audit trail (when it is on).
     audited: Option<AuditedStatement>,
+    /// The session is one write that is its own transaction, run without
+    /// BEGIN or COMMIT (see `Dialect::ONE_WRITE_IS_ITS_OWN_TRANSACTION`):
+    /// the database committed it if it succeeded and rolled it back if it
+    /// failed; nothing is open around it.
+    own_transaction: bool,
+    /// That write was cut off and may or may not have committed: the
+    /// session ends saying so, and its connection is closed.
+    outcome_unknown: bool,
 }
 
 /// A session statement on its way to the audit trail.
@@ -103,13 +111,17 @@ enum Ran {
 impl<DB: Driver> Session<DB> {
     /// Acquires the session's connection and opens its transaction. On
     /// failure the session is over: its place is given up (reason
-    /// `failed`) and the client is told why.
+    /// `failed`) and the client is told why. `only` is the session's one
+    /// statement, when its begin carries it with `commit_after`: a single
+    /// write with default options is then its own transaction, and no
+    /// BEGIN is sent.
     pub(super) async fn begin(
         manager: &SessionManager<DB>,
         options: &BeginOptions,
         guard: SessionGuard,
         client: ClientLink,
         call_end: Option<tokio::time::Instant>,
+        only: Option<&Statement>,
     ) -> Option<Self> {
         let access = Access::read_only_if(guard.entry().owner.role.is_read_only());
         let budget = manager.statement_budget;
@@ -121,7 +133,23 @@ impl<DB: Driver> Session<DB> {
             isolation: options.isolation,
             read_only: options.read_only,
         };
+        // Not with the audit table on: a write's audit row is inserted
+        // with the COMMIT, in the same transaction.
+        let own_transaction = DB::ONE_WRITE_IS_ITS_OWN_TRANSACTION
+            && options.isolation == Isolation::Default
+            && !options.read_only
+            && manager.audit_table.is_none()
+            && only.is_some_and(Statement::is_single_write);
         let opened = async {
+            if own_transaction {
+                // The server id costs a round trip: only for a shape that
+                // ran out its deadline before, so that a repeat can be
+                // cancelled by id (see `TimeoutMemory`); otherwise a write
+                // cut off is stopped by closing its connection.
+                let want_server_id = only
+                    .is_some_and(|only| manager.db.timed_out().has_timed_out(&only.fingerprint));
+                return Checkout::take(&manager.db, &deadline, want_server_id).await;
+            }
             // The server id comes with the BEGIN (`Dialect::open_session`).
             Checkout::take(&manager.db, &deadline, false)
                 .await?
@@ -142,6 +170,8 @@ impl<DB: Driver> Session<DB> {
                 read_only: options.read_only,
                 access,
                 audited: None,
+                own_transaction,
+                outcome_unknown: false,
             }),
             Err(error) => {
                 guard.end(EndReason::Failed);
@@ -256,9 +286,16 @@ impl<DB: Driver> Session<DB> {
                     self.dirty = true;
                     return Executed::End(EndReason::TransactionLost);
                 }
+                // A write that is its own transaction has committed: the
+                // client leaving now changes nothing, and it is counted so.
+                let gone = if self.own_transaction {
+                    EndReason::Commit
+                } else {
+                    EndReason::ClientGone
+                };
                 if let Err(failure) = sink.flush().await {
-                    self.dirty = failure.leaves_connection_dirty();
-                    return Executed::End(EndReason::ClientGone);
+                    self.dirty = !self.own_transaction && failure.leaves_connection_dirty();
+                    return Executed::End(gone);
                 }
                 let stats = StreamStats {
                     rows_affected,
@@ -272,13 +309,16 @@ impl<DB: Driver> Session<DB> {
                     event: StreamEvent::Finished(stats),
                 };
                 if !self.client.tell(finished).await {
-                    return Executed::End(EndReason::ClientGone);
+                    return Executed::End(gone);
                 }
                 self.client.tell(SessionEvent::Done { request_id }).await;
                 Executed::Done
             }
             Ran::Finished(Err(failure)) => {
                 self.dirty = failure.leaves_connection_dirty();
+                // Only the database's own refusal surely rolled it back.
+                self.outcome_unknown =
+                    self.own_transaction && !matches!(failure, Failure::Clean(_));
                 match failure.into_error() {
                     Some(error) if !self.client.is_gone() => {
                         let error = error.after_deadline(deadline.expired());
@@ -314,6 +354,9 @@ impl<DB: Driver> Session<DB> {
         deadline: Deadline,
     ) -> Ran {
         let canceller = self.checkout.canceller();
+        // Nothing but closing the connection can stop a write that is its
+        // own transaction without its connection's id: no wait for it.
+        let uncancellable = self.own_transaction && !self.checkout.knows_server_id();
         let running = run_statement::<DB, _>(self.checkout.connection(), statement, sink);
         tokio::pin!(running);
         let interruption = tokio::select! {
@@ -334,9 +377,14 @@ impl<DB: Driver> Session<DB> {
         // bound for the other interruptions) the connection counts as dirty
         // and is closed, never reused.
         let bound = match interruption {
+            _ if uncancellable => Duration::ZERO,
             Interruption::Deadline | Interruption::End(EndReason::CallDeadline) => SETTLE_GRACE,
             Interruption::End(_) => CLEANUP_TIMEOUT,
         };
+        if self.own_transaction && matches!(interruption, Interruption::Deadline) {
+            // Next time this shape's connection id is learnt first.
+            self.manager.db.timed_out().remember(&statement.fingerprint);
+        }
         let stop_in_process = matches!(interruption, Interruption::End(_));
         let settled = tokio::time::timeout(bound, async {
             canceller.cancel(stop_in_process).await;
@@ -344,6 +392,15 @@ impl<DB: Driver> Session<DB> {
         })
         .await;
         let dirty = !matches!(settled, Ok(Ok(_) | Err(Failure::Clean(_))));
+        if self.own_transaction {
+            if let Ok(Ok(rows_affected)) = settled {
+                // It finished, and committed, before the cut reached it.
+                return Ran::Finished(Ok(rows_affected));
+            }
+            // A refusal by the database rolled it back; otherwise it may
+            // have committed as the connection closed.
+            self.outcome_unknown = dirty;
+        }
         Ran::Interrupted {
             by: interruption,
             dirty,
@@ -447,7 +504,22 @@ impl<DB: Driver> Session<DB> {
     /// client told if it is still there.
     pub(super) async fn end(mut self, reason: EndReason) {
         let client = self.client.clone();
+        if self.outcome_unknown {
+            self.checkout.discard();
+            self.guard.end(reason);
+            if !client.is_gone() {
+                client
+                    .tell(SessionEvent::Ended(Error::CommitOutcomeUnknown))
+                    .await;
+            }
+            return;
+        }
         match reason {
+            // Its write committed by itself: nothing is open.
+            EndReason::Commit if self.own_transaction => {
+                self.give_back(EndReason::Commit).await;
+                client.tell(SessionEvent::Committed).await;
+            }
             EndReason::Commit => {
                 let bound = self.commit_bound();
                 match tokio::time::timeout_at(bound, self.checkout.commit()).await {
@@ -522,6 +594,12 @@ impl<DB: Driver> Session<DB> {
     /// cancel, in the background) when it is dirty or the rollback fails
     /// or takes too long; counts `reason`.
     async fn roll_back(mut self, reason: EndReason) {
+        if self.own_transaction && !self.dirty {
+            // Its write never ran, or failed and was rolled back by the
+            // database: nothing is open.
+            self.give_back(reason).await;
+            return;
+        }
         if self.dirty {
             self.checkout.discard();
             self.guard.end(reason);

@@ -59,8 +59,17 @@ pub(super) async fn run<DB: Driver>(
         }
     };
     crate::telemetry::traces::session_opened(&guard.entry().id);
+    // A begin carrying a statement to commit after: the whole session.
+    let only = match first.as_deref() {
+        Some(SessionCommand::Execute {
+            statement,
+            commit_after: true,
+            ..
+        }) => Some(statement),
+        _ => None,
+    };
     let Some(mut session) =
-        Session::begin(&manager, &options, guard, client.clone(), call_end).await
+        Session::begin(&manager, &options, guard, client.clone(), call_end, only).await
     else {
         return;
     };

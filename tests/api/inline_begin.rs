@@ -207,7 +207,9 @@ on_every_backend!(a_failing_statement_rolls_back_instead_of_committing);
 
 /// A commit that fails (a deferred constraint checked at commit): the
 /// statement's `done` has gone out, then the stream ends with the commit's
-/// error, and nothing is kept.
+/// error, and nothing is kept. A session that is that one write is its own
+/// transaction: the check fails the write itself, which is answered as a
+/// failing statement, rolled back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_commit_ends_the_stream_with_its_error() {
     let Some(app) = spawn_app(Backend::Postgres).await else {
@@ -218,7 +220,14 @@ async fn a_failing_commit_ends_the_stream_with_its_error() {
     app.run("INSERT INTO t (id) VALUES (1)").await;
     let mut view = DatabaseView::of(&app).await;
 
-    let done = exchange(&app, vec![one_message(&app, 5, 1)]).await;
+    let done = exchange(
+        &app,
+        vec![
+            SessionRequest::begin(BeginSession::default().with_first(insert(&app, 5, 1))),
+            SessionRequest::commit(),
+        ],
+    )
+    .await;
     assert_eq!(done.kinds(), ["began", "done 5"]);
     let status = done.ended.expect_err("the commit fails");
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
@@ -227,6 +236,176 @@ async fn a_failing_commit_ends_the_stream_with_its_error() {
         app.pool_stats().await.sessions_ended.get("failed"),
         Some(&1)
     );
+
+    let done = exchange(&app, vec![one_message(&app, 6, 1)]).await;
+    assert_eq!(
+        done.kinds(),
+        ["began", "error 6 AlreadyExists", "rolled_back"]
+    );
+    assert!(done.ended.is_ok(), "{:?}", done.ended);
+    assert_eq!(app.count("t").await, 1);
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
+    app.stop().await;
+}
+
+/// A write tagged `marker` (in a comment), to find it in `pg_stat_activity`.
+fn tagged_write(request_id: u64, id: i64, marker: &str) -> SessionExecute {
+    SessionExecute::new(
+        request_id,
+        format!("INSERT INTO t (id) VALUES ($1) /* {marker} */"),
+        vec![v::int(id)],
+    )
+}
+
+/// Whether the write tagged `marker` was the last thing its connection
+/// ran: so when it was its own transaction; a session's COMMIT (or
+/// ROLLBACK) follows it otherwise. Read directly, not through sqlgate.
+async fn ran_last(direct: &mut sqlx::PgConnection, marker: &str) -> bool {
+    let backends: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid() AND state = 'idle' AND query LIKE '%' || $1 || '%'",
+    )
+    .bind(marker)
+    .fetch_one(direct)
+    .await
+    .expect("pg_stat_activity");
+    backends == 1
+}
+
+/// On PostgreSQL a session that is one write (a begin carrying it with
+/// commit_after, default options) is its own transaction: one round trip
+/// instead of BEGIN, the write and COMMIT. Anything that needs the
+/// transaction around it still gets one: a non-default isolation, a
+/// read-only begin, rows to return (something after the write could
+/// still fail it), a session that goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_is_one_write_is_its_own_transaction() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
+    let mut view = DatabaseView::of(&app).await;
+    let mut direct = app.postgres_direct().await;
+
+    let alone = BeginSession::default().with_first(tagged_write(1, 1, "alone-1").then_commit());
+    let done = exchange(&app, vec![SessionRequest::begin(alone)]).await;
+    assert_eq!(done.kinds(), ["began", "done 1", "committed"]);
+    assert!(done.ended.is_ok(), "{:?}", done.ended);
+    assert!(ran_last(&mut direct, "alone-1").await, "no COMMIT after it");
+
+    let serializable = BeginSession {
+        isolation: pb::IsolationLevel::Serializable as i32,
+        ..BeginSession::default().with_first(tagged_write(2, 2, "isolated-2").then_commit())
+    };
+    let returning = SessionExecute {
+        sql: "INSERT INTO t (id) VALUES ($1) RETURNING id /* returning-3 */".to_owned(),
+        ..tagged_write(3, 3, "").then_commit()
+    };
+    for (begin, marker) in [
+        (serializable, "isolated-2"),
+        (BeginSession::default().with_first(returning), "returning-3"),
+    ] {
+        let done = exchange(&app, vec![SessionRequest::begin(begin)]).await;
+        assert_eq!(
+            done.kinds().last().map(String::as_str),
+            Some("committed"),
+            "{marker}"
+        );
+        assert!(
+            !ran_last(&mut direct, marker).await,
+            "{marker}: COMMIT after it"
+        );
+    }
+    let done = exchange(
+        &app,
+        vec![
+            SessionRequest::begin(BeginSession::default().with_first(tagged_write(
+                4,
+                4,
+                "goes-on-4",
+            ))),
+            SessionRequest::commit(),
+        ],
+    )
+    .await;
+    assert_eq!(done.kinds(), ["began", "done 4", "committed"]);
+    assert!(!ran_last(&mut direct, "goes-on-4").await);
+    // A read-only begin's write is refused by the database inside the
+    // transaction, never run alone.
+    let read_only = BeginSession {
+        read_only: true,
+        ..BeginSession::default().with_first(tagged_write(5, 5, "read-only-5").then_commit())
+    };
+    let done = exchange(&app, vec![SessionRequest::begin(read_only)]).await;
+    assert_eq!(done.kinds().last().map(String::as_str), Some("rolled_back"));
+
+    assert_eq!(app.count("t").await, 4);
+    assert_eq!(
+        app.pool_stats().await.sessions_ended.get("commit"),
+        Some(&4)
+    );
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
+    app.stop().await;
+}
+
+/// The exchange of a session that is `only`, answered well before the
+/// 3 s its statement would sleep.
+async fn answered_promptly(app: &TestApp, only: SessionExecute) -> Exchange {
+    let started = std::time::Instant::now();
+    let begin = BeginSession::default().with_first(only);
+    let done = exchange(app, vec![SessionRequest::begin(begin)]).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    done
+}
+
+/// A session that is one write, cut off by its deadline. The first time,
+/// nothing could cancel it but closing its connection, and a write may
+/// commit just as its connection closes: the session says its outcome is
+/// unknown, promptly, rather than claim a rollback — and the database did
+/// stop it. The next time, that shape's connection id is learnt first: it
+/// is cancelled, rolled back, and the session says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_write_session_cut_off_by_its_deadline_never_claims_a_rollback_it_cannot_know() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
+    let mut view = DatabaseView::of(&app).await;
+    let slow_write = |request_id, id| SessionExecute {
+        timeout: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 300_000_000,
+        }),
+        ..SessionExecute::new(
+            request_id,
+            "INSERT INTO t (id) SELECT $1 FROM pg_sleep(3)",
+            vec![v::int(id)],
+        )
+        .then_commit()
+    };
+
+    let done = answered_promptly(&app, slow_write(1, 1)).await;
+    assert_eq!(done.kinds(), ["began", "error 1 DeadlineExceeded"]);
+    let status = done.ended.expect_err("the outcome is unknown");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("outcome is unknown"),
+        "{status:?}"
+    );
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
+    assert_eq!(app.count("t").await, 0, "closing its connection stopped it");
+
+    let done = answered_promptly(&app, slow_write(2, 2)).await;
+    let kinds = done.kinds();
+    assert_eq!(kinds[..2], ["began", "error 2 DeadlineExceeded"]);
+    assert!(kinds.contains(&"rolled_back".to_owned()), "{kinds:?}");
+    if let Err(status) = &done.ended {
+        assert!(
+            !status.message().contains("outcome is unknown"),
+            "{status:?}"
+        );
+    }
+    assert_eq!(app.count("t").await, 0);
     view.assert_settles_clean(&app, CLEANUP_BOUND).await;
     app.stop().await;
 }

@@ -23,6 +23,8 @@ const CLIENT_CHECK_INTERVAL_MS: u64 = 25;
 impl Dialect for Postgres {
     const BACKEND: Backend = Backend::Postgres;
 
+    const ONE_WRITE_IS_ITS_OWN_TRANSACTION: bool = true;
+
     fn configure(
         options: &mut ConnectOptions,
         hook: PoolHook<Self>,

@@ -86,6 +86,11 @@ pub(crate) struct Analysis {
     pub(crate) calls_procedure: bool,
     /// The first reason to refuse it, whatever the context.
     pub(crate) refusal: Option<Refusal>,
+    /// One `INSERT`, `UPDATE`, `DELETE` or `MERGE` without `RETURNING`,
+    /// refused nowhere and leaving no connection state: it returns no rows
+    /// (so nothing after it can fail it) and is atomic on its own, so a
+    /// transaction of just this statement may be the statement alone.
+    pub(crate) single_write: bool,
 }
 
 impl Analysis {
@@ -133,6 +138,11 @@ impl Analysis {
         }
         analysis.parameters = highest.max(anonymous);
         analysis.statements = statements;
+        analysis.single_write &= statements == 1
+            && analysis.refusal.is_none()
+            && !analysis.leaves_state
+            && !analysis.calls_procedure
+            && !analysis.implicit_commit;
         analysis
     }
 
@@ -166,6 +176,9 @@ impl Analysis {
         }
         let read = is_read(&words, &first);
         self.plain_read &= read;
+        // Only a row-returning clause makes these return rows.
+        self.single_write = matches!(first.as_str(), "insert" | "update" | "delete" | "merge")
+            && !words.contains("returning");
         if self.refusal.is_none() {
             self.refusal = refusal(&words, &first, backend);
         }

@@ -413,3 +413,39 @@ proptest::proptest! {
         proptest::prop_assert!(Analysis::of(&trailing, Sqlite).refusal.is_some());
     }
 }
+
+#[test]
+fn a_single_write_is_one_plain_write_that_returns_no_rows() {
+    for sql in [
+        "INSERT INTO items (id, name) VALUES ($1, $2)",
+        "update items SET amount = amount + 1 WHERE id = $1",
+        "DELETE FROM items WHERE id = $1;",
+        "/* why */ INSERT INTO items (id) VALUES (1) ON CONFLICT (id) DO NOTHING",
+        "MERGE INTO items USING src ON items.id = src.id WHEN MATCHED THEN DELETE",
+        "UPDATE items SET note = 'returning' WHERE id = 1",
+        "UPDATE items SET \"returning\" = 1 WHERE id = 1",
+    ] {
+        assert!(of(sql, Postgres).single_write, "{sql:?}");
+    }
+    for sql in [
+        // Rows come back: something after the write could still fail it.
+        "INSERT INTO items (id) VALUES (1) RETURNING id",
+        "delete from items returning *",
+        // Reads, and writes that do not start as one.
+        "SELECT id FROM items",
+        "WITH gone AS (DELETE FROM items RETURNING id) SELECT count(*) FROM gone",
+        "WITH x AS (SELECT 1) UPDATE items SET id = id",
+        "SELECT archive(42)",
+        // Not atomic on its own, or not only data.
+        "INSERT INTO items (id) VALUES (1); INSERT INTO items (id) VALUES (2)",
+        "CALL archive(42)",
+        "DO $$ BEGIN UPDATE items SET id = id; COMMIT; END $$",
+        "VACUUM items",
+        "CREATE TABLE t (id int)",
+        "COMMIT",
+        "UPDATE items SET id = set_config('search_path', 'x', false)::int",
+        "",
+    ] {
+        assert!(!of(sql, Postgres).single_write, "{sql:?}");
+    }
+}

@@ -150,7 +150,10 @@ export type SessionExecute = Message<"sqlgate.v1.SessionExecute"> & {
    * status, rolled back). When the statement fails the transaction is
    * rolled back instead: `error`, then `rolled_back`. Either way the
    * session is over and the stream ends; requests sent after this one are
-   * not run.
+   * not run. On PostgreSQL a session that is one write without RETURNING
+   * (carried by a default begin) is sent as a transaction of its own, in
+   * one round trip; if it is cut off before it answers, the stream may end
+   * with COMMIT_OUTCOME_UNKNOWN (see the README).
    *
    * @generated from field: bool commit_after = 5;
    */
