@@ -43,6 +43,13 @@ pub(crate) trait Dialect: sqlx::Database {
     /// implicit transaction.
     const ONE_WRITE_IS_ITS_OWN_TRANSACTION: bool = false;
 
+    /// Whether closing `conn` stops a statement running on it at once on
+    /// the server (rather than at its end or its `statement_timeout`): a
+    /// write that is its own transaction is run so only where it does.
+    fn closing_stops_statements(_conn: &Self::Connection) -> bool {
+        false
+    }
+
     /// Whether `url` names a database that exists once per connection
     /// (SQLite `:memory:`): the pool then keeps exactly one, forever.
     fn single_connection(url: &str) -> bool {

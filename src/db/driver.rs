@@ -128,8 +128,9 @@ pub(crate) fn limit_statement_cache(capacity: usize, max_bytes: usize) {
     MAX_CACHED_STATEMENT_BYTES.store(limit, Ordering::Relaxed);
 }
 
-/// Whether `sql` may take a slot in the connection's statement cache.
-fn cacheable(sql: &str) -> bool {
+/// Whether `sql` may take a slot in the connection's statement cache:
+/// once it has run, describing it again costs no round trip.
+pub(crate) fn cacheable(sql: &str) -> bool {
     let limit = MAX_CACHED_STATEMENT_BYTES.load(Ordering::Relaxed);
     limit > 0 && sql.len() <= limit
 }

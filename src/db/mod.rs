@@ -23,7 +23,7 @@ pub use deadline::Deadline;
 pub(crate) use deadline::{Cut, within};
 pub(crate) use dialect::Dialect;
 pub use dialect::Isolation;
-pub(crate) use driver::Driver;
+pub(crate) use driver::{Driver, cacheable};
 pub use handle::{PoolHandle, StreamFigures};
 pub(crate) use interrupt::Interrupt;
 pub use metrics::{PoolObserver, PoolSnapshot};

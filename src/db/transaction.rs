@@ -319,6 +319,11 @@ impl<DB: Driver> Checkout<DB> {
         &mut self.conn
     }
 
+    /// The connection, to ask about.
+    pub(crate) fn connection_ref(&self) -> &DB::Connection {
+        &self.conn
+    }
+
     /// What stops this connection's statements from outside.
     pub(crate) fn canceller(&self) -> Canceller<DB> {
         self.canceller.clone()

@@ -23,7 +23,7 @@ use crate::{
         table::{AuditWriter, check_statement},
     },
     db::{
-        CLEANUP_TIMEOUT, Deadline, Driver, Isolation,
+        CLEANUP_TIMEOUT, Deadline, Driver, Isolation, cacheable,
         transaction::{Access, Begin, Checkout, Failure},
     },
     error::{DeadlinePhase, Error},
@@ -134,30 +134,35 @@ impl<DB: Driver> Session<DB> {
             read_only: options.read_only,
         };
         // Not with the audit table on: a write's audit row is inserted
-        // with the COMMIT, in the same transaction.
-        let own_transaction = DB::ONE_WRITE_IS_ITS_OWN_TRANSACTION
-            && options.isolation == Isolation::Default
-            && !options.read_only
-            && manager.audit_table.is_none()
-            && only.is_some_and(Statement::is_single_write);
+        // with the COMMIT, in the same transaction. Nor for a text too
+        // long to cache: with no rows, the statement is described after
+        // it ran, which would then be a round trip that could fail after
+        // the write committed.
+        let candidate = only.filter(|only| {
+            DB::ONE_WRITE_IS_ITS_OWN_TRANSACTION
+                && options.isolation == Isolation::Default
+                && !options.read_only
+                && manager.audit_table.is_none()
+                && only.is_single_write()
+                && cacheable(&DB::statement_text(&only.sql, &only.params))
+        });
         let opened = async {
-            if own_transaction {
-                // The server id costs a round trip: only for a shape that
-                // ran out its deadline before, so that a repeat can be
-                // cancelled by id (see `TimeoutMemory`); otherwise a write
-                // cut off is stopped by closing its connection.
-                let want_server_id = only
-                    .is_some_and(|only| manager.db.timed_out().has_timed_out(&only.fingerprint));
-                return Checkout::take(&manager.db, &deadline, want_server_id).await;
+            // The server id costs a round trip: for such a write, only for
+            // a shape that ran out its deadline before, so that a repeat
+            // can be cancelled by id (see `TimeoutMemory`); otherwise a
+            // write cut off is stopped by closing its connection.
+            let want_server_id = candidate
+                .is_some_and(|only| manager.db.timed_out().has_timed_out(&only.fingerprint));
+            let checkout = Checkout::take(&manager.db, &deadline, want_server_id).await?;
+            if candidate.is_some() && DB::closing_stops_statements(checkout.connection_ref()) {
+                return Ok((checkout, true));
             }
             // The server id comes with the BEGIN (`Dialect::open_session`).
-            Checkout::take(&manager.db, &deadline, false)
-                .await?
-                .begin_within(&deadline, begin)
-                .await
+            let checkout = checkout.begin_within(&deadline, begin).await?;
+            Ok((checkout, false))
         };
         match opened.await {
-            Ok(checkout) => Some(Self {
+            Ok((checkout, own_transaction)) => Some(Self {
                 lifetime_end: tokio::time::Instant::now()
                     + manager.registry.settings().max_lifetime,
                 call_end,
@@ -355,7 +360,7 @@ impl<DB: Driver> Session<DB> {
     ) -> Ran {
         let canceller = self.checkout.canceller();
         // Nothing but closing the connection can stop a write that is its
-        // own transaction without its connection's id: no wait for it.
+        // own transaction without its connection's id.
         let uncancellable = self.own_transaction && !self.checkout.knows_server_id();
         let running = run_statement::<DB, _>(self.checkout.connection(), statement, sink);
         tokio::pin!(running);
@@ -376,12 +381,21 @@ impl<DB: Driver> Session<DB> {
         // waits for that only [`SETTLE_GRACE`]; past it (or past the cleanup
         // bound for the other interruptions) the connection counts as dirty
         // and is closed, never reused.
+        let out_of_time = matches!(
+            interruption,
+            Interruption::Deadline | Interruption::End(EndReason::CallDeadline)
+        );
         let bound = match interruption {
-            _ if uncancellable => Duration::ZERO,
-            Interruption::Deadline | Interruption::End(EndReason::CallDeadline) => SETTLE_GRACE,
-            Interruption::End(_) => CLEANUP_TIMEOUT,
+            // A write that cannot be cancelled, when its answer is due now
+            // or nobody is left to hear it: its connection is closed at
+            // once, which stops it.
+            Interruption::End(EndReason::ClientGone) if uncancellable => Duration::ZERO,
+            _ if uncancellable && out_of_time => Duration::ZERO,
+            // A terminate or shutdown lets it finish within the bound.
+            _ if out_of_time => SETTLE_GRACE,
+            Interruption::Deadline | Interruption::End(_) => CLEANUP_TIMEOUT,
         };
-        if self.own_transaction && matches!(interruption, Interruption::Deadline) {
+        if self.own_transaction && out_of_time {
             // Next time this shape's connection id is learnt first.
             self.manager.db.timed_out().remember(&statement.fingerprint);
         }

@@ -25,6 +25,13 @@ impl Dialect for Postgres {
 
     const ONE_WRITE_IS_ITS_OWN_TRANSACTION: bool = true;
 
+    fn closing_stops_statements(conn: &sqlx::PgConnection) -> bool {
+        // `client_connection_check_interval` (set with each connection)
+        // exists from PostgreSQL 14.
+        conn.server_version_num()
+            .is_some_and(|version| version >= 140_000)
+    }
+
     fn configure(
         options: &mut ConnectOptions,
         hook: PoolHook<Self>,
