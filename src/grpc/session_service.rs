@@ -3,7 +3,7 @@
 //! session's inbox, and the session's events are encoded on the way out.
 //! The session itself (and all its cleanup) lives in [`crate::session`].
 
-use std::pin::Pin;
+use std::{pin::Pin, time::Duration};
 
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -84,16 +84,30 @@ impl<DB: Driver> Sessions for SessionService<DB> {
         let (inbox, inbound) = mpsc::channel(INBOX);
         let (outbound, events) = mpsc::channel(self.manager.limits().stream_buffer_frames);
         let limits = self.manager.limits().clone();
+        let registry = self.manager.registry().clone();
         tokio::spawn(async move {
+            // The client's last request asked to end the session (it
+            // expects no more answers after the end).
+            let mut asked_to_end = false;
             loop {
                 let message = tokio::select! {
                     message = requests.message() => message,
                     // The session ended and dropped its inbox.
-                    () = inbox.closed() => return,
+                    () = inbox.closed() => {
+                        if !asked_to_end {
+                            tokio::select! {
+                                () = drain(&mut requests) => {}
+                                () = registry.shutting_down() => {}
+                            }
+                        }
+                        return;
+                    }
                 };
                 let item = match message {
                     Ok(Some(request)) => {
-                        Inbound::Command(convert::session_command(request, &limits, DB::BACKEND))
+                        let command = convert::session_command(request, &limits, DB::BACKEND);
+                        asked_to_end = command.ends_session();
+                        Inbound::Command(command)
                     }
                     // Half-close: dropping the inbox tells the session.
                     Ok(None) => return,
@@ -119,6 +133,26 @@ impl<DB: Driver> Sessions for SessionService<DB> {
         });
         Ok(Response::new(Box::pin(responses)))
     }
+}
+
+/// How long, after its session ended, a stream's requests are still read
+/// (and dropped) while the client has not closed its side.
+const DRAIN_BOUND: Duration = Duration::from_secs(1);
+
+/// Reads and drops what the client still sends after its session ended
+/// from the server's side (terminate, idle timeout, a failure), until it
+/// closes its side or [`DRAIN_BOUND`] passes. Dropping the request side at
+/// once makes HTTP/2 reset the stream once the status is out, and a client
+/// that sent a request before it saw the end (a statement right after an
+/// Admin/TerminateSession) may see its write fail and report that
+/// (UNKNOWN) instead of the status the server sent. Not after the client's
+/// own commit or rollback: it expects the end, and a stream left open would
+/// keep an old connection (after GOAWAY) from closing.
+async fn drain(requests: &mut Streaming<pb::SessionRequest>) {
+    let _ = tokio::time::timeout(DRAIN_BOUND, async {
+        while let Ok(Some(_)) = requests.message().await {}
+    })
+    .await;
 }
 
 /// A message that does not decode (the codec says so with its own

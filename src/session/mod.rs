@@ -85,6 +85,21 @@ pub enum SessionCommand {
     },
 }
 
+impl SessionCommand {
+    /// Whether the client asks with this request for the session to end
+    /// (commit, rollback, or a statement with `commit_after`, carried by
+    /// `begin` or not).
+    pub fn ends_session(&self) -> bool {
+        match self {
+            Self::Commit | Self::Rollback => true,
+            Self::Execute { commit_after, .. } | Self::Invalid { commit_after, .. } => {
+                *commit_after
+            }
+            Self::Begin { first, .. } => first.as_deref().is_some_and(Self::ends_session),
+        }
+    }
+}
+
 /// What arrives from the client's stream.
 #[derive(Debug)]
 pub enum Inbound {
@@ -180,6 +195,11 @@ impl<DB: Driver> SessionManager<DB> {
         &self.limits
     }
 
+    /// The sessions' registry (shutdown, for the stream's reader).
+    pub(crate) fn registry(&self) -> &Arc<SessionRegistry> {
+        &self.registry
+    }
+
     /// Runs `owner`'s session fed by `inbound` and answering on
     /// `outbound`, in a task of its own that shutdown waits for and that
     /// keeps `hold` until the session has ended (rolled back or committed,
@@ -202,5 +222,60 @@ impl<DB: Driver> SessionManager<DB> {
         self.registry.spawn(span.scope(Box::pin(runner::run(
             manager, owner, hold, call_end, inbound, outbound,
         ))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Backend;
+
+    fn execute(commit_after: bool) -> SessionCommand {
+        let statement = Statement::new(
+            "UPDATE t SET n = 1".to_owned(),
+            vec![],
+            &LimitSettings::default(),
+            Backend::Postgres,
+        )
+        .expect("a statement");
+        SessionCommand::Execute {
+            request_id: 1,
+            statement,
+            timeout: None,
+            commit_after,
+        }
+    }
+
+    fn begin(first: Option<SessionCommand>) -> SessionCommand {
+        SessionCommand::Begin {
+            options: BeginOptions {
+                isolation: Isolation::Default,
+                read_only: false,
+                labels: BTreeMap::new(),
+                idle_timeout: None,
+            },
+            first: first.map(Box::new),
+        }
+    }
+
+    #[test]
+    fn only_the_clients_own_ending_requests_end_the_session() {
+        for ending in [
+            SessionCommand::Commit,
+            SessionCommand::Rollback,
+            execute(true),
+            begin(Some(execute(true))),
+            SessionCommand::Invalid {
+                request_id: 1,
+                error: Error::SessionProtocol("bad".to_owned()),
+                commit_after: true,
+                sql: None,
+            },
+        ] {
+            assert!(ending.ends_session(), "{ending:?}");
+        }
+        for going_on in [execute(false), begin(None), begin(Some(execute(false)))] {
+            assert!(!going_on.ends_session(), "{going_on:?}");
+        }
     }
 }
