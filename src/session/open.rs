@@ -385,15 +385,17 @@ impl<DB: Driver> Session<DB> {
             interruption,
             Interruption::Deadline | Interruption::End(EndReason::CallDeadline)
         );
-        let bound = match interruption {
-            // A write that cannot be cancelled, when its answer is due now
-            // or nobody is left to hear it: its connection is closed at
-            // once, which stops it.
-            Interruption::End(EndReason::ClientGone) if uncancellable => Duration::ZERO,
-            _ if uncancellable && out_of_time => Duration::ZERO,
-            // A terminate or shutdown lets it finish within the bound.
-            _ if out_of_time => SETTLE_GRACE,
-            Interruption::Deadline | Interruption::End(_) => CLEANUP_TIMEOUT,
+        // A write that cannot be cancelled, when its answer is due now or
+        // nobody is left to hear it, is cut at once (its connection is
+        // closed, which stops it); a terminate or shutdown lets it finish
+        // within the cleanup bound.
+        let client_gone = matches!(interruption, Interruption::End(EndReason::ClientGone));
+        let bound = if uncancellable && (out_of_time || client_gone) {
+            Duration::ZERO
+        } else if out_of_time {
+            SETTLE_GRACE
+        } else {
+            CLEANUP_TIMEOUT
         };
         if self.own_transaction && out_of_time {
             // Next time this shape's connection id is learnt first.
