@@ -499,3 +499,62 @@ async fn what_a_one_message_transaction_will_not_do(backend: Backend) {
     app.stop().await;
 }
 on_every_backend!(what_a_one_message_transaction_will_not_do);
+
+/// A client that vanishes while its one-write session's write runs: the
+/// connection is closed, which stops the write on the server (nothing is
+/// kept, nothing stays open), the session is counted `client_gone`, and
+/// the next caller gets a clean connection. Meanwhile a second caller's
+/// one-write session on another row commits as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_vanishes_mid_write_leaves_nothing_behind() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    app.run("CREATE TABLE t (id INTEGER PRIMARY KEY)").await;
+    let mut view = DatabaseView::of(&app).await;
+
+    let slow = SessionExecute::new(
+        1,
+        "INSERT INTO t (id) SELECT $1 FROM pg_sleep(3) /* vanishing */",
+        vec![v::int(1)],
+    )
+    .then_commit();
+    let (sender, mut answers) = Session::attach(app.channel.clone()).await.expect("attach");
+    sender
+        .send(SessionRequest::begin(
+            BeginSession::default().with_first(slow),
+        ))
+        .await
+        .expect("send");
+    let began = answers.message().await.expect("an answer").expect("began");
+    assert!(
+        matches!(began.response, Some(Answer::Began(_))),
+        "{began:?}"
+    );
+    let started = std::time::Instant::now();
+    while view.running("vanishing").await != 1 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the write runs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // A second caller at the same time.
+    let done = exchange(&app, vec![one_message(&app, 2, 2)]).await;
+    assert_eq!(done.kinds(), ["began", "done 2", "committed"]);
+
+    drop(answers);
+    drop(sender);
+    view.assert_settles_clean(&app, CLEANUP_BOUND).await;
+    assert_eq!(view.running("vanishing").await, 0, "the write was stopped");
+    assert_eq!(app.count("t").await, 1, "only the second caller's row");
+    let ended = app.pool_stats().await.sessions_ended;
+    assert_eq!(ended.get("client_gone"), Some(&1));
+    assert_eq!(ended.get("commit"), Some(&1));
+    // The next caller's one-write session runs on a clean connection.
+    let done = exchange(&app, vec![one_message(&app, 3, 3)]).await;
+    assert_eq!(done.kinds(), ["began", "done 3", "committed"]);
+    assert_eq!(app.count("t").await, 2);
+    app.stop().await;
+}
